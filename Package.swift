@@ -1,0 +1,77 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+]
+
+let package = Package(
+    name: "swift-kerberos",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "Kerberos", targets: ["Kerberos"]),
+        .executable(name: "krb5-verifyd", targets: ["krb5-verifyd"]),
+        .executable(name: "krb5-login", targets: ["krb5-login"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+    ],
+    targets: [
+        // MIT krb5 (Debian libkrb5-dev) as a Clang module.
+        .systemLibrary(name: "CKrb5", providers: [.apt(["libkrb5-dev"])]),
+
+        // The library: typed Swift over krb5's initial-credentials API.
+        .target(name: "Kerberos", dependencies: ["CKrb5"], swiftSettings: strict),
+
+        // The wire formats of krb5-verifyd and krb5-login: saslauthd frames and JSON lines.
+        .target(name: "LoginProtocol", dependencies: ["Kerberos"], swiftSettings: strict),
+
+        // One verified login as a replayable conversation; shared by the daemon and the helper.
+        .target(name: "LoginService", dependencies: ["Kerberos", "LoginProtocol"], swiftSettings: strict),
+
+        // krb5-verifyd: listeners, worker pool, limits, metrics.
+        .target(
+            name: "VerifyDaemon",
+            dependencies: [
+                "LoginService", "LoginProtocol",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "TOMLKit", package: "TOMLKit"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "krb5-verifyd",
+            dependencies: ["VerifyDaemon", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: strict
+        ),
+
+        // krb5-login: stdin front ends and exit codes.
+        .target(name: "LoginHelper", dependencies: ["LoginService", "LoginProtocol"], swiftSettings: strict),
+        .executableTarget(
+            name: "krb5-login",
+            dependencies: ["LoginHelper", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: strict
+        ),
+
+        // The live test realm (Docker/kdc/realm.sh) as seen from the test suites.
+        .target(name: "TestRealm", dependencies: ["Kerberos"], path: "Tests/TestRealm", swiftSettings: strict),
+
+        .testTarget(name: "KerberosTests", dependencies: ["Kerberos", "TestRealm"], swiftSettings: strict),
+        .testTarget(name: "LoginProtocolTests", dependencies: ["LoginProtocol"], swiftSettings: strict),
+        .testTarget(name: "VerifyDaemonTests", dependencies: ["VerifyDaemon", "TestRealm"], swiftSettings: strict),
+        .testTarget(name: "LoginHelperTests", dependencies: ["LoginHelper", "TestRealm"], swiftSettings: strict),
+    ]
+)

@@ -1,0 +1,1 @@
+print("krb5-verifyd")
