@@ -69,7 +69,7 @@ let package = Package(
         // The live test realm (Docker/kdc/realm.sh) as seen from the test suites.
         .target(name: "TestRealm", dependencies: ["Kerberos"], path: "Tests/TestRealm", swiftSettings: strict),
 
-        .testTarget(name: "KerberosTests", dependencies: ["Kerberos", "TestRealm"], swiftSettings: strict),
+        .testTarget(name: "KerberosTests", dependencies: ["Kerberos", "CKrb5", "TestRealm"], swiftSettings: strict),
         .testTarget(name: "LoginProtocolTests", dependencies: ["LoginProtocol"], swiftSettings: strict),
         .testTarget(name: "VerifyDaemonTests", dependencies: ["VerifyDaemon", "TestRealm"], swiftSettings: strict),
         .testTarget(name: "LoginHelperTests", dependencies: ["LoginHelper", "TestRealm"], swiftSettings: strict),

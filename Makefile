@@ -1,0 +1,59 @@
+# swift-kerberos: build, test and try it against a throwaway MIT realm.
+SHELL := /bin/bash
+PREFIX ?= /usr/local
+DESTDIR ?=
+REALM_DIR ?= $(CURDIR)/.realm
+SWIFT ?= swift
+SWIFT_FLAGS ?=
+APT_PACKAGES := libkrb5-dev krb5-kdc krb5-admin-server krb5-pkinit krb5-otp krb5-user krb5-kpropd \
+	freeradius freeradius-utils softhsm2 opensc sasl2-bin pamtester openssl libpam-modules libpam-runtime procps
+
+.PHONY: all deps build release test test-unit demo kdc-up kdc-down error-names clean
+
+all: build
+
+## deps: install the Debian packages the build and the test realm need (as root), or print the command.
+deps:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -z "$$missing" ]; then echo "deps: all Debian packages present"; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		echo "deps: installing $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	else echo "deps: missing packages; run: sudo apt-get install -y $$missing" >&2; exit 1; fi
+
+## build: debug build of the library, krb5-verifyd and krb5-login.
+build: deps
+	$(SWIFT) build $(SWIFT_FLAGS)
+
+release: deps
+	$(SWIFT) build -c release $(SWIFT_FLAGS)
+
+## kdc-up / kdc-down: a throwaway realm in $(REALM_DIR) (real krb5kdc, kadmind, FreeRADIUS, SoftHSM on 127.0.0.1).
+kdc-up: deps
+	@if [ -f $(REALM_DIR)/realm.env ]; then echo "kdc-up: realm already in $(REALM_DIR)"; else Docker/kdc/realm.sh up $(REALM_DIR); fi
+
+kdc-down:
+	@if [ -d $(REALM_DIR) ]; then Docker/kdc/realm.sh down $(REALM_DIR); rm -rf $(REALM_DIR); fi
+
+## test: everything, against a fresh throwaway realm that is stopped afterwards.
+test: deps
+	$(SWIFT) build --build-tests $(SWIFT_FLAGS)
+	@rm -rf $(REALM_DIR).test; Docker/kdc/realm.sh up $(REALM_DIR).test; \
+	KRB5_TEST_REALM=$(REALM_DIR).test $(SWIFT) test --skip-build $(SWIFT_FLAGS); status=$$?; \
+	Docker/kdc/realm.sh down $(REALM_DIR).test; rm -rf $(REALM_DIR).test; exit $$status
+
+## test-unit: the tests that need no KDC.
+test-unit:
+	$(SWIFT) test $(SWIFT_FLAGS) --filter 'KerberosErrorTests|PrincipalTests|TOTPTests|LoginProtocolTests'
+
+## demo: build, start a throwaway realm, log a user in through the library with verification.
+demo: build
+	@rm -rf $(REALM_DIR).demo; Docker/kdc/realm.sh up $(REALM_DIR).demo >/dev/null; \
+	scripts/demo.sh $(REALM_DIR).demo; status=$$?; \
+	Docker/kdc/realm.sh down $(REALM_DIR).demo; rm -rf $(REALM_DIR).demo; exit $$status
+
+error-names:
+	scripts/gen-error-names.sh
+
+clean:
+	rm -rf .build $(REALM_DIR) $(REALM_DIR).test $(REALM_DIR).demo

@@ -1,0 +1,145 @@
+internal import CKrb5
+public import struct Foundation.Date
+
+/// A ticket with its session key: what the KDC issued, as stored in a credential cache.
+///
+/// Owns a `krb5_creds` structure, whose contents are freed with `krb5_free_cred_contents`.
+/// It is a class because copying the C struct would double-free its pointers.
+public final class Credentials {
+    let context: Context
+    var raw: krb5_creds
+
+    /// Takes ownership of the contents of `raw` (its principals, key, ticket and addresses).
+    init(takingOwnershipOf raw: krb5_creds, context: Context) {
+        self.raw = raw
+        self.context = context
+    }
+
+    deinit {
+        krb5_free_cred_contents(context.raw, &raw)
+    }
+
+    /// The client principal, such as `alice@EXAMPLE.ORG`.
+    public var client: String { name(raw.client) }
+    /// The service principal, such as `krbtgt/EXAMPLE.ORG@EXAMPLE.ORG`.
+    public var server: String { name(raw.server) }
+
+    /// When the initial authentication happened.
+    public var authTime: Date { date(raw.times.authtime)! }
+    /// When the ticket becomes valid (the auth time unless post-dated).
+    public var startTime: Date { date(raw.times.starttime) ?? authTime }
+    /// When the ticket expires.
+    public var endTime: Date { date(raw.times.endtime)! }
+    /// Until when the ticket can be renewed, if it is renewable.
+    public var renewTill: Date? { date(raw.times.renew_till) }
+
+    /// The ticket flags.
+    public var flags: TicketFlags { TicketFlags(rawValue: UInt32(bitPattern: raw.ticket_flags)) }
+
+    /// The encryption type of the session key.
+    public var sessionKeyType: EncryptionType { EncryptionType(rawValue: raw.keyblock.enctype) }
+
+    /// The client addresses the ticket is bound to; empty for an addressless ticket.
+    public var addressCount: Int {
+        guard let addresses = raw.addresses else { return 0 }
+        var count = 0
+        while addresses[count] != nil { count += 1 }
+        return count
+    }
+
+    /// Whether the ticket is a ticket-granting ticket (`krbtgt/…`).
+    public var isTicketGrantingTicket: Bool {
+        guard let server = raw.server else { return false }
+        return Principal.component(server, 0) == "krbtgt"
+    }
+
+    private func name(_ principal: krb5_principal?) -> String {
+        guard let principal else { return "" }
+        var text: UnsafeMutablePointer<CChar>?
+        guard krb5_unparse_name(context.raw, principal, &text) == 0, let text else { return "" }
+        defer { krb5_free_unparsed_name(context.raw, text) }
+        return String(cString: text)
+    }
+
+    private func date(_ timestamp: krb5_timestamp) -> Date? {
+        // krb5 timestamps are unsigned 32-bit seconds stored in an Int32 (valid until 2106).
+        timestamp == 0 ? nil : Date(timeIntervalSince1970: Double(UInt32(bitPattern: timestamp)))
+    }
+}
+
+extension Principal {
+    /// Component `index` of a raw principal, or nil.
+    static func component(_ principal: krb5_principal, _ index: Int) -> String? {
+        guard index < Int(principal.pointee.length) else { return nil }
+        let data = principal.pointee.data[index]
+        guard let bytes = data.data else { return "" }
+        return String(decoding: UnsafeRawBufferPointer(start: bytes, count: Int(data.length)), as: UTF8.self)
+    }
+}
+
+/// Ticket flags (`TKT_FLG_*`).
+public struct TicketFlags: OptionSet, Sendable, Hashable, CustomStringConvertible {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+
+    public static let forwardable = TicketFlags(rawValue: UInt32(TKT_FLG_FORWARDABLE))
+    public static let forwarded = TicketFlags(rawValue: UInt32(TKT_FLG_FORWARDED))
+    public static let proxiable = TicketFlags(rawValue: UInt32(TKT_FLG_PROXIABLE))
+    public static let proxy = TicketFlags(rawValue: UInt32(TKT_FLG_PROXY))
+    public static let mayPostdate = TicketFlags(rawValue: UInt32(TKT_FLG_MAY_POSTDATE))
+    public static let postdated = TicketFlags(rawValue: UInt32(TKT_FLG_POSTDATED))
+    public static let invalid = TicketFlags(rawValue: UInt32(TKT_FLG_INVALID))
+    public static let renewable = TicketFlags(rawValue: UInt32(TKT_FLG_RENEWABLE))
+    public static let initial = TicketFlags(rawValue: UInt32(TKT_FLG_INITIAL))
+    public static let preAuthenticated = TicketFlags(rawValue: UInt32(TKT_FLG_PRE_AUTH))
+    public static let hardwareAuthenticated = TicketFlags(rawValue: UInt32(TKT_FLG_HW_AUTH))
+    public static let transitPolicyChecked = TicketFlags(rawValue: UInt32(TKT_FLG_TRANSIT_POLICY_CHECKED))
+    public static let okAsDelegate = TicketFlags(rawValue: UInt32(TKT_FLG_OK_AS_DELEGATE))
+    public static let encryptedPAReply = TicketFlags(rawValue: UInt32(TKT_FLG_ENC_PA_REP))
+    public static let anonymous = TicketFlags(rawValue: UInt32(TKT_FLG_ANONYMOUS))
+
+    /// klist's letters: F forwardable, f forwarded, P proxiable, p proxy, D may-postdate, d postdated,
+    /// i invalid, R renewable, I initial, A pre-authenticated, H hardware-authenticated,
+    /// T transit-checked, O ok-as-delegate, a anonymous.
+    public var description: String {
+        let letters: [(TicketFlags, Character)] = [
+            (.forwardable, "F"), (.forwarded, "f"), (.proxiable, "P"), (.proxy, "p"), (.mayPostdate, "D"),
+            (.postdated, "d"), (.invalid, "i"), (.renewable, "R"), (.initial, "I"), (.preAuthenticated, "A"),
+            (.hardwareAuthenticated, "H"), (.transitPolicyChecked, "T"), (.okAsDelegate, "O"), (.anonymous, "a"),
+        ]
+        return String(letters.filter { contains($0.0) }.map(\.1))
+    }
+}
+
+/// A Kerberos encryption type, such as `aes256-cts-hmac-sha1-96`.
+public struct EncryptionType: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+    public let rawValue: Int32
+    public init(rawValue: Int32) { self.rawValue = rawValue }
+
+    public static let aes128CTSHMACSHA196 = EncryptionType(rawValue: Int32(ENCTYPE_AES128_CTS_HMAC_SHA1_96))
+    public static let aes256CTSHMACSHA196 = EncryptionType(rawValue: Int32(ENCTYPE_AES256_CTS_HMAC_SHA1_96))
+    public static let aes128CTSHMACSHA256128 = EncryptionType(rawValue: Int32(ENCTYPE_AES128_CTS_HMAC_SHA256_128))
+    public static let aes256CTSHMACSHA384192 = EncryptionType(rawValue: Int32(ENCTYPE_AES256_CTS_HMAC_SHA384_192))
+    public static let camellia128CTSCMAC = EncryptionType(rawValue: Int32(ENCTYPE_CAMELLIA128_CTS_CMAC))
+    public static let camellia256CTSCMAC = EncryptionType(rawValue: Int32(ENCTYPE_CAMELLIA256_CTS_CMAC))
+    public static let rc4HMAC = EncryptionType(rawValue: Int32(ENCTYPE_ARCFOUR_HMAC))
+
+    /// Parses a name krb5 knows, such as `aes256-cts` or `aes256-cts-hmac-sha1-96`.
+    ///
+    /// The corresponding C function is `krb5_string_to_enctype`.
+    public init?(name: String) {
+        var value: krb5_enctype = 0
+        let code = name.withCString { krb5_string_to_enctype(UnsafeMutablePointer(mutating: $0), &value) }
+        guard code == 0 else { return nil }
+        self.rawValue = value
+    }
+
+    /// krb5's name for the type, such as `aes256-cts-hmac-sha1-96`.
+    ///
+    /// The corresponding C function is `krb5_enctype_to_name`.
+    public var description: String {
+        var buffer = [CChar](repeating: 0, count: 64)
+        guard krb5_enctype_to_name(rawValue, 0, &buffer, buffer.count) == 0 else { return "enctype-\(rawValue)" }
+        return buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+    }
+}

@@ -1,0 +1,320 @@
+internal import CKrb5
+public import struct Foundation.Date
+
+/// Everything `krb5_get_init_creds_opt_set_*` can set for one initial-credentials request, plus
+/// the start time, the in-ticket service, the prompter and the responder.
+///
+/// `nil` leaves krb5's default (from `krb5.conf`) in place.
+public struct InitialCredentialsOptions {
+    /// Requested ticket lifetime (`krb5_get_init_creds_opt_set_tkt_life`); the KDC may clamp it.
+    public var ticketLifetime: Duration?
+    /// Requested renewable lifetime (`krb5_get_init_creds_opt_set_renew_life`).
+    public var renewLifetime: Duration?
+    /// Request a forwardable ticket (`krb5_get_init_creds_opt_set_forwardable`).
+    public var forwardable: Bool?
+    /// Request a proxiable ticket (`krb5_get_init_creds_opt_set_proxiable`).
+    public var proxiable: Bool?
+    /// Ask the KDC to canonicalize the client name (`krb5_get_init_creds_opt_set_canonicalize`).
+    public var canonicalize: Bool?
+    /// Request anonymous credentials (`krb5_get_init_creds_opt_set_anonymous`); see ``Context/anonymousCredentials(realm:options:)``.
+    public var anonymous: Bool = false
+    /// The session-key encryption types to offer, in preference order (`krb5_get_init_creds_opt_set_etype_list`).
+    public var encryptionTypes: [EncryptionType]?
+    /// Client addresses to put in the ticket (`krb5_get_init_creds_opt_set_address_list`).
+    public var addresses: AddressList?
+    /// Pre-authentication types to try, in order (`krb5_get_init_creds_opt_set_preauth_list`). Setting
+    /// `[.encryptedTimestamp]` makes krb5 send the timestamp in the first request ("optimistic preauth").
+    public var preauthTypes: [PreauthType]?
+    /// The salt for the password's string-to-key (`krb5_get_init_creds_opt_set_salt`); normally learnt from the KDC.
+    public var salt: [UInt8]?
+    /// Whether an expired password may be changed through the prompter
+    /// (`krb5_get_init_creds_opt_set_change_password_prompt`; krb5's default is yes).
+    public var changePasswordPrompt: Bool?
+    /// Pre-authentication options, such as `("X509_user_identity", "FILE:cert.pem,key.pem")`
+    /// or `("X509_anchors", "FILE:ca.pem")` (`krb5_get_init_creds_opt_set_pa`).
+    public var preauthOptions: [(name: String, value: String)] = []
+    /// FAST armor for the request (`krb5_get_init_creds_opt_set_fast_ccache` and friends).
+    public var armor: Armor?
+    /// Fail unless the exchange is protected by FAST (`KRB5_FAST_REQUIRED`).
+    public var fastRequired: Bool = false
+    /// A cache to read existing credentials and configuration from (`krb5_get_init_creds_opt_set_in_ccache`).
+    public var inCache: CredentialCache?
+    /// A cache to initialise and store the new credentials in (`krb5_get_init_creds_opt_set_out_ccache`).
+    public var outCache: CredentialCache?
+    /// Called with the password and account expiry the KDC reports (`krb5_get_init_creds_opt_set_expire_callback`).
+    public var expireCallback: ((PasswordExpiry) -> Void)?
+    /// Answers the pre-authentication questions of each round (`krb5_get_init_creds_opt_set_responder`).
+    public var responder: Responder?
+    /// Asks for whatever the responder left unanswered: passwords, pass phrases, a new password.
+    public var prompter: Prompter?
+    /// Whether to ask the KDC to include a PAC (`krb5_get_init_creds_opt_set_pac_request`).
+    public var requestPAC: Bool?
+    /// Post-date the ticket: start this long after now.
+    public var startTimeOffset: Duration?
+    /// The service to request instead of `krbtgt/REALM`, such as `kadmin/changepw`.
+    public var service: String?
+
+    public init() {}
+}
+
+/// Which addresses go into the ticket.
+public enum AddressList: Sendable {
+    /// No addresses: the ticket works from anywhere (krb5's usual default).
+    case addressless
+    /// This host's local addresses (`krb5_os_localaddr`).
+    case local
+}
+
+/// A pre-authentication type number (`KRB5_PADATA_*`).
+public struct PreauthType: RawRepresentable, Hashable, Sendable {
+    public let rawValue: Int32
+    public init(rawValue: Int32) { self.rawValue = rawValue }
+    /// PA-ENC-TIMESTAMP: the password-derived key encrypts the time.
+    public static let encryptedTimestamp = PreauthType(rawValue: Int32(KRB5_PADATA_ENC_TIMESTAMP))
+    /// PA-ENCRYPTED-CHALLENGE, used inside FAST.
+    public static let encryptedChallenge = PreauthType(rawValue: Int32(KRB5_PADATA_ENCRYPTED_CHALLENGE))
+    /// PKINIT (PA-PK-AS-REQ).
+    public static let pkinit = PreauthType(rawValue: Int32(KRB5_PADATA_PK_AS_REQ))
+    /// OTP (PA-OTP-REQUEST).
+    public static let otp = PreauthType(rawValue: Int32(KRB5_PADATA_OTP_REQUEST))
+    /// SPAKE.
+    public static let spake = PreauthType(rawValue: Int32(KRB5_PADATA_SPAKE))
+}
+
+/// Where FAST armor comes from.
+public enum Armor {
+    /// A cache that already holds a TGT usable as armor, by name (`krb5_get_init_creds_opt_set_fast_ccache_name`).
+    case cacheName(String)
+    /// A cache that already holds an armor TGT (`krb5_get_init_creds_opt_set_fast_ccache`).
+    case cache(CredentialCache)
+    /// Anonymous PKINIT: the library first gets `WELLKNOWN/ANONYMOUS` credentials for the client's realm
+    /// into a private MEMORY cache and arms with them (what `kinit -n` then `kinit -T` does).
+    case anonymousPKINIT
+    /// A service key: the library first gets a TGT for `principal` (nil: the keytab's first entry) with the
+    /// keytab into a private MEMORY cache, as SSSD does with the host keytab.
+    case keytab(Keytab, principal: Principal?)
+}
+
+/// Password and account expiry reported in the KDC's reply.
+public struct PasswordExpiry: Sendable {
+    /// When the password expires, if the KDC said.
+    public var passwordExpiration: Date?
+    /// When the account expires, if the KDC said.
+    public var accountExpiration: Date?
+    /// Whether the times came from the last-request field (rather than the key-expiration field).
+    public var isLastRequest: Bool
+}
+
+extension Context {
+    /// Gets initial credentials (normally a TGT) with a password.
+    ///
+    /// With `password` nil, the responder's password question or the prompter asks for it.
+    /// The password bytes are handed to krb5 as a C string valid only during the call.
+    ///
+    /// The corresponding C function is `krb5_get_init_creds_password`.
+    /// > Warning: Blocks on the network (and on the prompter). Call from a dedicated thread, such as
+    /// > ``KerberosExecutor/run(_:)``, never from Swift's cooperative pool or an event loop.
+    public func initialCredentials(for client: Principal, password: Secret?, options: InitialCredentialsOptions = InitialCredentialsOptions()) throws -> Credentials {
+        if let password, password.containsNUL {
+            throw KerberosError(code: Int32(KRB5_LIBOS_CANTREADPWD), message: "The password contains a NUL byte", reason: .invalidRequest)
+        }
+        let request = try InitialCredentialsRequest(context: self, client: client, options: options)
+        var creds = krb5_creds()
+        let code: krb5_error_code = withExtendedLifetime(request) {
+            let call = { (passwordPointer: UnsafePointer<CChar>?) in
+                krb5_get_init_creds_password(
+                    self.raw, &creds, client.raw, passwordPointer,
+                    request.state.hasPrompter ? prompterTrampoline : nil, request.state.opaque,
+                    request.startTime, request.service, request.opt)
+            }
+            if let password { return password.withCString { call($0) } }
+            return call(nil)
+        }
+        try request.finish(code)
+        return Credentials(takingOwnershipOf: creds, context: self)
+    }
+
+    /// Gets initial credentials with a key from a keytab (a service logging in as itself).
+    ///
+    /// The corresponding C function is `krb5_get_init_creds_keytab`.
+    /// > Warning: Blocks on the network.
+    public func initialCredentials(for client: Principal, keytab: Keytab, options: InitialCredentialsOptions = InitialCredentialsOptions()) throws -> Credentials {
+        let request = try InitialCredentialsRequest(context: self, client: client, options: options)
+        var creds = krb5_creds()
+        let code = withExtendedLifetime(request) {
+            krb5_get_init_creds_keytab(raw, &creds, client.raw, keytab.raw, request.startTime, request.service, request.opt)
+        }
+        try request.finish(code)
+        return Credentials(takingOwnershipOf: creds, context: self)
+    }
+
+    /// Gets anonymous credentials for `realm` (`WELLKNOWN/ANONYMOUS@realm` as the client, shown as
+    /// `WELLKNOWN/ANONYMOUS@WELLKNOWN:ANONYMOUS`) through anonymous PKINIT; the KDC certificate is checked
+    /// against the configured `pkinit_anchors`.
+    ///
+    /// The corresponding C function is `krb5_get_init_creds_password` with `krb5_get_init_creds_opt_set_anonymous`.
+    /// > Warning: Blocks on the network.
+    public func anonymousCredentials(realm: String? = nil, options: InitialCredentialsOptions = InitialCredentialsOptions()) throws -> Credentials {
+        var options = options
+        options.anonymous = true
+        let client = try Principal.anonymous(realm: realm ?? defaultRealm(), in: self)
+        return try initialCredentials(for: client, password: nil, options: options)
+    }
+
+    /// Gets a TGT to use as FAST armor and puts it in a new private MEMORY cache.
+    func armorCache(_ armor: Armor, for client: Principal) throws -> CredentialCache {
+        let credentials: Credentials
+        switch armor {
+        case .cacheName(let name):
+            return try CredentialCache(resolving: name, in: self)
+        case .cache(let cache):
+            return cache
+        case .anonymousPKINIT:
+            credentials = try anonymousCredentials(realm: client.realm)
+        case .keytab(let keytab, let principal):
+            let service = try principal ?? keytab.firstPrincipal()
+            credentials = try initialCredentials(for: service, keytab: keytab)
+        }
+        let cache = try CredentialCache.newUnique(in: self)
+        let owner = try Principal(parsing: credentials.client, in: self)
+        try cache.initialize(for: owner)
+        try cache.store(credentials)
+        return cache
+    }
+}
+
+extension Keytab {
+    /// The principal of the first entry.
+    func firstPrincipal() throws(KerberosError) -> Principal {
+        guard let first = try entries().first else {
+            throw KerberosError(code: Int32(KRB5_KT_NOTFOUND), message: "Keytab \(name) has no entries", reason: .invalidRequest)
+        }
+        return try Principal(parsing: first.principal, in: context)
+    }
+}
+
+/// One `krb5_get_init_creds_opt` and everything it points to, alive for the duration of a call.
+final class InitialCredentialsRequest {
+    let context: Context
+    let opt: UnsafeMutablePointer<krb5_get_init_creds_opt>
+    let state: CallbackState
+    let startTime: krb5_deltat
+    let service: String?
+    // krb5 keeps these pointers rather than copying them; they must outlive the call.
+    private var encryptionTypes: [krb5_enctype] = []
+    private var preauthTypes: [krb5_preauthtype] = []
+    private var saltStorage: UnsafeMutableRawBufferPointer?
+    private var salt = krb5_data()
+    private var localAddresses: UnsafeMutablePointer<UnsafeMutablePointer<krb5_address>?>?
+    private var armor: CredentialCache?
+    private let keepAlive: [AnyObject]
+
+    init(context: Context, client: Principal, options: InitialCredentialsOptions) throws {
+        self.context = context
+        var opt: UnsafeMutablePointer<krb5_get_init_creds_opt>?
+        try context.check(krb5_get_init_creds_opt_alloc(context.raw, &opt))
+        self.opt = opt!
+        self.state = CallbackState(context: context, prompter: options.prompter, responder: options.responder, expire: options.expireCallback)
+        self.startTime = krb5_deltat(clamping: options.startTimeOffset.map(\.seconds) ?? 0)
+        self.service = options.service
+        self.keepAlive = [options.inCache, options.outCache].compactMap { $0 }
+        try apply(options, client: client)
+    }
+
+    deinit {
+        krb5_get_init_creds_opt_free(context.raw, opt)
+        if let saltStorage {
+            Secret.wipe(saltStorage)
+            saltStorage.deallocate()
+        }
+        if let localAddresses { krb5_free_addresses(context.raw, localAddresses) }
+    }
+
+    private func apply(_ options: InitialCredentialsOptions, client: Principal) throws {
+        let raw = context.raw
+        if let value = options.ticketLifetime { krb5_get_init_creds_opt_set_tkt_life(opt, krb5_deltat(clamping: value.seconds)) }
+        if let value = options.renewLifetime { krb5_get_init_creds_opt_set_renew_life(opt, krb5_deltat(clamping: value.seconds)) }
+        if let value = options.forwardable { krb5_get_init_creds_opt_set_forwardable(opt, value ? 1 : 0) }
+        if let value = options.proxiable { krb5_get_init_creds_opt_set_proxiable(opt, value ? 1 : 0) }
+        if let value = options.canonicalize { krb5_get_init_creds_opt_set_canonicalize(opt, value ? 1 : 0) }
+        if options.anonymous { krb5_get_init_creds_opt_set_anonymous(opt, 1) }
+        if let value = options.changePasswordPrompt { krb5_get_init_creds_opt_set_change_password_prompt(opt, value ? 1 : 0) }
+        if let types = options.encryptionTypes {
+            encryptionTypes = types.map(\.rawValue)
+            encryptionTypes.withUnsafeMutableBufferPointer { krb5_get_init_creds_opt_set_etype_list(opt, $0.baseAddress, Int32($0.count)) }
+        }
+        if let types = options.preauthTypes {
+            preauthTypes = types.map(\.rawValue)
+            preauthTypes.withUnsafeMutableBufferPointer { krb5_get_init_creds_opt_set_preauth_list(opt, $0.baseAddress, Int32($0.count)) }
+        }
+        switch options.addresses {
+        case .addressless?:
+            krb5_get_init_creds_opt_set_address_list(opt, nil)
+        case .local?:
+            var addresses: UnsafeMutablePointer<UnsafeMutablePointer<krb5_address>?>?
+            try context.check(krb5_os_localaddr(raw, &addresses))
+            localAddresses = addresses
+            krb5_get_init_creds_opt_set_address_list(opt, addresses)
+        case nil:
+            break
+        }
+        if let bytes = options.salt {
+            let storage = UnsafeMutableRawBufferPointer.allocate(byteCount: max(bytes.count, 1), alignment: 1)
+            storage.copyBytes(from: bytes)
+            saltStorage = storage
+            salt = krb5_data(magic: 0, length: UInt32(bytes.count), data: storage.baseAddress!.assumingMemoryBound(to: CChar.self))
+            withUnsafeMutablePointer(to: &salt) { krb5_get_init_creds_opt_set_salt(opt, $0) }
+        }
+        for (name, value) in options.preauthOptions {
+            try context.check(krb5_get_init_creds_opt_set_pa(raw, opt, name, value), reason: .invalidRequest)
+        }
+        if let value = options.requestPAC {
+            try context.check(krb5_get_init_creds_opt_set_pac_request(raw, opt, value ? 1 : 0))
+        }
+        if let cache = options.inCache { try context.check(krb5_get_init_creds_opt_set_in_ccache(raw, opt, cache.raw)) }
+        if let cache = options.outCache { try context.check(krb5_get_init_creds_opt_set_out_ccache(raw, opt, cache.raw)) }
+        if options.expireCallback != nil {
+            try context.check(krb5_get_init_creds_opt_set_expire_callback(raw, opt, expireTrampoline, state.opaque))
+        }
+        if options.responder != nil {
+            try context.check(krb5_get_init_creds_opt_set_responder(raw, opt, responderTrampoline, state.opaque))
+        }
+        if let armorSource = options.armor {
+            do {
+                let cache = try context.armorCache(armorSource, for: client)
+                armor = cache
+                try context.check(krb5_get_init_creds_opt_set_fast_ccache(raw, opt, cache.raw))
+            } catch {
+                // Without FAST required, a login proceeds unarmored when no armor can be had (SSSD's "try").
+                if options.fastRequired { throw error }
+            }
+        }
+        if options.fastRequired {
+            try context.check(krb5_get_init_creds_opt_set_fast_flags(raw, opt, krb5_flags(KRB5_FAST_REQUIRED)))
+        }
+    }
+
+    /// Rethrows an error a callback threw, or turns `code` into a ``KerberosError``.
+    func finish(_ code: krb5_error_code) throws {
+        if let error = state.thrownError { throw error }
+        try context.check(code)
+    }
+}
+
+extension Duration {
+    /// Whole seconds, rounded down.
+    var seconds: Int64 { components.seconds }
+}
+
+/// Expire callback entry point with krb5's exact signature; state arrives in `data`.
+private let expireTrampoline: krb5_expire_callback_func = { _, data, passwordExpiration, accountExpiration, isLastRequest in
+    guard let data else { return }
+    let state = Unmanaged<CallbackState>.fromOpaque(data).takeUnretainedValue()
+    func date(_ value: krb5_timestamp) -> Date? {
+        value == 0 ? nil : Date(timeIntervalSince1970: Double(UInt32(bitPattern: value)))
+    }
+    state.expire?(PasswordExpiry(
+        passwordExpiration: date(passwordExpiration),
+        accountExpiration: date(accountExpiration),
+        isLastRequest: isLastRequest != 0))
+}

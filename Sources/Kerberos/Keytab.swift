@@ -1,0 +1,91 @@
+internal import CKrb5
+#if canImport(Glibc)
+internal import Glibc
+#endif
+public import struct Foundation.Date
+
+/// A key table: long-term keys of service principals, such as `/etc/krb5.keytab`.
+///
+/// The corresponding C type is `krb5_keytab`.
+public final class Keytab {
+    let context: Context
+    let raw: krb5_keytab
+
+    init(takingOwnershipOf raw: krb5_keytab, context: Context) {
+        self.raw = raw
+        self.context = context
+    }
+
+    /// Resolves a keytab by name (`FILE:/path`, `/path`, `MEMORY:name`); the file need not exist yet.
+    ///
+    /// The corresponding C function is `krb5_kt_resolve`.
+    public convenience init(resolving name: String, in context: Context) throws(KerberosError) {
+        var keytab: krb5_keytab?
+        try context.check(krb5_kt_resolve(context.raw, name, &keytab), reason: .invalidRequest)
+        self.init(takingOwnershipOf: keytab!, context: context)
+    }
+
+    /// The default keytab (`KRB5_KTNAME` or `default_keytab_name`, usually `/etc/krb5.keytab`).
+    ///
+    /// The corresponding C function is `krb5_kt_default`.
+    public static func `default`(in context: Context) throws(KerberosError) -> Keytab {
+        var keytab: krb5_keytab?
+        try context.check(krb5_kt_default(context.raw, &keytab))
+        return Keytab(takingOwnershipOf: keytab!, context: context)
+    }
+
+    deinit {
+        krb5_kt_close(context.raw, raw)
+    }
+
+    /// The full name, such as `FILE:/etc/krb5.keytab`.
+    ///
+    /// The corresponding C function is `krb5_kt_get_name`.
+    public var name: String {
+        var buffer = [CChar](repeating: 0, count: 1024)
+        guard krb5_kt_get_name(context.raw, raw, &buffer, UInt32(buffer.count)) == 0 else { return "" }
+        return buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+    }
+
+    /// One key in a keytab.
+    public struct Entry: Sendable, Hashable {
+        /// The principal the key belongs to.
+        public var principal: String
+        /// The key version number.
+        public var keyVersion: UInt32
+        /// The key's encryption type.
+        public var encryptionType: EncryptionType
+        /// When the key was written, if recorded.
+        public var timestamp: Date?
+    }
+
+    /// Every entry, as `klist -k` lists them. A keytab file that does not exist has none.
+    ///
+    /// The corresponding C functions are `krb5_kt_start_seq_get`, `krb5_kt_next_entry` and `krb5_kt_end_seq_get`.
+    public func entries() throws(KerberosError) -> [Entry] {
+        var cursor: krb5_kt_cursor?
+        let start = krb5_kt_start_seq_get(context.raw, raw, &cursor)
+        if start == ENOENT || start == KRB5_KT_END { return [] }
+        try context.check(start)
+        defer { krb5_kt_end_seq_get(context.raw, raw, &cursor) }
+        var result: [Entry] = []
+        while true {
+            var entry = krb5_keytab_entry()
+            let code = krb5_kt_next_entry(context.raw, raw, &entry, &cursor)
+            if code == KRB5_KT_END { break }
+            try context.check(code)
+            defer { krb5_free_keytab_entry_contents(context.raw, &entry) }
+            var text: UnsafeMutablePointer<CChar>?
+            try context.check(krb5_unparse_name(context.raw, entry.principal, &text))
+            let principal = String(cString: text!)
+            krb5_free_unparsed_name(context.raw, text)
+            result.append(Entry(
+                principal: principal,
+                keyVersion: entry.vno,
+                encryptionType: EncryptionType(rawValue: entry.key.enctype),
+                timestamp: entry.timestamp == 0 ? nil : Date(timeIntervalSince1970: Double(UInt32(bitPattern: entry.timestamp)))
+            ))
+        }
+        return result
+    }
+}

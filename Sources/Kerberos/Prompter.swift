@@ -1,0 +1,188 @@
+internal import CKrb5
+#if canImport(Glibc)
+internal import Glibc
+#endif
+
+/// One prompt krb5 wants answered.
+public struct Prompt: Sendable, Hashable {
+    /// What krb5's prompt type says the prompt is for (`krb5_get_prompt_types`).
+    public enum Kind: Sendable, Hashable {
+        /// The user's password (`KRB5_PROMPT_TYPE_PASSWORD`).
+        case password
+        /// A new password after expiry (`KRB5_PROMPT_TYPE_NEW_PASSWORD`).
+        case newPassword
+        /// The new password again (`KRB5_PROMPT_TYPE_NEW_PASSWORD_AGAIN`).
+        case newPasswordAgain
+        /// A pre-authentication value: a PKINIT pass phrase or PIN, an OTP (`KRB5_PROMPT_TYPE_PREAUTH`).
+        case preauth
+        /// Not typed by krb5.
+        case other
+    }
+
+    /// The text krb5 shows, such as `Password for alice@EXAMPLE.ORG`.
+    public var text: String
+    /// Whether the reply should not be echoed.
+    public var hidden: Bool
+    /// What the prompt is for.
+    public var kind: Kind
+
+    public init(text: String, hidden: Bool, kind: Kind) {
+        self.text = text
+        self.hidden = hidden
+        self.kind = kind
+    }
+}
+
+/// The prompts of one prompter call, with the name and banner krb5 shows above them.
+public struct PromptRound: Sendable, Hashable {
+    public var name: String?
+    public var banner: String?
+    public var prompts: [Prompt]
+
+    public init(name: String?, banner: String?, prompts: [Prompt]) {
+        self.name = name
+        self.banner = banner
+        self.prompts = prompts
+    }
+}
+
+/// Answers krb5's prompts: a Swift closure in place of a `krb5_prompter_fct`.
+///
+/// The closure returns one reply per prompt, in order, or throws to cancel the login; the thrown error
+/// reaches the caller of the krb5 call unchanged.
+public struct Prompter {
+    enum Body {
+        case sync((PromptRound) throws -> [Secret])
+        case async(@Sendable (PromptRound) async throws -> [Secret])
+    }
+    let body: Body
+
+    /// A prompter that answers on the calling thread.
+    public init(_ body: @escaping (PromptRound) throws -> [Secret]) {
+        self.body = .sync(body)
+    }
+
+    /// A prompter that may suspend (for example to ask a remote user). The krb5 call's thread waits for it.
+    public init(async body: @escaping @Sendable (PromptRound) async throws -> [Secret]) {
+        self.body = .async(body)
+    }
+
+    func answer(_ round: PromptRound) throws -> [Secret] {
+        switch body {
+        case .sync(let body): try body(round)
+        case .async(let body): try waitForAsync { try await body(round) }
+        }
+    }
+
+    /// Prompts on the controlling terminal (`/dev/tty`), with echo off for hidden prompts.
+    /// Throws ``KerberosError/Reason/cancelled`` when there is no terminal or input ends.
+    public static var terminal: Prompter {
+        Prompter { round in try TerminalPrompter.ask(round) }
+    }
+}
+
+/// Reads prompt replies from `/dev/tty`.
+enum TerminalPrompter {
+    static func ask(_ round: PromptRound) throws -> [Secret] {
+        let fd = open("/dev/tty", O_RDWR | O_NOCTTY | O_CLOEXEC)
+        guard fd >= 0 else {
+            throw KerberosError(code: Int32(KRB5_LIBOS_CANTREADPWD), message: "No terminal to prompt on", reason: .cancelled)
+        }
+        defer { close(fd) }
+        for header in [round.name, round.banner].compactMap({ $0 }) where !header.isEmpty {
+            write(fd, header + "\n")
+        }
+        return try round.prompts.map { prompt in
+            write(fd, prompt.text + ": ")
+            return try readLine(fd, hidden: prompt.hidden)
+        }
+    }
+
+    /// Reads one line with echo off when `hidden`; the bytes go straight into a ``Secret``.
+    static func readLine(_ fd: Int32, hidden: Bool) throws -> Secret {
+        var saved = termios()
+        let isTerminal = tcgetattr(fd, &saved) == 0
+        if hidden && isTerminal {
+            var quiet = saved
+            quiet.c_lflag &= ~tcflag_t(ECHO)
+            quiet.c_lflag |= tcflag_t(ECHONL)
+            tcsetattr(fd, TCSAFLUSH, &quiet)
+        }
+        defer { if hidden && isTerminal { tcsetattr(fd, TCSAFLUSH, &saved) } }
+        let capacity = 1024
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: capacity, alignment: 1)
+        defer {
+            Secret.wipe(buffer)
+            buffer.deallocate()
+        }
+        var length = 0
+        while true {
+            var byte: UInt8 = 0
+            let count = read(fd, &byte, 1)
+            if count <= 0 {
+                throw KerberosError(code: Int32(KRB5_LIBOS_PWDINTR), message: "Input ended at the prompt", reason: .cancelled)
+            }
+            if byte == UInt8(ascii: "\n") || byte == UInt8(ascii: "\r") { break }
+            guard length < capacity else {
+                throw KerberosError(code: Int32(KRB5_LIBOS_CANTREADPWD), message: "Reply longer than \(capacity) bytes", reason: .invalidRequest)
+            }
+            buffer[length] = byte
+            length += 1
+        }
+        return Secret(copying: UnsafeRawBufferPointer(rebasing: buffer[0..<length]))
+    }
+
+    private static func write(_ fd: Int32, _ text: String) {
+        var text = text
+        text.withUTF8 { _ = Glibc.write(fd, $0.baseAddress, $0.count) }
+    }
+}
+
+extension CallbackState {
+    /// The prompter call: builds the typed round, asks the Swift prompter, copies the replies into krb5's buffers.
+    func prompt(name: UnsafePointer<CChar>?, banner: UnsafePointer<CChar>?, count: Int32, prompts: UnsafeMutablePointer<krb5_prompt>?) -> krb5_error_code {
+        guard let prompter else { return krb5_error_code(KRB5_LIBOS_CANTREADPWD) }
+        let types = krb5_get_prompt_types(context.raw)
+        let round = PromptRound(
+            name: name.map { String(cString: $0) },
+            banner: banner.map { String(cString: $0) },
+            prompts: (0..<Int(count)).map { index in
+                let prompt = prompts![index]
+                let kind: Prompt.Kind
+                switch types.map({ Int32($0[index]) }) {
+                case Int32(KRB5_PROMPT_TYPE_PASSWORD)?: kind = .password
+                case Int32(KRB5_PROMPT_TYPE_NEW_PASSWORD)?: kind = .newPassword
+                case Int32(KRB5_PROMPT_TYPE_NEW_PASSWORD_AGAIN)?: kind = .newPasswordAgain
+                case Int32(KRB5_PROMPT_TYPE_PREAUTH)?: kind = .preauth
+                default: kind = .other
+                }
+                return Prompt(text: prompt.prompt.map { String(cString: $0) } ?? "", hidden: prompt.hidden != 0, kind: kind)
+            })
+        do {
+            let replies = try prompter.answer(round)
+            guard replies.count == Int(count) else {
+                return fail(KerberosError(code: Int32(KRB5_LIBOS_CANTREADPWD), message: "The prompter gave \(replies.count) replies to \(count) prompts", reason: .invalidRequest))
+            }
+            for (index, reply) in replies.enumerated() {
+                let target = prompts![index].reply!
+                guard reply.count <= Int(target.pointee.length), !reply.containsNUL else {
+                    return fail(KerberosError(code: Int32(KRB5_LIBOS_CANTREADPWD), message: "Reply \(index + 1) is too long or contains a NUL byte", reason: .invalidRequest))
+                }
+                reply.withUnsafeBytes { bytes in
+                    if let base = bytes.baseAddress { target.pointee.data.update(from: base.assumingMemoryBound(to: CChar.self), count: bytes.count) }
+                }
+                target.pointee.length = UInt32(reply.count)
+            }
+            return 0
+        } catch {
+            return fail(error)
+        }
+    }
+}
+
+/// Prompter entry point with krb5's exact signature; state arrives in `data`.
+let prompterTrampoline: krb5_prompter_fct = { _, data, name, banner, count, prompts in
+    guard let data else { return krb5_error_code(KRB5_LIBOS_CANTREADPWD) }
+    return Unmanaged<CallbackState>.fromOpaque(data).takeUnretainedValue()
+        .prompt(name: name, banner: banner, count: count, prompts: prompts)
+}

@@ -1,0 +1,290 @@
+internal import CKrb5
+
+/// A question krb5 asks a responder during one round of pre-authentication.
+public enum ResponderQuestion: Sendable, Hashable {
+    /// The user's password (`KRB5_RESPONDER_QUESTION_PASSWORD`); there is no challenge.
+    case password
+    /// A one-time password (`KRB5_RESPONDER_QUESTION_OTP`).
+    case otp(OTPChallenge)
+    /// PINs or pass phrases for PKINIT identities (`KRB5_RESPONDER_QUESTION_PKINIT`).
+    case pkinit([PKINITIdentity])
+    /// A question this library does not decode: its name and raw JSON challenge.
+    case other(name: String, challenge: String)
+}
+
+/// The OTP question: the service and the tokens the KDC will accept.
+///
+/// The MIT KDC sends almost no token information, so clients usually see one token with just
+/// ``OTPToken/Flags/collectToken``.
+public struct OTPChallenge: Sendable, Hashable {
+    /// The service (realm or token service) the OTP is for.
+    public var service: String?
+    /// The acceptable tokens; an answer names one by its index.
+    public var tokens: [OTPToken]
+
+    public init(service: String?, tokens: [OTPToken]) {
+        self.service = service
+        self.tokens = tokens
+    }
+}
+
+/// One acceptable OTP token (`krb5_responder_otp_tokeninfo`).
+public struct OTPToken: Sendable, Hashable {
+    /// What to collect for this token (`KRB5_RESPONDER_OTP_FLAGS_*`).
+    public struct Flags: OptionSet, Sendable, Hashable {
+        public let rawValue: Int32
+        public init(rawValue: Int32) { self.rawValue = rawValue }
+        /// Ask for the token's value.
+        public static let collectToken = Flags(rawValue: Int32(KRB5_RESPONDER_OTP_FLAGS_COLLECT_TOKEN))
+        /// Ask for a PIN.
+        public static let collectPIN = Flags(rawValue: Int32(KRB5_RESPONDER_OTP_FLAGS_COLLECT_PIN))
+        /// The previous value was accepted; ask for the next one. (MIT 1.20 also reports a SEPARATE_PIN token this way.)
+        public static let nextOTP = Flags(rawValue: Int32(KRB5_RESPONDER_OTP_FLAGS_NEXTOTP))
+        /// Send the PIN separately from the value rather than concatenated.
+        public static let separatePIN = Flags(rawValue: Int32(KRB5_RESPONDER_OTP_FLAGS_SEPARATE_PIN))
+    }
+
+    /// The alphabet of the token's values (`KRB5_RESPONDER_OTP_FORMAT_*`).
+    public enum Format: Int32, Sendable, Hashable {
+        case decimal = 0
+        case hexadecimal = 1
+        case alphanumeric = 2
+    }
+
+    public var flags: Flags
+    public var vendor: String?
+    public var challenge: String?
+    /// The value's length in characters, if known.
+    public var length: Int?
+    public var format: Format?
+    public var tokenID: String?
+    public var algorithmID: String?
+
+    public init(flags: Flags, vendor: String? = nil, challenge: String? = nil, length: Int? = nil, format: Format? = nil, tokenID: String? = nil, algorithmID: String? = nil) {
+        self.flags = flags
+        self.vendor = vendor
+        self.challenge = challenge
+        self.length = length
+        self.format = format
+        self.tokenID = tokenID
+        self.algorithmID = algorithmID
+    }
+}
+
+/// A PKINIT identity (smart-card token or encrypted key file) that needs a PIN or pass phrase.
+public struct PKINITIdentity: Sendable, Hashable {
+    /// The token state the PKCS#11 module reports (`KRB5_RESPONDER_PKINIT_FLAGS_TOKEN_*`).
+    public struct Flags: OptionSet, Sendable, Hashable {
+        public let rawValue: Int32
+        public init(rawValue: Int32) { self.rawValue = rawValue }
+        /// A wrong PIN was entered since the last right one.
+        public static let pinCountLow = Flags(rawValue: Int32(KRB5_RESPONDER_PKINIT_FLAGS_TOKEN_USER_PIN_COUNT_LOW))
+        /// One more wrong PIN locks the token.
+        public static let pinFinalTry = Flags(rawValue: Int32(KRB5_RESPONDER_PKINIT_FLAGS_TOKEN_USER_PIN_FINAL_TRY))
+        /// The token is locked.
+        public static let pinLocked = Flags(rawValue: Int32(KRB5_RESPONDER_PKINIT_FLAGS_TOKEN_USER_PIN_LOCKED))
+    }
+
+    /// The identity string, such as `PKCS11:module_name=…:slotid=1:token=card` or `FILE:/path/key.pem`.
+    public var identity: String
+    public var flags: Flags
+
+    public init(identity: String, flags: Flags) {
+        self.identity = identity
+        self.flags = flags
+    }
+}
+
+/// Answers to one round of questions. Questions left unanswered fall through to the prompter.
+public struct ResponderAnswers: Sendable {
+    /// The answer to ``ResponderQuestion/password``.
+    public var password: Secret?
+    /// The answer to ``ResponderQuestion/otp(_:)``.
+    public var otp: OTPAnswer?
+    /// PINs or pass phrases by identity, for ``ResponderQuestion/pkinit(_:)``.
+    public var pkinit: [String: Secret]
+    /// Raw JSON answers by question name, for ``ResponderQuestion/other(name:challenge:)``.
+    public var raw: [String: Secret]
+
+    public init(password: Secret? = nil, otp: OTPAnswer? = nil, pkinit: [String: Secret] = [:], raw: [String: Secret] = [:]) {
+        self.password = password
+        self.otp = otp
+        self.pkinit = pkinit
+        self.raw = raw
+    }
+
+    /// No answers: everything falls through to the prompter.
+    public static var none: ResponderAnswers { ResponderAnswers() }
+}
+
+/// The answer to an OTP question.
+public struct OTPAnswer: Sendable {
+    /// Index of the chosen token in ``OTPChallenge/tokens``.
+    public var token: Int
+    /// The one-time value.
+    public var value: Secret?
+    /// The PIN, for tokens that collect one.
+    public var pin: Secret?
+
+    public init(token: Int = 0, value: Secret?, pin: Secret? = nil) {
+        self.token = token
+        self.value = value
+        self.pin = pin
+    }
+}
+
+/// Answers the questions of each pre-authentication round: a Swift closure in place of a `krb5_responder_fn`.
+///
+/// The closure is called once per round with all of that round's questions. An error it throws cancels
+/// the login and reaches the caller unchanged.
+public struct Responder {
+    enum Body {
+        case sync(([ResponderQuestion]) throws -> ResponderAnswers)
+        case async(@Sendable ([ResponderQuestion]) async throws -> ResponderAnswers)
+    }
+    let body: Body
+
+    /// A responder that answers on the calling thread.
+    public init(_ body: @escaping ([ResponderQuestion]) throws -> ResponderAnswers) {
+        self.body = .sync(body)
+    }
+
+    /// A responder that may suspend (for example to ask a remote user); the krb5 call's dedicated thread waits.
+    public init(async body: @escaping @Sendable ([ResponderQuestion]) async throws -> ResponderAnswers) {
+        self.body = .async(body)
+    }
+
+    func answer(_ questions: [ResponderQuestion]) throws -> ResponderAnswers {
+        switch body {
+        case .sync(let body): try body(questions)
+        case .async(let body): try waitForAsync { try await body(questions) }
+        }
+    }
+}
+
+extension CallbackState {
+    /// The responder call: decodes the round's questions, asks the Swift responder, sets the answers.
+    func respond(_ rctx: krb5_responder_context) -> krb5_error_code {
+        guard let responder else { return 0 }
+        let questions = Self.questions(context.raw, rctx)
+        do {
+            let answers = try responder.answer(questions)
+            return try set(answers, questions: questions, rctx)
+        } catch {
+            return fail(error)
+        }
+    }
+
+    /// Decodes the questions of this round (`krb5_responder_list_questions`).
+    static func questions(_ raw: krb5_context, _ rctx: krb5_responder_context) -> [ResponderQuestion] {
+        guard let names = krb5_responder_list_questions(raw, rctx) else { return [] }
+        var result: [ResponderQuestion] = []
+        var index = 0
+        while let namePointer = names[index] {
+            index += 1
+            let name = String(cString: namePointer)
+            switch name {
+            case KRB5_RESPONDER_QUESTION_PASSWORD:
+                result.append(.password)
+            case KRB5_RESPONDER_QUESTION_OTP:
+                var challenge: UnsafeMutablePointer<krb5_responder_otp_challenge>?
+                if krb5_responder_otp_get_challenge(raw, rctx, &challenge) == 0, let challenge {
+                    result.append(.otp(OTPChallenge(challenge.pointee)))
+                    krb5_responder_otp_challenge_free(raw, rctx, challenge)
+                } else {
+                    result.append(.other(name: name, challenge: rawChallenge(raw, rctx, name)))
+                }
+            case KRB5_RESPONDER_QUESTION_PKINIT:
+                var challenge: UnsafeMutablePointer<krb5_responder_pkinit_challenge>?
+                if krb5_responder_pkinit_get_challenge(raw, rctx, &challenge) == 0, let challenge {
+                    result.append(.pkinit(PKINITIdentity.list(challenge.pointee.identities)))
+                    krb5_responder_pkinit_challenge_free(raw, rctx, challenge)
+                } else {
+                    result.append(.other(name: name, challenge: rawChallenge(raw, rctx, name)))
+                }
+            default:
+                result.append(.other(name: name, challenge: rawChallenge(raw, rctx, name)))
+            }
+        }
+        return result
+    }
+
+    private static func rawChallenge(_ raw: krb5_context, _ rctx: krb5_responder_context, _ name: String) -> String {
+        krb5_responder_get_challenge(raw, rctx, name).map { String(cString: $0) } ?? ""
+    }
+
+    /// Hands the answers to krb5, which copies them (and wipes its copies when done).
+    private func set(_ answers: ResponderAnswers, questions: [ResponderQuestion], _ rctx: krb5_responder_context) throws -> krb5_error_code {
+        let raw = context.raw
+        if let password = answers.password {
+            try context.check(password.withCString { krb5_responder_set_answer(raw, rctx, KRB5_RESPONDER_QUESTION_PASSWORD, $0) })
+        }
+        if let otp = answers.otp {
+            let tokenCount = questions.lazy.compactMap { if case .otp(let challenge) = $0 { challenge.tokens.count } else { nil } }.first ?? 0
+            guard otp.token >= 0, otp.token < tokenCount else {
+                throw KerberosError(code: Int32(KRB5_LIBOS_CANTREADPWD), message: "OTP answer names token \(otp.token), but the challenge has \(tokenCount)", reason: .invalidRequest)
+            }
+            let code = withOptionalCString(otp.value) { value in
+                withOptionalCString(otp.pin) { pin in
+                    krb5_responder_otp_set_answer(raw, rctx, otp.token, value, pin)
+                }
+            }
+            try context.check(code)
+        }
+        for (identity, pin) in answers.pkinit.sorted(by: { $0.key < $1.key }) {
+            try context.check(pin.withCString { krb5_responder_pkinit_set_answer(raw, rctx, identity, $0) })
+        }
+        for (name, answer) in answers.raw.sorted(by: { $0.key < $1.key }) {
+            try context.check(answer.withCString { krb5_responder_set_answer(raw, rctx, name, $0) })
+        }
+        return 0
+    }
+}
+
+private func withOptionalCString<R>(_ secret: Secret?, _ body: (UnsafePointer<CChar>?) -> R) -> R {
+    if let secret { return secret.withCString { body($0) } }
+    return body(nil)
+}
+
+extension OTPChallenge {
+    init(_ raw: krb5_responder_otp_challenge) {
+        var tokens: [OTPToken] = []
+        if let list = raw.tokeninfo {
+            var index = 0
+            while let info = list[index] {
+                index += 1
+                let token = info.pointee
+                tokens.append(OTPToken(
+                    flags: OTPToken.Flags(rawValue: token.flags),
+                    vendor: token.vendor.map { String(cString: $0) },
+                    challenge: token.challenge.map { String(cString: $0) },
+                    length: token.length >= 0 ? Int(token.length) : nil,
+                    format: token.format >= 0 ? OTPToken.Format(rawValue: token.format) : nil,
+                    tokenID: token.token_id.map { String(cString: $0) },
+                    algorithmID: token.alg_id.map { String(cString: $0) }))
+            }
+        }
+        self.init(service: raw.service.map { String(cString: $0) }, tokens: tokens)
+    }
+}
+
+extension PKINITIdentity {
+    static func list(_ identities: UnsafeMutablePointer<UnsafeMutablePointer<krb5_responder_pkinit_identity>?>?) -> [PKINITIdentity] {
+        guard let identities else { return [] }
+        var result: [PKINITIdentity] = []
+        var index = 0
+        while let identity = identities[index] {
+            index += 1
+            result.append(PKINITIdentity(
+                identity: identity.pointee.identity.map { String(cString: $0) } ?? "",
+                flags: Flags(rawValue: identity.pointee.token_flags)))
+        }
+        return result
+    }
+}
+
+/// Responder entry point with krb5's exact signature; state arrives in `data`.
+let responderTrampoline: krb5_responder_fn = { _, data, rctx in
+    guard let data, let rctx else { return 0 }
+    return Unmanaged<CallbackState>.fromOpaque(data).takeUnretainedValue().respond(rctx)
+}
