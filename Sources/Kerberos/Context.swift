@@ -38,6 +38,9 @@ public final class Context {
     /// context strongly, so the owner of a long-lived context empties this before letting it go.
     var reusables: [String: AnyObject] = [:]
 
+    /// The PKINIT identity MIT's PKINIT module has kept for this context, once one was set.
+    var pkinitIdentity: String?
+
     /// Creates a context.
     ///
     /// The corresponding C functions are `krb5_init_context`, `krb5_init_secure_context`, and

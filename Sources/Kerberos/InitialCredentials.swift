@@ -266,6 +266,17 @@ final class InitialCredentialsRequest {
             withUnsafeMutablePointer(to: &salt) { krb5_get_init_creds_opt_set_salt(opt, $0) }
         }
         for (name, value) in options.preauthOptions {
+            if name == "X509_user_identity" {
+                // MIT's PKINIT module keeps the identity in its per-context state and refuses a second one
+                // ("X509_user_identity can not be given twice"), so it is set once per context.
+                if let current = context.pkinitIdentity {
+                    guard current == value else {
+                        throw KerberosError(code: Int32(KRB5_PREAUTH_FAILED), message: "This context already uses the PKINIT identity \(current); MIT's PKINIT module holds one identity per context, so use a new Context for \(value)", reason: .invalidRequest)
+                    }
+                    continue
+                }
+                context.pkinitIdentity = value
+            }
             try context.check(krb5_get_init_creds_opt_set_pa(raw, opt, name, value), reason: .invalidRequest)
         }
         if let value = options.requestPAC {
@@ -290,6 +301,11 @@ final class InitialCredentialsRequest {
             }
         }
         if options.fastRequired {
+            // MIT's KRB5_FAST_REQUIRED only checks that the KDC advertises FAST; without an armor cache the
+            // exchange still runs unarmored. Here "required" means armored, so no armor fails closed.
+            guard armor != nil else {
+                throw KerberosError(code: Int32(KRB5_PREAUTH_FAILED), message: "FAST is required but no armor ticket is available", reason: .preauthUnavailable)
+            }
             try context.check(krb5_get_init_creds_opt_set_fast_flags(raw, opt, krb5_flags(KRB5_FAST_REQUIRED)))
         }
     }

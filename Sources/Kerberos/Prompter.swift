@@ -77,17 +77,14 @@ public struct Prompter {
     /// Prompts on the controlling terminal (`/dev/tty`), with echo off for hidden prompts.
     /// Throws ``KerberosError/Reason/cancelled`` when there is no terminal or input ends.
     public static var terminal: Prompter {
-        Prompter { round in try TerminalPrompter.ask(round) }
+        Prompter { round in try Terminal.ask(round) }
     }
 }
 
-/// Reads prompt replies from `/dev/tty`.
-enum TerminalPrompter {
+/// Prompts on the controlling terminal, `/dev/tty`.
+public enum Terminal {
     static func ask(_ round: PromptRound) throws -> [Secret] {
-        let fd = open("/dev/tty", O_RDWR | O_NOCTTY | O_CLOEXEC)
-        guard fd >= 0 else {
-            throw KerberosError(code: Int32(KRB5_LIBOS_CANTREADPWD), message: "No terminal to prompt on", reason: .cancelled)
-        }
+        let fd = try open()
         defer { close(fd) }
         for header in [round.name, round.banner].compactMap({ $0 }) where !header.isEmpty {
             write(fd, header + "\n")
@@ -96,6 +93,29 @@ enum TerminalPrompter {
             write(fd, prompt.text + ": ")
             return try readLine(fd, hidden: prompt.hidden)
         }
+    }
+
+    /// Shows `prompt` and reads one line, with echo off when `hidden`.
+    public static func ask(_ prompt: String, hidden: Bool) throws -> Secret {
+        let fd = try open()
+        defer { close(fd) }
+        write(fd, prompt)
+        return try readLine(fd, hidden: hidden)
+    }
+
+    /// Writes a line to the terminal.
+    public static func say(_ text: String) {
+        guard let fd = try? open() else { return }
+        defer { close(fd) }
+        write(fd, text + "\n")
+    }
+
+    private static func open() throws -> Int32 {
+        let fd = Glibc.open("/dev/tty", O_RDWR | O_NOCTTY | O_CLOEXEC)
+        guard fd >= 0 else {
+            throw KerberosError(code: Int32(KRB5_LIBOS_CANTREADPWD), message: "No terminal to prompt on", reason: .cancelled)
+        }
+        return fd
     }
 
     /// Reads one line with echo off when `hidden`; the bytes go straight into a ``Secret``.
@@ -165,12 +185,15 @@ extension CallbackState {
             }
             for (index, reply) in replies.enumerated() {
                 let target = prompts![index].reply!
-                guard reply.count <= Int(target.pointee.length), !reply.containsNUL else {
+                // krb5 compares some replies with strcmp (the new password and its confirmation), so the
+                // reply is NUL-terminated inside krb5's buffer as its own prompter does.
+                guard reply.count < Int(target.pointee.length), !reply.containsNUL else {
                     return fail(KerberosError(code: Int32(KRB5_LIBOS_CANTREADPWD), message: "Reply \(index + 1) is too long or contains a NUL byte", reason: .invalidRequest))
                 }
                 reply.withUnsafeBytes { bytes in
                     if let base = bytes.baseAddress { target.pointee.data.update(from: base.assumingMemoryBound(to: CChar.self), count: bytes.count) }
                 }
+                target.pointee.data[reply.count] = 0
                 target.pointee.length = UInt32(reply.count)
             }
             return 0

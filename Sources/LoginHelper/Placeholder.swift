@@ -1,1 +1,1 @@
-// Placeholder until the LoginHelper target lands.
+// WIP

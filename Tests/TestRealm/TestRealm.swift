@@ -93,10 +93,10 @@ public struct TestRealm: Sendable {
         return name
     }
 
-    /// Creates an OTP principal with its own TOTP secret (registered with FreeRADIUS); returns the name.
-    public func addOTPUser(prefix: String, secret: String) throws -> String {
+    /// Creates an OTP principal that FreeRADIUS checks against the realm's `OTP_SECRET`; returns the name.
+    public func addOTPUser(prefix: String) throws -> String {
         let name = Self.uniqueName(prefix)
-        try realmScript(["add-otp-user", name, secret])
+        try realmScript(["add-otp-user", name])
         return name
     }
 

@@ -1,0 +1,74 @@
+public import Kerberos
+
+/// How every login is performed: where krb5's configuration is, how the exchange is armored, which
+/// keytab verifies the result, and the ticket options.
+public struct LoginConfiguration: Sendable {
+    /// Where FAST armor comes from.
+    public enum ArmorSource: String, Sendable, CaseIterable {
+        /// No armor (OTP is then unavailable: the KDC only offers it inside FAST).
+        case none
+        /// Anonymous PKINIT (`kinit -n`); the KDC certificate is checked against `pkinit_anchors`.
+        case anonymous
+        /// A TGT for the verification keytab's service principal, as SSSD does.
+        case keytab
+    }
+
+    /// krb5's configuration files (`KRB5_CONFIG` equivalent).
+    public var krb5: Context.Configuration
+    /// The keytab that verifies logins; nil means krb5's default keytab.
+    public var keytab: String?
+    /// The service principal to verify against; nil means `host/<this host>` as krb5 canonicalises it.
+    public var serverPrincipal: String?
+    /// The realm appended to names that have none; nil means the default realm.
+    public var realm: String?
+    /// FAST armor for each login.
+    public var armor: ArmorSource
+    /// Fail closed when the exchange cannot be protected by FAST.
+    public var fastRequired: Bool
+    /// Verify credentials against the keytab. Only a flag whose name says "insecure" may turn this off.
+    public var verify: Bool
+    /// Requested ticket lifetime and renewable lifetime; nil leaves krb5.conf's defaults.
+    public var ticketLifetime: Duration?
+    public var renewLifetime: Duration?
+    /// Request forwardable tickets; nil leaves krb5.conf's default.
+    public var forwardable: Bool?
+    /// Pre-authentication options such as `X509_user_identity` for smart-card logins.
+    public var preauthOptions: [PreauthOption]
+    /// A credential cache (`FILE:/tmp/krb5cc_1000`, `KEYRING:…`) to receive the verified TGT, as pam-krb5
+    /// leaves one for the session; nil keeps nothing.
+    public var outputCache: String?
+    /// Send the encrypted timestamp in the first request (MIT's optimistic preauth), saving a round trip
+    /// when the principal's salt is the default one; krb5 falls back to the normal exchange otherwise.
+    public var optimisticPreauth: Bool
+
+    /// One `krb5_get_init_creds_opt_set_pa` name and value.
+    public struct PreauthOption: Sendable, Hashable {
+        public var name: String
+        public var value: String
+        public init(name: String, value: String) {
+            self.name = name
+            self.value = value
+        }
+    }
+
+    public init(
+        krb5: Context.Configuration = .default, keytab: String? = nil, serverPrincipal: String? = nil, realm: String? = nil,
+        armor: ArmorSource = .none, fastRequired: Bool = false, verify: Bool = true,
+        ticketLifetime: Duration? = nil, renewLifetime: Duration? = nil, forwardable: Bool? = nil,
+        preauthOptions: [PreauthOption] = [], outputCache: String? = nil, optimisticPreauth: Bool = false
+    ) {
+        self.outputCache = outputCache
+        self.krb5 = krb5
+        self.keytab = keytab
+        self.serverPrincipal = serverPrincipal
+        self.realm = realm
+        self.armor = armor
+        self.fastRequired = fastRequired
+        self.verify = verify
+        self.ticketLifetime = ticketLifetime
+        self.renewLifetime = renewLifetime
+        self.forwardable = forwardable
+        self.preauthOptions = preauthOptions
+        self.optimisticPreauth = optimisticPreauth
+    }
+}

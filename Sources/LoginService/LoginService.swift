@@ -1,0 +1,278 @@
+public import Kerberos
+import Foundation
+
+/// Verified logins on a pool of dedicated krb5 threads: initial credentials (armored as configured),
+/// then `krb5_verify_init_creds` with nofail against the keytab.
+///
+/// Used by `krb5-verifyd` for every request and by `krb5-login` in process. A conversation waiting for
+/// a person holds no thread: ``step(_:)`` runs one complete attempt and returns either the result or
+/// the questions still unanswered.
+public final class LoginService: Sendable {
+    public let configuration: LoginConfiguration
+    private let executor: KerberosExecutor
+
+    /// Starts `threads` krb5 worker threads, each with its own context.
+    public init(configuration: LoginConfiguration, threads: Int = 2) throws {
+        self.configuration = configuration
+        self.executor = try KerberosExecutor(threads: threads, configuration: configuration.krb5)
+    }
+
+    /// Finishes queued work and stops the threads.
+    public func shutdown() {
+        executor.shutdown()
+    }
+
+    /// Logs in with a password only, as saslauthd does: any further question fails the login.
+    public func verifyPassword(principal: String, password: Secret) async -> LoginResult {
+        let conversation = LoginConversation(principal: principal, password: password)
+        switch await step(conversation) {
+        case .finished(let result, _):
+            return result
+        case .questions:
+            return .failed(.badCredentials, "The KDC asked for more than a password", principal: principal)
+        }
+    }
+
+    /// Runs the exchange once with every answer given so far.
+    public func step(_ conversation: LoginConversation) async -> LoginStep {
+        let configuration = self.configuration
+        do {
+            return try await executor.run { context in
+                LoginAttempt(context: context, configuration: configuration, conversation: conversation).run()
+            }
+        } catch {
+            return .finished(.failed(.internal, "The login service is shutting down"), info: [])
+        }
+    }
+
+    /// Runs the exchange once on the calling thread with a context of its own; for programs that
+    /// make one login and exit (such as `krb5-login`).
+    ///
+    /// > Warning: Blocks; never call from Swift's cooperative pool.
+    public static func stepBlocking(_ conversation: LoginConversation, configuration: LoginConfiguration, context: Context) -> LoginStep {
+        LoginAttempt(context: context, configuration: configuration, conversation: conversation).run()
+    }
+}
+
+/// Thrown from the responder or prompter when the person must answer first.
+private struct NeedsAnswers: Error {}
+
+/// One replay of the exchange on a worker thread.
+struct LoginAttempt {
+    let context: Context
+    let configuration: LoginConfiguration
+    let conversation: LoginConversation
+
+    func run() -> LoginStep {
+        var info: [String] = []
+        var missing: [LoginQuestion] = []
+        let answers = conversation.answers
+        do {
+            let client = try clientPrincipal()
+            var options = try baseOptions(for: client)
+            options.responder = Responder { questions in
+                try respond(questions, answers: answers, missing: &missing)
+            }
+            options.prompter = Prompter { round in
+                if let banner = round.banner, !banner.isEmpty { info.append(banner) }
+                return try prompt(round, answers: answers, missing: &missing)
+            }
+            options.expireCallback = { expiry in
+                if let message = Self.expiryMessage(expiry) { info.append(message) }
+            }
+            let credentials: Credentials
+            do {
+                credentials = try context.initialCredentials(for: client, password: answers.password, options: options)
+            } catch is NeedsAnswers {
+                return .questions(id: conversation.await(missing), missing, info: info)
+            }
+            if configuration.verify {
+                try context.verify(credentials, options: verificationOptions())
+            }
+            if let name = configuration.outputCache {
+                let cache = try CredentialCache(resolving: name, in: context)
+                try cache.initialize(for: Principal(parsing: credentials.client, in: context))
+                try cache.store(credentials)
+            }
+            return .finished(.success(principal: credentials.client, verified: configuration.verify, expires: credentials.endTime), info: info)
+        } catch let error as KerberosError {
+            if error.reason == .verificationFailed || error.reason == .kdcUnreachable {
+                // A cached armor ticket may be what failed; get a fresh one next time.
+                context.discardReusable(ArmorCache.key)
+            }
+            return .finished(.failed(LoginResult.Failure(error.reason), Self.message(for: error), principal: conversation.principal), info: info)
+        } catch {
+            return .finished(.failed(.internal, "Unexpected error", principal: conversation.principal), info: info)
+        }
+    }
+
+    private func clientPrincipal() throws -> Principal {
+        let name = conversation.principal
+        guard !name.isEmpty else {
+            throw KerberosError(code: -1, message: "The principal is empty", reason: .invalidRequest)
+        }
+        if let realm = configuration.realm, !name.contains("@") {
+            return try Principal(parsing: "\(name)@\(realm)", in: context)
+        }
+        return try Principal(parsing: name, in: context)
+    }
+
+    private func baseOptions(for client: Principal) throws -> InitialCredentialsOptions {
+        var options = InitialCredentialsOptions()
+        options.ticketLifetime = configuration.ticketLifetime
+        options.renewLifetime = configuration.renewLifetime
+        options.forwardable = configuration.forwardable
+        options.preauthOptions = configuration.preauthOptions.map { ($0.name, $0.value) }
+        options.fastRequired = configuration.fastRequired
+        if configuration.optimisticPreauth { options.preauthTypes = [.encryptedTimestamp] }
+        if let armor = try armorCache(for: client) { options.armor = .cache(armor) }
+        return options
+    }
+
+    /// The worker's armor cache for this realm, renewed a minute before its ticket expires.
+    private func armorCache(for client: Principal) throws -> CredentialCache? {
+        guard configuration.armor != .none else { return nil }
+        let key = ArmorCache.key
+        if let cached = context.reusable(key, make: { ArmorCache(cache: nil, expires: .distantPast) }) as ArmorCache?,
+           let cache = cached.cache, cached.expires.timeIntervalSinceNow > 60 {
+            return cache
+        }
+        do {
+            let credentials: Credentials
+            switch configuration.armor {
+            case .anonymous:
+                credentials = try context.anonymousCredentials(realm: client.realm)
+            case .keytab:
+                let keytab = try verificationKeytab()
+                let service = try verificationServer() ?? firstKeytabPrincipal(keytab)
+                credentials = try context.initialCredentials(for: service, keytab: keytab)
+            case .none:
+                return nil
+            }
+            let cache = try CredentialCache.newUnique(in: context)
+            try cache.initialize(for: Principal(parsing: credentials.client, in: context))
+            try cache.store(credentials)
+            context.discardReusable(key)
+            _ = context.reusable(key) { ArmorCache(cache: cache, expires: credentials.endTime) }
+            return cache
+        } catch {
+            if configuration.fastRequired { throw error }
+            return nil
+        }
+    }
+
+    private func firstKeytabPrincipal(_ keytab: Keytab) throws -> Principal {
+        guard let entry = try keytab.entries().first else {
+            throw KerberosError(code: -1, message: "Keytab \(keytab.name) has no entries", reason: .invalidRequest)
+        }
+        return try Principal(parsing: entry.principal, in: context)
+    }
+
+    private func verificationKeytab() throws -> Keytab {
+        try context.reusable("verify.keytab") {
+            if let name = configuration.keytab { return try Keytab(resolving: name, in: context) }
+            return try Keytab.default(in: context)
+        }
+    }
+
+    private func verificationServer() throws -> Principal? {
+        guard let name = configuration.serverPrincipal else { return nil }
+        return try context.reusable("verify.server") { try Principal(parsing: name, in: context) }
+    }
+
+    private func verificationOptions() throws -> VerificationOptions {
+        let server = try verificationServer() ?? context.reusable("verify.host") { try Principal.service("host", in: context) }
+        return VerificationOptions(server: server, keytab: try verificationKeytab(), nofail: true)
+    }
+
+    private func respond(_ questions: [ResponderQuestion], answers: LoginAnswers, missing: inout [LoginQuestion]) throws -> ResponderAnswers {
+        var result = ResponderAnswers()
+        var unanswered: [LoginQuestion] = []
+        for question in questions {
+            switch question {
+            case .password:
+                if let password = answers.password { result.password = password }
+                else { unanswered.append(.password(prompt: "Password for \(conversation.principal)")) }
+            case .otp(let challenge):
+                if let otp = answers.otp { result.otp = otp } else { unanswered.append(.otp(challenge)) }
+            case .pkinit(let identities):
+                let known = identities.filter { answers.pkinit[$0.identity] != nil }
+                if known.isEmpty { unanswered.append(.pkinit(identities)) }
+                for identity in known { result.pkinit[identity.identity] = answers.pkinit[identity.identity] }
+            case .other(let name, let challenge):
+                if let raw = answers.raw[name] { result.raw[name] = raw } else { unanswered.append(.raw(name: name, challenge: challenge)) }
+            }
+        }
+        // A round with both a password and an OTP question (FAST offering both) needs only one of them.
+        if unanswered.contains(where: { if case .password = $0 { true } else { false } }),
+           result.otp != nil || !result.pkinit.isEmpty {
+            unanswered.removeAll { if case .password = $0 { true } else { false } }
+        }
+        if questions.contains(where: { if case .otp = $0 { true } else { false } }), result.password != nil {
+            unanswered.removeAll { if case .otp = $0 { true } else { false } }
+        }
+        if !unanswered.isEmpty {
+            missing = unanswered
+            throw NeedsAnswers()
+        }
+        return result
+    }
+
+    private func prompt(_ round: PromptRound, answers: LoginAnswers, missing: inout [LoginQuestion]) throws -> [Secret] {
+        var replies: [Secret] = []
+        var unanswered: [LoginQuestion] = []
+        var textIndex = 0
+        for prompt in round.prompts {
+            let reply: Secret?
+            switch prompt.kind {
+            case .password:
+                reply = answers.password
+                if reply == nil { unanswered.append(.password(prompt: prompt.text)) }
+            case .newPassword:
+                reply = answers.newPassword
+                if reply == nil { unanswered.append(.newPassword(prompt: prompt.text)) }
+            case .newPasswordAgain:
+                reply = answers.newPasswordAgain
+                if reply == nil { unanswered.append(.newPasswordAgain(prompt: prompt.text)) }
+            case .preauth, .other:
+                reply = textIndex < answers.text.count ? answers.text[textIndex] : nil
+                textIndex += 1
+                if reply == nil { unanswered.append(.text(prompt: prompt.text, hidden: prompt.hidden)) }
+            }
+            if let reply { replies.append(reply) }
+        }
+        if !unanswered.isEmpty {
+            missing = unanswered
+            throw NeedsAnswers()
+        }
+        return replies
+    }
+
+    static func expiryMessage(_ expiry: PasswordExpiry) -> String? {
+        guard let date = expiry.passwordExpiration ?? expiry.accountExpiration else { return nil }
+        let what = expiry.passwordExpiration != nil ? "Password" : "Account"
+        let days = Int((date.timeIntervalSinceNow / 86400).rounded(.down))
+        let when = days >= 1 ? "in \(days) day\(days == 1 ? "" : "s")" : "within a day"
+        return "\(what) expires \(when)"
+    }
+
+    /// krb5's message for the failure; krb5 never puts secrets in messages.
+    static func message(for error: KerberosError) -> String {
+        switch error.reason {
+        case .badPassword: "Authentication failed"
+        case .verificationFailed: "Credentials could not be verified: \(error.message)"
+        default: error.message
+        }
+    }
+}
+
+/// A worker's FAST armor cache and when its ticket expires.
+final class ArmorCache {
+    static let key = "login.armor"
+    let cache: CredentialCache?
+    let expires: Date
+    init(cache: CredentialCache?, expires: Date) {
+        self.cache = cache
+        self.expires = expires
+    }
+}

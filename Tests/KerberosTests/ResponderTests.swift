@@ -1,0 +1,264 @@
+import Foundation
+import Kerberos
+import Synchronization
+import TestRealm
+import Testing
+
+/// Waits until at least `margin` seconds remain in the current 30-second TOTP step, so a code computed
+/// now is still the current one when FreeRADIUS checks it.
+func currentTOTP(secret: String, margin: Double = 4) -> String {
+    let now = Date().timeIntervalSince1970
+    let left = 30 - now.truncatingRemainder(dividingBy: 30)
+    if left < margin { Thread.sleep(forTimeInterval: left + 0.2) }
+    return TOTP.code(secret: TOTP.base32Decode(secret), time: UInt64(Date().timeIntervalSince1970))
+}
+
+/// Records every round a responder sees.
+final class RoundLog: Sendable {
+    private let rounds = Mutex<[[ResponderQuestion]]>([])
+    func record(_ questions: [ResponderQuestion]) { rounds.withLock { $0.append(questions) } }
+    var all: [[ResponderQuestion]] { rounds.withLock { $0 } }
+    var otpChallenges: [OTPChallenge] { all.joined().compactMap { if case .otp(let c) = $0 { c } else { nil } } }
+    var pkinitIdentities: [[PKINITIdentity]] { all.joined().compactMap { if case .pkinit(let i) = $0 { i } else { nil } } }
+}
+
+@Suite("Responder, OTP, PKINIT and FAST against the live KDC")
+struct ResponderTests {
+    let realm: TestRealm
+    init() throws { realm = try TestRealm.shared() }
+
+    @Test("the password is answered through the responder when none is given")
+    func passwordThroughResponder() throws {
+        let context = try realm.context()
+        let alice = try Principal(parsing: realm["USER"], in: context)
+        let log = RoundLog()
+        let password = realm["USER_PASSWORD"]
+        var options = InitialCredentialsOptions()
+        options.responder = Responder { questions in
+            log.record(questions)
+            return ResponderAnswers(password: Secret(password))
+        }
+        let credentials = try context.initialCredentials(for: alice, password: nil, options: options)
+        #expect(credentials.client.hasPrefix(realm["USER"] + "@"))
+        #expect(log.all.joined().contains(.password))
+    }
+
+    @Test("a raw answer to a known question works like the typed one")
+    func rawAnswer() throws {
+        let context = try realm.context()
+        let alice = try Principal(parsing: realm["USER"], in: context)
+        let password = realm["USER_PASSWORD"]
+        var options = InitialCredentialsOptions()
+        options.responder = Responder { _ in ResponderAnswers(raw: ["password": Secret(password)]) }
+        _ = try context.initialCredentials(for: alice, password: nil, options: options)
+    }
+
+    @Test("an unanswered question falls through to the prompter")
+    func fallThroughToPrompter() throws {
+        let context = try realm.context()
+        let alice = try Principal(parsing: realm["USER"], in: context)
+        let password = realm["USER_PASSWORD"]
+        var prompted = 0
+        var options = InitialCredentialsOptions()
+        options.responder = Responder { _ in .none }
+        options.prompter = Prompter { round in
+            prompted += round.prompts.count
+            return round.prompts.map { _ in Secret(password) }
+        }
+        _ = try context.initialCredentials(for: alice, password: nil, options: options)
+        #expect(prompted == 1)
+    }
+
+    @Test("an async responder that throws cancels the login with its error")
+    func throwingAsyncResponder() throws {
+        struct Declined: Error {}
+        let context = try realm.context()
+        let alice = try Principal(parsing: realm["USER"], in: context)
+        var options = InitialCredentialsOptions()
+        options.responder = Responder(async: { _ in
+            try await Task.sleep(for: .milliseconds(20))
+            throw Declined()
+        })
+        #expect(throws: Declined.self) { try context.initialCredentials(for: alice, password: nil, options: options) }
+    }
+
+    @Test("an async responder answers from Swift concurrency while the krb5 call waits on its own thread")
+    func asyncResponderOnExecutor() async throws {
+        let executor = try KerberosExecutor(threads: 1, configuration: .files(realm.configFile))
+        let user = realm["USER"]
+        let password = realm["USER_PASSWORD"]
+        let client = try await executor.run { context in
+            var options = InitialCredentialsOptions()
+            options.responder = Responder(async: { _ in
+                try await Task.sleep(for: .milliseconds(10))
+                return ResponderAnswers(password: Secret(password))
+            })
+            return try context.initialCredentials(for: Principal(parsing: user, in: context), password: nil, options: options).client
+        }
+        #expect(client.hasPrefix(user + "@"))
+        executor.shutdown()
+    }
+
+    @Test("anonymous PKINIT gives WELLKNOWN/ANONYMOUS credentials")
+    func anonymousPKINIT() throws {
+        let context = try realm.context()
+        let credentials = try context.anonymousCredentials()
+        #expect(credentials.client == "WELLKNOWN/ANONYMOUS@WELLKNOWN:ANONYMOUS")
+        #expect(credentials.flags.contains(.anonymous))
+        #expect(credentials.server == "krbtgt/\(realm.realm)@\(realm.realm)")
+    }
+
+    @Test("anonymous PKINIT refuses a KDC certificate from another CA")
+    func anonymousWrongAnchor() throws {
+        let context = try Context(.files(realm["KRB5_OTHERCA_CONFIG_FILE"]))
+        #expect(throws: KerberosError.self) { try context.anonymousCredentials(realm: realm.realm) }
+    }
+
+    @Test("a password login armored by anonymous PKINIT and by the host keytab, FAST required")
+    func armoredPasswordLogin() throws {
+        let context = try realm.context()
+        let alice = try Principal(parsing: realm["USER"], in: context)
+        var anonymous = InitialCredentialsOptions()
+        anonymous.armor = .anonymousPKINIT
+        anonymous.fastRequired = true
+        _ = try context.initialCredentials(for: alice, password: Secret(realm["USER_PASSWORD"]), options: anonymous)
+
+        var keytab = InitialCredentialsOptions()
+        keytab.armor = .keytab(try Keytab(resolving: realm["HOST_KEYTAB"], in: context), principal: try Principal(parsing: realm["LOCALHOST_PRINCIPAL"], in: context))
+        keytab.fastRequired = true
+        _ = try context.initialCredentials(for: alice, password: Secret(realm["USER_PASSWORD"]), options: keytab)
+
+        let cache = try CredentialCache.newUnique(in: context)
+        try cache.initialize(for: Principal(parsing: "WELLKNOWN/ANONYMOUS@WELLKNOWN:ANONYMOUS", in: context))
+        try cache.store(context.anonymousCredentials())
+        var byName = InitialCredentialsOptions()
+        byName.armor = .cacheName(cache.name)
+        byName.fastRequired = true
+        _ = try context.initialCredentials(for: alice, password: Secret(realm["USER_PASSWORD"]), options: byName)
+    }
+
+    @Test("FAST required fails closed when no armor can be had")
+    func fastRequiredFailsClosed() throws {
+        let context = try Context(.files(realm["KRB5_OTHERCA_CONFIG_FILE"]))
+        let alice = try Principal(parsing: realm["USER"], in: context)
+        var options = InitialCredentialsOptions()
+        options.armor = .anonymousPKINIT
+        options.fastRequired = true
+        #expect(throws: KerberosError.self) {
+            try context.initialCredentials(for: alice, password: Secret(realm["USER_PASSWORD"]), options: options)
+        }
+        var unarmored = InitialCredentialsOptions()
+        unarmored.fastRequired = true
+        #expect(throws: KerberosError.self) {
+            try context.initialCredentials(for: alice, password: Secret(realm["USER_PASSWORD"]), options: unarmored)
+        }
+        // Without "required", a failed armor falls back to an unarmored login (SSSD's "try").
+        var optional = InitialCredentialsOptions()
+        optional.armor = .anonymousPKINIT
+        _ = try context.initialCredentials(for: alice, password: Secret(realm["USER_PASSWORD"]), options: optional)
+    }
+
+    @Test("OTP through FreeRADIUS: the right code logs in, a wrong one is refused")
+    func otp() throws {
+        let secret = realm["OTP_SECRET"]
+        let name = try realm.addOTPUser(prefix: "otp")
+        let context = try realm.context()
+        let user = try Principal(parsing: name, in: context)
+        let log = RoundLog()
+
+        var wrong = InitialCredentialsOptions()
+        wrong.armor = .anonymousPKINIT
+        wrong.responder = Responder { questions in
+            log.record(questions)
+            return ResponderAnswers(otp: OTPAnswer(token: 0, value: Secret("000000")))
+        }
+        expectReason(.badPassword) { try context.initialCredentials(for: user, password: nil, options: wrong) }
+
+        var right = InitialCredentialsOptions()
+        right.armor = .anonymousPKINIT
+        right.responder = Responder { questions in
+            log.record(questions)
+            return ResponderAnswers(otp: OTPAnswer(token: 0, value: Secret(currentTOTP(secret: secret))))
+        }
+        let credentials = try context.initialCredentials(for: user, password: nil, options: right)
+        #expect(credentials.client.hasPrefix(name + "@"))
+        let challenge = try #require(log.otpChallenges.first)
+        #expect(challenge.tokens.count == 1)
+        #expect(challenge.tokens.first?.flags.contains(.collectToken) == true)
+    }
+
+    @Test("an OTP answer naming a token that does not exist is refused before anything is sent")
+    func otpBadTokenIndex() throws {
+        let name = try realm.addOTPUser(prefix: "otpidx")
+        let context = try realm.context()
+        var options = InitialCredentialsOptions()
+        options.armor = .anonymousPKINIT
+        options.responder = Responder { _ in ResponderAnswers(otp: OTPAnswer(token: 5, value: Secret("123456"))) }
+        expectReason(.invalidRequest) { try context.initialCredentials(for: Principal(parsing: name, in: context), password: nil, options: options) }
+    }
+
+    @Test("without FAST the KDC does not offer OTP: no OTP question and a clear error")
+    func otpWithoutFAST() throws {
+        let name = try realm.addOTPUser(prefix: "otpnofast")
+        let context = try realm.context()
+        let log = RoundLog()
+        var options = InitialCredentialsOptions()
+        options.responder = Responder { questions in
+            log.record(questions)
+            return .none
+        }
+        let error = #expect(throws: KerberosError.self) {
+            try context.initialCredentials(for: Principal(parsing: name, in: context), password: nil, options: options)
+        }
+        #expect(log.otpChallenges.isEmpty)
+        #expect(error?.message.isEmpty == false)
+    }
+
+    @Test("PKINIT with a FILE identity: the pass phrase through the responder, then through the prompter")
+    func pkinitFile() throws {
+        let context = try realm.context()
+        let user = try Principal(parsing: realm["PKINIT_USER"], in: context)
+        let identity = "FILE:\(realm["PKINIT_CERT"]),\(realm["PKINIT_KEY"])"
+        let passphrase = realm["PKINIT_KEY_PASSPHRASE"]
+        let log = RoundLog()
+        var options = InitialCredentialsOptions()
+        options.preauthOptions = [("X509_user_identity", identity)]
+        options.responder = Responder { questions in
+            log.record(questions)
+            var answers = ResponderAnswers()
+            for case .pkinit(let identities) in questions {
+                for id in identities { answers.pkinit[id.identity] = Secret(passphrase) }
+            }
+            return answers
+        }
+        let credentials = try context.initialCredentials(for: user, password: nil, options: options)
+        #expect(credentials.client.hasPrefix(realm["PKINIT_USER"] + "@"))
+        #expect(log.pkinitIdentities.count == 1, "the PKINIT question is asked once")
+        #expect(log.pkinitIdentities.first?.first?.identity.hasPrefix("FILE:") == true)
+
+        var prompted = InitialCredentialsOptions()
+        prompted.preauthOptions = [("X509_user_identity", identity)]
+        var kinds: [Prompt.Kind] = []
+        prompted.prompter = Prompter { round in
+            kinds += round.prompts.map(\.kind)
+            return round.prompts.map { _ in Secret(passphrase) }
+        }
+        _ = try context.initialCredentials(for: user, password: nil, options: prompted)
+        #expect(kinds == [.preauth])
+    }
+
+    @Test("PKINIT with a wrong pass phrase fails")
+    func pkinitWrongPassphrase() throws {
+        let context = try realm.context()
+        var options = InitialCredentialsOptions()
+        options.preauthOptions = [("X509_user_identity", "FILE:\(realm["PKINIT_CERT"]),\(realm["PKINIT_KEY"])")]
+        options.responder = Responder { questions in
+            var answers = ResponderAnswers()
+            for case .pkinit(let identities) in questions { for id in identities { answers.pkinit[id.identity] = Secret("wrong") } }
+            return answers
+        }
+        #expect(throws: KerberosError.self) {
+            try context.initialCredentials(for: Principal(parsing: realm["PKINIT_USER"], in: context), password: nil, options: options)
+        }
+    }
+}
