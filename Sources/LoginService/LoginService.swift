@@ -1,4 +1,5 @@
 public import Kerberos
+public import LoginProtocol
 import Foundation
 
 /// Verified logins on a pool of dedicated krb5 threads: initial credentials (armored as configured),
