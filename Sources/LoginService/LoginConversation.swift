@@ -50,6 +50,9 @@ public final class LoginConversation: Sendable {
 
     var answers: LoginAnswers { state.withLock { $0.answers } }
 
+    /// The answers given so far (for a relay that forwards them, such as `krb5-login --daemon`).
+    public var initialAnswers: LoginAnswers { answers }
+
     /// Moves to a new round awaiting `questions`; returns its id.
     func await(_ questions: [LoginQuestion]) -> Int {
         state.withLock { state in

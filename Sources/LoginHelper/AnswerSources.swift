@@ -1,0 +1,109 @@
+import Kerberos
+import LoginService
+import LoginProtocol
+
+/// Where a round's answers come from.
+protocol AnswerSource {
+    /// The answers to one round, or nil to decline it.
+    func answers(to questions: [LoginQuestion], round: Int) -> LoginAnswers?
+    /// Shows a banner or expiry warning.
+    func inform(_ message: String)
+    /// Reports the end of the login.
+    func finish(_ result: LoginResult)
+}
+
+/// pam-exec and line modes: the password was all there is; further questions decline the login.
+struct NoAnswers: AnswerSource {
+    func answers(to questions: [LoginQuestion], round: Int) -> LoginAnswers? { nil }
+    func inform(_ message: String) {}
+    func finish(_ result: LoginResult) {}
+}
+
+/// Interactive mode: asks on the terminal with hidden input.
+struct TerminalAnswers: AnswerSource {
+    func askPrincipal() throws -> String? {
+        let secret = try Terminal.ask("Principal: ", hidden: false)
+        return secret.withUnsafeBytes { String(validating: $0, as: UTF8.self) }
+    }
+
+    func answers(to questions: [LoginQuestion], round: Int) -> LoginAnswers? {
+        var answers = LoginAnswers()
+        do {
+            for question in questions {
+                switch question {
+                case .password(let prompt):
+                    answers.password = try Terminal.ask(prompt + ": ", hidden: true)
+                case .otp(let challenge):
+                    let token = challenge.tokens.first
+                    let value = try Terminal.ask("One-time password\(challenge.service.map { " for \($0)" } ?? ""): ", hidden: true)
+                    var pin: Secret?
+                    if let flags = token?.flags, flags.contains(.collectPIN) {
+                        pin = try Terminal.ask("PIN: ", hidden: true)
+                    }
+                    answers.otp = OTPAnswer(token: 0, value: value, pin: pin)
+                case .pkinit(let identities):
+                    for identity in identities {
+                        if identity.flags.contains(.pinLocked) {
+                            Terminal.say("The token \(identity.identity) is locked.")
+                            continue
+                        }
+                        if identity.flags.contains(.pinFinalTry) { Terminal.say("Warning: one more wrong PIN locks the token.") }
+                        else if identity.flags.contains(.pinCountLow) { Terminal.say("Warning: a wrong PIN was entered before.") }
+                        answers.pkinit[identity.identity] = try Terminal.ask("PIN for \(identity.identity): ", hidden: true)
+                    }
+                case .newPassword(let prompt):
+                    answers.newPassword = try Terminal.ask(prompt + ": ", hidden: true)
+                case .newPasswordAgain(let prompt):
+                    answers.newPasswordAgain = try Terminal.ask(prompt + ": ", hidden: true)
+                case .text(let prompt, let hidden):
+                    answers.text.append(try Terminal.ask(prompt + ": ", hidden: hidden))
+                case .raw(let name, _):
+                    Terminal.say("Cannot answer the \(name) question on a terminal.")
+                }
+            }
+        } catch {
+            return nil
+        }
+        return answers
+    }
+
+    func inform(_ message: String) { Terminal.say(message) }
+    func finish(_ result: LoginResult) {}
+}
+
+/// Performs the steps of a conversation.
+protocol LoginBackend {
+    func start(_ conversation: LoginConversation) -> LoginStep
+    func answer(_ conversation: LoginConversation, _ answers: LoginAnswers, round: Int) -> LoginStep
+}
+
+/// Calls krb5 in this process, on the calling thread, with one context for the whole conversation.
+final class InProcessBackend: LoginBackend {
+    let configuration: LoginConfiguration
+    private var context: Context?
+
+    init(configuration: LoginConfiguration) {
+        self.configuration = configuration
+    }
+
+    func start(_ conversation: LoginConversation) -> LoginStep {
+        step(conversation)
+    }
+
+    func answer(_ conversation: LoginConversation, _ answers: LoginAnswers, round: Int) -> LoginStep {
+        do { try conversation.answer(answers, round: round) } catch {
+            return .finished(.failed(.invalidRequest, "\(error)", principal: conversation.principal), info: [])
+        }
+        return step(conversation)
+    }
+
+    private func step(_ conversation: LoginConversation) -> LoginStep {
+        do {
+            let context = try self.context ?? Context(configuration.krb5)
+            self.context = context
+            return LoginService.stepBlocking(conversation, configuration: configuration, context: context)
+        } catch {
+            return .finished(.failed(.internal, "unusable krb5 configuration: \(error)", principal: conversation.principal), info: [])
+        }
+    }
+}
