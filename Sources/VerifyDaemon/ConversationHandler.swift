@@ -1,0 +1,203 @@
+import Kerberos
+import LoginProtocol
+import LoginService
+import NIOCore
+
+/// One JSON-lines conversation: a login request, rounds of questions and answers, then the result.
+///
+/// Between rounds the conversation is parked: no krb5 thread is held, only the answers so far. Each
+/// round has a timeout; anything malformed ends the conversation with an `invalid-request` result.
+final class ConversationHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private enum Phase {
+        case awaitingLogin
+        case running
+        case awaitingAnswers(round: Int)
+        case finished
+    }
+
+    private let daemon: VerifyDaemon
+    private var framer = LineFramer(maximumLength: 64 * 1024)
+    private var phase = Phase.awaitingLogin
+    private var conversation: LoginConversation?
+    private var peer: PeerCredentials?
+    private var started = NIODeadline.now()
+    private var timer: Scheduled<Void>?
+    private var isParked = false
+
+    init(daemon: VerifyDaemon) {
+        self.daemon = daemon
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let contextBox = NIOLoopBound(context, eventLoop: context.eventLoop)
+        let daemon = self.daemon
+        PeerCredentials.of(context.channel).whenSuccess { peer in
+            handler.value.peer = peer
+            if let peer, !peer.allowed(uids: daemon.configuration.allowedUIDs, gids: daemon.configuration.allowedGIDs) {
+                daemon.logger.warning("conversation refused", metadata: ["peer": .string(peer.description)])
+                handler.value.finish(.failed(.invalidRequest, "peer not allowed"), context: contextBox.value)
+            }
+        }
+        arm(daemon.configuration.readTimeout, context: context) { handler, context in
+            handler.finish(.failed(.timeout, "no login request within the read timeout"), context: context)
+        }
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var buffer = unwrapInboundIn(data)
+        let lines = buffer.withUnsafeReadableBytes { framer.feed($0) }
+        buffer.moveReaderIndex(to: 0)
+        buffer.withUnsafeMutableReadableBytes { Secret.wipe($0) }
+        for line in lines {
+            guard case .finished = phase else {
+                switch line {
+                case .tooLong: finish(.failed(.invalidRequest, "line longer than 64 KiB"), context: context)
+                case .line(let bytes): handle(bytes, context: context)
+                }
+                continue
+            }
+            return
+        }
+    }
+
+    private func handle(_ line: Secret, context: ChannelHandlerContext) {
+        let message = line.withUnsafeBytes { bytes in Result { () throws(ProtocolError) in try ClientMessage.decode(bytes) } }
+        switch (phase, message) {
+        case (_, .failure(let error)):
+            finish(.failed(.invalidRequest, error.reason), context: context)
+        case (.awaitingLogin, .success(.login(let request))):
+            started = .now()
+            let peerKey = "uid:\(peer?.uid ?? 0)"
+            if let key = daemon.throttle.blocked([request.principal, peerKey]) {
+                finish(.failed(.badCredentials, "throttled after repeated failures (\(key))", principal: request.principal), context: context)
+                return
+            }
+            conversation = LoginConversation(principal: request.principal, password: request.password, service: request.service)
+            step(context: context)
+        case (.awaitingAnswers(let round), .success(.answers(let id, let answers))):
+            guard id == round, let conversation else {
+                finish(.failed(.invalidRequest, "answers for round \(id), but round \(round) is awaited"), context: context)
+                return
+            }
+            unpark()
+            guard !answers.isEmpty else {
+                finish(.failed(.badCredentials, "the questions were declined", principal: conversation.principal), context: context)
+                return
+            }
+            do { try conversation.answer(answers, round: id) } catch {
+                finish(.failed(.invalidRequest, "\(error)"), context: context)
+                return
+            }
+            step(context: context)
+        case (.running, .success):
+            finish(.failed(.invalidRequest, "a message arrived while the login was running; wait for questions or the result"), context: context)
+        case (_, .success(.login)):
+            finish(.failed(.invalidRequest, "one login per connection"), context: context)
+        case (_, .success(.answers(let id, _))):
+            finish(.failed(.invalidRequest, "answers for round \(id), but no questions are open"), context: context)
+        }
+    }
+
+    /// Runs one replay of the exchange on the login service's threads.
+    private func step(context: ChannelHandlerContext) {
+        guard let conversation else { return }
+        phase = .running
+        timer?.cancel()
+        daemon.loginStarted()
+        let daemon = self.daemon
+        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let contextBox = NIOLoopBound(context, eventLoop: context.eventLoop)
+        context.eventLoop.makeFutureWithTask { await daemon.service.step(conversation) }.whenSuccess { step in
+            daemon.loginEnded()
+            handler.value.stepped(step, context: contextBox.value)
+        }
+    }
+
+    private func stepped(_ step: LoginStep, context: ChannelHandlerContext) {
+        guard case .running = phase, context.channel.isActive else { return }
+        switch step {
+        case .finished(let result, let info):
+            for message in info { write(.info(message), context: context) }
+            finish(result, context: context)
+        case .questions(let id, let questions, let info):
+            guard daemon.park() else {
+                finish(.failed(.internal, "too many conversations waiting for answers"), context: context)
+                return
+            }
+            isParked = true
+            for message in info { write(.info(message), context: context) }
+            write(.questions(id: id, questions), context: context)
+            phase = .awaitingAnswers(round: id)
+            arm(daemon.configuration.roundTimeout, context: context) { handler, context in
+                handler.unpark()
+                handler.finish(.failed(.timeout, "no answers within the round timeout", principal: handler.conversation?.principal), context: context)
+            }
+        }
+    }
+
+    /// Sends the result (failures no sooner than the floor), records it and closes.
+    private func finish(_ result: LoginResult, context: ChannelHandlerContext) {
+        if case .finished = phase { return }
+        phase = .finished
+        timer?.cancel()
+        unpark()
+        let principal = conversation?.principal ?? result.principal ?? "-"
+        conversation = nil
+        let peerKey = "uid:\(peer?.uid ?? 0)"
+        if result.ok {
+            daemon.throttle.recordSuccess(principal)
+        } else if result.failure == .badCredentials || result.failure == .unknownPrincipal, !(result.message ?? "").hasPrefix("throttled") {
+            for key in daemon.throttle.recordFailure([principal, peerKey]) {
+                daemon.logger.warning("throttling engaged", metadata: ["key": .string(key)])
+            }
+        }
+        daemon.log(listener: "conversation", principal: principal, peer: peer, result: result, started: started)
+        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let contextBox = NIOLoopBound(context, eventLoop: context.eventLoop)
+        daemon.afterFloor(result, started: started, on: context.eventLoop) {
+            let context = contextBox.value
+            handler.value.write(.result(result), context: context)
+            context.flush()
+            context.close(promise: nil)
+        }
+    }
+
+    private func write(_ message: ServerMessage, context: ChannelHandlerContext) {
+        guard context.channel.isActive else { return }
+        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(bytes: message.encodedLine)), promise: nil)
+    }
+
+    private func arm(_ timeout: Duration, context: ChannelHandlerContext, _ fire: @escaping (ConversationHandler, ChannelHandlerContext) -> Void) {
+        timer?.cancel()
+        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let contextBox = NIOLoopBound(context, eventLoop: context.eventLoop)
+        let fireBox = NIOLoopBound(fire, eventLoop: context.eventLoop)
+        timer = context.eventLoop.scheduleTask(in: TimeAmount(timeout)) {
+            fireBox.value(handler.value, contextBox.value)
+        }
+    }
+
+    private func unpark() {
+        if isParked {
+            isParked = false
+            daemon.unpark()
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        timer?.cancel()
+        unpark()
+        conversation = nil
+        phase = .finished
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+}

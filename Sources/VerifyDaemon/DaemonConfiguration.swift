@@ -1,0 +1,184 @@
+import Kerberos
+public import LoginService
+public import Logging
+import Foundation
+import TOMLKit
+
+/// Everything `krb5-verifyd` can be told, from its TOML file and its flags (flags win).
+/// docs/daemon.md documents every key.
+public struct DaemonConfiguration: Sendable {
+    /// The saslauthd-compatible socket (`mux` in saslauthd's run directory).
+    public var saslSocket: String?
+    /// The JSON-lines conversation socket.
+    public var socket: String?
+    /// Socket file permissions, such as 0o660.
+    public var socketMode: UInt32 = 0o660
+    /// Group to give the socket files (name or number).
+    public var socketGroup: String?
+    /// How logins are done: krb5 configuration, keytab, server principal, armor, FAST.
+    public var login = LoginConfiguration()
+    /// krb5 worker threads, one context each.
+    public var workers = 4
+    /// Connections open at once; more are closed at once.
+    public var maxConnections = 1024
+    /// A request must arrive complete within this time.
+    public var readTimeout: Duration = .seconds(10)
+    /// A connection with nothing to do is closed after this time.
+    public var idleTimeout: Duration = .seconds(30)
+    /// How long a person may take to answer one round of questions.
+    public var roundTimeout: Duration = .seconds(120)
+    /// Conversations waiting for answers at once.
+    public var maxParkedConversations = 10_000
+    /// A failure is never answered faster than this, to blunt guessing.
+    public var failureFloor: Duration = .milliseconds(100)
+    /// After this many failures for one principal or one peer within the window, refuse for a while.
+    public var throttleFailures = 5
+    public var throttleWindow: Duration = .seconds(60)
+    /// The first refusal period; it doubles for each further burst, up to the maximum.
+    public var throttleBackoff: Duration = .seconds(5)
+    public var throttleMaxBackoff: Duration = .seconds(300)
+    /// Only these peer uids / gids may connect (empty: anyone who can open the socket).
+    public var allowedUIDs: [UInt32] = []
+    public var allowedGIDs: [UInt32] = []
+    /// `host:port` for the Prometheus `/metrics` endpoint; nil turns it off.
+    public var metricsListen: String?
+    /// Log level (`trace` … `critical`).
+    public var logLevel: Logger.Level = .info
+    /// Grace period after a request's fourth saslauthd field before treating it as a four-field request.
+    public var fourFieldGrace: Duration = .milliseconds(50)
+    /// Opt-in success cache TTL (`saslauthd -c`); nil is off.
+    public var resultCacheTTL: Duration?
+
+    public init() {}
+
+    /// Every key the configuration file accepts.
+    public static let keys: Set<String> = [
+        "sasl_socket", "socket", "socket_mode", "socket_group", "krb5_config", "keytab", "server_principal", "realm",
+        "armor", "fast_required", "workers", "max_connections", "read_timeout", "idle_timeout", "round_timeout",
+        "max_parked_conversations", "failure_floor", "throttle_failures", "throttle_window", "throttle_backoff",
+        "throttle_max_backoff", "allowed_uids", "allowed_gids", "metrics_listen", "log_level", "insecure_skip_verification",
+        "ticket_lifetime", "optimistic_preauth", "result_cache_ttl",
+    ]
+
+    /// Reads a TOML file over the defaults; unknown keys and wrong types are errors that name the key.
+    public mutating func load(tomlFile path: String) throws(ConfigurationError) {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw ConfigurationError("cannot read the configuration file \(path)")
+        }
+        try load(toml: text, source: path)
+    }
+
+    /// Reads TOML text over the current values.
+    public mutating func load(toml text: String, source: String = "configuration") throws(ConfigurationError) {
+        let table: TOMLTable
+        do { table = try TOMLTable(string: text) } catch { throw ConfigurationError("\(source): \(error)") }
+        for key in table.keys where !Self.keys.contains(key) {
+            throw ConfigurationError("\(source): unknown key \"\(key)\"")
+        }
+        func string(_ key: String) throws(ConfigurationError) -> String? {
+            guard let value = table[key] else { return nil }
+            guard let text = value.string else { throw ConfigurationError("\(source): \(key) must be a string") }
+            return text
+        }
+        func int(_ key: String) throws(ConfigurationError) -> Int? {
+            guard let value = table[key] else { return nil }
+            guard let number = value.int else { throw ConfigurationError("\(source): \(key) must be an integer") }
+            return number
+        }
+        func bool(_ key: String) throws(ConfigurationError) -> Bool? {
+            guard let value = table[key] else { return nil }
+            guard let flag = value.bool else { throw ConfigurationError("\(source): \(key) must be true or false") }
+            return flag
+        }
+        func duration(_ key: String) throws(ConfigurationError) -> Duration? {
+            guard let value = table[key] else { return nil }
+            if let seconds = value.int { return .seconds(seconds) }
+            if let seconds = value.double { return .milliseconds(Int64(seconds * 1000)) }
+            if let text = value.string, let parsed = Self.parseDuration(text) { return parsed }
+            throw ConfigurationError("\(source): \(key) must be seconds or a duration such as \"250ms\" or \"2m\"")
+        }
+        func ids(_ key: String) throws(ConfigurationError) -> [UInt32]? {
+            guard let value = table[key] else { return nil }
+            guard let array = value.array else { throw ConfigurationError("\(source): \(key) must be an array of numbers") }
+            var result: [UInt32] = []
+            for item in array {
+                guard let id = item.int, id >= 0 else { throw ConfigurationError("\(source): \(key) must be an array of numbers") }
+                result.append(UInt32(id))
+            }
+            return result
+        }
+        saslSocket = try string("sasl_socket") ?? saslSocket
+        socket = try string("socket") ?? socket
+        if let mode = try string("socket_mode") {
+            guard let parsed = UInt32(mode, radix: 8), parsed <= 0o777 else { throw ConfigurationError("\(source): socket_mode must be octal such as \"0660\"") }
+            socketMode = parsed
+        }
+        socketGroup = try string("socket_group") ?? socketGroup
+        if let value = table["krb5_config"] {
+            if let single = value.string { login.krb5 = Context.Configuration(files: [single]) }
+            else if let array = value.array { login.krb5 = Context.Configuration(files: array.compactMap { $0.string }) }
+            else { throw ConfigurationError("\(source): krb5_config must be a path or an array of paths") }
+        }
+        login.keytab = try string("keytab") ?? login.keytab
+        login.serverPrincipal = try string("server_principal") ?? login.serverPrincipal
+        login.realm = try string("realm") ?? login.realm
+        if let armor = try string("armor") {
+            guard let parsed = LoginConfiguration.ArmorSource(rawValue: armor) else { throw ConfigurationError("\(source): armor must be anonymous, keytab or none") }
+            login.armor = parsed
+        }
+        login.fastRequired = try bool("fast_required") ?? login.fastRequired
+        if try bool("insecure_skip_verification") == true { login.verify = false }
+        login.optimisticPreauth = try bool("optimistic_preauth") ?? login.optimisticPreauth
+        login.ticketLifetime = try duration("ticket_lifetime") ?? login.ticketLifetime
+        workers = try int("workers") ?? workers
+        maxConnections = try int("max_connections") ?? maxConnections
+        readTimeout = try duration("read_timeout") ?? readTimeout
+        idleTimeout = try duration("idle_timeout") ?? idleTimeout
+        roundTimeout = try duration("round_timeout") ?? roundTimeout
+        maxParkedConversations = try int("max_parked_conversations") ?? maxParkedConversations
+        failureFloor = try duration("failure_floor") ?? failureFloor
+        throttleFailures = try int("throttle_failures") ?? throttleFailures
+        throttleWindow = try duration("throttle_window") ?? throttleWindow
+        throttleBackoff = try duration("throttle_backoff") ?? throttleBackoff
+        throttleMaxBackoff = try duration("throttle_max_backoff") ?? throttleMaxBackoff
+        allowedUIDs = try ids("allowed_uids") ?? allowedUIDs
+        allowedGIDs = try ids("allowed_gids") ?? allowedGIDs
+        metricsListen = try string("metrics_listen") ?? metricsListen
+        resultCacheTTL = try duration("result_cache_ttl") ?? resultCacheTTL
+        if let level = try string("log_level") {
+            guard let parsed = Logger.Level(rawValue: level) else { throw ConfigurationError("\(source): log_level must be one of trace, debug, info, notice, warning, error, critical") }
+            logLevel = parsed
+        }
+        try validate()
+    }
+
+    /// Checks values that make no sense together.
+    public func validate() throws(ConfigurationError) {
+        if saslSocket == nil && socket == nil { throw ConfigurationError("no listener: give --sasl-socket and/or --socket") }
+        if workers < 1 || workers > 256 { throw ConfigurationError("workers must be between 1 and 256") }
+        if maxConnections < 1 { throw ConfigurationError("max_connections must be at least 1") }
+        if throttleFailures < 1 { throw ConfigurationError("throttle_failures must be at least 1") }
+        if login.fastRequired && login.armor == .none { throw ConfigurationError("fast_required needs armor = anonymous or keytab") }
+        for path in [saslSocket, socket].compactMap({ $0 }) where path.utf8.count >= 108 {
+            throw ConfigurationError("socket path longer than 107 bytes: \(path)")
+        }
+    }
+
+    /// Parses `250ms`, `30s`, `2m`, `1h` or plain seconds.
+    public static func parseDuration(_ text: String) -> Duration? {
+        let units: [(String, Int64)] = [("ms", 1), ("s", 1000), ("m", 60_000), ("h", 3_600_000), ("d", 86_400_000)]
+        for (suffix, milliseconds) in units where text.hasSuffix(suffix) {
+            let digits = text.dropLast(suffix.count)
+            if suffix == "s", digits.hasSuffix("m") { continue }
+            guard let value = Int64(digits), value >= 0 else { return nil }
+            return .milliseconds(value * milliseconds)
+        }
+        return Int64(text).map { .seconds($0) }
+    }
+}
+
+/// A configuration problem, naming the key or flag.
+public struct ConfigurationError: Error, CustomStringConvertible, Equatable {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}

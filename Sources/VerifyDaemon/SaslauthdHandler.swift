@@ -1,0 +1,154 @@
+import Kerberos
+import LoginProtocol
+import LoginService
+import NIOCore
+
+/// One saslauthd-protocol connection: read a request (five fields, or four and a pause), verify the
+/// login, reply `OK` or `NO reason`, close.
+final class SaslauthdHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private let daemon: VerifyDaemon
+    private var decoder: SaslauthdDecoder
+    private var peer: PeerCredentials?
+    private var started = NIODeadline.now()
+    private var answered = false
+    private var readTimeout: Scheduled<Void>?
+    private var fourFieldTimer: Scheduled<Void>?
+
+    init(daemon: VerifyDaemon) {
+        self.daemon = daemon
+        self.decoder = SaslauthdDecoder(maximumFieldLength: 256)
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        started = .now()
+        let loop = context.eventLoop
+        let handler = NIOLoopBound(self, eventLoop: loop)
+        let contextBox = NIOLoopBound(context, eventLoop: loop)
+        let daemon = self.daemon
+        PeerCredentials.of(context.channel).whenSuccess { peer in
+            handler.value.peer = peer
+            if let peer, !peer.allowed(uids: daemon.configuration.allowedUIDs, gids: daemon.configuration.allowedGIDs) {
+                daemon.logger.warning("saslauthd connection refused", metadata: ["peer": .string(peer.description)])
+                handler.value.reply(.no("not allowed"), context: contextBox.value)
+            }
+        }
+        readTimeout = loop.scheduleTask(in: TimeAmount(daemon.configuration.readTimeout)) {
+            handler.value.reply(.no("timeout"), context: contextBox.value)
+        }
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !answered else { return }
+        var buffer = unwrapInboundIn(data)
+        let bytes = buffer.readBytes(length: buffer.readableBytes) ?? []
+        defer { wipe(&buffer) }
+        do {
+            try decoder.feed(bytes)
+            fourFieldTimer?.cancel()
+            fourFieldTimer = nil
+            switch try decoder.progress() {
+            case .needMore:
+                break
+            case .request(let request):
+                verify(request, context: context)
+            case .fourFields:
+                let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+                let contextBox = NIOLoopBound(context, eventLoop: context.eventLoop)
+                fourFieldTimer = context.eventLoop.scheduleTask(in: TimeAmount(daemon.configuration.fourFieldGrace)) {
+                    handler.value.acceptFourFields(context: contextBox.value)
+                }
+            }
+        } catch {
+            invalid(error, context: context)
+        }
+    }
+
+    private func acceptFourFields(context: ChannelHandlerContext) {
+        guard !answered else { return }
+        do { verify(try decoder.fourFieldRequest(), context: context) } catch { invalid(error, context: context) }
+    }
+
+    private func invalid(_ error: any Error, context: ChannelHandlerContext) {
+        daemon.logger.notice("invalid saslauthd request", metadata: ["reason": .string("\(error)"), "peer": .string(peer?.description ?? "-")])
+        daemon.metrics.record(listener: "sasl", outcome: "invalid-request", latency: .zero)
+        reply(.no("invalid request"), context: context)
+    }
+
+    private func verify(_ request: SaslauthdRequest, context: ChannelHandlerContext) {
+        guard !answered else { return }
+        answered = true
+        readTimeout?.cancel()
+        let principal = request.principal
+        let peerKey = request.clientAddress.flatMap { $0.isEmpty ? nil : "addr:\($0)" } ?? "uid:\(peer?.uid ?? 0)"
+        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let contextBox = NIOLoopBound(context, eventLoop: context.eventLoop)
+        let daemon = self.daemon
+        let started = self.started
+        let peer = self.peer
+        let finish: @Sendable (LoginResult) -> Void = { result in
+            daemon.log(listener: "sasl", principal: principal, peer: peer, result: result, started: started)
+            daemon.afterFloor(result, started: started, on: contextBox.value.eventLoop) {
+                handler.value.send(result.ok ? .ok : .no(VerifyDaemon.saslReason(result)), context: contextBox.value)
+            }
+        }
+        if request.password.isEmpty {
+            finish(.failed(.badCredentials, "empty password", principal: principal))
+            return
+        }
+        if let key = daemon.throttle.blocked([principal, peerKey]) {
+            finish(.failed(.badCredentials, "throttled after repeated failures (\(key))", principal: principal))
+            return
+        }
+        daemon.loginStarted()
+        let password = request.password
+        let future = context.eventLoop.makeFutureWithTask {
+            await daemon.service.verifyPassword(principal: principal, password: password)
+        }
+        future.whenSuccess { result in
+            daemon.loginEnded()
+            if result.ok {
+                daemon.throttle.recordSuccess(principal)
+            } else if result.failure == .badCredentials || result.failure == .unknownPrincipal {
+                for key in daemon.throttle.recordFailure([principal, peerKey]) {
+                    daemon.logger.warning("throttling engaged", metadata: ["key": .string(key)])
+                }
+            }
+            finish(result)
+        }
+    }
+
+    /// Replies once and closes (also used for timeouts and refusals before any request).
+    private func reply(_ reply: SaslauthdReply, context: ChannelHandlerContext) {
+        guard !answered else { return }
+        answered = true
+        send(reply, context: context)
+    }
+
+    private func send(_ reply: SaslauthdReply, context: ChannelHandlerContext) {
+        readTimeout?.cancel()
+        fourFieldTimer?.cancel()
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(bytes: reply.encoded))).whenComplete { _ in
+            channel.close(promise: nil)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        readTimeout?.cancel()
+        fourFieldTimer?.cancel()
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+
+    private func wipe(_ buffer: inout ByteBuffer) {
+        buffer.moveReaderIndex(to: 0)
+        buffer.withUnsafeMutableReadableBytes { Secret.wipe($0) }
+    }
+}

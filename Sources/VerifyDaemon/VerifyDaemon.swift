@@ -1,0 +1,222 @@
+public import Logging
+import LoginService
+import Foundation
+import Kerberos
+import LoginProtocol
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+public import ServiceLifecycle
+import Synchronization
+
+/// `krb5-verifyd`: verified Kerberos logins over a saslauthd-compatible socket and a JSON-lines
+/// conversation socket.
+///
+/// The event loop only moves bytes; every krb5 call runs on ``LoginService``'s worker threads. A
+/// conversation waiting for a person holds no thread, only its stored answers.
+public final class VerifyDaemon: Service, Sendable {
+    public let configuration: DaemonConfiguration
+    let logger: Logger
+    let service: LoginService
+    let throttle: Throttle
+    let metrics = DaemonMetrics()
+    private let group: MultiThreadedEventLoopGroup
+    private let state = Mutex(State())
+
+    private struct State {
+        var listeners: [any Channel] = []
+        var connections: [ObjectIdentifier: any Channel] = [:]
+        var inFlight = 0
+        var parked = 0
+        var shuttingDown = false
+        var drained: [CheckedContinuation<Void, Never>] = []
+    }
+
+    /// Where the daemon listens once started.
+    public struct Endpoints: Sendable {
+        public var saslSocket: String?
+        public var socket: String?
+        /// The bound metrics address as `host:port` (the port is the real one when 0 was asked for).
+        public var metrics: String?
+    }
+
+    public init(configuration: DaemonConfiguration, logger: Logger = Logger(label: "krb5-verifyd")) throws {
+        try configuration.validate()
+        self.configuration = configuration
+        var logger = logger
+        logger.logLevel = configuration.logLevel
+        self.logger = logger
+        self.service = try LoginService(configuration: configuration.login, threads: configuration.workers)
+        self.throttle = Throttle(policy: .init(failures: configuration.throttleFailures, window: configuration.throttleWindow,
+                                               backoff: configuration.throttleBackoff, maxBackoff: configuration.throttleMaxBackoff))
+        self.group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    }
+
+    /// Binds the sockets and the metrics endpoint.
+    @discardableResult
+    public func start() async throws -> Endpoints {
+        var endpoints = Endpoints()
+        if let path = configuration.saslSocket {
+            try await listen(path) { [self] channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(SaslauthdHandler(daemon: self)) }
+            }
+            endpoints.saslSocket = path
+        }
+        if let path = configuration.socket {
+            try await listen(path) { [self] channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(ConversationHandler(daemon: self)) }
+            }
+            endpoints.socket = path
+        }
+        if let address = configuration.metricsListen {
+            let parts = address.split(separator: ":")
+            guard parts.count == 2, let port = Int(parts[1]) else { throw ConfigurationError("metrics_listen must be host:port") }
+            let metrics = self.metrics
+            let channel = try await ServerBootstrap(group: group)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .childChannelInitializer { channel in
+                    channel.pipeline.configureHTTPServerPipeline().flatMap { channel.pipeline.addHandler(MetricsHTTPHandler(metrics: metrics)) }
+                }
+                .bind(host: String(parts[0]), port: port).get()
+            state.withLock { $0.listeners.append(channel) }
+            endpoints.metrics = "\(parts[0]):\(channel.localAddress?.port ?? port)"
+        }
+        logger.info("krb5-verifyd listening", metadata: [
+            "sasl_socket": .string(endpoints.saslSocket ?? "-"), "socket": .string(endpoints.socket ?? "-"),
+            "metrics": .string(endpoints.metrics ?? "-"), "workers": .stringConvertible(configuration.workers),
+            "armor": .string(configuration.login.armor.rawValue), "verify": .stringConvertible(configuration.login.verify),
+        ])
+        if !configuration.login.verify {
+            logger.warning("verification is OFF (insecure_skip_verification): a forged KDC reply would be accepted")
+        }
+        return endpoints
+    }
+
+    private func listen(_ path: String, _ initializer: @escaping @Sendable (any Channel) -> EventLoopFuture<Void>) async throws {
+        let mode = configuration.socketMode
+        let group = configuration.socketGroup
+        let channel = try await ServerBootstrap(group: self.group)
+            .serverChannelOption(.backlog, value: 1024)
+            .childChannelInitializer { [self] channel in
+                guard admit(channel) else { return channel.close() }
+                return initializer(channel)
+            }
+            .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true).get()
+        try SocketFile.configure(path: path, mode: mode, group: group)
+        state.withLock { $0.listeners.append(channel) }
+    }
+
+    /// Counts the connection in, or refuses it when the daemon is full or shutting down.
+    private func admit(_ channel: any Channel) -> Bool {
+        let admitted = state.withLock { state -> Bool in
+            guard !state.shuttingDown, state.connections.count < configuration.maxConnections else { return false }
+            state.connections[ObjectIdentifier(channel)] = channel
+            return true
+        }
+        if admitted {
+            metrics.connections.increment()
+            channel.closeFuture.whenComplete { [self] _ in
+                state.withLock { _ = $0.connections.removeValue(forKey: ObjectIdentifier(channel)) }
+                metrics.connections.decrement()
+            }
+        } else {
+            logger.warning("connection refused: limit of \(configuration.maxConnections) reached or shutting down")
+        }
+        return admitted
+    }
+
+    /// Runs until graceful shutdown (SIGTERM through a `ServiceGroup`), then drains.
+    public func run() async throws {
+        try await start()
+        await withGracefulShutdownHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                state.withLock { $0.drained.append(continuation) }
+            }
+        } onGracefulShutdown: { [self] in
+            Task { await shutdown() }
+        }
+    }
+
+    /// Stops accepting, lets logins in flight finish (up to `grace`), closes the rest and stops the workers.
+    public func shutdown(grace: Duration = .seconds(30)) async {
+        let listeners = state.withLock { state -> [any Channel] in
+            guard !state.shuttingDown else { return [] }
+            state.shuttingDown = true
+            return state.listeners
+        }
+        guard !listeners.isEmpty else { return }
+        logger.info("shutting down: finishing logins in flight")
+        for channel in listeners { try? await channel.close() }
+        for path in [configuration.saslSocket, configuration.socket].compactMap({ $0 }) { unlink(path) }
+        let deadline = ContinuousClock.now + grace
+        while state.withLock({ $0.inFlight }) > 0, ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        let open = state.withLock { Array($0.connections.values) }
+        for channel in open { try? await channel.close() }
+        service.shutdown()
+        try? await group.shutdownGracefully()
+        let waiting = state.withLock { state in
+            defer { state.drained = [] }
+            return state.drained
+        }
+        for continuation in waiting { continuation.resume() }
+        logger.info("krb5-verifyd stopped")
+    }
+
+    // MARK: Bookkeeping shared by the handlers
+
+    func loginStarted() { state.withLock { $0.inFlight += 1 }; metrics.inFlight.increment() }
+    func loginEnded() { state.withLock { $0.inFlight -= 1 }; metrics.inFlight.decrement() }
+
+    /// Reserves a parking place for a conversation at a question; false when the daemon is full.
+    func park() -> Bool {
+        let parked = state.withLock { state -> Bool in
+            guard state.parked < configuration.maxParkedConversations else { return false }
+            state.parked += 1
+            return true
+        }
+        if parked { metrics.parked.increment() }
+        return parked
+    }
+
+    func unpark() { state.withLock { $0.parked -= 1 }; metrics.parked.decrement() }
+
+    /// Numbers for tests and logs.
+    public var counts: (connections: Int, inFlight: Int, parked: Int) {
+        state.withLock { ($0.connections.count, $0.inFlight, $0.parked) }
+    }
+
+    /// The saslauthd-style reply text for a failed login.
+    static func saslReason(_ result: LoginResult) -> String {
+        switch result.failure {
+        case .badCredentials?, .unknownPrincipal?: "authentication failed"
+        case let failure?: failure.rawValue.replacingOccurrences(of: "-", with: " ")
+        case nil: ""
+        }
+    }
+
+    /// Logs one finished request; never with a secret.
+    func log(listener: String, principal: String, peer: PeerCredentials?, result: LoginResult, started: NIODeadline) {
+        let latency = NIODeadline.now() - started
+        let outcome = result.failure?.rawValue ?? "ok"
+        metrics.record(listener: listener, outcome: outcome, latency: .nanoseconds(latency.nanoseconds))
+        var metadata: Logger.Metadata = [
+            "listener": .string(listener), "outcome": .string(outcome), "principal": .string(principal),
+            "latency_ms": .stringConvertible(Double(latency.nanoseconds) / 1e6),
+        ]
+        if let peer { metadata["peer_uid"] = .stringConvertible(peer.uid); metadata["peer_pid"] = .stringConvertible(peer.pid) }
+        if let message = result.message { metadata["reason"] = .string(message) }
+        logger.log(level: result.ok ? .info : .notice, "login", metadata: metadata)
+    }
+
+    /// Applies the failure floor: `reply` runs no sooner than `failureFloor` after `started`.
+    func afterFloor(_ result: LoginResult, started: NIODeadline, on loop: any EventLoop, _ reply: @escaping @Sendable () -> Void) {
+        let remaining = started + TimeAmount(configuration.failureFloor) - .now()
+        if result.ok || remaining <= .zero {
+            reply()
+        } else {
+            loop.scheduleTask(in: remaining) { reply() }
+        }
+    }
+}

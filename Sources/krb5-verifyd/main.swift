@@ -1,1 +1,0 @@
-print("krb5-verifyd")
