@@ -51,7 +51,6 @@ write_kdc_conf() { # DIR DBDIR KDC_PORT KADMIN_PORT KPASSWD_PORT RADIUS_PORT PKI
   admin_keytab = FILE:$db/kadm5.keytab
   kadmind_listen = $BIND_ADDR:$4
   kpasswd_listen = $BIND_ADDR:$5
-  default_principal_flags = +preauth
   max_life = 10h
   max_renewable_life = 7d
   supported_enctypes = aes256-cts-hmac-sha1-96:normal aes128-cts-hmac-sha1-96:normal
@@ -301,9 +300,10 @@ up() {
     local k="kadmin_local $dir"
     HOST_PRINCIPAL="host/$HOSTNAME_FQDN@$REALM" LOCALHOST_PRINCIPAL="host/localhost@$REALM"
     OTHER_SERVICE_PRINCIPAL="svc/other@$REALM"
-    $k addprinc -pw "$USER_PASSWORD" "$USER" >/dev/null
-    $k addprinc -pw "$DISABLED_PASSWORD" -allow_tix "$DISABLED_USER" >/dev/null
-    $k addprinc -pw "$EXPIRED_PASSWORD" +needchange "$EXPIRED_USER" >/dev/null
+    # Users require pre-authentication, as in any real realm; services do not.
+    $k addprinc -pw "$USER_PASSWORD" +requires_preauth "$USER" >/dev/null
+    $k addprinc -pw "$DISABLED_PASSWORD" +requires_preauth -allow_tix "$DISABLED_USER" >/dev/null
+    $k addprinc -pw "$EXPIRED_PASSWORD" +requires_preauth +needchange "$EXPIRED_USER" >/dev/null
     $k addprinc -randkey "$KEYTAB_CLIENT" >/dev/null
     $k addprinc -randkey WELLKNOWN/ANONYMOUS >/dev/null
     $k addprinc -nokey +requires_preauth "$PKINIT_USER" >/dev/null

@@ -62,23 +62,29 @@ public final class KerberosExecutor: Sendable {
     /// `body` may block; the caller only suspends.
     public func run<T: Sendable>(_ body: @escaping @Sendable (Context) throws -> T) async throws -> T {
         try await withCheckedThrowingContinuation { continuation in
-            let job: Job = { context, failure in
+            submit { context, failure in
                 guard let context else {
                     continuation.resume(throwing: failure!)
                     return
                 }
                 continuation.resume(with: Result { try body(context) })
             }
-            let accepted = queue.withLock { queue -> Bool in
-                guard !queue.stopping else { return false }
-                queue.jobs.append(job)
-                return true
-            }
-            if accepted {
-                available.signal()
-            } else {
-                continuation.resume(throwing: KerberosError(code: -1, message: "The Kerberos executor has shut down", reason: .other))
-            }
+        }
+    }
+
+    /// Queues `body` on one of the executor's threads and returns at once; for callers that must not
+    /// depend on Swift's cooperative pool (an event loop). `body` gets nil and the error when the
+    /// thread has no context or the executor has shut down.
+    public func submit(_ body: @escaping @Sendable (Context?, (any Error)?) -> Void) {
+        let accepted = queue.withLock { queue -> Bool in
+            guard !queue.stopping else { return false }
+            queue.jobs.append(body)
+            return true
+        }
+        if accepted {
+            available.signal()
+        } else {
+            body(nil, KerberosError(code: -1, message: "The Kerberos executor has shut down", reason: .other))
         }
     }
 

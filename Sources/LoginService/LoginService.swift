@@ -25,24 +25,40 @@ public final class LoginService: Sendable {
 
     /// Logs in with a password only, as saslauthd does: any further question fails the login.
     public func verifyPassword(principal: String, password: Secret) async -> LoginResult {
-        let conversation = LoginConversation(principal: principal, password: password)
-        switch await step(conversation) {
-        case .finished(let result, _):
-            return result
-        case .questions:
-            return .failed(.badCredentials, "The KDC asked for more than a password", principal: principal)
+        await withCheckedContinuation { continuation in
+            verifyPassword(principal: principal, password: password) { continuation.resume(returning: $0) }
+        }
+    }
+
+    /// Logs in with a password only and calls `completion` on a worker thread; never touches Swift's
+    /// cooperative pool, so an event loop can use it directly.
+    public func verifyPassword(principal: String, password: Secret, completion: @escaping @Sendable (LoginResult) -> Void) {
+        step(LoginConversation(principal: principal, password: password)) { step in
+            switch step {
+            case .finished(let result, _):
+                completion(result)
+            case .questions:
+                completion(.failed(.badCredentials, "The KDC asked for more than a password", principal: principal))
+            }
         }
     }
 
     /// Runs the exchange once with every answer given so far.
     public func step(_ conversation: LoginConversation) async -> LoginStep {
+        await withCheckedContinuation { continuation in
+            step(conversation) { continuation.resume(returning: $0) }
+        }
+    }
+
+    /// Runs the exchange once and calls `completion` on a worker thread (no Swift concurrency involved).
+    public func step(_ conversation: LoginConversation, completion: @escaping @Sendable (LoginStep) -> Void) {
         let configuration = self.configuration
-        do {
-            return try await executor.run { context in
-                LoginAttempt(context: context, configuration: configuration, conversation: conversation).run()
+        executor.submit { context, _ in
+            guard let context else {
+                completion(.finished(.failed(.internal, "The login service is shutting down", principal: conversation.principal), info: []))
+                return
             }
-        } catch {
-            return .finished(.failed(.internal, "The login service is shutting down"), info: [])
+            completion(LoginAttempt(context: context, configuration: configuration, conversation: conversation).run())
         }
     }
 

@@ -112,9 +112,12 @@ final class ConversationHandler: ChannelInboundHandler {
         let daemon = self.daemon
         let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
         let contextBox = NIOLoopBound(context, eventLoop: context.eventLoop)
-        context.eventLoop.makeFutureWithTask { await daemon.service.step(conversation) }.whenSuccess { step in
-            daemon.loginEnded()
-            handler.value.stepped(step, context: contextBox.value)
+        let loop = context.eventLoop
+        daemon.service.step(conversation) { step in
+            loop.execute {
+                daemon.loginEnded()
+                handler.value.stepped(step, context: contextBox.value)
+            }
         }
     }
 

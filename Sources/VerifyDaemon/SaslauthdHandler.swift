@@ -105,10 +105,8 @@ final class SaslauthdHandler: ChannelInboundHandler {
         }
         daemon.loginStarted()
         let password = request.password
-        let future = context.eventLoop.makeFutureWithTask {
-            await daemon.service.verifyPassword(principal: principal, password: password)
-        }
-        future.whenSuccess { result in
+        let loop = context.eventLoop
+        daemon.service.verifyPassword(principal: principal, password: password) { result in loop.execute {
             daemon.loginEnded()
             if result.ok {
                 daemon.throttle.recordSuccess(principal)
@@ -118,7 +116,7 @@ final class SaslauthdHandler: ChannelInboundHandler {
                 }
             }
             finish(result)
-        }
+        } }
     }
 
     /// Replies once and closes (also used for timeouts and refusals before any request).

@@ -86,10 +86,10 @@ public struct TestRealm: Sendable {
         try realmScript(["kadmin"] + arguments)
     }
 
-    /// Creates a principal of its own for one test and returns its name without realm.
+    /// Creates a user principal (requiring pre-authentication) of its own for one test; returns its name without realm.
     public func addPrincipal(prefix: String, password: String, attributes: [String] = []) throws -> String {
         let name = Self.uniqueName(prefix)
-        try realmScript(["kadmin", "addprinc", "-pw", password] + attributes + [name])
+        try realmScript(["kadmin", "addprinc", "-pw", password, "+requires_preauth"] + attributes + [name])
         return name
     }
 

@@ -1,0 +1,100 @@
+import Foundation
+import Kerberos
+import Logging
+import LoginProtocol
+import LoginService
+import Synchronization
+import TestRealm
+import Testing
+import VerifyDaemon
+
+/// A daemon started in process on sockets of its own, against the live test realm.
+struct DaemonFixture {
+    let realm: TestRealm
+    let daemon: VerifyDaemon
+    let endpoints: VerifyDaemon.Endpoints
+    let logs: LogCapture
+
+    var saslSocket: String { endpoints.saslSocket! }
+    var socket: String { endpoints.socket! }
+
+    static func start(configure: (inout DaemonConfiguration, TestRealm) -> Void = { _, _ in }) async throws -> DaemonFixture {
+        let realm = try TestRealm.shared()
+        var configuration = DaemonConfiguration()
+        configuration.saslSocket = SocketClient.temporaryPath("sasl")
+        configuration.socket = SocketClient.temporaryPath("conv")
+        configuration.login = LoginConfiguration(krb5: .files(realm.configFile), keytab: realm["HOST_KEYTAB"],
+                                                 serverPrincipal: realm["LOCALHOST_PRINCIPAL"], armor: .anonymous)
+        configuration.workers = 2
+        configuration.readTimeout = .seconds(2)
+        configuration.failureFloor = .milliseconds(20)
+        configuration.throttleFailures = 1000
+        configuration.logLevel = .trace
+        configure(&configuration, realm)
+        let logs = LogCapture()
+        let daemon = try VerifyDaemon(configuration: configuration, logger: Logger(label: "test") { _ in logs.handler() })
+        let endpoints = try await daemon.start()
+        return DaemonFixture(realm: realm, daemon: daemon, endpoints: endpoints, logs: logs)
+    }
+
+    func stop() async { await daemon.shutdown() }
+
+    /// One saslauthd-protocol request with our own client.
+    func sasl(_ login: String, _ password: String, realm: String = "", fields: Int = 5, address: String = "192.0.2.7") throws -> SaslauthdReply {
+        let client = try SocketClient(path: saslSocket)
+        client.send(SaslauthdRequest(login: login, password: Secret(password), service: "imap", realm: realm, clientAddress: address).encoded(fieldCount: fields))
+        return try SaslauthdReply(decoding: client.readAll())
+    }
+
+    /// Opens a conversation with a login request.
+    func converse(_ principal: String, password: String? = nil) throws -> Conversation {
+        let client = try SocketClient(path: socket)
+        client.send(ClientMessage.login(LoginRequest(principal: principal, password: password.map(Secret.init))).encodedLine)
+        return Conversation(client: client)
+    }
+}
+
+/// The client end of one JSON-lines conversation.
+struct Conversation {
+    let client: SocketClient
+
+    /// The next message that is not `info`.
+    func next() throws -> ServerMessage {
+        while let line = client.readLine() {
+            let message = try ServerMessage.decode(Array(line.utf8))
+            if case .info = message { continue }
+            return message
+        }
+        throw TestRealmError("the daemon closed the conversation")
+    }
+
+    func answer(_ id: Int, _ answers: LoginAnswers) {
+        client.send(ClientMessage.answers(id: id, answers).encodedLine)
+    }
+
+    func result() throws -> LoginResult {
+        guard case .result(let result) = try next() else { throw TestRealmError("expected a result") }
+        return result
+    }
+}
+
+/// Collects every log line at every level, to prove secrets never appear.
+final class LogCapture: Sendable {
+    private let lines = Mutex<[String]>([])
+    var text: String { lines.withLock { $0.joined(separator: "\n") } }
+    func append(_ line: String) { lines.withLock { $0.append(line) } }
+    func handler() -> some LogHandler { CapturingHandler(capture: self) }
+
+    struct CapturingHandler: LogHandler {
+        let capture: LogCapture
+        var metadata: Logger.Metadata = [:]
+        var logLevel: Logger.Level = .trace
+        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+            get { metadata[key] }
+            set { metadata[key] = newValue }
+        }
+        func log(event: LogEvent) {
+            capture.append("\(event.level) \(event.message) \(event.metadata ?? [:]) \(metadata)")
+        }
+    }
+}

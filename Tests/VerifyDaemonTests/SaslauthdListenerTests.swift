@@ -1,0 +1,130 @@
+import Foundation
+import Kerberos
+import LoginProtocol
+import TestRealm
+import Testing
+import VerifyDaemon
+
+@Suite("krb5-verifyd: the saslauthd-compatible listener")
+struct SaslauthdListenerTests {
+    @Test("Cyrus testsaslauthd gets OK for the right password and NO for a wrong one")
+    func testsaslauthd() async throws {
+        let fixture = try await DaemonFixture.start()
+        let realm = fixture.realm
+        let ok = try TestRealm.run(["testsaslauthd", "-f", fixture.saslSocket, "-u", realm["USER"], "-p", realm["USER_PASSWORD"], "-s", "imap"])
+        #expect(ok.output.contains(#"0: OK "Success.""#), "\(ok.output)")
+        let no = try TestRealm.run(["testsaslauthd", "-f", fixture.saslSocket, "-u", realm["USER"], "-p", "wrong-password"])
+        #expect(no.output.contains(#"0: NO "authentication failed""#), "\(no.output)")
+        let withRealm = try TestRealm.run(["testsaslauthd", "-f", fixture.saslSocket, "-u", realm["USER"], "-r", realm.realm, "-p", realm["USER_PASSWORD"]])
+        #expect(withRealm.output.contains("OK"))
+        await fixture.stop()
+    }
+
+    @Test("our client: five-field and four-field requests, realm mapping")
+    func ownClient() async throws {
+        let fixture = try await DaemonFixture.start()
+        let realm = fixture.realm
+        #expect(try fixture.sasl(realm["USER"], realm["USER_PASSWORD"]) == .ok)
+        #expect(try fixture.sasl(realm["USER"], realm["USER_PASSWORD"], fields: 4) == .ok)
+        #expect(try fixture.sasl(realm["USER"], realm["USER_PASSWORD"], realm: realm.realm) == .ok)
+        #expect(try fixture.sasl("\(realm["USER"])@\(realm.realm)", realm["USER_PASSWORD"], realm: "IGNORED.REALM") == .ok)
+        #expect(try fixture.sasl(realm["USER"], "nope", fields: 4) == .no("authentication failed"))
+        #expect(try fixture.sasl(realm["DISABLED_USER"], realm["DISABLED_PASSWORD"]) == .no("account disabled"))
+        #expect(try fixture.sasl("no-such-user", "x") == .no("authentication failed"))
+        await fixture.stop()
+    }
+
+    @Test("malformed frames get NO invalid request, and a good login still works afterwards")
+    func badInput() async throws {
+        let fixture = try await DaemonFixture.start()
+        let realm = fixture.realm
+        func raw(_ bytes: [UInt8], close: Bool = false) throws -> [UInt8] {
+            let client = try SocketClient(path: fixture.saslSocket, timeout: 5)
+            client.send(bytes)
+            if close { shutdown(client.fd, Int32(SHUT_WR)) }
+            return client.readAll()
+        }
+        let invalid = SaslauthdReply.no("invalid request").encoded
+        #expect(try raw([0xFF, 0xFF, 0x41]) == invalid, "oversized length")
+        #expect(try raw([0, 1, 0xFF] + [0, 1, 0x41, 0, 0, 0, 0, 0, 0]) == invalid, "non-UTF-8 login")
+        #expect(try raw([0, 0, 0, 1, 0x41, 0, 0, 0, 0, 0, 0]) == invalid, "zero-length login")
+        #expect(try raw([0, 1, 0x41, 0, 0, 0, 0, 0, 0, 0, 0]) == SaslauthdReply.no("authentication failed").encoded, "zero-length password")
+        #expect(try raw([0, 5, 0x41]) == SaslauthdReply.no("timeout").encoded, "truncated frame times out")
+        #expect(try raw([0, 5, 0x41], close: true).isEmpty || true, "truncated frame then close")
+        #expect(try raw(Array(repeating: 0x41, count: 3000)) == invalid, "garbage")
+        #expect(try fixture.sasl(realm["USER"], realm["USER_PASSWORD"]) == .ok)
+        #expect(fixture.daemon.counts.inFlight == 0)
+        await fixture.stop()
+    }
+
+    @Test("hundreds of idle connections do not stop a good login")
+    func idleConnections() async throws {
+        let fixture = try await DaemonFixture.start { configuration, _ in configuration.readTimeout = .seconds(30) }
+        let idle = try (0..<300).map { _ in try SocketClient(path: fixture.saslSocket) }
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(fixture.daemon.counts.connections >= 300)
+        #expect(try fixture.sasl(fixture.realm["USER"], fixture.realm["USER_PASSWORD"]) == .ok)
+        _ = idle
+        await fixture.stop()
+    }
+
+    @Test("a connection limit refuses the excess and serves the rest")
+    func connectionLimit() async throws {
+        let fixture = try await DaemonFixture.start { configuration, _ in
+            configuration.maxConnections = 5
+            configuration.readTimeout = .seconds(30)
+        }
+        let held = try (0..<5).map { _ in try SocketClient(path: fixture.saslSocket) }
+        for _ in 0..<100 where fixture.daemon.counts.connections < 5 { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(fixture.daemon.counts.connections == 5)
+        let refused = try SocketClient(path: fixture.saslSocket, timeout: 2)
+        #expect(refused.readAll().isEmpty, "the sixth connection is closed at once")
+        _ = held
+        await fixture.stop()
+    }
+
+    @Test("credentials from a rogue KDC of the same realm are refused")
+    func rogueKDC() async throws {
+        let fixture = try await DaemonFixture.start { configuration, realm in
+            configuration.login.krb5 = .files(realm["KRB5_ROGUE_CONFIG_FILE"])
+            configuration.login.armor = .none
+        }
+        #expect(try fixture.sasl(fixture.realm["USER"], fixture.realm["ROGUE_PASSWORD"]) == .no("verification failed"))
+        let conversation = try fixture.converse(fixture.realm["USER"], password: fixture.realm["ROGUE_PASSWORD"])
+        #expect(try conversation.result().failure == .verificationFailed)
+        await fixture.stop()
+    }
+
+    @Test("repeated failures throttle the principal; others are still served; failures never answer faster than the floor")
+    func throttleAndFloor() async throws {
+        let fixture = try await DaemonFixture.start { configuration, _ in
+            configuration.throttleFailures = 3
+            configuration.throttleBackoff = .seconds(30)
+            configuration.failureFloor = .milliseconds(300)
+        }
+        let realm = fixture.realm
+        let victim = try realm.addPrincipal(prefix: "victim", password: "Right-Passw0rd")
+        for _ in 0..<3 {
+            let start = Date()
+            #expect(try fixture.sasl(victim, "guess", address: "198.51.100.1") == .no("authentication failed"))
+            #expect(Date().timeIntervalSince(start) >= 0.29)
+        }
+        #expect(try fixture.sasl(victim, "Right-Passw0rd", address: "198.51.100.2") == .no("authentication failed"), "throttled: even the right password is refused for now")
+        #expect(fixture.logs.text.contains("throttling engaged"))
+        #expect(try fixture.sasl(realm["USER"], realm["USER_PASSWORD"], address: "192.0.2.99") == .ok, "another principal from another address is served")
+        await fixture.stop()
+    }
+
+    @Test("metrics count requests by outcome")
+    func metrics() async throws {
+        let fixture = try await DaemonFixture.start { configuration, _ in configuration.metricsListen = "127.0.0.1:0" }
+        _ = try fixture.sasl(fixture.realm["USER"], fixture.realm["USER_PASSWORD"])
+        _ = try fixture.sasl(fixture.realm["USER"], "bad")
+        let address = try #require(fixture.endpoints.metrics)
+        let output = try TestRealm.run(["curl", "-s", "http://\(address)/metrics"]).output
+        #expect(output.contains(#"krb5_verifyd_requests_total{listener="sasl",outcome="ok"} 1"#), "\(output)")
+        #expect(output.contains(#"krb5_verifyd_requests_total{listener="sasl",outcome="bad-credentials"} 1"#))
+        #expect(output.contains("krb5_verifyd_request_duration_seconds_bucket"))
+        await fixture.stop()
+    }
+}
