@@ -119,8 +119,22 @@ public struct TestRealm: Sendable {
         "\(prefix)\(getpid())x\(counter.add(1, ordering: .relaxed).newValue)"
     }
 
+    /// A product built next to the test bundle, such as `krb5-login`.
+    public static func executable(_ name: String) -> String {
+        var directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        while directory.path != "/", !FileManager.default.fileExists(atPath: directory.appendingPathComponent(name).path) {
+            directory.deleteLastPathComponent()
+        }
+        return directory.appendingPathComponent(name).path
+    }
+
     /// Runs a command, returning its exit status and combined output.
     public static func run(_ arguments: [String], environment: [String: String] = [:], input: String? = nil) throws(TestRealmError) -> (status: Int32, output: String) {
+        try run(arguments, environment: environment, inputBytes: input.map { Array($0.utf8) })
+    }
+
+    /// Runs a command with raw bytes on standard input.
+    public static func run(_ arguments: [String], environment: [String: String] = [:], inputBytes: [UInt8]?) throws(TestRealmError) -> (status: Int32, output: String) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = arguments
@@ -133,7 +147,7 @@ public struct TestRealm: Sendable {
         let stdin = Pipe()
         process.standardInput = stdin
         do { try process.run() } catch { throw TestRealmError("cannot run \(arguments[0]): \(error)") }
-        if let input { stdin.fileHandleForWriting.write(Data(input.utf8)) }
+        if let inputBytes { stdin.fileHandleForWriting.write(Data(inputBytes)) }
         try? stdin.fileHandleForWriting.close()
         let data = pipe.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
