@@ -8,7 +8,7 @@ SWIFT_FLAGS ?=
 APT_PACKAGES := libkrb5-dev krb5-kdc krb5-admin-server krb5-pkinit krb5-otp krb5-user krb5-kpropd \
 	freeradius freeradius-utils softhsm2 opensc sasl2-bin pamtester openssl libpam-modules libpam-runtime procps
 
-.PHONY: all deps build release test test-unit demo kdc-up kdc-down error-names clean
+.PHONY: all deps build release test test-unit demo bench kdc-up kdc-down error-names clean
 
 all: build
 
@@ -51,6 +51,10 @@ demo: build
 	@rm -rf $(REALM_DIR).demo; Docker/kdc/realm.sh up $(REALM_DIR).demo >/dev/null; \
 	scripts/demo.sh $(REALM_DIR).demo; status=$$?; \
 	Docker/kdc/realm.sh down $(REALM_DIR).demo; rm -rf $(REALM_DIR).demo; exit $$status
+
+## bench: library vs C, krb5-verifyd vs saslauthd, krb5-login vs kinit, in one run; writes docs/benchmarks.md.
+bench: release
+	scripts/bench.py
 
 error-names:
 	scripts/gen-error-names.sh

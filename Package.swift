@@ -66,6 +66,14 @@ let package = Package(
             swiftSettings: strict
         ),
 
+        // Benchmarks (make bench): the C reference loop and our load generator.
+        .executableTarget(name: "krb5-reference", linkerSettings: [.linkedLibrary("krb5"), .linkedLibrary("pthread")]),
+        .executableTarget(
+            name: "krb5-bench",
+            dependencies: ["Kerberos", "LoginProtocol", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: strict
+        ),
+
         // The live test realm (Docker/kdc/realm.sh) as seen from the test suites.
         .target(name: "TestRealm", dependencies: ["Kerberos"], path: "Tests/TestRealm", swiftSettings: strict),
 

@@ -1,0 +1,123 @@
+#!/usr/bin/env python3
+"""make bench: the library, krb5-verifyd, krb5-login and their peers (the C API, saslauthd -a kerberos5,
+kinit) measured side by side in one run against a throwaway realm on loopback; writes docs/benchmarks.md.
+
+Every load is bounded in time (BENCH_SECONDS per measurement, default 5) and talks to 127.0.0.1 only."""
+import json, os, platform, shutil, subprocess, sys, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
+REALM = os.path.join(ROOT, ".realm.bench")
+BIN = subprocess.run(["swift", "build", "-c", "release", "--show-bin-path"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def env_file(path):
+    return dict(line.split("=", 1) for line in open(path).read().splitlines() if "=" in line)
+
+
+def measure(args, env=None):
+    out = subprocess.run(args, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    if out.returncode not in (0, 1) or not out.stdout.strip():
+        sys.exit(f"bench: {' '.join(args[:2])} failed: {out.stderr.strip()[-400:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def rate(result):
+    return result["logins"] / result["seconds"] if result["seconds"] else 0
+
+
+def wait_for(path):
+    for _ in range(100):
+        if os.path.exists(path):
+            return
+        time.sleep(0.05)
+    sys.exit(f"bench: {path} did not appear")
+
+
+def main():
+    subprocess.run([os.path.join(ROOT, "Docker/kdc/realm.sh"), "down", REALM], capture_output=True)
+    shutil.rmtree(REALM, ignore_errors=True)
+    subprocess.run([os.path.join(ROOT, "Docker/kdc/realm.sh"), "up", REALM], check=True, capture_output=True)
+    r = env_file(os.path.join(REALM, "realm.env"))
+    secret = {"KRB5_BENCH_PASSWORD": r["USER_PASSWORD"]}
+    server = r["HOST_PRINCIPAL"]
+    rows = []
+    daemons = []
+    try:
+        # 1. The library in process vs the C reference (same krb5 calls), 1 and 2 threads.
+        for threads in (1, 2):
+            c = measure([f"{BIN}/krb5-reference", r["KRB5_CONFIG_FILE"], r["USER"], r["HOST_KEYTAB"], server, str(threads), str(SECONDS)], secret)
+            lib = measure([f"{BIN}/krb5-bench", "library", "--config", r["KRB5_CONFIG_FILE"], "--principal", r["USER"], "--keytab", r["HOST_KEYTAB"],
+                           "--server", server, "--threads", str(threads), "--seconds", str(SECONDS)], secret)
+            rows.append((f"verified login, in process, {threads} thread(s)", "C reference (krb5_get_init_creds_password + krb5_verify_init_creds)", c, "Kerberos library", lib))
+        # 2. Optimistic preauth: get-creds only, plain vs preauth list set.
+        plain = measure([f"{BIN}/krb5-bench", "library", "--config", r["KRB5_CONFIG_FILE"], "--principal", r["USER"], "--keytab", r["HOST_KEYTAB"],
+                         "--server", server, "--seconds", str(SECONDS), "--no-verify"], secret)
+        optimistic = measure([f"{BIN}/krb5-bench", "library", "--config", r["KRB5_CONFIG_FILE"], "--principal", r["USER"], "--keytab", r["HOST_KEYTAB"],
+                              "--server", server, "--seconds", str(SECONDS), "--no-verify", "--optimistic"], secret)
+        rows.append(("get-creds only, 1 thread", "plain (preauth-required round trip)", plain, "optimistic preauth (PA-ENC-TIMESTAMP first)", optimistic))
+
+        # 3. krb5-verifyd vs saslauthd -a kerberos5 over the saslauthd protocol.
+        ours_socket = os.path.join(REALM, "verifyd.mux")
+        verifyd = subprocess.Popen([f"{BIN}/krb5-verifyd", "--sasl-socket", ours_socket, "--krb5-config", r["KRB5_CONFIG_FILE"], "--keytab", r["HOST_KEYTAB"],
+                                    "--server-principal", server, "--workers", "4", "--log-level", "error"], stderr=subprocess.DEVNULL)
+        daemons.append(verifyd)
+        sasl_dir = os.path.join(REALM, "saslauthd")
+        os.makedirs(sasl_dir, exist_ok=True)
+        subprocess.run(["saslauthd", "-a", "kerberos5", "-m", sasl_dir, "-n", "5"], check=True,
+                       env={**os.environ, "KRB5_CONFIG": r["KRB5_CONFIG_FILE"], "KRB5_KTNAME": r["HOST_KEYTAB"]})
+        wait_for(ours_socket)
+        wait_for(os.path.join(sasl_dir, "mux"))
+        saslauthd_pid = int(open(os.path.join(sasl_dir, "saslauthd.pid")).read().split()[0])
+        for concurrency in (1, 4, 16):
+            theirs = measure([f"{BIN}/krb5-bench", "sasl", "--socket", os.path.join(sasl_dir, "mux"), "--login", r["USER"], "--concurrency", str(concurrency),
+                              "--seconds", str(SECONDS), "--pid", str(saslauthd_pid)], secret)
+            ours = measure([f"{BIN}/krb5-bench", "sasl", "--socket", ours_socket, "--login", r["USER"], "--concurrency", str(concurrency),
+                            "--seconds", str(SECONDS), "--pid", str(verifyd.pid)], secret)
+            rows.append((f"saslauthd protocol, concurrency {concurrency}", "saslauthd -a kerberos5 (5 threads)", theirs, "krb5-verifyd (4 workers)", ours))
+
+        # 4. One process per login: kinit (no verification) vs krb5-login (with verification).
+        kinit = measure([f"{BIN}/krb5-bench", "process", "--count", "150", "--seconds", str(SECONDS * 2), "--input", "{password}\\n", "--",
+                         shutil.which("kinit"), "-c", "MEMORY:bench", r["USER"]], {**secret, "KRB5_CONFIG": r["KRB5_CONFIG_FILE"]})
+        login = measure([f"{BIN}/krb5-bench", "process", "--count", "150", "--seconds", str(SECONDS * 2), "--input", r["USER"] + "\\n{password}\\n", "--",
+                         f"{BIN}/krb5-login", "--krb5-config", r["KRB5_CONFIG_FILE"], "--keytab", r["HOST_KEYTAB"], "--server-principal", server], secret)
+        rows.append(("one process per login", "kinit (no verification)", kinit, "krb5-login (with verification)", login))
+    finally:
+        for daemon in daemons:
+            daemon.terminate()
+            daemon.wait()
+        pid_file = os.path.join(REALM, "saslauthd", "saslauthd.pid")
+        if os.path.exists(pid_file):
+            subprocess.run(["kill", open(pid_file).read().split()[0]])
+        subprocess.run([os.path.join(ROOT, "Docker/kdc/realm.sh"), "down", REALM], capture_output=True)
+
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
+    lines = ["# Benchmarks", "",
+             f"`make bench` on {os.cpu_count()} × {cpu}, {platform.system()} {platform.release()}, MIT krb5 KDC on 127.0.0.1, "
+             f"{SECONDS:g} s per measurement, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. "
+             "Absolute numbers are noisy on shared 2-core machines; the ratios within one run are what count. "
+             "RSS is the measuring process's peak for in-process rows, the daemon's peak (VmHWM) for daemon rows, "
+             "the largest child for per-process rows.", "",
+             "| workload | peer | peer rate /s | peer p50 / p99 ms | ours | our rate /s | our p50 / p99 ms | ratio (ours / peer) | peer RSS MB | our RSS MB |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for workload, peer_name, peer, our_name, ours in rows:
+        def rss(x):
+            return x.get("daemon_hwm_kb") or x.get("child_max_rss_kb") or x.get("max_rss_kb") or 0
+        ratio = rate(ours) / rate(peer) if rate(peer) else 0
+        if workload.startswith("one process"):
+            ratio_text = f"{ours['p50_ms'] / peer['p50_ms']:.2f}× the time" if peer["p50_ms"] else "-"
+        else:
+            ratio_text = f"{ratio:.2f}×"
+        lines.append(f"| {workload} | {peer_name} | {rate(peer):.0f} | {peer['p50_ms']:.2f} / {peer['p99_ms']:.2f} | {our_name} | {rate(ours):.0f} | "
+                     f"{ours['p50_ms']:.2f} / {ours['p99_ms']:.2f} | {ratio_text} | {rss(peer) / 1024:.1f} | {rss(ours) / 1024:.1f} |")
+        failures = peer.get("failures", 0) + ours.get("failures", 0)
+        if failures:
+            lines.append(f"| ↳ failures in this row: {failures} | | | | | | | | | |")
+    lines += ["", "Reproduce: `make bench` (set `BENCH_SECONDS` for longer runs).", ""]
+    with open(os.path.join(ROOT, "docs/benchmarks.md"), "w") as f:
+        f.write("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
