@@ -6,9 +6,9 @@ REALM_DIR ?= $(CURDIR)/.realm
 SWIFT ?= swift
 SWIFT_FLAGS ?=
 APT_PACKAGES := libkrb5-dev krb5-kdc krb5-admin-server krb5-pkinit krb5-otp krb5-user krb5-kpropd \
-	freeradius freeradius-utils softhsm2 opensc sasl2-bin pamtester openssl libpam-modules libpam-runtime procps
+	freeradius freeradius-utils softhsm2 opensc sasl2-bin pamtester openssl libpam-modules libpam-runtime procps faketime valgrind curl python3-pexpect
 
-.PHONY: all deps build release test test-unit demo bench kdc-up kdc-down error-names clean
+.PHONY: all deps build release test test-unit demo bench fuzz soak valgrind asan tsan kdc-up kdc-down error-names clean
 
 all: build
 
@@ -55,6 +55,30 @@ demo: build
 ## bench: library vs C, krb5-verifyd vs saslauthd, krb5-login vs kinit, in one run; writes docs/benchmarks.md.
 bench: release
 	scripts/bench.py
+
+## fuzz: a million mutated inputs into each wire parser (FUZZ_INPUTS to change), seeds in Tests/Fuzz/corpus.
+FUZZ_INPUTS ?= 1000000
+fuzz: release
+	$$(swift build -c release --show-bin-path)/krb5-fuzz $(FUZZ_INPUTS)
+
+## soak: 100,000 mixed logins through the release krb5-verifyd at concurrency 16 (SOAK_COUNT to change).
+SOAK_COUNT ?= 100000
+soak: release
+	scripts/soak.sh $(SOAK_COUNT)
+
+## valgrind: 1,000 logins with every outcome through LoginService under valgrind; fails on definite leaks.
+valgrind: build
+	@rm -rf $(REALM_DIR).vg; Docker/kdc/realm.sh up $(REALM_DIR).vg >/dev/null; \
+	valgrind --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=1 --num-callers=30 \
+		$$(swift build --show-bin-path)/krb5-bench leakcheck --realm-env $(REALM_DIR).vg/realm.env --count 1000; status=$$?; \
+	Docker/kdc/realm.sh down $(REALM_DIR).vg; rm -rf $(REALM_DIR).vg; exit $$status
+
+## asan / tsan: the library and daemon suites under AddressSanitizer / ThreadSanitizer.
+asan tsan: deps
+	@rm -rf $(REALM_DIR).$@; Docker/kdc/realm.sh up $(REALM_DIR).$@ >/dev/null; \
+	KRB5_TEST_REALM=$(REALM_DIR).$@ $(SWIFT) test --scratch-path .build-$@ --sanitize=$(if $(filter asan,$@),address,thread) \
+		--filter 'KerberosTests|LoginProtocolTests|VerifyDaemonTests'; status=$$?; \
+	Docker/kdc/realm.sh down $(REALM_DIR).$@; rm -rf $(REALM_DIR).$@; exit $$status
 
 error-names:
 	scripts/gen-error-names.sh

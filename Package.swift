@@ -66,16 +66,22 @@ let package = Package(
             swiftSettings: strict
         ),
 
+        // RFC 6238 one-time codes, for the tests, the soak harness and the demo of OTP logins.
+        .target(name: "TOTP", swiftSettings: strict),
+
         // Benchmarks (make bench): the C reference loop and our load generator.
         .executableTarget(name: "krb5-reference", linkerSettings: [.linkedLibrary("krb5"), .linkedLibrary("pthread")]),
         .executableTarget(
             name: "krb5-bench",
-            dependencies: ["Kerberos", "LoginProtocol", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["Kerberos", "LoginProtocol", "LoginService", "TOTP", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: strict
         ),
 
+        // make fuzz: a bounded random-input harness for the wire parsers.
+        .executableTarget(name: "krb5-fuzz", dependencies: ["LoginProtocol"], swiftSettings: strict),
+
         // The live test realm (Docker/kdc/realm.sh) as seen from the test suites.
-        .target(name: "TestRealm", dependencies: ["Kerberos"], path: "Tests/TestRealm", swiftSettings: strict),
+        .target(name: "TestRealm", dependencies: ["Kerberos", "TOTP"], path: "Tests/TestRealm", swiftSettings: strict),
 
         .testTarget(name: "KerberosTests", dependencies: ["Kerberos", "CKrb5", "TestRealm"], swiftSettings: strict),
         .testTarget(name: "LoginProtocolTests", dependencies: ["LoginProtocol"], swiftSettings: strict),

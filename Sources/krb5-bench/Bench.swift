@@ -10,7 +10,7 @@ import Synchronization
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "krb5-bench", abstract: "Benchmarks for make bench.",
-        subcommands: [LibraryLoop.self, SaslLoad.self, ProcessLoop.self])
+        subcommands: [LibraryLoop.self, SaslLoad.self, ProcessLoop.self, Soak.self, LeakCheck.self])
 }
 
 /// Latency samples and the JSON line that reports them.

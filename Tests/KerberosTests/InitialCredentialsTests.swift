@@ -238,3 +238,4 @@ struct InitialCredentialsTests {
         await #expect(throws: KerberosError.self) { try await executor.run { _ in 1 } }
     }
 }
+

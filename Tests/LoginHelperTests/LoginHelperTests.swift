@@ -60,6 +60,22 @@ struct LoginHelperTests {
         #expect(try TestRealm.run([binary, "--version"], input: "").output.contains(KerberosVersion.current))
     }
 
+    /// MIT clients correct a skewed clock from the KDC's error (kdc_timesync, on by default); with it off,
+    /// a client an hour ahead (libfaketime) meets the KDC's skew check.
+    @Test("a client clock an hour off gives clock-skew (exit 3), and with kdc_timesync on it still logs in")
+    func clockSkew() throws {
+        let path = realm.directory + "/krb5-notimesync.conf"
+        try String(contentsOfFile: realm.configFile, encoding: .utf8)
+            .replacingOccurrences(of: "[libdefaults]", with: "[libdefaults]\n kdc_timesync = 0").write(toFile: path, atomically: true, encoding: .utf8)
+        let flags = ["--keytab", realm["HOST_KEYTAB"], "--server-principal", realm["LOCALHOST_PRINCIPAL"]]
+        let input = "\(realm["USER"])\n\(realm["USER_PASSWORD"])\n"
+        let skewed = try TestRealm.run(["faketime", "-f", "+1h", binary, "--krb5-config", path] + flags, input: input)
+        #expect(skewed.status == 3, "\(skewed.output)")
+        #expect(skewed.output.contains("clock-skew"))
+        let corrected = try TestRealm.run(["faketime", "-f", "+1h", binary, "--krb5-config", realm.configFile] + flags, input: input)
+        #expect(corrected.status == 0, "\(corrected.output)")
+    }
+
     @Test("credentials from a rogue KDC of the same realm are denied")
     func rogueKDC() throws {
         let result = try TestRealm.run([binary, "--krb5-config", realm["KRB5_ROGUE_CONFIG_FILE"], "--keytab", realm["HOST_KEYTAB"],

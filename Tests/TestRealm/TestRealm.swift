@@ -1,4 +1,5 @@
 public import Kerberos
+@_exported public import TOTP
 import Foundation
 import Synchronization
 

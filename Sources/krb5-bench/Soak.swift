@@ -1,0 +1,191 @@
+import ArgumentParser
+import Foundation
+import Kerberos
+import LoginProtocol
+import LoginService
+import Synchronization
+import TOTP
+
+/// The realm's `realm.env` (test realm only: it holds the test passwords).
+func realmValues(_ path: String) throws -> [String: String] {
+    let text = try String(contentsOfFile: path, encoding: .utf8)
+    return Dictionary(text.split(separator: "\n").compactMap { line in
+        line.firstIndex(of: "=").map { (String(line[..<$0]), String(line[line.index(after: $0)...])) }
+    }, uniquingKeysWith: { $1 })
+}
+
+/// Mixed logins through krb5-verifyd with every reply checked: good, bad and unknown passwords, a
+/// disabled user (saslauthd protocol), good and bad OTP (conversation). Reports wrong answers and the
+/// daemon's RSS and open descriptors at 10 % and at the end.
+struct Soak: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "soak")
+    @Option(name: .customLong("realm-env")) var realmEnv: String
+    @Option(name: .customLong("sasl-socket")) var saslSocket: String
+    @Option var socket: String
+    @Option(help: "A principal with the realm's OTP secret.") var otpUser: String
+    @Option var count = 2_000
+    @Option var concurrency = 16
+    @Option var seconds = 600.0
+    @Option var pid: Int32
+
+    enum Case: Int, CaseIterable { case good, bad, unknown, disabled, otpGood, otpBad }
+
+    func run() throws {
+        let realm = try realmValues(realmEnv)
+        let wrong = Atomic<Int>(0)
+        let done = Atomic<Int>(0)
+        let tally = Mutex<[Case: Int]>([:])
+        let early = Mutex<(rss: Int, fds: Int)?>(nil)
+        let (sasl, conversation, otpUser, count, pid) = (saslSocket, socket, otpUser, count, pid)
+        let elapsed = runThreads(concurrency, seconds: seconds, count: count) { _ in
+            {
+                let index = done.add(1, ordering: .relaxed).newValue
+                let kind = Case(rawValue: index % Case.allCases.count)!
+                if !Self.check(kind, realm: realm, sasl: sasl, conversation: conversation, otpUser: otpUser) {
+                    wrong.add(1, ordering: .relaxed)
+                }
+                tally.withLock { $0[kind, default: 0] += 1 }
+                if index == max(1, count / 10) { early.withLock { $0 = (Self.rss(pid), Self.fds(pid)) } }
+            }
+        }
+        let first: (rss: Int, fds: Int) = early.withLock { $0 } ?? (0, 0)
+        let counts = tally.withLock { $0 }.map { "\"\($0.key)\":\($0.value)" }.sorted().joined(separator: ",")
+        print(#"{"logins":\#(done.load(ordering: .relaxed)),"seconds":\#(String(format: "%.1f", elapsed)),"wrong":\#(wrong.load(ordering: .relaxed)),"rss_kb_at_10pct":\#(first.rss),"rss_kb_at_end":\#(Self.rss(pid)),"fds_at_10pct":\#(first.fds),"fds_at_end":\#(Self.fds(pid)),"cases":{\#(counts)}}"#)
+        if wrong.load(ordering: .relaxed) > 0 { throw ExitCode(1) }
+    }
+
+    /// One login of `kind`; whether the daemon's answer is the expected one.
+    static func check(_ kind: Case, realm: [String: String], sasl: String, conversation: String, otpUser: String) -> Bool {
+        func saslReply(_ login: String, _ password: String) -> SaslauthdReply? {
+            let request = SaslauthdRequest(login: login, password: Secret(password), service: "soak", realm: "", clientAddress: "127.0.0.\(kind.rawValue + 1)")
+            return try? SaslauthdReply(decoding: SaslLoad.exchange(path: sasl, request: request.encoded()))
+        }
+        switch kind {
+        case .good: return saslReply(realm["USER"]!, realm["USER_PASSWORD"]!) == .ok
+        case .bad: return saslReply(realm["USER"]!, "wrong-\(UInt32.random(in: 0...UInt32.max))") == .no("authentication failed")
+        case .unknown: return saslReply("nobody\(UInt32.random(in: 0...UInt32.max))", "x") == .no("authentication failed")
+        case .disabled: return saslReply(realm["DISABLED_USER"]!, realm["DISABLED_PASSWORD"]!) == .no("account disabled")
+        case .otpGood, .otpBad:
+            let code = kind == .otpGood
+                ? TOTP.code(secret: TOTP.base32Decode(realm["OTP_SECRET"]!), time: UInt64(Date().timeIntervalSince1970))
+                : "000000"
+            guard let result = otpLogin(conversation, user: otpUser, code: code) else { return false }
+            // A code computed at a step boundary may be refused; that is the KDC being right, not the daemon wrong.
+            if kind == .otpGood && !result.ok { return result.failure == .badCredentials && nearStepBoundary() }
+            return kind == .otpGood ? result.ok && result.verified : result.failure == .badCredentials
+        }
+    }
+
+    static func nearStepBoundary() -> Bool {
+        let phase = Date().timeIntervalSince1970.truncatingRemainder(dividingBy: 30)
+        return phase < 2 || phase > 28
+    }
+
+    static func otpLogin(_ path: String, user: String, code: String) -> LoginResult? {
+        let client = LineClient(path: path)
+        guard client.connected else { return nil }
+        client.send(ClientMessage.login(LoginRequest(principal: user)).encodedLine)
+        while let line = client.readLine() {
+            switch try? ServerMessage.decode(line) {
+            case .questions(let id, _)?:
+                client.send(ClientMessage.answers(id: id, LoginAnswers(otp: OTPAnswer(token: 0, value: Secret(code)))).encodedLine)
+            case .result(let result)?:
+                return result
+            case .info?:
+                continue
+            case nil:
+                return nil
+            }
+        }
+        return nil
+    }
+
+    static func rss(_ pid: Int32) -> Int {
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }) else { return 0 }
+        return Int(line.split(separator: " ", omittingEmptySubsequences: true)[1]) ?? 0
+    }
+
+    static func fds(_ pid: Int32) -> Int {
+        (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? 0
+    }
+}
+
+/// A blocking JSON-lines client.
+final class LineClient {
+    let fd: Int32
+    let connected: Bool
+    private var buffer: [UInt8] = []
+
+    init(path: String) {
+        let fd = Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        self.fd = fd
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            let bytes = Array(path.utf8)
+            raw.copyBytes(from: bytes)
+            raw[bytes.count] = 0
+        }
+        connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        } == 0
+    }
+
+    deinit { close(fd) }
+
+    func send(_ bytes: [UInt8]) {
+        _ = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+    }
+
+    func readLine() -> [UInt8]? {
+        while true {
+            if let newline = buffer.firstIndex(of: UInt8(ascii: "\n")) {
+                let line = Array(buffer[..<newline])
+                buffer.removeFirst(newline + 1)
+                return line
+            }
+            var chunk = [UInt8](repeating: 0, count: 4096)
+            let count = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if count <= 0 { return nil }
+            buffer += chunk[0..<count]
+        }
+    }
+}
+
+/// 1,000 logins with every outcome through LoginService in process, for valgrind / LeakSanitizer:
+/// good, bad and unknown passwords, a disabled user, and conversations abandoned at an OTP question and
+/// at a new-password question.
+struct LeakCheck: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "leakcheck")
+    @Option(name: .customLong("realm-env")) var realmEnv: String
+    @Option var count = 1_000
+
+    func run() throws {
+        let realm = try realmValues(realmEnv)
+        let service = try LoginService(configuration: LoginConfiguration(
+            krb5: .files(realm["KRB5_CONFIG_FILE"]!), keytab: realm["HOST_KEYTAB"]!, serverPrincipal: realm["LOCALHOST_PRINCIPAL"]!,
+            armor: .anonymous), threads: 2)
+        let done = DispatchSemaphore(value: 0)
+        let outcomes = Mutex<[String: Int]>([:])
+        let cases: [(String, String?)] = [
+            (realm["USER"]!, realm["USER_PASSWORD"]!), (realm["USER"]!, "wrong"), ("nobody-here", "x"),
+            (realm["DISABLED_USER"]!, realm["DISABLED_PASSWORD"]!), (realm["OTP_USER"]!, nil), (realm["EXPIRED_USER"]!, realm["EXPIRED_PASSWORD"]!),
+        ]
+        for index in 0..<count {
+            let (principal, password) = cases[index % cases.count]
+            service.step(LoginConversation(principal: principal, password: password.map(Secret.init))) { step in
+                let outcome: String
+                switch step {
+                case .finished(let result, _): outcome = result.failure?.rawValue ?? "ok"
+                case .questions: outcome = "abandoned-at-question"
+                }
+                outcomes.withLock { $0[outcome, default: 0] += 1 }
+                done.signal()
+            }
+        }
+        for _ in 0..<count { done.wait() }
+        service.shutdown()
+        print(outcomes.withLock { $0 }.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: ", "))
+    }
+}

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# make soak: COUNT mixed logins through the release krb5-verifyd at concurrency 16, every reply checked.
+set -euo pipefail
+count=${1:-100000}
+root=$(cd "$(dirname "$0")/.." && pwd)
+realm=$root/.realm.soak
+bin=$(cd "$root" && swift build -c release --show-bin-path)
+"$root/Docker/kdc/realm.sh" down "$realm" 2>/dev/null || true
+rm -rf "$realm"
+"$root/Docker/kdc/realm.sh" up "$realm" >/dev/null
+trap '"$root/Docker/kdc/realm.sh" down "$realm"; rm -rf "$realm"' EXIT
+set -a; . "$realm/realm.env"; set +a
+"$root/Docker/kdc/realm.sh" add-otp-user "$realm" soakotp
+cat > "$realm/verifyd.toml" <<TOML
+sasl_socket = "$realm/mux"
+socket = "$realm/conversation"
+krb5_config = "$KRB5_CONFIG_FILE"
+keytab = "$HOST_KEYTAB"
+server_principal = "$LOCALHOST_PRINCIPAL"
+armor = "anonymous"
+workers = 4
+failure_floor = 0
+throttle_failures = 100000000
+log_level = "warning"
+TOML
+"$bin/krb5-verifyd" --config "$realm/verifyd.toml" &
+daemon=$!
+for _ in $(seq 100); do [ -S "$realm/conversation" ] && break; sleep 0.1; done
+"$bin/krb5-bench" soak --realm-env "$realm/realm.env" --sasl-socket "$realm/mux" --socket "$realm/conversation" \
+    --otp-user soakotp --count "$count" --concurrency 16 --seconds 3600 --pid "$daemon"
+kill -TERM "$daemon"; wait "$daemon"
