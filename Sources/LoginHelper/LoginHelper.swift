@@ -143,7 +143,8 @@ public struct LoginHelper {
             case .questions(let id, let questions, let info):
                 info.forEach(asker.inform)
                 guard let answers = asker.answers(to: questions, round: id), !answers.isEmpty else {
-                    return .failed(.badCredentials, Self.unanswered(questions), principal: conversation.principal)
+                    let reason = asker is NoAnswers ? Self.unanswered(questions) : "the questions were not answered"
+                    return .failed(.badCredentials, reason, principal: conversation.principal)
                 }
                 step = backend.answer(conversation, answers, round: id)
             }

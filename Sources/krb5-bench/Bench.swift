@@ -162,6 +162,7 @@ struct ProcessLoop: ParsableCommand {
 
     func run() throws {
         let stdin = Array(input.replacingOccurrences(of: "\\n", with: "\n").replacingOccurrences(of: "{password}", with: try benchPassword()).utf8)
+        let command = self.command.first == "--" ? Array(self.command.dropFirst()) : self.command
         let samples = Samples()
         let start = Date()
         var peak = 0

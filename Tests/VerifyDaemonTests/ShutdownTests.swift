@@ -1,0 +1,105 @@
+import Foundation
+import Kerberos
+import LoginProtocol
+import TestRealm
+import Testing
+
+/// The built `krb5-verifyd` binary under signals and peer restrictions.
+@Suite("krb5-verifyd as a process")
+struct ShutdownTests {
+    /// A TCP listener that accepts connections (the kernel does) and never answers: a KDC that hangs.
+    final class SilentKDC {
+        let fd: Int32
+        let port: UInt16
+        init() {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+            _ = withUnsafeMutablePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer in
+                    _ = bind(fd, pointer, length)
+                    _ = listen(fd, 64)
+                    return getsockname(fd, pointer, &length)
+                }
+            }
+            self.fd = fd
+            port = UInt16(bigEndian: address.sin_port)
+        }
+        deinit { close(fd) }
+    }
+
+    @Test("SIGTERM lets a login in flight finish, then the daemon exits 0 and removes its socket")
+    func sigterm() throws {
+        let realm = try TestRealm.shared()
+        let silent = SilentKDC()
+        // The silent KDC is tried first on every request, so a login takes a few seconds.
+        let config = realm.directory + "/krb5-slow-\(getpid()).conf"
+        try String(contentsOfFile: realm.configFile, encoding: .utf8)
+            .replacingOccurrences(of: "  kdc = 127.0.0.1:", with: "  kdc = 127.0.0.1:\(silent.port)\n  kdc = 127.0.0.1:")
+            .write(toFile: config, atomically: true, encoding: .utf8)
+        let socketPath = SocketClient.temporaryPath("term")
+        let daemon = Process()
+        daemon.executableURL = URL(fileURLWithPath: TestRealm.executable("krb5-verifyd"))
+        daemon.arguments = ["--sasl-socket", socketPath, "--krb5-config", config, "--keytab", realm["HOST_KEYTAB"],
+                            "--server-principal", realm["LOCALHOST_PRINCIPAL"], "--log-level", "info"]
+        let log = Pipe()
+        daemon.standardError = log
+        try daemon.run()
+        for _ in 0..<100 where !FileManager.default.fileExists(atPath: socketPath) { Thread.sleep(forTimeInterval: 0.05) }
+
+        let client = try SocketClient(path: socketPath, timeout: 30)
+        let started = Date()
+        client.send(SaslauthdRequest(login: realm["USER"], password: Secret(realm["USER_PASSWORD"]), service: "t", realm: "", clientAddress: "").encoded())
+        Thread.sleep(forTimeInterval: 0.4)
+        daemon.terminate()
+        let reply = try SaslauthdReply(decoding: client.readAll())
+        #expect(reply == .ok, "the login in flight finished after SIGTERM")
+        #expect(Date().timeIntervalSince(started) > 0.5, "the login was really in flight when the signal came")
+        daemon.waitUntilExit()
+        #expect(daemon.terminationStatus == 0)
+        #expect(!FileManager.default.fileExists(atPath: socketPath))
+        let output = String(decoding: log.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(output.contains("shutting down"))
+        #expect(!output.contains(realm["USER_PASSWORD"]))
+    }
+
+    @Test("peers outside allowed_uids are refused; socket mode comes from the configuration")
+    func allowedPeers() throws {
+        let realm = try TestRealm.shared()
+        let socketPath = SocketClient.temporaryPath("peer")
+        let configFile = realm.directory + "/verifyd-peer-\(getpid()).toml"
+        try """
+        sasl_socket = "\(socketPath)"
+        socket_mode = "0600"
+        krb5_config = "\(realm.configFile)"
+        keytab = "\(realm["HOST_KEYTAB"])"
+        server_principal = "\(realm["LOCALHOST_PRINCIPAL"])"
+        allowed_uids = [4242]
+        """.write(toFile: configFile, atomically: true, encoding: .utf8)
+        let daemon = Process()
+        daemon.executableURL = URL(fileURLWithPath: TestRealm.executable("krb5-verifyd"))
+        daemon.arguments = ["--config", configFile]
+        daemon.standardError = FileHandle.nullDevice
+        try daemon.run()
+        defer { daemon.terminate(); daemon.waitUntilExit() }
+        for _ in 0..<100 where !FileManager.default.fileExists(atPath: socketPath) { Thread.sleep(forTimeInterval: 0.05) }
+        var info = stat()
+        #expect(stat(socketPath, &info) == 0)
+        #expect(info.st_mode & 0o777 == 0o600)
+        let client = try SocketClient(path: socketPath)
+        client.send(SaslauthdRequest(login: realm["USER"], password: Secret(realm["USER_PASSWORD"]), service: "t", realm: "", clientAddress: "").encoded())
+        #expect(try SaslauthdReply(decoding: client.readAll()) == .no("not allowed"))
+    }
+
+    @Test("a configuration file with an unknown key is refused with its name")
+    func badConfiguration() throws {
+        let realm = try TestRealm.shared()
+        let configFile = realm.directory + "/verifyd-bad-\(getpid()).toml"
+        try "sasl_socket = \"/tmp/x.sock\"\nworkerz = 3\n".write(toFile: configFile, atomically: true, encoding: .utf8)
+        let result = try TestRealm.run([TestRealm.executable("krb5-verifyd"), "--config", configFile])
+        #expect(result.status != 0)
+        #expect(result.output.contains("unknown key \"workerz\""), "\(result.output)")
+    }
+}
