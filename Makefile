@@ -8,7 +8,7 @@ SWIFT_FLAGS ?=
 APT_PACKAGES := libkrb5-dev krb5-kdc krb5-admin-server krb5-pkinit krb5-otp krb5-user krb5-kpropd \
 	freeradius freeradius-utils softhsm2 opensc sasl2-bin pamtester openssl libpam-modules libpam-runtime procps faketime valgrind curl python3-pexpect
 
-.PHONY: all deps build release test test-unit demo bench fuzz soak valgrind asan tsan kdc-up kdc-down error-names clean
+.PHONY: all deps build release install docs test test-unit demo bench fuzz soak valgrind asan tsan kdc-up kdc-down error-names clean
 
 all: build
 
@@ -27,6 +27,20 @@ build: deps
 
 release: deps
 	$(SWIFT) build -c release $(SWIFT_FLAGS)
+
+## install: the binaries, man pages and the systemd unit under $(DESTDIR)$(PREFIX).
+install: release
+	bin=$$($(SWIFT) build -c release --show-bin-path); \
+	install -D -m 0755 $$bin/krb5-verifyd $(DESTDIR)$(PREFIX)/sbin/krb5-verifyd; \
+	install -D -m 0755 $$bin/krb5-login $(DESTDIR)$(PREFIX)/bin/krb5-login
+	install -D -m 0644 docs/man/krb5-verifyd.8 $(DESTDIR)$(PREFIX)/share/man/man8/krb5-verifyd.8
+	install -D -m 0644 docs/man/krb5-login.1 $(DESTDIR)$(PREFIX)/share/man/man1/krb5-login.1
+	install -D -m 0644 Docker/systemd/krb5-verifyd.service $(DESTDIR)$(PREFIX)/lib/systemd/system/krb5-verifyd.service
+
+## docs: the DocC catalog of the Kerberos library, as a static site in .build/docs.
+docs:
+	$(SWIFT) package --allow-writing-to-directory .build/docs generate-documentation --target Kerberos \
+		--disable-indexing --transform-for-static-hosting --output-path .build/docs
 
 ## kdc-up / kdc-down: a throwaway realm in $(REALM_DIR) (real krb5kdc, kadmind, FreeRADIUS, SoftHSM on 127.0.0.1).
 kdc-up: deps
