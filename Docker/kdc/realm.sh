@@ -332,6 +332,9 @@ objectstore.backend = file
 log.level = ERROR
 EOF
     PKCS11_IDENTITY=$(softhsm_token "$dir" "$TOKEN_LABEL" "$TOKEN_PIN")
+    # SoftHSM2 has no PIN retry limit; this wrapper adds one so the PIN flags can be tested to "locked".
+    mkdir -p "$dir/pinlock"
+    gcc -shared -fPIC -O2 -o "$dir/pkcs11-pinlock.so" "$(dirname "$SCRIPT")/pkcs11-pinlock.c" -ldl -I/usr/include/p11-kit-1
 
     write_radius "$dir" "$RADIUS_PORT"
     add_radius_user "$dir" "$OTP_USER" "$OTP_SECRET"
@@ -377,6 +380,8 @@ TOKEN_LABEL=$TOKEN_LABEL
 TOKEN_PIN=$TOKEN_PIN
 TOKEN_SO_PIN=$TOKEN_SO_PIN
 PKCS11_IDENTITY=$PKCS11_IDENTITY
+PKCS11_LOCKING_MODULE=$dir/pkcs11-pinlock.so
+PINLOCK_DIR=$dir/pinlock
 OTP_USER=$OTP_USER
 OTP_SECRET=$OTP_SECRET
 RADIUS_SECRET=$RADIUS_SECRET

@@ -11,6 +11,7 @@ struct SmartCardTests {
     init() throws {
         realm = try TestRealm.shared()
         setenv("SOFTHSM2_CONF", realm["SOFTHSM2_CONF"], 1)
+        setenv("PINLOCK_DIR", realm["PINLOCK_DIR"], 1)
     }
 
     /// A fresh context (MIT's PKINIT keeps one identity per context) armed with `identity`.
@@ -60,5 +61,26 @@ struct SmartCardTests {
         let after = RoundLog()
         _ = try login(identity: identity, pin: "246810", log: after)
         #expect(after.pkinitIdentities.first?.first?.flags.isEmpty == true, "a right PIN clears the flag")
+    }
+
+    /// Through a PKCS#11 wrapper that adds a three-try PIN limit to SoftHSM2 (Docker/kdc/pkcs11-pinlock.c).
+    @Test("wrong PINs walk the token through count-low, final-try and locked; a locked token refuses the right PIN")
+    func lockedToken() throws {
+        let label = "lock\(getpid() % 10000)\(Int.random(in: 100...999))"
+        let identity = try realm.newToken(label: label, pin: "135790")
+            .replacingOccurrences(of: realm["PKCS11_MODULE"], with: realm["PKCS11_LOCKING_MODULE"])
+        var seen: [PKINITIdentity.Flags] = []
+        for _ in 0..<4 {
+            let log = RoundLog()
+            #expect(throws: KerberosError.self) { try login(identity: identity, pin: "000000", log: log) }
+            seen.append(log.pkinitIdentities.first?.first?.flags ?? [])
+        }
+        #expect(seen[0].isEmpty)
+        #expect(seen[1] == [.pinCountLow])
+        #expect(seen[2] == [.pinCountLow, .pinFinalTry])
+        #expect(seen[3].contains(.pinLocked))
+        let log = RoundLog()
+        #expect(throws: KerberosError.self) { try login(identity: identity, pin: "135790", log: log) }
+        #expect(log.pkinitIdentities.first?.first?.flags.contains(.pinLocked) ?? true)
     }
 }
