@@ -11,11 +11,14 @@ import Foundation
 public final class LoginService: Sendable {
     public let configuration: LoginConfiguration
     private let executor: KerberosExecutor
+    /// The opt-in success cache for password logins (nil when off).
+    public let resultCache: ResultCache?
 
     /// Starts `threads` krb5 worker threads, each with its own context.
-    public init(configuration: LoginConfiguration, threads: Int = 2) throws {
+    public init(configuration: LoginConfiguration, threads: Int = 2, resultCacheTTL: Duration? = nil) throws {
         self.configuration = configuration
         self.executor = try KerberosExecutor(threads: threads, configuration: configuration.krb5)
+        self.resultCache = resultCacheTTL.map { ResultCache(ttl: $0) }
     }
 
     /// Finishes queued work and stops the threads.
@@ -33,9 +36,15 @@ public final class LoginService: Sendable {
     /// Logs in with a password only and calls `completion` on a worker thread; never touches Swift's
     /// cooperative pool, so an event loop can use it directly.
     public func verifyPassword(principal: String, password: Secret, completion: @escaping @Sendable (LoginResult) -> Void) {
+        if let cached = resultCache?.lookup(principal: principal, password: password) {
+            completion(cached)
+            return
+        }
+        let cache = resultCache
         step(LoginConversation(principal: principal, password: password)) { step in
             switch step {
             case .finished(let result, _):
+                cache?.store(principal: principal, password: password, result: result)
                 completion(result)
             case .questions:
                 completion(.failed(.badCredentials, "The KDC asked for more than a password", principal: principal))
@@ -58,7 +67,9 @@ public final class LoginService: Sendable {
                 completion(.finished(.failed(.internal, "The login service is shutting down", principal: conversation.principal), info: []))
                 return
             }
-            completion(LoginAttempt(context: context, configuration: configuration, conversation: conversation).run())
+            let step = LoginAttempt(context: context, configuration: configuration, conversation: conversation).run()
+            if case .finished(let result, _) = step, !result.ok { self.resultCache?.invalidate(principal: conversation.principal) }
+            completion(step)
         }
     }
 

@@ -1,5 +1,5 @@
 public import Logging
-import LoginService
+public import LoginService
 import Foundation
 import Kerberos
 import LoginProtocol
@@ -17,7 +17,8 @@ import Synchronization
 public final class VerifyDaemon: Service, Sendable {
     public let configuration: DaemonConfiguration
     let logger: Logger
-    let service: LoginService
+    /// The login engine (its worker threads and the optional result cache).
+    public let service: LoginService
     let throttle: Throttle
     let metrics = DaemonMetrics()
     private let group: MultiThreadedEventLoopGroup
@@ -46,7 +47,7 @@ public final class VerifyDaemon: Service, Sendable {
         var logger = logger
         logger.logLevel = configuration.logLevel
         self.logger = logger
-        self.service = try LoginService(configuration: configuration.login, threads: configuration.workers)
+        self.service = try LoginService(configuration: configuration.login, threads: configuration.workers, resultCacheTTL: configuration.resultCacheTTL)
         self.throttle = Throttle(policy: .init(failures: configuration.throttleFailures, window: configuration.throttleWindow,
                                                backoff: configuration.throttleBackoff, maxBackoff: configuration.throttleMaxBackoff))
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: 1)

@@ -31,6 +31,7 @@ struct VerifyDaemonCommand: AsyncParsableCommand {
     @Option(name: .customLong("failure-floor"), help: "Minimum time before a failure is answered, such as 100ms.") var failureFloor: String?
     @Option(name: .customLong("metrics-listen"), help: "host:port for Prometheus /metrics.") var metricsListen: String?
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.") var logLevel: String?
+    @Option(name: .customLong("result-cache-ttl"), help: "Cache successful password logins this long, such as 30s (like saslauthd -c; off by default).") var resultCacheTTL: String?
     @Flag(name: .customLong("optimistic-preauth"), help: "Send the encrypted timestamp in the first request.") var optimisticPreauth = false
     @Flag(name: .customLong("insecure-skip-verification"), help: "INSECURE: accept credentials without verifying them against the keytab.")
     var insecureSkipVerification = false
@@ -87,6 +88,10 @@ struct VerifyDaemonCommand: AsyncParsableCommand {
             configuration.failureFloor = value
         }
         if let metricsListen { configuration.metricsListen = metricsListen }
+        if let resultCacheTTL {
+            guard let value = DaemonConfiguration.parseDuration(resultCacheTTL) else { throw ValidationError("--result-cache-ttl \(resultCacheTTL) is not a duration") }
+            configuration.resultCacheTTL = value
+        }
         if let logLevel {
             guard let level = Logger.Level(rawValue: logLevel) else { throw ValidationError("--log-level \(logLevel) is not a log level") }
             configuration.logLevel = level

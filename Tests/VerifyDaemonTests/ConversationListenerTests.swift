@@ -138,30 +138,49 @@ struct ConversationListenerTests {
         await fixture.stop()
     }
 
-    @Test("500 conversations parked at an OTP question hold no worker: password logins still complete")
+    @Test("1,000 conversations parked at an OTP question hold no worker: flat threads, bounded memory, password logins still complete")
     func parkedConversations() async throws {
-        let fixture = try await DaemonFixture.start { configuration, _ in configuration.readTimeout = .seconds(60) }
+        let fixture = try await DaemonFixture.start { configuration, _ in
+            configuration.readTimeout = .seconds(60)
+            configuration.logLevel = .warning
+        }
         let realm = fixture.realm
         let baselineStart = Date()
         for _ in 0..<20 { #expect(try fixture.sasl(realm["USER"], realm["USER_PASSWORD"]) == .ok) }
         let baseline = Date().timeIntervalSince(baselineStart)
+        let threadsBefore = Self.threadCount()
+        let memoryBefore = Self.residentKilobytes()
 
         let user = try realm.addOTPUser(prefix: "park")
         var parked: [Conversation] = []
-        for _ in 0..<500 {
+        for _ in 0..<1000 {
             let conversation = try fixture.converse(user)
             guard case .questions = try conversation.next() else { Issue.record("no question"); return }
             parked.append(conversation)
         }
-        #expect(fixture.daemon.counts.parked == 500)
+        #expect(fixture.daemon.counts.parked == 1000)
         #expect(fixture.daemon.counts.inFlight == 0, "no login occupies a worker while parked")
+        let threadsParked = Self.threadCount()
+        let memoryParked = Self.residentKilobytes()
+        #expect(threadsParked <= threadsBefore + 2, "threads \(threadsBefore) → \(threadsParked) with 1,000 parked")
+        #expect(memoryParked - memoryBefore < 64 * 1024, "memory grew by \(memoryParked - memoryBefore) KB for 1,000 parked")
 
         let loadedStart = Date()
         for _ in 0..<20 { #expect(try fixture.sasl(realm["USER"], realm["USER_PASSWORD"]) == .ok) }
         let loaded = Date().timeIntervalSince(loadedStart)
-        #expect(loaded < baseline * 3 + 1, "20 logins took \(loaded) s with 500 parked, \(baseline) s without")
+        #expect(loaded < baseline * 3 + 1, "20 logins took \(loaded) s with 1,000 parked, \(baseline) s without")
         parked.removeAll()
         await fixture.stop()
+    }
+
+    static func threadCount() -> Int {
+        (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task").count) ?? 0
+    }
+
+    static func residentKilobytes() -> Int {
+        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }) else { return 0 }
+        return Int(line.split(separator: " ", omittingEmptySubsequences: true)[1]) ?? 0
     }
 
     @Test("no password, OTP or PIN ever reaches the log, even at trace level")

@@ -19,6 +19,11 @@ struct DaemonFixture {
     var socket: String { endpoints.socket! }
 
     static func start(configure: (inout DaemonConfiguration, TestRealm) -> Void = { _, _ in }) async throws -> DaemonFixture {
+        // Up to a thousand parked conversations plus their clients live in this one process.
+        var limit = rlimit()
+        getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        limit.rlim_cur = max(limit.rlim_cur, min(limit.rlim_max, 8192))
+        setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
         let realm = try TestRealm.shared()
         var configuration = DaemonConfiguration()
         configuration.saslSocket = SocketClient.temporaryPath("sasl")

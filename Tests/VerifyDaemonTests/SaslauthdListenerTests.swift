@@ -1,4 +1,5 @@
 import Foundation
+@testable import LoginService
 import Kerberos
 import LoginProtocol
 import TestRealm
@@ -126,5 +127,32 @@ struct SaslauthdListenerTests {
         #expect(output.contains(#"krb5_verifyd_requests_total{listener="sasl",outcome="bad-credentials"} 1"#))
         #expect(output.contains("krb5_verifyd_request_duration_seconds_bucket"))
         await fixture.stop()
+    }
+}
+
+@Suite("krb5-verifyd: the opt-in result cache")
+struct ResultCacheTests {
+    @Test("a repeated right password is answered from the cache; any failure for the principal drops its entries")
+    func cache() async throws {
+        let fixture = try await DaemonFixture.start { configuration, _ in configuration.resultCacheTTL = .seconds(60) }
+        let realm = fixture.realm
+        let user = try realm.addPrincipal(prefix: "cached", password: "Cache-Passw0rd")
+        #expect(try fixture.sasl(user, "Cache-Passw0rd") == .ok)
+        #expect(fixture.daemon.service.resultCache?.count == 1)
+        // The password changes behind the cache's back: the cached success still answers (the documented trade-off)…
+        try realm.kadmin("cpw", "-pw", "Changed-Passw0rd", user)
+        #expect(try fixture.sasl(user, "Cache-Passw0rd") == .ok)
+        // …until a failure for the principal, which drops its entries.
+        #expect(try fixture.sasl(user, "wrong") == .no("authentication failed"))
+        #expect(fixture.daemon.service.resultCache?.count == 0)
+        #expect(try fixture.sasl(user, "Cache-Passw0rd") == .no("authentication failed"))
+        #expect(try fixture.sasl(user, "Changed-Passw0rd") == .ok)
+        await fixture.stop()
+    }
+
+    @Test("the cache key is HMAC-SHA-256 (RFC 4231 test case 2)")
+    func hmacVector() {
+        let mac = SHA256.hmac(key: Array("Jefe".utf8), message: Array("what do ya want for nothing?".utf8))
+        #expect(mac.map { String(format: "%02x", $0) }.joined() == "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
     }
 }

@@ -7,7 +7,7 @@ import VerifyDaemon
 /// `krb5-bench soak` client against a daemon in this process.
 @Suite("Soak (short)")
 struct SoakTests {
-    @Test("1,200 mixed logins at concurrency 16: no wrong answer, descriptors flat")
+    @Test("1,200 mixed logins at concurrency 16: no wrong answer, nothing left open")
     func shortSoak() async throws {
         let fixture = try await DaemonFixture.start { configuration, _ in
             configuration.failureFloor = .zero
@@ -23,9 +23,10 @@ struct SoakTests {
         let json = try #require(result.output.split(separator: "\n").last.flatMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] })
         #expect(json["wrong"] as? Int == 0)
         #expect(json["logins"] as? Int ?? 0 >= 1200)
-        let early = json["fds_at_10pct"] as? Int ?? 0
-        let end = json["fds_at_end"] as? Int ?? 0
-        #expect(end <= early + 20, "descriptors grew from \(early) to \(end)")
+        // This daemon shares the test process with other suites, so its own counters stand in for the
+        // process-wide RSS and descriptor counts that `make soak` watches on a separate daemon.
+        for _ in 0..<50 where fixture.daemon.counts.connections > 0 { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(fixture.daemon.counts.connections == 0, "every connection closed")
         #expect(fixture.daemon.counts.inFlight == 0 && fixture.daemon.counts.parked == 0)
         await fixture.stop()
     }
