@@ -76,6 +76,31 @@ def main():
                             "--seconds", str(SECONDS), "--pid", str(verifyd.pid)], secret)
             rows.append((f"saslauthd protocol, concurrency {concurrency}", "saslauthd -a kerberos5 (5 threads)", theirs, "krb5-verifyd (4 workers)", ours))
 
+        # 3b. Opt-in success caches: saslauthd -c against krb5-verifyd --result-cache-ttl, same password repeated.
+        for daemon in daemons:
+            daemon.terminate()
+            daemon.wait()
+        daemons.clear()
+        subprocess.run(["kill", str(saslauthd_pid)])
+        time.sleep(0.5)
+        cached_socket = os.path.join(REALM, "verifyd-cached.mux")
+        cached = subprocess.Popen([f"{BIN}/krb5-verifyd", "--sasl-socket", cached_socket, "--krb5-config", r["KRB5_CONFIG_FILE"], "--keytab", r["HOST_KEYTAB"],
+                                   "--server-principal", server, "--workers", "4", "--log-level", "error", "--result-cache-ttl", "60s"], stderr=subprocess.DEVNULL)
+        daemons.append(cached)
+        cache_dir = os.path.join(REALM, "saslauthd-cached")
+        os.makedirs(cache_dir, exist_ok=True)
+        subprocess.run(["saslauthd", "-a", "kerberos5", "-m", cache_dir, "-n", "5", "-c", "-t", "60"], check=True,
+                       env={**os.environ, "KRB5_CONFIG": r["KRB5_CONFIG_FILE"], "KRB5_KTNAME": r["HOST_KEYTAB"]})
+        wait_for(cached_socket)
+        wait_for(os.path.join(cache_dir, "mux"))
+        cached_pid = int(open(os.path.join(cache_dir, "saslauthd.pid")).read().split()[0])
+        theirs = measure([f"{BIN}/krb5-bench", "sasl", "--socket", os.path.join(cache_dir, "mux"), "--login", r["USER"], "--concurrency", "4",
+                          "--seconds", str(SECONDS), "--pid", str(cached_pid)], secret)
+        ours = measure([f"{BIN}/krb5-bench", "sasl", "--socket", cached_socket, "--login", r["USER"], "--concurrency", "4",
+                        "--seconds", str(SECONDS), "--pid", str(cached.pid)], secret)
+        rows.append(("success cache on, concurrency 4", "saslauthd -a kerberos5 -c", theirs, "krb5-verifyd --result-cache-ttl 60s", ours))
+        subprocess.run(["kill", str(cached_pid)])
+
         # 4. One process per login: kinit (no verification) vs krb5-login (with verification).
         kinit = measure([f"{BIN}/krb5-bench", "process", "--count", "150", "--seconds", str(SECONDS * 2), "--input", "{password}\\n", "--",
                          shutil.which("kinit"), "-c", "MEMORY:bench", r["USER"]], {**secret, "KRB5_CONFIG": r["KRB5_CONFIG_FILE"]})
