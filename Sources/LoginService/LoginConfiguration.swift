@@ -37,8 +37,11 @@ public struct LoginConfiguration: Sendable {
     /// A credential cache (`FILE:/tmp/krb5cc_1000`, `KEYRING:…`) to receive the verified TGT, as pam-krb5
     /// leaves one for the session; nil keeps nothing.
     public var outputCache: String?
-    /// Send the encrypted timestamp in the first request (MIT's optimistic preauth), saving a round trip
-    /// when the principal's salt is the default one; krb5 falls back to the normal exchange otherwise.
+    /// Send the encrypted timestamp in the first request (MIT's optimistic preauth), saving the KDC one
+    /// AS exchange per password login. MIT does not fall back by itself when the principal's salt is not the
+    /// default one; the login then retries the normal exchange once and remembers the principal. Trade-off:
+    /// that first attempt, and every wrong password, counts as a failed pre-authentication at the KDC
+    /// (twice for a wrong password on such a principal), which matters under lockout policies.
     public var optimisticPreauth: Bool
 
     /// One `krb5_get_init_creds_opt_set_pa` name and value.

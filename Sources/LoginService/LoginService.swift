@@ -1,6 +1,7 @@
 public import Kerberos
 public import LoginProtocol
 import Foundation
+import Synchronization
 
 /// Verified logins on a pool of dedicated krb5 threads: initial credentials (armored as configured),
 /// then `krb5_verify_init_creds` with nofail against the keytab.
@@ -13,6 +14,8 @@ public final class LoginService: Sendable {
     private let executor: KerberosExecutor
     /// The opt-in success cache for password logins (nil when off).
     public let resultCache: ResultCache?
+    /// Principals for which optimistic preauth failed (a salt that is not the default one).
+    private let optimisticRefusals = OptimisticRefusals()
 
     /// Starts `threads` krb5 worker threads, each with its own context.
     public init(configuration: LoginConfiguration, threads: Int = 2, resultCacheTTL: Duration? = nil) throws {
@@ -67,7 +70,7 @@ public final class LoginService: Sendable {
                 completion(.finished(.failed(.internal, "The login service is shutting down", principal: conversation.principal), info: []))
                 return
             }
-            let step = LoginAttempt(context: context, configuration: configuration, conversation: conversation).run()
+            let step = LoginAttempt(context: context, configuration: configuration, conversation: conversation, optimisticRefusals: self.optimisticRefusals).run()
             if case .finished(let result, _) = step, !result.ok { self.resultCache?.invalidate(principal: conversation.principal) }
             completion(step)
         }
@@ -78,7 +81,7 @@ public final class LoginService: Sendable {
     ///
     /// > Warning: Blocks; never call from Swift's cooperative pool.
     public static func stepBlocking(_ conversation: LoginConversation, configuration: LoginConfiguration, context: Context) -> LoginStep {
-        LoginAttempt(context: context, configuration: configuration, conversation: conversation).run()
+        LoginAttempt(context: context, configuration: configuration, conversation: conversation, optimisticRefusals: OptimisticRefusals()).run()
     }
 }
 
@@ -90,6 +93,7 @@ struct LoginAttempt {
     let context: Context
     let configuration: LoginConfiguration
     let conversation: LoginConversation
+    let optimisticRefusals: OptimisticRefusals
 
     func run() -> LoginStep {
         var info: [String] = []
@@ -110,7 +114,17 @@ struct LoginAttempt {
             }
             let credentials: Credentials
             do {
-                credentials = try context.initialCredentials(for: client, password: answers.password, options: options)
+                let optimistic = configuration.optimisticPreauth && answers.password != nil && !optimisticRefusals.contains(conversation.principal)
+                if optimistic { options.preauthTypes = [.encryptedTimestamp] }
+                do {
+                    credentials = try context.initialCredentials(for: client, password: answers.password, options: options)
+                } catch KerberosError.Reason.badPassword where optimistic {
+                    // MIT does not fall back by itself: an optimistic timestamp made with the default salt fails
+                    // for a principal whose salt differs. Retry the normal exchange and remember the principal.
+                    options.preauthTypes = nil
+                    credentials = try context.initialCredentials(for: client, password: answers.password, options: options)
+                    optimisticRefusals.insert(conversation.principal)
+                }
             } catch is NeedsAnswers {
                 return .questions(id: conversation.await(missing), missing, info: info)
             }
@@ -152,7 +166,6 @@ struct LoginAttempt {
         options.forwardable = configuration.forwardable
         options.preauthOptions = configuration.preauthOptions.map { ($0.name, $0.value) }
         options.fastRequired = configuration.fastRequired
-        if configuration.optimisticPreauth { options.preauthTypes = [.encryptedTimestamp] }
         if let armor = try armorCache(for: client) { options.armor = .cache(armor) }
         return options
     }
@@ -290,6 +303,21 @@ struct LoginAttempt {
         case .badPassword: "Authentication failed"
         case .verificationFailed: "Credentials could not be verified: \(error.message)"
         default: error.message
+        }
+    }
+}
+
+/// Principals whose optimistic preauth failed once, so later logins go straight to the normal exchange
+/// (bounded; forgotten wholesale when full).
+final class OptimisticRefusals: Sendable {
+    private let names = Mutex<Set<String>>([])
+
+    func contains(_ principal: String) -> Bool { names.withLock { $0.contains(principal) } }
+
+    func insert(_ principal: String) {
+        names.withLock { names in
+            if names.count >= 100_000 { names.removeAll() }
+            names.insert(principal)
         }
     }
 }

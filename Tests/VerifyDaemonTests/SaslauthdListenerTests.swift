@@ -156,3 +156,19 @@ struct ResultCacheTests {
         #expect(mac.map { String(format: "%02x", $0) }.joined() == "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
     }
 }
+
+@Suite("krb5-verifyd: optimistic preauth")
+struct OptimisticPreauthTests {
+    @Test("optimistic preauth logs in, and falls back to the normal exchange for a principal with a non-default salt")
+    func fallback() async throws {
+        let fixture = try await DaemonFixture.start { configuration, _ in configuration.login.optimisticPreauth = true }
+        let realm = fixture.realm
+        #expect(try fixture.sasl(realm["USER"], realm["USER_PASSWORD"]) == .ok)
+        let salty = try realm.addPrincipal(prefix: "salty", password: "Salty-Passw0rd", attributes: ["-e", "aes256-cts:onlyrealm"])
+        #expect(try fixture.sasl(salty, "Salty-Passw0rd", address: "192.0.2.50") == .ok, "fallback to the normal exchange")
+        #expect(try fixture.sasl(salty, "Salty-Passw0rd", address: "192.0.2.51") == .ok, "remembered: straight to the normal exchange")
+        #expect(try fixture.sasl(salty, "wrong", address: "192.0.2.52") == .no("authentication failed"))
+        #expect(try fixture.sasl(realm["USER"], "wrong", address: "192.0.2.53") == .no("authentication failed"))
+        await fixture.stop()
+    }
+}
