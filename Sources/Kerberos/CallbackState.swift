@@ -1,6 +1,5 @@
 internal import CKrb5
 import Dispatch
-import Synchronization
 
 /// What krb5's prompter, responder and expire callbacks need during one call, reached through their
 /// `void *data` argument. The first error a Swift callback throws is kept and rethrown by the caller
@@ -37,7 +36,7 @@ final class CallbackState {
 /// The calling thread blocks on a semaphore while the closure runs on Swift's concurrency pool; this
 /// is why krb5 calls with async callbacks must run on threads such as ``KerberosExecutor``'s.
 func waitForAsync<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) throws -> T {
-    let result = Mutex<Result<T, any Error>?>(nil)
+    let result = Locked<Result<T, any Error>?>(nil)
     let done = DispatchSemaphore(value: 0)
     Task {
         let outcome: Result<T, any Error>

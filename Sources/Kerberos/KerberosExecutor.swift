@@ -1,5 +1,4 @@
 import Foundation
-import Synchronization
 
 /// A fixed set of dedicated threads, each owning one ``Context``, that run blocking krb5 work for
 /// `async` callers.
@@ -19,13 +18,13 @@ import Synchronization
 public final class KerberosExecutor: Sendable {
     private typealias Job = @Sendable (Context?, (any Error)?) -> Void
 
-    private struct Queue: ~Copyable {
+    private struct Queue {
         var jobs: [Job] = []
         var head = 0
         var stopping = false
     }
 
-    private let queue = Mutex(Queue())
+    private let queue = Locked(Queue())
     private let available = DispatchSemaphore(value: 0)
     private let finished = DispatchGroup()
     /// The number of threads.

@@ -1,6 +1,5 @@
 public import Kerberos
 public import LoginProtocol
-import Synchronization
 
 /// One step of a conversation: either questions for the person, or the end.
 public enum LoginStep: Sendable {
@@ -26,12 +25,12 @@ public final class LoginConversation: Sendable {
         var round = 0
         var awaiting: [LoginQuestion] = []
     }
-    private let state: Mutex<State>
+    private let state: Locked<State>
 
     public init(principal: String, password: Secret?, service: String? = nil) {
         self.principal = principal
         self.service = service
-        self.state = Mutex(State(answers: LoginAnswers(password: password)))
+        self.state = Locked(State(answers: LoginAnswers(password: password)))
     }
 
     /// The round whose answers are awaited, or nil when none is.

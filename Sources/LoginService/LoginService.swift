@@ -1,7 +1,6 @@
 public import Kerberos
 public import LoginProtocol
 import Foundation
-import Synchronization
 
 /// Verified logins on a pool of dedicated krb5 threads: initial credentials (armored as configured),
 /// then `krb5_verify_init_creds` with nofail against the keytab.
@@ -310,7 +309,7 @@ struct LoginAttempt {
 /// Principals whose optimistic preauth failed once, so later logins go straight to the normal exchange
 /// (bounded; forgotten wholesale when full).
 final class OptimisticRefusals: Sendable {
-    private let names = Mutex<Set<String>>([])
+    private let names = Locked<Set<String>>([])
 
     func contains(_ principal: String) -> Bool { names.withLock { $0.contains(principal) } }
 

@@ -1,7 +1,6 @@
 public import Kerberos
 public import LoginProtocol
 import Foundation
-import Synchronization
 
 /// An opt-in cache of successful password logins, like `saslauthd -c`: a repeated right password for the
 /// same principal is answered without the KDC until the entry's time is up.
@@ -20,7 +19,7 @@ public final class ResultCache: Sendable {
     private let ttl: Duration
     private let capacity: Int
     private let key: [UInt8]
-    private let entries = Mutex<[[UInt8]: Entry]>([:])
+    private let entries = Locked<[[UInt8]: Entry]>([:])
 
     public init(ttl: Duration, capacity: Int = 100_000) {
         self.ttl = ttl

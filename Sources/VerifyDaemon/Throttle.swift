@@ -1,5 +1,5 @@
+import Kerberos
 import NIOCore
-import Synchronization
 
 /// Counts failures per key (a principal, a peer) and refuses a key for a growing while once it fails
 /// too often, without contacting the KDC. Memory is bounded: the oldest entries go first.
@@ -21,7 +21,7 @@ final class Throttle: Sendable {
 
     private let policy: Policy
     private let capacity: Int
-    private let entries = Mutex<[String: Entry]>([:])
+    private let entries = Locked<[String: Entry]>([:])
 
     init(policy: Policy, capacity: Int = 100_000) {
         self.policy = policy

@@ -7,7 +7,6 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 public import ServiceLifecycle
-import Synchronization
 
 /// `krb5-verifyd`: verified Kerberos logins over a saslauthd-compatible socket and a JSON-lines
 /// conversation socket.
@@ -22,7 +21,7 @@ public final class VerifyDaemon: Service, Sendable {
     let throttle: Throttle
     let metrics = DaemonMetrics()
     private let group: MultiThreadedEventLoopGroup
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     private struct State {
         var listeners: [any Channel] = []

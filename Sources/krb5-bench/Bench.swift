@@ -15,7 +15,7 @@ struct Bench: ParsableCommand {
 
 /// Latency samples and the JSON line that reports them.
 final class Samples: Sendable {
-    private let state = Mutex<(values: [Double], failures: Int)>(([], 0))
+    private let state = Locked<(values: [Double], failures: Int)>(([], 0))
     func add(_ seconds: Double, ok: Bool) { state.withLock { $0.values.append(seconds); if !ok { $0.failures += 1 } } }
     func report(elapsed: Double, extra: String = "") -> String {
         let (values, failures) = state.withLock { ($0.values.sorted(), $0.failures) }

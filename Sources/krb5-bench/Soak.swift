@@ -34,8 +34,8 @@ struct Soak: ParsableCommand {
         let realm = try realmValues(realmEnv)
         let wrong = Atomic<Int>(0)
         let done = Atomic<Int>(0)
-        let tally = Mutex<[Case: Int]>([:])
-        let early = Mutex<(rss: Int, fds: Int)?>(nil)
+        let tally = Locked<[Case: Int]>([:])
+        let early = Locked<(rss: Int, fds: Int)?>(nil)
         let (sasl, conversation, otpUser, count, pid) = (saslSocket, socket, otpUser, count, pid)
         let elapsed = runThreads(concurrency, seconds: seconds, count: count) { _ in
             {
@@ -167,7 +167,7 @@ struct LeakCheck: ParsableCommand {
             krb5: .files(realm["KRB5_CONFIG_FILE"]!), keytab: realm["HOST_KEYTAB"]!, serverPrincipal: realm["LOCALHOST_PRINCIPAL"]!,
             armor: .anonymous), threads: 2)
         let done = DispatchSemaphore(value: 0)
-        let outcomes = Mutex<[String: Int]>([:])
+        let outcomes = Locked<[String: Int]>([:])
         let cases: [(String, String?)] = [
             (realm["USER"]!, realm["USER_PASSWORD"]!), (realm["USER"]!, "wrong"), ("nobody-here", "x"),
             (realm["DISABLED_USER"]!, realm["DISABLED_PASSWORD"]!), (realm["OTP_USER"]!, nil), (realm["EXPIRED_USER"]!, realm["EXPIRED_PASSWORD"]!),

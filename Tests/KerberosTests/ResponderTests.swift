@@ -1,6 +1,5 @@
 import Foundation
 import Kerberos
-import Synchronization
 import TestRealm
 import Testing
 
@@ -15,7 +14,7 @@ func currentTOTP(secret: String, margin: Double = 4) -> String {
 
 /// Records every round a responder sees.
 final class RoundLog: Sendable {
-    private let rounds = Mutex<[[ResponderQuestion]]>([])
+    private let rounds = Locked<[[ResponderQuestion]]>([])
     func record(_ questions: [ResponderQuestion]) { rounds.withLock { $0.append(questions) } }
     var all: [[ResponderQuestion]] { rounds.withLock { $0 } }
     var otpChallenges: [OTPChallenge] { all.joined().compactMap { if case .otp(let c) = $0 { c } else { nil } } }

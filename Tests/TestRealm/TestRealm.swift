@@ -15,7 +15,7 @@ public struct TestRealm: Sendable {
     /// The `KEY=VALUE` pairs of `realm.env`.
     public let values: [String: String]
 
-    private static let cached = Mutex<Result<TestRealm, TestRealmError>?>(nil)
+    private static let cached = Locked<Result<TestRealm, TestRealmError>?>(nil)
 
     /// The realm for this test process, started on first use.
     public static func shared() throws -> TestRealm {
@@ -45,7 +45,7 @@ public struct TestRealm: Sendable {
         return try TestRealm(directory: directory)
     }
 
-    private static let startedDirectory = Mutex<String?>(nil)
+    private static let startedDirectory = Locked<String?>(nil)
 
     /// `Docker/kdc/realm.sh` in this checkout.
     public static let script: String = {

@@ -3,7 +3,6 @@ import Kerberos
 import Logging
 import LoginProtocol
 import LoginService
-import Synchronization
 import TestRealm
 import Testing
 import VerifyDaemon
@@ -85,7 +84,7 @@ struct Conversation {
 
 /// Collects every log line at every level, to prove secrets never appear.
 final class LogCapture: Sendable {
-    private let lines = Mutex<[String]>([])
+    private let lines = Locked<[String]>([])
     var text: String { lines.withLock { $0.joined(separator: "\n") } }
     func append(_ line: String) { lines.withLock { $0.append(line) } }
     func handler() -> some LogHandler { CapturingHandler(capture: self) }
