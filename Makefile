@@ -8,7 +8,7 @@ SWIFT_FLAGS ?=
 APT_PACKAGES := libkrb5-dev krb5-kdc krb5-admin-server krb5-pkinit krb5-otp krb5-user krb5-kpropd \
 	freeradius freeradius-utils softhsm2 opensc sasl2-bin pamtester openssl libpam-modules libpam-runtime procps faketime valgrind curl python3-pexpect gcc libp11-kit-dev
 
-.PHONY: all deps build release install docs test test-unit demo bench fuzz soak valgrind asan tsan kdc-up kdc-down error-names clean
+.PHONY: all deps build release install docs test test-docker test-unit demo bench fuzz soak valgrind asan tsan kdc-up kdc-down error-names clean
 
 all: build
 
@@ -55,6 +55,12 @@ test: deps
 	@rm -rf $(REALM_DIR).test; Docker/kdc/realm.sh up $(REALM_DIR).test; \
 	KRB5_TEST_REALM=$(REALM_DIR).test $(SWIFT) test --skip-build $(SWIFT_FLAGS); status=$$?; \
 	Docker/kdc/realm.sh down $(REALM_DIR).test; rm -rf $(REALM_DIR).test; exit $$status
+
+## test-docker: the integration suites against the realm running in the Docker/kdc image (podman).
+test-docker: deps
+	@command -v podman >/dev/null || { [ "$$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc debootstrap >/dev/null; }
+	$(SWIFT) build --build-tests $(SWIFT_FLAGS)
+	scripts/test-docker.sh
 
 ## test-unit: the tests that need no KDC.
 test-unit:
