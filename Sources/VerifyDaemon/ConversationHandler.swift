@@ -25,6 +25,7 @@ final class ConversationHandler: ChannelInboundHandler {
     private var peer: PeerCredentials?
     private var started = NIODeadline.now()
     private var timer: Scheduled<Void>?
+    private var idleTimer: Scheduled<Void>?
     private var isParked = false
 
     init(daemon: VerifyDaemon) {
@@ -45,7 +46,26 @@ final class ConversationHandler: ChannelInboundHandler {
         arm(daemon.configuration.readTimeout, context: context) { handler, context in
             handler.finish(.failed(.timeout, "no login request within the read timeout"), context: context)
         }
+        armIdleTimer(context: context)
         context.fireChannelActive()
+    }
+
+    /// While the daemon waits for the login line, or for the rest of a line already begun, silence longer
+    /// than `idle_timeout` ends the conversation. A person thinking about a question is timed by the
+    /// round timeout instead, and a login on the workers by nothing the client does.
+    private func armIdleTimer(context: ChannelHandlerContext) {
+        idleTimer?.cancel()
+        idleTimer = nil
+        switch phase {
+        case .awaitingLogin: break
+        case .awaitingAnswers where framer.hasPartialLine: break
+        default: return
+        }
+        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let contextBox = NIOLoopBound(context, eventLoop: context.eventLoop)
+        idleTimer = context.eventLoop.scheduleTask(in: TimeAmount(daemon.configuration.idleTimeout)) {
+            handler.value.finish(.failed(.timeout, "nothing arrived within the idle timeout"), context: contextBox.value)
+        }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -63,6 +83,7 @@ final class ConversationHandler: ChannelInboundHandler {
             }
             return
         }
+        armIdleTimer(context: context)
     }
 
     private func handle(_ line: Secret, context: ChannelHandlerContext) {
@@ -148,6 +169,7 @@ final class ConversationHandler: ChannelInboundHandler {
         if case .finished = phase { return }
         phase = .finished
         timer?.cancel()
+        idleTimer?.cancel()
         unpark()
         let principal = conversation?.principal ?? result.principal ?? "-"
         conversation = nil
@@ -194,6 +216,7 @@ final class ConversationHandler: ChannelInboundHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         timer?.cancel()
+        idleTimer?.cancel()
         unpark()
         conversation = nil
         phase = .finished

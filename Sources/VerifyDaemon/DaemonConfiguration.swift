@@ -21,10 +21,10 @@ public struct DaemonConfiguration: Sendable {
     public var workers = 4
     /// Connections open at once; more are closed at once.
     public var maxConnections = 1024
-    /// A request must arrive complete within this time.
+    /// A request (the saslauthd fields, the login line) must arrive complete within this time.
     public var readTimeout: Duration = .seconds(10)
-    /// A connection with nothing to do is closed after this time.
-    public var idleTimeout: Duration = .seconds(30)
+    /// While a request or a line is awaited, the longest silence between two reads.
+    public var idleTimeout: Duration = .seconds(5)
     /// How long a person may take to answer one round of questions.
     public var roundTimeout: Duration = .seconds(120)
     /// Conversations waiting for answers at once.
@@ -116,7 +116,7 @@ public struct DaemonConfiguration: Sendable {
         socketGroup = try string("socket_group") ?? socketGroup
         if let value = table["krb5_config"] {
             if let single = value.string { login.krb5 = Context.Configuration(files: [single]) }
-            else if let array = value.array { login.krb5 = Context.Configuration(files: array.compactMap { $0.string }) }
+            else if let array = value.array, array.allSatisfy({ $0.string != nil }) { login.krb5 = Context.Configuration(files: array.compactMap { $0.string }) }
             else { throw ConfigurationError("\(source): krb5_config must be a path or an array of paths") }
         }
         login.keytab = try string("keytab") ?? login.keytab

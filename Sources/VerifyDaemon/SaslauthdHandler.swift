@@ -15,6 +15,7 @@ final class SaslauthdHandler: ChannelInboundHandler {
     private var started = NIODeadline.now()
     private var answered = false
     private var readTimeout: Scheduled<Void>?
+    private var idleTimeout: Scheduled<Void>?
     private var fourFieldTimer: Scheduled<Void>?
 
     init(daemon: VerifyDaemon) {
@@ -38,16 +39,28 @@ final class SaslauthdHandler: ChannelInboundHandler {
         readTimeout = loop.scheduleTask(in: TimeAmount(daemon.configuration.readTimeout)) {
             handler.value.reply(.no("timeout"), context: contextBox.value)
         }
+        armIdleTimeout(context: context)
         context.fireChannelActive()
     }
 
+    /// Closes a connection on which nothing arrives for `idle_timeout` (the whole request has `read_timeout`).
+    private func armIdleTimeout(context: ChannelHandlerContext) {
+        idleTimeout?.cancel()
+        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let contextBox = NIOLoopBound(context, eventLoop: context.eventLoop)
+        idleTimeout = context.eventLoop.scheduleTask(in: TimeAmount(daemon.configuration.idleTimeout)) {
+            handler.value.reply(.no("timeout"), context: contextBox.value)
+        }
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard !answered else { return }
         var buffer = unwrapInboundIn(data)
-        let bytes = buffer.readBytes(length: buffer.readableBytes) ?? []
         defer { wipe(&buffer) }
+        guard !answered else { return }
+        armIdleTimeout(context: context)
         do {
-            try decoder.feed(bytes)
+            // Straight from NIO's buffer into the decoder's wiped storage: no copy of the password lingers.
+            try buffer.withUnsafeReadableBytes { bytes in try decoder.feed(bytes) }
             fourFieldTimer?.cancel()
             fourFieldTimer = nil
             switch try decoder.progress() {
@@ -82,6 +95,7 @@ final class SaslauthdHandler: ChannelInboundHandler {
         guard !answered else { return }
         answered = true
         readTimeout?.cancel()
+        idleTimeout?.cancel()
         let principal = request.principal
         let peerKey = request.clientAddress.flatMap { $0.isEmpty ? nil : "addr:\($0)" } ?? "uid:\(peer?.uid ?? 0)"
         let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
@@ -128,6 +142,7 @@ final class SaslauthdHandler: ChannelInboundHandler {
 
     private func send(_ reply: SaslauthdReply, context: ChannelHandlerContext) {
         readTimeout?.cancel()
+        idleTimeout?.cancel()
         fourFieldTimer?.cancel()
         let channel = context.channel
         context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(bytes: reply.encoded))).whenComplete { _ in
@@ -137,6 +152,7 @@ final class SaslauthdHandler: ChannelInboundHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         readTimeout?.cancel()
+        idleTimeout?.cancel()
         fourFieldTimer?.cancel()
         context.fireChannelInactive()
     }
