@@ -158,6 +158,10 @@ public struct DaemonConfiguration: Sendable {
         if workers < 1 || workers > 256 { throw ConfigurationError("workers must be between 1 and 256") }
         if maxConnections < 1 { throw ConfigurationError("max_connections must be at least 1") }
         if throttleFailures < 1 { throw ConfigurationError("throttle_failures must be at least 1") }
+        if maxParkedConversations < 0 { throw ConfigurationError("max_parked_conversations must not be negative") }
+        for (key, value) in [("read_timeout", readTimeout), ("idle_timeout", idleTimeout), ("round_timeout", roundTimeout)] where value <= .zero {
+            throw ConfigurationError("\(key) must be longer than zero")
+        }
         if login.fastRequired && login.armor == .none { throw ConfigurationError("fast_required needs armor = anonymous or keytab") }
         for path in [saslSocket, socket].compactMap({ $0 }) where path.utf8.count >= 108 {
             throw ConfigurationError("socket path longer than 107 bytes: \(path)")

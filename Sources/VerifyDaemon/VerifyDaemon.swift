@@ -27,8 +27,13 @@ public final class VerifyDaemon: Service, Sendable {
         var listeners: [any Channel] = []
         var connections: [ObjectIdentifier: any Channel] = [:]
         var inFlight = 0
+        /// Failure replies waiting out the failure floor; shutdown lets them go out too.
+        var delayedReplies = 0
+        var boundPaths: [String] = []
         var parked = 0
         var shuttingDown = false
+        var stopped = false
+        var drainDeadline = ContinuousClock.Instant.now
         var drained: [CheckedContinuation<Void, Never>] = []
     }
 
@@ -102,8 +107,11 @@ public final class VerifyDaemon: Service, Sendable {
                 return initializer(channel)
             }
             .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true).get()
+        state.withLock {
+            $0.listeners.append(channel)
+            $0.boundPaths.append(path)
+        }
         try SocketFile.configure(path: path, mode: mode, group: group)
-        state.withLock { $0.listeners.append(channel) }
     }
 
     /// Counts the connection in, or refuses it when the daemon is full or shutting down.
@@ -125,31 +133,53 @@ public final class VerifyDaemon: Service, Sendable {
         return admitted
     }
 
-    /// Runs until graceful shutdown (SIGTERM through a `ServiceGroup`), then drains.
+    /// Runs until graceful shutdown (SIGTERM through a `ServiceGroup`), then drains; cancellation stops
+    /// at once, without waiting for logins in flight.
     public func run() async throws {
         try await start()
-        await withGracefulShutdownHandler {
-            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                state.withLock { $0.drained.append(continuation) }
+        await withTaskCancellationHandler {
+            await withGracefulShutdownHandler {
+                await stopped()
+            } onGracefulShutdown: { [self] in
+                Task { await shutdown() }
             }
-        } onGracefulShutdown: { [self] in
-            Task { await shutdown() }
+        } onCancel: { [self] in
+            Task { await shutdown(grace: .zero) }
+        }
+    }
+
+    /// Returns once ``shutdown(grace:)`` has finished (at once if it already has).
+    public func stopped() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let done = state.withLock { state -> Bool in
+                if state.stopped { return true }
+                state.drained.append(continuation)
+                return false
+            }
+            if done { continuation.resume() }
         }
     }
 
     /// Stops accepting, lets logins in flight finish (up to `grace`), closes the rest and stops the workers.
     public func shutdown(grace: Duration = .seconds(30)) async {
-        let listeners = state.withLock { state -> [any Channel] in
-            guard !state.shuttingDown else { return [] }
+        // A second call (cancellation during a graceful shutdown) only shortens the wait.
+        let listeners = state.withLock { state -> [any Channel]? in
+            let deadline = ContinuousClock.now + grace
+            guard !state.shuttingDown else {
+                state.drainDeadline = min(state.drainDeadline, deadline)
+                return nil
+            }
             state.shuttingDown = true
+            state.drainDeadline = deadline
             return state.listeners
         }
-        guard !listeners.isEmpty else { return }
+        guard let listeners else { return }
         logger.info("shutting down: finishing logins in flight")
         for channel in listeners { try? await channel.close() }
-        for path in [configuration.saslSocket, configuration.socket].compactMap({ $0 }) { unlink(path) }
-        let deadline = ContinuousClock.now + grace
-        while state.withLock({ $0.inFlight }) > 0, ContinuousClock.now < deadline {
+        for path in state.withLock({ $0.boundPaths }) { unlink(path) }
+        while true {
+            let (busy, deadline) = state.withLock { ($0.inFlight + $0.delayedReplies, $0.drainDeadline) }
+            guard busy > 0, ContinuousClock.now < deadline else { break }
             try? await Task.sleep(for: .milliseconds(20))
         }
         let open = state.withLock { Array($0.connections.values) }
@@ -157,7 +187,7 @@ public final class VerifyDaemon: Service, Sendable {
         service.shutdown()
         try? await group.shutdownGracefully()
         let waiting = state.withLock { state in
-            defer { state.drained = [] }
+            defer { state.drained = []; state.stopped = true }
             return state.drained
         }
         for continuation in waiting { continuation.resume() }
@@ -216,7 +246,11 @@ public final class VerifyDaemon: Service, Sendable {
         if result.ok || remaining <= .zero {
             reply()
         } else {
-            loop.scheduleTask(in: remaining) { reply() }
+            state.withLock { $0.delayedReplies += 1 }
+            loop.scheduleTask(in: remaining) { [self] in
+                reply()
+                state.withLock { $0.delayedReplies -= 1 }
+            }
         }
     }
 }

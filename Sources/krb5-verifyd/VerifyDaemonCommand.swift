@@ -11,30 +11,50 @@ struct VerifyDaemonCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "krb5-verifyd",
         abstract: "Verified Kerberos logins for local services: a drop-in for saslauthd -a kerberos5, plus a JSON-lines conversation for OTP, smart cards and expired passwords.",
-        discussion: "Every option can also be set in the TOML file given with --config (see docs/daemon.md); flags win.",
+        discussion: "Every option can also be set in the TOML file given with --config (see docs/daemon.md); flags win. Durations are seconds or values such as 250ms, 30s, 2m, 1h.",
         version: KerberosVersion.current)
 
     @Option(help: "TOML configuration file.") var config: String?
+
+    // Listeners
     @Option(name: .customLong("sasl-socket"), help: "saslauthd-compatible socket path (Cyrus SASL's mux).") var saslSocket: String?
     @Option(help: "JSON-lines conversation socket path.") var socket: String?
     @Option(name: .customLong("socket-mode"), help: "Socket file mode, octal (default 0660).") var socketMode: String?
-    @Option(name: .customLong("socket-group"), help: "Group for the socket files.") var socketGroup: String?
+    @Option(name: .customLong("socket-group"), help: "Group (name or number) for the socket files.") var socketGroup: String?
+
+    // Kerberos
     @Option(name: .customLong("krb5-config"), help: "krb5.conf to use (repeatable).") var krb5Config: [String] = []
     @Option(help: "Keytab that verifies logins (default: krb5's default keytab).") var keytab: String?
     @Option(name: .customLong("server-principal"), help: "Service principal to verify against (default host/<this host>).") var serverPrincipal: String?
     @Option(help: "Realm for names without one.") var realm: String?
     @Option(help: "FAST armor: anonymous, keytab or none.") var armor: String?
-    @Flag(name: .customLong("fast-required"), help: "Fail closed unless the exchange is armored.") var fastRequired = false
-    @Option(help: "krb5 worker threads.") var workers: Int?
-    @Option(name: .customLong("max-connections"), help: "Connections open at once.") var maxConnections: Int?
-    @Option(name: .customLong("round-timeout"), help: "Seconds a person may take per round of questions.") var roundTimeout: String?
-    @Option(name: .customLong("failure-floor"), help: "Minimum time before a failure is answered, such as 100ms.") var failureFloor: String?
-    @Option(name: .customLong("metrics-listen"), help: "host:port for Prometheus /metrics.") var metricsListen: String?
-    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.") var logLevel: String?
+    @Flag(name: .customLong("fast-required"), inversion: .prefixedNo, help: "Fail closed unless the exchange is armored.") var fastRequired: Bool?
+    @Option(name: .customLong("ticket-lifetime"), help: "Requested TGT lifetime.") var ticketLifetime: String?
+    @Flag(name: .customLong("optimistic-preauth"), inversion: .prefixedNo, help: "Send the encrypted timestamp in the first request.") var optimisticPreauth: Bool?
     @Option(name: .customLong("result-cache-ttl"), help: "Cache successful password logins this long, such as 30s (like saslauthd -c; off by default).") var resultCacheTTL: String?
-    @Flag(name: .customLong("optimistic-preauth"), help: "Send the encrypted timestamp in the first request.") var optimisticPreauth = false
     @Flag(name: .customLong("insecure-skip-verification"), help: "INSECURE: accept credentials without verifying them against the keytab.")
     var insecureSkipVerification = false
+
+    // Capacity and limits
+    @Option(help: "krb5 worker threads, one krb5 context each.") var workers: Int?
+    @Option(name: .customLong("max-connections"), help: "Connections open at once.") var maxConnections: Int?
+    @Option(name: .customLong("read-timeout"), help: "Time for a whole request to arrive.") var readTimeout: String?
+    @Option(name: .customLong("idle-timeout"), help: "Longest silence while a request is awaited.") var idleTimeout: String?
+    @Option(name: .customLong("round-timeout"), help: "Time a person may take per round of questions.") var roundTimeout: String?
+    @Option(name: .customLong("max-parked-conversations"), help: "Conversations waiting for answers at once.") var maxParkedConversations: Int?
+
+    // Abuse
+    @Option(name: .customLong("failure-floor"), help: "Minimum time before a failure is answered, such as 100ms.") var failureFloor: String?
+    @Option(name: .customLong("throttle-failures"), help: "Failures within the window before a principal or peer is refused.") var throttleFailures: Int?
+    @Option(name: .customLong("throttle-window"), help: "Window in which failures are counted.") var throttleWindow: String?
+    @Option(name: .customLong("throttle-backoff"), help: "First refusal period; it doubles.") var throttleBackoff: String?
+    @Option(name: .customLong("throttle-max-backoff"), help: "Longest refusal period.") var throttleMaxBackoff: String?
+    @Option(name: .customLong("allowed-uids"), parsing: .singleValue, help: "Peer uid allowed to connect (repeatable; default anyone).") var allowedUIDs: [UInt32] = []
+    @Option(name: .customLong("allowed-gids"), parsing: .singleValue, help: "Peer gid allowed to connect (repeatable; default anyone).") var allowedGIDs: [UInt32] = []
+
+    // Observability
+    @Option(name: .customLong("metrics-listen"), help: "host:port for Prometheus /metrics (off by default).") var metricsListen: String?
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.") var logLevel: String?
 
     func run() async throws {
         var configuration = DaemonConfiguration()
@@ -58,11 +78,17 @@ struct VerifyDaemonCommand: AsyncParsableCommand {
         try await group.run()
     }
 
+    private func duration(_ text: String?, _ flag: String) throws -> Duration? {
+        guard let text else { return nil }
+        guard let value = DaemonConfiguration.parseDuration(text) else { throw ValidationError("--\(flag) \(text) is not a duration") }
+        return value
+    }
+
     private func apply(to configuration: inout DaemonConfiguration) throws {
         if let saslSocket { configuration.saslSocket = saslSocket }
         if let socket { configuration.socket = socket }
         if let socketMode {
-            guard let mode = UInt32(socketMode, radix: 8) else { throw ValidationError("--socket-mode \(socketMode) is not octal") }
+            guard let mode = UInt32(socketMode, radix: 8), mode <= 0o777 else { throw ValidationError("--socket-mode \(socketMode) is not octal") }
             configuration.socketMode = mode
         }
         if let socketGroup { configuration.socketGroup = socketGroup }
@@ -74,24 +100,25 @@ struct VerifyDaemonCommand: AsyncParsableCommand {
             guard let source = LoginConfiguration.ArmorSource(rawValue: armor) else { throw ValidationError("--armor must be anonymous, keytab or none") }
             configuration.login.armor = source
         }
-        if fastRequired { configuration.login.fastRequired = true }
-        if optimisticPreauth { configuration.login.optimisticPreauth = true }
+        if let fastRequired { configuration.login.fastRequired = fastRequired }
+        if let optimisticPreauth { configuration.login.optimisticPreauth = optimisticPreauth }
+        if let value = try duration(ticketLifetime, "ticket-lifetime") { configuration.login.ticketLifetime = value }
+        if let value = try duration(resultCacheTTL, "result-cache-ttl") { configuration.resultCacheTTL = value }
         if insecureSkipVerification { configuration.login.verify = false }
         if let workers { configuration.workers = workers }
         if let maxConnections { configuration.maxConnections = maxConnections }
-        if let roundTimeout {
-            guard let value = DaemonConfiguration.parseDuration(roundTimeout) else { throw ValidationError("--round-timeout \(roundTimeout) is not a duration") }
-            configuration.roundTimeout = value
-        }
-        if let failureFloor {
-            guard let value = DaemonConfiguration.parseDuration(failureFloor) else { throw ValidationError("--failure-floor \(failureFloor) is not a duration") }
-            configuration.failureFloor = value
-        }
+        if let value = try duration(readTimeout, "read-timeout") { configuration.readTimeout = value }
+        if let value = try duration(idleTimeout, "idle-timeout") { configuration.idleTimeout = value }
+        if let value = try duration(roundTimeout, "round-timeout") { configuration.roundTimeout = value }
+        if let maxParkedConversations { configuration.maxParkedConversations = maxParkedConversations }
+        if let value = try duration(failureFloor, "failure-floor") { configuration.failureFloor = value }
+        if let throttleFailures { configuration.throttleFailures = throttleFailures }
+        if let value = try duration(throttleWindow, "throttle-window") { configuration.throttleWindow = value }
+        if let value = try duration(throttleBackoff, "throttle-backoff") { configuration.throttleBackoff = value }
+        if let value = try duration(throttleMaxBackoff, "throttle-max-backoff") { configuration.throttleMaxBackoff = value }
+        if !allowedUIDs.isEmpty { configuration.allowedUIDs = allowedUIDs }
+        if !allowedGIDs.isEmpty { configuration.allowedGIDs = allowedGIDs }
         if let metricsListen { configuration.metricsListen = metricsListen }
-        if let resultCacheTTL {
-            guard let value = DaemonConfiguration.parseDuration(resultCacheTTL) else { throw ValidationError("--result-cache-ttl \(resultCacheTTL) is not a duration") }
-            configuration.resultCacheTTL = value
-        }
         if let logLevel {
             guard let level = Logger.Level(rawValue: logLevel) else { throw ValidationError("--log-level \(logLevel) is not a log level") }
             configuration.logLevel = level

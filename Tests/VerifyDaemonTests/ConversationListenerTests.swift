@@ -129,6 +129,41 @@ struct ConversationListenerTests {
         await fixture.stop()
     }
 
+    @Test("a silent client and a half-sent answer line are cut by idle_timeout; a person thinking is not")
+    func idleTimeout() async throws {
+        let fixture = try await DaemonFixture.start { configuration, _ in configuration.idleTimeout = .milliseconds(300) }
+        let silent = try SocketClient(path: fixture.socket)
+        #expect(try Conversation(client: silent).result().failure == .timeout)
+
+        let conversation = try fixture.converse(fixture.realm["USER"])
+        guard case .questions(let id, _) = try conversation.next() else { Issue.record("no questions"); return }
+        try await Task.sleep(for: .milliseconds(600))
+        conversation.client.send(#"{"type":"answers","id":\#(id),"answers":{"#)
+        #expect(try conversation.result().failure == .timeout)
+        #expect(fixture.daemon.counts.parked == 0)
+
+        let thinking = try fixture.converse(fixture.realm["USER"])
+        guard case .questions(let round, _) = try thinking.next() else { Issue.record("no questions"); return }
+        try await Task.sleep(for: .milliseconds(600))
+        thinking.answer(round, LoginAnswers(password: Secret(fixture.realm["USER_PASSWORD"])))
+        #expect(try thinking.result().ok, "only the round timeout limits the time to answer")
+        await fixture.stop()
+    }
+
+    @Test("each login is logged with listener, outcome, principal, peer uid and pid, reason and latency")
+    func structuredLog() async throws {
+        let fixture = try await DaemonFixture.start()
+        _ = try fixture.sasl(fixture.realm["USER"], "Wrong-Passw0rd")
+        let text = fixture.logs.text
+        let line = try #require(text.split(separator: "\n").first { $0.contains("login") && $0.contains("bad-credentials") })
+        for field in ["listener", "outcome", "principal", "reason", "latency_ms"] {
+            #expect(line.contains("\"\(field)\""), "\(field) missing: \(line)")
+        }
+        #expect(line.contains("\"peer_uid\": \(getuid())"), "\(line)")
+        #expect(line.contains("\"peer_pid\": \(getpid())"), "\(line)")
+        await fixture.stop()
+    }
+
     @Test("a round that is not answered in time ends with timeout")
     func roundTimeout() async throws {
         let fixture = try await DaemonFixture.start { configuration, _ in configuration.roundTimeout = .milliseconds(300) }

@@ -60,12 +60,50 @@ struct SaslauthdListenerTests {
 
     @Test("hundreds of idle connections do not stop a good login")
     func idleConnections() async throws {
-        let fixture = try await DaemonFixture.start { configuration, _ in configuration.readTimeout = .seconds(30) }
+        let fixture = try await DaemonFixture.start { configuration, _ in
+            configuration.readTimeout = .seconds(60)
+            configuration.idleTimeout = .seconds(60)
+        }
         let idle = try (0..<300).map { _ in try SocketClient(path: fixture.saslSocket) }
-        try await Task.sleep(for: .milliseconds(200))
+        // Other suites load the machine at the same time: give the event loop up to 20 s to accept them all.
+        for _ in 0..<1000 where fixture.daemon.counts.connections < 300 { try await Task.sleep(for: .milliseconds(20)) }
         #expect(fixture.daemon.counts.connections >= 300)
         #expect(try fixture.sasl(fixture.realm["USER"], fixture.realm["USER_PASSWORD"]) == .ok)
         _ = idle
+        await fixture.stop()
+    }
+
+    @Test("a silent client is cut by idle_timeout, a trickling one by read_timeout; others are served meanwhile")
+    func slowClients() async throws {
+        let fixture = try await DaemonFixture.start { configuration, _ in
+            configuration.idleTimeout = .milliseconds(300)
+            configuration.readTimeout = .milliseconds(1200)
+        }
+        let silent = try SocketClient(path: fixture.saslSocket, timeout: 5)
+        var start = Date()
+        #expect(try SaslauthdReply(decoding: silent.readAll()) == .no("timeout"))
+        #expect((0.25..<1.0).contains(Date().timeIntervalSince(start)), "idle: \(Date().timeIntervalSince(start)) s")
+
+        // One byte every 150 ms for 3 s never trips the idle timeout; the read timeout ends it after 1.2 s.
+        let trickle = try SocketClient(path: fixture.saslSocket, timeout: 5)
+        start = Date()
+        trickle.send([0, 200])
+        let fd = trickle.fd
+        let senderDone = DispatchSemaphore(value: 0)
+        let sender = Thread {
+            var byte: UInt8 = 0x61
+            for _ in 0..<20 {
+                Thread.sleep(forTimeInterval: 0.15)
+                _ = Glibc.send(fd, &byte, 1, Int32(MSG_NOSIGNAL))
+            }
+            senderDone.signal()
+        }
+        sender.start()
+        #expect(try SaslauthdReply(decoding: trickle.readAll()) == .no("timeout"))
+        #expect((1.1..<2.9).contains(Date().timeIntervalSince(start)), "read: \(Date().timeIntervalSince(start)) s")
+        senderDone.wait()  // the descriptor stays ours until the sender is done with it
+        withExtendedLifetime(trickle) {}
+        #expect(try fixture.sasl(fixture.realm["USER"], fixture.realm["USER_PASSWORD"]) == .ok)
         await fixture.stop()
     }
 
@@ -73,10 +111,11 @@ struct SaslauthdListenerTests {
     func connectionLimit() async throws {
         let fixture = try await DaemonFixture.start { configuration, _ in
             configuration.maxConnections = 5
-            configuration.readTimeout = .seconds(30)
+            configuration.readTimeout = .seconds(60)
+            configuration.idleTimeout = .seconds(60)
         }
         let held = try (0..<5).map { _ in try SocketClient(path: fixture.saslSocket) }
-        for _ in 0..<100 where fixture.daemon.counts.connections < 5 { try await Task.sleep(for: .milliseconds(20)) }
+        for _ in 0..<1000 where fixture.daemon.counts.connections < 5 { try await Task.sleep(for: .milliseconds(20)) }
         #expect(fixture.daemon.counts.connections == 5)
         let refused = try SocketClient(path: fixture.saslSocket, timeout: 2)
         #expect(refused.readAll().isEmpty, "the sixth connection is closed at once")
@@ -114,6 +153,20 @@ struct SaslauthdListenerTests {
         #expect(fixture.logs.text.contains("throttling engaged"))
         #expect(try fixture.sasl(realm["USER"], realm["USER_PASSWORD"], address: "192.0.2.99") == .ok, "another principal from another address is served")
         await fixture.stop()
+    }
+
+    @Test("shutdown lets a failure that is waiting out the floor reply before the connection closes")
+    func shutdownAnswersDelayedFailure() async throws {
+        let fixture = try await DaemonFixture.start { configuration, _ in configuration.failureFloor = .milliseconds(1500) }
+        let client = try SocketClient(path: fixture.saslSocket, timeout: 10)
+        let started = Date()
+        client.send(SaslauthdRequest(login: fixture.realm["USER"], password: Secret("Wrong-Passw0rd"), service: "imap", realm: "", clientAddress: "").encoded())
+        try await Task.sleep(for: .milliseconds(500))
+        await fixture.stop()
+        #expect(try SaslauthdReply(decoding: client.readAll()) == .no("authentication failed"))
+        #expect(Date().timeIntervalSince(started) >= 1.45, "the floor held during shutdown")
+        #expect(!FileManager.default.fileExists(atPath: fixture.saslSocket), "the socket file is gone")
+        await fixture.daemon.stopped()
     }
 
     @Test("metrics count requests by outcome")

@@ -93,6 +93,35 @@ struct ShutdownTests {
         #expect(try SaslauthdReply(decoding: client.readAll()) == .no("not allowed"))
     }
 
+    @Test("flags override the configuration file")
+    func flagsOverride() throws {
+        let realm = try TestRealm.shared()
+        let socketPath = SocketClient.temporaryPath("flag")
+        let configFile = realm.directory + "/verifyd-flags-\(getpid()).toml"
+        try """
+        sasl_socket = "/tmp/never-used-\(getpid()).sock"
+        socket_mode = "0600"
+        krb5_config = "/nonexistent/krb5.conf"
+        keytab = "\(realm["HOST_KEYTAB"])"
+        server_principal = "\(realm["LOCALHOST_PRINCIPAL"])"
+        allowed_uids = [4242]
+        """.write(toFile: configFile, atomically: true, encoding: .utf8)
+        let daemon = Process()
+        daemon.executableURL = URL(fileURLWithPath: TestRealm.executable("krb5-verifyd"))
+        daemon.arguments = ["--config", configFile, "--sasl-socket", socketPath, "--socket-mode", "0640",
+                            "--krb5-config", realm.configFile, "--allowed-uids", String(getuid())]
+        daemon.standardError = FileHandle.nullDevice
+        try daemon.run()
+        defer { daemon.terminate(); daemon.waitUntilExit() }
+        for _ in 0..<100 where !FileManager.default.fileExists(atPath: socketPath) { Thread.sleep(forTimeInterval: 0.05) }
+        var info = stat()
+        #expect(stat(socketPath, &info) == 0)
+        #expect(info.st_mode & 0o777 == 0o640)
+        let client = try SocketClient(path: socketPath)
+        client.send(SaslauthdRequest(login: realm["USER"], password: Secret(realm["USER_PASSWORD"]), service: "t", realm: "", clientAddress: "").encoded())
+        #expect(try SaslauthdReply(decoding: client.readAll()) == .ok)
+    }
+
     @Test("a configuration file with an unknown key is refused with its name")
     func badConfiguration() throws {
         let realm = try TestRealm.shared()
