@@ -82,20 +82,35 @@ public struct TicketFlags: OptionSet, Sendable, Hashable, CustomStringConvertibl
     public let rawValue: UInt32
     public init(rawValue: UInt32) { self.rawValue = rawValue }
 
+    /// May be forwarded to another host (`TKT_FLG_FORWARDABLE`).
     public static let forwardable = TicketFlags(rawValue: UInt32(TKT_FLG_FORWARDABLE))
+    /// Was forwarded.
     public static let forwarded = TicketFlags(rawValue: UInt32(TKT_FLG_FORWARDED))
+    /// May be used for proxy tickets.
     public static let proxiable = TicketFlags(rawValue: UInt32(TKT_FLG_PROXIABLE))
+    /// Is a proxy ticket.
     public static let proxy = TicketFlags(rawValue: UInt32(TKT_FLG_PROXY))
+    /// May be used to get post-dated tickets.
     public static let mayPostdate = TicketFlags(rawValue: UInt32(TKT_FLG_MAY_POSTDATE))
+    /// Is post-dated.
     public static let postdated = TicketFlags(rawValue: UInt32(TKT_FLG_POSTDATED))
+    /// Is not yet valid.
     public static let invalid = TicketFlags(rawValue: UInt32(TKT_FLG_INVALID))
+    /// May be renewed until its renew-till time.
     public static let renewable = TicketFlags(rawValue: UInt32(TKT_FLG_RENEWABLE))
+    /// Was issued by an AS exchange, not from a TGT.
     public static let initial = TicketFlags(rawValue: UInt32(TKT_FLG_INITIAL))
+    /// The client pre-authenticated.
     public static let preAuthenticated = TicketFlags(rawValue: UInt32(TKT_FLG_PRE_AUTH))
+    /// The client used hardware authentication.
     public static let hardwareAuthenticated = TicketFlags(rawValue: UInt32(TKT_FLG_HW_AUTH))
+    /// The KDC checked the transited realms.
     public static let transitPolicyChecked = TicketFlags(rawValue: UInt32(TKT_FLG_TRANSIT_POLICY_CHECKED))
+    /// The service is trusted for delegation.
     public static let okAsDelegate = TicketFlags(rawValue: UInt32(TKT_FLG_OK_AS_DELEGATE))
+    /// The reply carried an encrypted PA reply (FAST).
     public static let encryptedPAReply = TicketFlags(rawValue: UInt32(TKT_FLG_ENC_PA_REP))
+    /// Issued to an anonymous client.
     public static let anonymous = TicketFlags(rawValue: UInt32(TKT_FLG_ANONYMOUS))
 
     /// klist's letters: F forwardable, f forwarded, P proxiable, p proxy, D may-postdate, d postdated,
@@ -116,12 +131,19 @@ public struct EncryptionType: RawRepresentable, Hashable, Sendable, CustomString
     public let rawValue: Int32
     public init(rawValue: Int32) { self.rawValue = rawValue }
 
+    /// aes128-cts-hmac-sha1-96.
     public static let aes128CTSHMACSHA196 = EncryptionType(rawValue: Int32(ENCTYPE_AES128_CTS_HMAC_SHA1_96))
+    /// aes256-cts-hmac-sha1-96.
     public static let aes256CTSHMACSHA196 = EncryptionType(rawValue: Int32(ENCTYPE_AES256_CTS_HMAC_SHA1_96))
+    /// aes128-cts-hmac-sha256-128.
     public static let aes128CTSHMACSHA256128 = EncryptionType(rawValue: Int32(ENCTYPE_AES128_CTS_HMAC_SHA256_128))
+    /// aes256-cts-hmac-sha384-192.
     public static let aes256CTSHMACSHA384192 = EncryptionType(rawValue: Int32(ENCTYPE_AES256_CTS_HMAC_SHA384_192))
+    /// camellia128-cts-cmac.
     public static let camellia128CTSCMAC = EncryptionType(rawValue: Int32(ENCTYPE_CAMELLIA128_CTS_CMAC))
+    /// camellia256-cts-cmac.
     public static let camellia256CTSCMAC = EncryptionType(rawValue: Int32(ENCTYPE_CAMELLIA256_CTS_CMAC))
+    /// arcfour-hmac (deprecated).
     public static let rc4HMAC = EncryptionType(rawValue: Int32(ENCTYPE_ARCFOUR_HMAC))
 
     /// Parses a name krb5 knows, such as `aes256-cts` or `aes256-cts-hmac-sha1-96`.

@@ -19,6 +19,7 @@ public struct KerberosError: Error, Sendable, CustomStringConvertible {
     public let reason: Reason
     /// Where in this package the failure was observed.
     public let file: String
+    /// The line in this package where the failure was observed.
     public let line: Int
 
     /// The symbolic name of `code` from krb5's error table, such as `KRB5KDC_ERR_PREAUTH_FAILED`.
@@ -39,6 +40,7 @@ public struct KerberosError: Error, Sendable, CustomStringConvertible {
 
     /// A failure reason a login program branches on. Extensible: compare with the constants.
     public struct Reason: Hashable, Sendable, CustomStringConvertible {
+        /// The reason's name, such as `bad-password`.
         public let rawValue: String
         public init(rawValue: String) { self.rawValue = rawValue }
         public var description: String { rawValue }

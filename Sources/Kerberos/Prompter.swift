@@ -35,8 +35,11 @@ public struct Prompt: Sendable, Hashable {
 
 /// The prompts of one prompter call, with the name and banner krb5 shows above them.
 public struct PromptRound: Sendable, Hashable {
+    /// The name krb5 shows above the prompts (such as the mechanism).
     public var name: String?
+    /// A banner such as "Password expired.  You must change it now."
     public var banner: String?
+    /// The prompts, each to be answered in order.
     public var prompts: [Prompt]
 
     public init(name: String?, banner: String?, prompts: [Prompt]) {

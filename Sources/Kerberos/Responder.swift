@@ -51,13 +51,19 @@ public struct OTPToken: Sendable, Hashable {
         case alphanumeric = 2
     }
 
+/// What to collect.
     public var flags: Flags
+/// The token vendor, if the KDC said.
     public var vendor: String?
+/// A challenge to show the user, if any.
     public var challenge: String?
     /// The value's length in characters, if known.
     public var length: Int?
+/// The alphabet of the value, if known.
     public var format: Format?
+/// The token's identifier, if the KDC said.
     public var tokenID: String?
+/// The token's algorithm identifier, if the KDC said.
     public var algorithmID: String?
 
     public init(flags: Flags, vendor: String? = nil, challenge: String? = nil, length: Int? = nil, format: Format? = nil, tokenID: String? = nil, algorithmID: String? = nil) {
