@@ -6,7 +6,7 @@ REALM_DIR ?= $(CURDIR)/.realm
 SWIFT ?= swift
 SWIFT_FLAGS ?=
 APT_PACKAGES := libkrb5-dev krb5-kdc krb5-admin-server krb5-pkinit krb5-otp krb5-user krb5-kpropd \
-	freeradius freeradius-utils softhsm2 opensc sasl2-bin pamtester openssl libpam-modules libpam-runtime procps faketime valgrind curl python3-pexpect gcc libp11-kit-dev
+	freeradius freeradius-utils softhsm2 opensc sasl2-bin pamtester openssl libpam-modules libpam-runtime procps faketime valgrind curl python3-pexpect gcc libp11-kit-dev strace
 
 .PHONY: all deps build release install docs test test-docker test-unit demo bench fuzz soak valgrind asan tsan kdc-up kdc-down error-names clean
 

@@ -86,7 +86,11 @@ let package = Package(
 
         .testTarget(name: "KerberosTests", dependencies: ["Kerberos", "CKrb5", "TestRealm"], swiftSettings: strict),
         .testTarget(name: "LoginProtocolTests", dependencies: ["LoginProtocol"], swiftSettings: strict),
-        .testTarget(name: "VerifyDaemonTests", dependencies: ["VerifyDaemon", "TestRealm"], swiftSettings: strict),
+        .testTarget(
+            name: "VerifyDaemonTests",
+            dependencies: ["VerifyDaemon", "TestRealm", .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle")],
+            swiftSettings: strict
+        ),
         .testTarget(name: "LoginHelperTests", dependencies: ["LoginHelper", "VerifyDaemon", "TestRealm"], swiftSettings: strict),
     ]
 )

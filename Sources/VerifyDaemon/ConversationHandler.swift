@@ -24,6 +24,9 @@ final class ConversationHandler: ChannelInboundHandler {
     private var conversation: LoginConversation?
     private var peer: PeerCredentials?
     private var started = NIODeadline.now()
+    /// When the last exchange with the KDC began: the failure floor counts from here, so a person's
+    /// thinking time between rounds never uses up the floor that hides how fast the KDC said no.
+    private var roundStarted = NIODeadline.now()
     private var timer: Scheduled<Void>?
     private var idleTimer: Scheduled<Void>?
     private var isParked = false
@@ -93,6 +96,7 @@ final class ConversationHandler: ChannelInboundHandler {
             finish(.failed(.invalidRequest, error.reason), context: context)
         case (.awaitingLogin, .success(.login(let request))):
             started = .now()
+            roundStarted = started
             let peerKey = "uid:\(peer?.uid ?? 0)"
             if let key = daemon.throttle.blocked([request.principal, peerKey]) {
                 finish(.failed(.badCredentials, "throttled after repeated failures (\(key))", principal: request.principal), context: context)
@@ -128,6 +132,7 @@ final class ConversationHandler: ChannelInboundHandler {
     private func step(context: ChannelHandlerContext) {
         guard let conversation else { return }
         phase = .running
+        roundStarted = .now()
         timer?.cancel()
         daemon.loginStarted()
         let daemon = self.daemon
@@ -184,7 +189,7 @@ final class ConversationHandler: ChannelInboundHandler {
         daemon.log(listener: "conversation", principal: principal, peer: peer, result: result, started: started)
         let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
         let contextBox = NIOLoopBound(context, eventLoop: context.eventLoop)
-        daemon.afterFloor(result, started: started, on: context.eventLoop) {
+        daemon.afterFloor(result, started: roundStarted, on: context.eventLoop) {
             let context = contextBox.value
             handler.value.write(.result(result), context: context)
             context.flush()

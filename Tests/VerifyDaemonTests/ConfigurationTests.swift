@@ -132,6 +132,12 @@ struct ConfigurationTests {
         var configuration = DaemonConfiguration()
         try configuration.load(toml: try #require(example.components(separatedBy: "```").first))
         #expect(configuration.allowedGIDs == [108])
+
+        // So does the example shipped next to the systemd unit.
+        var shipped = DaemonConfiguration()
+        try shipped.load(tomlFile: doc.deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Docker/systemd/krb5-verifyd.toml").path)
+        #expect(shipped.saslSocket == "/run/saslauthd/mux")
+        #expect(shipped.login.verify)
     }
 }
 

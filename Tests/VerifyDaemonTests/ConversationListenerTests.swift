@@ -164,6 +164,19 @@ struct ConversationListenerTests {
         await fixture.stop()
     }
 
+    @Test("the failure floor counts from the last round, not from the login: thinking time does not use it up")
+    func floorPerRound() async throws {
+        let fixture = try await DaemonFixture.start { configuration, _ in configuration.failureFloor = .milliseconds(800) }
+        let conversation = try fixture.converse(fixture.realm["USER"])
+        guard case .questions(let id, _) = try conversation.next() else { Issue.record("no questions"); return }
+        try await Task.sleep(for: .seconds(1))
+        let answered = Date()
+        conversation.answer(id, LoginAnswers(password: Secret("Wrong-Passw0rd")))
+        #expect(try conversation.result().failure == .badCredentials)
+        #expect(Date().timeIntervalSince(answered) >= 0.75, "answered after \(Date().timeIntervalSince(answered)) s")
+        await fixture.stop()
+    }
+
     @Test("a round that is not answered in time ends with timeout")
     func roundTimeout() async throws {
         let fixture = try await DaemonFixture.start { configuration, _ in configuration.roundTimeout = .milliseconds(300) }

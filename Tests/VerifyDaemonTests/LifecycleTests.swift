@@ -1,0 +1,77 @@
+import Foundation
+import Kerberos
+import Logging
+import LoginProtocol
+import LoginService
+import ServiceLifecycle
+import ServiceLifecycleTestKit
+import TestRealm
+import Testing
+import VerifyDaemon
+
+/// `VerifyDaemon` as a swift-service-lifecycle `Service`, in process.
+@Suite("krb5-verifyd: service lifecycle")
+struct LifecycleTests {
+    static func daemon(_ realm: TestRealm, floor: Duration = .zero) throws -> VerifyDaemon {
+        var configuration = DaemonConfiguration()
+        configuration.saslSocket = SocketClient.temporaryPath("life")
+        configuration.login = LoginConfiguration(krb5: .files(realm.configFile), keytab: realm["HOST_KEYTAB"],
+                                                 serverPrincipal: realm["LOCALHOST_PRINCIPAL"], armor: .none)
+        configuration.failureFloor = floor
+        return try VerifyDaemon(configuration: configuration, logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() })
+    }
+
+    static func waitForSocket(_ path: String) async throws {
+        for _ in 0..<200 where !FileManager.default.fileExists(atPath: path) { try await Task.sleep(for: .milliseconds(10)) }
+    }
+
+    @Test("graceful shutdown: run() stops accepting, answers the failure waiting out the floor, removes the socket and returns")
+    func graceful() async throws {
+        let realm = try TestRealm.shared()
+        let daemon = try Self.daemon(realm, floor: .milliseconds(700))
+        let path = try #require(daemon.configuration.saslSocket)
+        try await testGracefulShutdown { trigger in
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await daemon.run() }
+                try await Self.waitForSocket(path)
+                let client = try SocketClient(path: path)
+                client.send(SaslauthdRequest(login: realm["USER"], password: Secret("Wrong-Passw0rd"), service: "imap", realm: "", clientAddress: "").encoded())
+                try await Task.sleep(for: .milliseconds(300))
+                trigger.triggerGracefulShutdown()
+                #expect(try SaslauthdReply(decoding: client.readAll()) == .no("authentication failed"))
+                try await group.waitForAll()
+            }
+        }
+        #expect(!FileManager.default.fileExists(atPath: path))
+        await daemon.stopped()  // returns at once once stopped
+    }
+
+    @Test("cancellation ends run(): the socket is removed and the daemon stops")
+    func cancellation() async throws {
+        let realm = try TestRealm.shared()
+        let daemon = try Self.daemon(realm)
+        let path = try #require(daemon.configuration.saslSocket)
+        let task = Task { try await daemon.run() }
+        try await Self.waitForSocket(path)
+        #expect(try SaslauthdReply(decoding: {
+            let client = try SocketClient(path: path)
+            client.send(SaslauthdRequest(login: realm["USER"], password: Secret(realm["USER_PASSWORD"]), service: "imap", realm: "", clientAddress: "").encoded())
+            return client.readAll()
+        }()) == .ok)
+        task.cancel()
+        // No time bound: beside the other suites, whose blocking clients occupy the cooperative pool, even a
+        // prompt return can take seconds to be observed here.
+        try await task.value
+        #expect(!FileManager.default.fileExists(atPath: path))
+        await daemon.stopped()
+    }
+
+    @Test("stopped() returns once shutdown has finished, also when run() never waited")
+    func stoppedAfterShutdown() async throws {
+        let realm = try TestRealm.shared()
+        let daemon = try Self.daemon(realm)
+        try await daemon.start()
+        await daemon.shutdown()
+        await daemon.stopped()
+    }
+}
