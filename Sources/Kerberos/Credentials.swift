@@ -131,6 +131,8 @@ public struct EncryptionType: RawRepresentable, Hashable, Sendable, CustomString
     public let rawValue: Int32
     public init(rawValue: Int32) { self.rawValue = rawValue }
 
+    /// No encryption type (`ENCTYPE_NULL`): what krb5 reports when it learnt none.
+    public static let null = EncryptionType(rawValue: Int32(ENCTYPE_NULL))
     /// aes128-cts-hmac-sha1-96.
     public static let aes128CTSHMACSHA196 = EncryptionType(rawValue: Int32(ENCTYPE_AES128_CTS_HMAC_SHA1_96))
     /// aes256-cts-hmac-sha1-96.

@@ -95,6 +95,25 @@ public enum Armor {
     case keytab(Keytab, principal: Principal?)
 }
 
+/// How the KDC derives a principal's key from its password: what ``Context/encryptionInfo(for:options:)``
+/// learns from the etype-info of a "pre-authentication required" reply.
+public struct EncryptionInfo: Sendable, Hashable {
+    /// The encryption type of the key the KDC will use for the reply; ``EncryptionType/null`` when the
+    /// KDC sent no etype-info.
+    public var encryptionType: EncryptionType
+    /// The string-to-key salt (the default salt, realm and name components, when the KDC sent none).
+    public var salt: [UInt8]
+    /// The string-to-key parameters (such as an iteration count); empty for the enctype's default.
+    public var parameters: [UInt8]
+
+    /// Encryption info with the given members.
+    public init(encryptionType: EncryptionType, salt: [UInt8], parameters: [UInt8]) {
+        self.encryptionType = encryptionType
+        self.salt = salt
+        self.parameters = parameters
+    }
+}
+
 /// Password and account expiry reported in the KDC's reply.
 public struct PasswordExpiry: Sendable {
     /// When the password expires, if the KDC said.
@@ -161,24 +180,52 @@ extension Context {
         return try initialCredentials(for: client, password: nil, options: options)
     }
 
+    /// Asks the KDC which encryption type, salt and string-to-key parameters it uses for `client`'s
+    /// password key, by sending an AS-REQ without pre-authentication and reading the etype-info it
+    /// answers with. No password is involved, and the KDC counts no failed login.
+    ///
+    /// `options` shapes the request like a real login's (its encryption types, FAST armor).
+    /// The corresponding C function is `krb5_get_etype_info`.
+    /// > Warning: Blocks on the network.
+    public func encryptionInfo(for client: Principal, options: InitialCredentialsOptions = InitialCredentialsOptions()) throws -> EncryptionInfo {
+        let request = try InitialCredentialsRequest(context: self, client: client, options: options)
+        var enctype: krb5_enctype = 0
+        var salt = krb5_data()
+        var parameters = krb5_data()
+        let code = withExtendedLifetime(request) { krb5_get_etype_info(raw, client.raw, request.opt, &enctype, &salt, &parameters) }
+        defer {
+            krb5_free_data_contents(raw, &salt)
+            krb5_free_data_contents(raw, &parameters)
+        }
+        try request.finish(code)
+        return EncryptionInfo(encryptionType: EncryptionType(rawValue: enctype), salt: Array(salt.buffer), parameters: Array(parameters.buffer))
+    }
+
     /// Gets a TGT to use as FAST armor and puts it in a new private MEMORY cache.
     func armorCache(_ armor: Armor, for client: Principal) throws -> CredentialCache {
-        let credentials: Credentials
         switch armor {
         case .cacheName(let name):
             return try CredentialCache(resolving: name, in: self)
         case .cache(let cache):
             return cache
         case .anonymousPKINIT:
-            credentials = try anonymousCredentials(realm: client.realm)
+            return try newArmorCache { try anonymousCredentials(realm: client.realm, options: $0) }
         case .keytab(let keytab, let principal):
             let service = try principal ?? keytab.firstPrincipal()
-            credentials = try initialCredentials(for: service, keytab: keytab)
+            return try newArmorCache { try initialCredentials(for: service, keytab: keytab, options: $0) }
         }
+    }
+
+    /// Runs `getTicket` with a new private MEMORY cache as its output cache and returns the cache.
+    ///
+    /// krb5 itself fills the cache, so that besides the TGT it records that the KDC offers FAST
+    /// (the `fast_avail` configuration entry); requests armored with the cache are then armored from
+    /// their first message, and nothing (not even an optimistic encrypted timestamp) goes out unprotected.
+    public func newArmorCache(_ getTicket: (InitialCredentialsOptions) throws -> Credentials) throws -> CredentialCache {
         let cache = try CredentialCache.newUnique(in: self)
-        let owner = try Principal(parsing: credentials.client, in: self)
-        try cache.initialize(for: owner)
-        try cache.store(credentials)
+        var options = InitialCredentialsOptions()
+        options.outCache = cache
+        _ = try getTicket(options)
         return cache
     }
 }
@@ -190,6 +237,14 @@ extension Keytab {
             throw KerberosError(code: Int32(KRB5_KT_NOTFOUND), message: "Keytab \(name) has no entries", reason: .invalidRequest)
         }
         return try Principal(parsing: first.principal, in: context)
+    }
+}
+
+extension krb5_data {
+    /// The bytes krb5 points to, valid as long as the data is.
+    var buffer: UnsafeRawBufferPointer {
+        guard let data, length > 0 else { return UnsafeRawBufferPointer(start: nil, count: 0) }
+        return UnsafeRawBufferPointer(start: data, count: Int(length))
     }
 }
 

@@ -43,6 +43,16 @@ public struct LoginConfiguration: Sendable {
     /// that first attempt, and every wrong password, counts as a failed pre-authentication at the KDC
     /// (twice for a wrong password on such a principal), which matters under lockout policies.
     public var optimisticPreauth: Bool
+    /// Password-only logins (``LoginService/verifyPassword(principal:password:)``, the saslauthd listener)
+    /// learn each principal's encryption type and salt from the KDC once (`krb5_get_etype_info`, which
+    /// counts no failure) and then send the encrypted timestamp made with them in the first request: one AS
+    /// exchange instead of two. A wrong password still counts once at the KDC; when it fails the learnt
+    /// info is checked again, so a changed salt or enctype costs one more exchange, never a wrong answer.
+    public var learnedPreauth: Bool
+    /// When no TGT is kept (no ``outputCache``) and logins are verified, ask the AS directly for a ticket
+    /// to the verification service instead of a TGT (`in_tkt_service`), so `krb5_verify_init_creds` needs
+    /// no TGS exchange. The proof is the same: only the real KDC can make a ticket the keytab decrypts.
+    public var directVerificationTicket: Bool
 
     /// One `krb5_get_init_creds_opt_set_pa` name and value.
     public struct PreauthOption: Sendable, Hashable {
@@ -58,7 +68,8 @@ public struct LoginConfiguration: Sendable {
         krb5: Context.Configuration = .default, keytab: String? = nil, serverPrincipal: String? = nil, realm: String? = nil,
         armor: ArmorSource = .none, fastRequired: Bool = false, verify: Bool = true,
         ticketLifetime: Duration? = nil, renewLifetime: Duration? = nil, forwardable: Bool? = nil,
-        preauthOptions: [PreauthOption] = [], outputCache: String? = nil, optimisticPreauth: Bool = false
+        preauthOptions: [PreauthOption] = [], outputCache: String? = nil, optimisticPreauth: Bool = false,
+        learnedPreauth: Bool = true, directVerificationTicket: Bool = true
     ) {
         self.outputCache = outputCache
         self.krb5 = krb5
@@ -73,5 +84,7 @@ public struct LoginConfiguration: Sendable {
         self.forwardable = forwardable
         self.preauthOptions = preauthOptions
         self.optimisticPreauth = optimisticPreauth
+        self.learnedPreauth = learnedPreauth
+        self.directVerificationTicket = directVerificationTicket
     }
 }

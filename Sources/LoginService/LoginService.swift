@@ -13,8 +13,8 @@ public final class LoginService: Sendable {
     private let executor: KerberosExecutor
     /// The opt-in success cache for password logins (nil when off).
     public let resultCache: ResultCache?
-    /// Principals for which optimistic preauth failed (a salt that is not the default one).
-    private let optimisticRefusals = OptimisticRefusals()
+    /// What earlier logins taught about principals' keys (shared by the workers).
+    private let learnt = LearntPreauth()
 
     /// Starts `threads` krb5 worker threads, each with its own context.
     public init(configuration: LoginConfiguration, threads: Int = 2, resultCacheTTL: Duration? = nil) throws {
@@ -43,7 +43,7 @@ public final class LoginService: Sendable {
             return
         }
         let cache = resultCache
-        step(LoginConversation(principal: principal, password: password)) { step in
+        step(LoginConversation(principal: principal, password: password), passwordOnly: true) { step in
             switch step {
             case .finished(let result, _):
                 cache?.store(principal: principal, password: password, result: result)
@@ -63,13 +63,17 @@ public final class LoginService: Sendable {
 
     /// Runs the exchange once and calls `completion` on a worker thread (no Swift concurrency involved).
     public func step(_ conversation: LoginConversation, completion: @escaping @Sendable (LoginStep) -> Void) {
+        step(conversation, passwordOnly: false, completion: completion)
+    }
+
+    private func step(_ conversation: LoginConversation, passwordOnly: Bool, completion: @escaping @Sendable (LoginStep) -> Void) {
         let configuration = self.configuration
         executor.submit { context, _ in
             guard let context else {
                 completion(.finished(.failed(.internal, "The login service is shutting down", principal: conversation.principal), info: []))
                 return
             }
-            let step = LoginAttempt(context: context, configuration: configuration, conversation: conversation, optimisticRefusals: self.optimisticRefusals).run()
+            let step = LoginAttempt(context: context, configuration: configuration, conversation: conversation, learnt: self.learnt, passwordOnly: passwordOnly).run()
             if case .finished(let result, _) = step, !result.ok { self.resultCache?.invalidate(principal: conversation.principal) }
             completion(step)
         }
@@ -80,7 +84,7 @@ public final class LoginService: Sendable {
     ///
     /// > Warning: Blocks; never call from Swift's cooperative pool.
     public static func stepBlocking(_ conversation: LoginConversation, configuration: LoginConfiguration, context: Context) -> LoginStep {
-        LoginAttempt(context: context, configuration: configuration, conversation: conversation, optimisticRefusals: OptimisticRefusals()).run()
+        LoginAttempt(context: context, configuration: configuration, conversation: conversation, learnt: LearntPreauth(), passwordOnly: false).run()
     }
 }
 
@@ -92,7 +96,9 @@ struct LoginAttempt {
     let context: Context
     let configuration: LoginConfiguration
     let conversation: LoginConversation
-    let optimisticRefusals: OptimisticRefusals
+    let learnt: LearntPreauth
+    /// A login that can answer nothing but the password (saslauthd): no question will follow.
+    let passwordOnly: Bool
 
     func run() -> LoginStep {
         var info: [String] = []
@@ -111,19 +117,12 @@ struct LoginAttempt {
             options.expireCallback = { expiry in
                 if let message = Self.expiryMessage(expiry) { info.append(message) }
             }
+            if configuration.verify && configuration.directVerificationTicket && configuration.outputCache == nil {
+                options.service = try verificationServer().name()
+            }
             let credentials: Credentials
             do {
-                let optimistic = configuration.optimisticPreauth && answers.password != nil && !optimisticRefusals.contains(conversation.principal)
-                if optimistic { options.preauthTypes = [.encryptedTimestamp] }
-                do {
-                    credentials = try context.initialCredentials(for: client, password: answers.password, options: options)
-                } catch KerberosError.Reason.badPassword where optimistic {
-                    // MIT does not fall back by itself: an optimistic timestamp made with the default salt fails
-                    // for a principal whose salt differs. Retry the normal exchange and remember the principal.
-                    options.preauthTypes = nil
-                    credentials = try context.initialCredentials(for: client, password: answers.password, options: options)
-                    optimisticRefusals.insert(conversation.principal)
-                }
+                credentials = try initialCredentials(client: client, password: answers.password, options: options)
             } catch is NeedsAnswers {
                 return .questions(id: conversation.await(missing), missing, info: info)
             }
@@ -145,6 +144,65 @@ struct LoginAttempt {
         } catch {
             return .finished(.failed(.internal, "Unexpected error", principal: conversation.principal), info: info)
         }
+    }
+
+    /// `krb5_get_init_creds_password`, sending the encrypted timestamp in the first request when that is
+    /// known to be safe (learnt etype info for password-only logins) or configured (optimistic preauth).
+    private func initialCredentials(client: Principal, password: Secret?, options: InitialCredentialsOptions) throws -> Credentials {
+        var options = options
+        let name = client.name()
+        guard let password else {
+            return try context.initialCredentials(for: client, password: nil, options: options)
+        }
+        if passwordOnly && configuration.learnedPreauth {
+            var info = try learnt.encryptionInfo(for: name) ?? learn(client, options: options)
+            while true {
+                guard info.allowsOptimisticPreauth else {
+                    return try context.initialCredentials(for: client, password: password, options: options)
+                }
+                options.preauthTypes = [.encryptedTimestamp]
+                options.encryptionTypes = [info.encryptionType]
+                options.salt = info.salt
+                do {
+                    return try context.initialCredentials(for: client, password: password, options: options)
+                } catch let error as KerberosError where error.reason == .badPassword {
+                    // Either the password is wrong or the principal's key changed salt or enctype since it
+                    // was learnt. Asking again counts no failure at the KDC; retry only when it changed.
+                    let current = try learn(client, options: options)
+                    guard current != info else { throw error }
+                    info = current
+                }
+            }
+        }
+        let optimistic = configuration.optimisticPreauth && !learnt.refusesOptimistic(name)
+        guard optimistic else {
+            return try context.initialCredentials(for: client, password: password, options: options)
+        }
+        options.preauthTypes = [.encryptedTimestamp]
+        do {
+            return try context.initialCredentials(for: client, password: password, options: options)
+        } catch let error as KerberosError where error.reason == .badPassword {
+            // MIT does not fall back by itself: an optimistic timestamp made with the default salt fails
+            // for a principal whose salt differs. Retry the normal exchange and remember the principal.
+            options.preauthTypes = nil
+            let credentials = try context.initialCredentials(for: client, password: password, options: options)
+            learnt.refuseOptimistic(name)
+            return credentials
+        }
+    }
+
+    /// Asks the KDC for `client`'s etype info and remembers it.
+    private func learn(_ client: Principal, options: InitialCredentialsOptions) throws -> EncryptionInfo {
+        var request = options
+        request.responder = nil
+        request.prompter = nil
+        request.expireCallback = nil
+        request.preauthTypes = nil
+        request.encryptionTypes = nil
+        request.salt = nil
+        let info = try context.encryptionInfo(for: client, options: request)
+        learnt.remember(info, for: client.name())
+        return info
     }
 
     private func clientPrincipal() throws -> Principal {
@@ -178,22 +236,28 @@ struct LoginAttempt {
             return cache
         }
         do {
-            let credentials: Credentials
+            var expires = Date.distantPast
+            let cache: CredentialCache
             switch configuration.armor {
             case .anonymous:
-                credentials = try context.anonymousCredentials(realm: client.realm)
+                cache = try context.newArmorCache { options in
+                    let credentials = try context.anonymousCredentials(realm: client.realm, options: options)
+                    expires = credentials.endTime
+                    return credentials
+                }
             case .keytab:
                 let keytab = try verificationKeytab()
-                let service = try verificationServer() ?? firstKeytabPrincipal(keytab)
-                credentials = try context.initialCredentials(for: service, keytab: keytab)
+                let service = try configuration.serverPrincipal == nil ? firstKeytabPrincipal(keytab) : verificationServer()
+                cache = try context.newArmorCache { options in
+                    let credentials = try context.initialCredentials(for: service, keytab: keytab, options: options)
+                    expires = credentials.endTime
+                    return credentials
+                }
             case .none:
                 return nil
             }
-            let cache = try CredentialCache.newUnique(in: context)
-            try cache.initialize(for: Principal(parsing: credentials.client, in: context))
-            try cache.store(credentials)
             context.discardReusable(key)
-            _ = context.reusable(key) { ArmorCache(cache: cache, expires: credentials.endTime) }
+            _ = context.reusable(key) { ArmorCache(cache: cache, expires: expires) }
             return cache
         } catch {
             if configuration.fastRequired { throw error }
@@ -215,14 +279,16 @@ struct LoginAttempt {
         }
     }
 
-    private func verificationServer() throws -> Principal? {
-        guard let name = configuration.serverPrincipal else { return nil }
-        return try context.reusable("verify.server") { try Principal(parsing: name, in: context) }
+    /// The configured service principal, else `host/<this host>` as krb5 canonicalises it.
+    private func verificationServer() throws -> Principal {
+        try context.reusable("verify.server") {
+            guard let name = configuration.serverPrincipal else { return try Principal.service("host", in: context) }
+            return try Principal(parsing: name, in: context)
+        }
     }
 
     private func verificationOptions() throws -> VerificationOptions {
-        let server = try verificationServer() ?? context.reusable("verify.host") { try Principal.service("host", in: context) }
-        return VerificationOptions(server: server, keytab: try verificationKeytab(), nofail: true)
+        VerificationOptions(server: try verificationServer(), keytab: try verificationKeytab(), nofail: true)
     }
 
     private func respond(_ questions: [ResponderQuestion], answers: LoginAnswers, missing: inout [LoginQuestion]) throws -> ResponderAnswers {
@@ -302,21 +368,6 @@ struct LoginAttempt {
         case .badPassword: "Authentication failed"
         case .verificationFailed: "Credentials could not be verified: \(error.message)"
         default: error.message
-        }
-    }
-}
-
-/// Principals whose optimistic preauth failed once, so later logins go straight to the normal exchange
-/// (bounded; forgotten wholesale when full).
-final class OptimisticRefusals: Sendable {
-    private let names = Locked<Set<String>>([])
-
-    func contains(_ principal: String) -> Bool { names.withLock { $0.contains(principal) } }
-
-    func insert(_ principal: String) {
-        names.withLock { names in
-            if names.count >= 100_000 { names.removeAll() }
-            names.insert(principal)
         }
     }
 }

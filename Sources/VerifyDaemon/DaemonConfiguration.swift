@@ -57,7 +57,7 @@ public struct DaemonConfiguration: Sendable {
         "armor", "fast_required", "workers", "max_connections", "read_timeout", "idle_timeout", "round_timeout",
         "max_parked_conversations", "failure_floor", "throttle_failures", "throttle_window", "throttle_backoff",
         "throttle_max_backoff", "allowed_uids", "allowed_gids", "metrics_listen", "log_level", "insecure_skip_verification",
-        "ticket_lifetime", "optimistic_preauth", "result_cache_ttl",
+        "ticket_lifetime", "optimistic_preauth", "learned_preauth", "direct_verification_ticket", "result_cache_ttl",
     ]
 
     /// Reads a TOML file over the defaults; unknown keys and wrong types are errors that name the key.
@@ -129,6 +129,8 @@ public struct DaemonConfiguration: Sendable {
         login.fastRequired = try bool("fast_required") ?? login.fastRequired
         if try bool("insecure_skip_verification") == true { login.verify = false }
         login.optimisticPreauth = try bool("optimistic_preauth") ?? login.optimisticPreauth
+        login.learnedPreauth = try bool("learned_preauth") ?? login.learnedPreauth
+        login.directVerificationTicket = try bool("direct_verification_ticket") ?? login.directVerificationTicket
         login.ticketLifetime = try duration("ticket_lifetime") ?? login.ticketLifetime
         workers = try int("workers") ?? workers
         maxConnections = try int("max_connections") ?? maxConnections

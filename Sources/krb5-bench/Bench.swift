@@ -66,11 +66,12 @@ struct LibraryLoop: ParsableCommand {
     @Option var count = 1_000_000
     @Flag(help: "Send the encrypted timestamp in the first request (MIT optimistic preauth).") var optimistic = false
     @Flag(name: .customLong("no-verify"), help: "Skip verification (get-creds only).") var noVerify = false
+    @Flag(help: "Ask the AS for the verification service's ticket instead of a TGT (no TGS exchange).") var direct = false
 
     func run() throws {
         let password = try benchPassword()
         let samples = Samples()
-        let (config, principal, keytab, server, optimistic, verify) = (config, principal, keytab, server, optimistic, !noVerify)
+        let (config, principal, keytab, server, optimistic, verify, direct) = (config, principal, keytab, server, optimistic, !noVerify, direct)
         let elapsed = runThreads(threads, seconds: seconds, count: count) { _ in
             let setup = Result { () throws -> (Context, Principal, VerificationOptions, Secret) in
                 let context = try Context(.files(config))
@@ -83,6 +84,7 @@ struct LibraryLoop: ParsableCommand {
                 if case .success(let (context, client, verification, secret)) = setup {
                     var options = InitialCredentialsOptions()
                     if optimistic { options.preauthTypes = [.encryptedTimestamp] }
+                    if direct { options.service = server }
                     do {
                         let credentials = try context.initialCredentials(for: client, password: secret, options: options)
                         if verify { try context.verify(credentials, options: verification) }

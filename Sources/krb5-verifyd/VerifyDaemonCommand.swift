@@ -31,6 +31,10 @@ struct VerifyDaemonCommand: AsyncParsableCommand {
     @Flag(name: .customLong("fast-required"), inversion: .prefixedNo, help: "Fail closed unless the exchange is armored.") var fastRequired: Bool?
     @Option(name: .customLong("ticket-lifetime"), help: "Requested TGT lifetime.") var ticketLifetime: String?
     @Flag(name: .customLong("optimistic-preauth"), inversion: .prefixedNo, help: "Send the encrypted timestamp in the first request.") var optimisticPreauth: Bool?
+    @Flag(name: .customLong("learned-preauth"), inversion: .prefixedNo, help: "Password-only logins reuse each principal's learnt enctype and salt for a one-exchange login (default on).")
+    var learnedPreauth: Bool?
+    @Flag(name: .customLong("direct-verification-ticket"), inversion: .prefixedNo, help: "Ask the AS directly for the verification ticket, skipping the TGS exchange (default on).")
+    var directVerificationTicket: Bool?
     @Option(name: .customLong("result-cache-ttl"), help: "Cache successful password logins this long, such as 30s (like saslauthd -c; off by default).") var resultCacheTTL: String?
     @Flag(name: .customLong("insecure-skip-verification"), help: "INSECURE: accept credentials without verifying them against the keytab.")
     var insecureSkipVerification = false
@@ -102,6 +106,8 @@ struct VerifyDaemonCommand: AsyncParsableCommand {
         }
         if let fastRequired { configuration.login.fastRequired = fastRequired }
         if let optimisticPreauth { configuration.login.optimisticPreauth = optimisticPreauth }
+        if let learnedPreauth { configuration.login.learnedPreauth = learnedPreauth }
+        if let directVerificationTicket { configuration.login.directVerificationTicket = directVerificationTicket }
         if let value = try duration(ticketLifetime, "ticket-lifetime") { configuration.login.ticketLifetime = value }
         if let value = try duration(resultCacheTTL, "result-cache-ttl") { configuration.resultCacheTTL = value }
         if insecureSkipVerification { configuration.login.verify = false }

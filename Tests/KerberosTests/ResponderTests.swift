@@ -136,6 +136,28 @@ struct ResponderTests {
         _ = try context.initialCredentials(for: alice, password: Secret(realm["USER_PASSWORD"]), options: byName)
     }
 
+    @Test("armor made by the library protects the first request: an optimistic wrong password reaches the KDC once, inside FAST")
+    func armorFromFirstRequest() async throws {
+        let context = try realm.context()
+        let name = try realm.addPrincipal(prefix: "armored", password: "Armored-Passw0rd")
+        let client = try Principal(parsing: name, in: context)
+        let start = try realm.kdcLog().count
+        var options = InitialCredentialsOptions()
+        options.armor = .anonymousPKINIT
+        options.preauthTypes = [.encryptedTimestamp]
+        #expect(throws: KerberosError.self) { try context.initialCredentials(for: client, password: Secret("wrong-Passw0rd"), options: options) }
+        _ = try context.initialCredentials(for: client, password: Secret("Armored-Passw0rd"), options: options)
+        var lines: [Substring] = []
+        for _ in 0..<50 where !lines.contains(where: { $0.contains("ISSUE") }) {
+            try await Task.sleep(for: .milliseconds(100))
+            lines = try realm.kdcLog().dropFirst(start).filter { $0.contains(" \(name)@") && $0.contains("AS_REQ") }
+        }
+        // Without the cache's fast_avail entry, MIT sends the optimistic timestamp unarmored first and
+        // again armored after the KDC advertises FAST: two failures, one of them visible on the wire.
+        #expect(lines.filter { $0.contains("PREAUTH_FAILED") }.count == 1, "\(lines)")
+        #expect(lines.filter { $0.contains("ISSUE") }.count == 1, "\(lines)")
+    }
+
     @Test("FAST required fails closed when no armor can be had")
     func fastRequiredFailsClosed() throws {
         let context = try Context(.files(realm["KRB5_OTHERCA_CONFIG_FILE"]))

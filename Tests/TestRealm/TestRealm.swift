@@ -81,6 +81,14 @@ public struct TestRealm: Sendable {
     /// A context over the rogue KDC's client configuration (same realm name, attacker's database).
     public func rogueContext() throws -> Context { try Context(.files(self["KRB5_ROGUE_CONFIG_FILE"])) }
 
+    /// The KDC's log so far (the `kdc = FILE:` file of its profile): one line per request it answered.
+    public func kdcLog() throws -> [Substring] {
+        let profile = try String(contentsOfFile: self["KDC_PROFILE"], encoding: .utf8)
+        guard let line = profile.split(separator: "\n").first(where: { $0.contains("kdc = FILE:") }),
+              let path = line.split(separator: "FILE:").last else { throw TestRealmError("no kdc log in \(self["KDC_PROFILE"])") }
+        return try String(contentsOfFile: String(path), encoding: .utf8).split(separator: "\n")
+    }
+
     /// Runs `kadmin.local` on the realm's database with `arguments`.
     @discardableResult
     public func kadmin(_ arguments: String...) throws -> String {

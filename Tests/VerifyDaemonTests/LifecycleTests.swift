@@ -21,8 +21,12 @@ struct LifecycleTests {
         return try VerifyDaemon(configuration: configuration, logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() })
     }
 
+    /// Waits until the listener accepts connections (the socket file appears at bind, before listen).
     static func waitForSocket(_ path: String) async throws {
-        for _ in 0..<200 where !FileManager.default.fileExists(atPath: path) { try await Task.sleep(for: .milliseconds(10)) }
+        for _ in 0..<500 {
+            if FileManager.default.fileExists(atPath: path), (try? SocketClient(path: path)) != nil { return }
+            try await Task.sleep(for: .milliseconds(10))
+        }
     }
 
     @Test("graceful shutdown: run() stops accepting, answers the failure waiting out the floor, removes the socket and returns")

@@ -210,18 +210,88 @@ struct ResultCacheTests {
     }
 }
 
-@Suite("krb5-verifyd: optimistic preauth")
-struct OptimisticPreauthTests {
-    @Test("optimistic preauth logs in, and falls back to the normal exchange for a principal with a non-default salt")
-    func fallback() async throws {
+@Suite("krb5-verifyd: fewer KDC exchanges per login")
+struct LeanLoginTests {
+    /// The KDC's requests for `principal` after the first `skip` log lines, once at least `atLeast` of them
+    /// are there (the KDC writes its log line after answering).
+    static func requests(_ realm: TestRealm, for principal: String, after skip: Int, atLeast: Int) async throws -> [Substring] {
+        var lines: [Substring] = []
+        for _ in 0..<50 {
+            lines = try realm.kdcLog().dropFirst(skip).filter { $0.contains(" \(principal)@\(realm.realm) ") }
+            if lines.count >= atLeast { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        return lines
+    }
+
+    @Test("a password-only login is one AS exchange once the etype info is learnt, with no TGS exchange; a wrong password counts one failure")
+    func oneExchange() async throws {
+        let fixture = try await DaemonFixture.start()
+        let realm = fixture.realm
+        let user = try realm.addPrincipal(prefix: "lean", password: "Lean-Passw0rd")
+        let start = try realm.kdcLog().count
+        #expect(try fixture.sasl(user, "Lean-Passw0rd") == .ok)
+        var lines = try await Self.requests(realm, for: user, after: start, atLeast: 2)
+        #expect(lines.count == 2, "etype info, then the login: \(lines)")
+        #expect(lines.allSatisfy { $0.contains("AS_REQ") }, "\(lines)")
+        #expect(lines.last?.contains("ISSUE") == true && lines.last?.contains("for host/") == true, "the verification ticket straight from the AS: \(lines)")
+
+        let second = try realm.kdcLog().count
+        #expect(try fixture.sasl(user, "Lean-Passw0rd", address: "192.0.2.60") == .ok)
+        lines = try await Self.requests(realm, for: user, after: second, atLeast: 1)
+        #expect(lines.count == 1 && lines[0].contains("AS_REQ") && lines[0].contains("ISSUE"), "one exchange: \(lines)")
+
+        let third = try realm.kdcLog().count
+        #expect(try fixture.sasl(user, "wrong-Passw0rd", address: "192.0.2.61") == .no("authentication failed"))
+        lines = try await Self.requests(realm, for: user, after: third, atLeast: 2)
+        #expect(lines.filter { $0.contains("PREAUTH_FAILED") }.count == 1, "one failure at the KDC: \(lines)")
+        #expect(!lines.contains { $0.contains("TGS_REQ") })
+        await fixture.stop()
+    }
+
+    @Test("a salt changed after it was learnt costs one more exchange, never a wrong answer; a non-default salt works from the start")
+    func changedSalt() async throws {
+        let fixture = try await DaemonFixture.start()
+        let realm = fixture.realm
+        let user = try realm.addPrincipal(prefix: "resalt", password: "Resalt-Passw0rd")
+        #expect(try fixture.sasl(user, "Resalt-Passw0rd") == .ok)
+        try realm.kadmin("cpw", "-pw", "Resalt-Passw0rd", "-e", "aes256-cts:onlyrealm", user)
+        #expect(try fixture.sasl(user, "Resalt-Passw0rd", address: "192.0.2.62") == .ok, "relearnt after the failure")
+        #expect(try fixture.sasl(user, "Resalt-Passw0rd", address: "192.0.2.63") == .ok)
+        #expect(try fixture.sasl(user, "wrong", address: "192.0.2.64") == .no("authentication failed"))
+
+        let salty = try realm.addPrincipal(prefix: "salty", password: "Salty-Passw0rd", attributes: ["-e", "aes256-cts:onlyrealm"])
+        #expect(try fixture.sasl(salty, "Salty-Passw0rd", address: "192.0.2.65") == .ok)
+        await fixture.stop()
+    }
+
+    @Test("with learnt preauth and the direct ticket off, logins still verify (the plain MIT path)")
+    func plainPath() async throws {
+        let fixture = try await DaemonFixture.start { configuration, _ in
+            configuration.login.learnedPreauth = false
+            configuration.login.directVerificationTicket = false
+        }
+        let realm = fixture.realm
+        let start = try realm.kdcLog().count
+        #expect(try fixture.sasl(realm["USER"], realm["USER_PASSWORD"], address: "192.0.2.66") == .ok)
+        let lines = try await Self.requests(realm, for: realm["USER"], after: start, atLeast: 3)
+        #expect(lines.contains { $0.contains("TGS_REQ") }, "verification through a TGS exchange: \(lines)")
+        #expect(try fixture.sasl(realm["USER"], "wrong", address: "192.0.2.67") == .no("authentication failed"))
+        await fixture.stop()
+    }
+
+    @Test("optimistic preauth for conversations falls back to the normal exchange for a principal with a non-default salt")
+    func optimisticFallback() async throws {
         let fixture = try await DaemonFixture.start { configuration, _ in configuration.login.optimisticPreauth = true }
         let realm = fixture.realm
-        #expect(try fixture.sasl(realm["USER"], realm["USER_PASSWORD"]) == .ok)
         let salty = try realm.addPrincipal(prefix: "salty", password: "Salty-Passw0rd", attributes: ["-e", "aes256-cts:onlyrealm"])
-        #expect(try fixture.sasl(salty, "Salty-Passw0rd", address: "192.0.2.50") == .ok, "fallback to the normal exchange")
-        #expect(try fixture.sasl(salty, "Salty-Passw0rd", address: "192.0.2.51") == .ok, "remembered: straight to the normal exchange")
-        #expect(try fixture.sasl(salty, "wrong", address: "192.0.2.52") == .no("authentication failed"))
-        #expect(try fixture.sasl(realm["USER"], "wrong", address: "192.0.2.53") == .no("authentication failed"))
+        for attempt in 0..<2 {
+            let conversation = try fixture.converse(salty, password: "Salty-Passw0rd")
+            let result = try conversation.result()
+            #expect(result.ok, "attempt \(attempt): \(result)")
+        }
+        let wrong = try fixture.converse(salty, password: "wrong")
+        #expect(try wrong.result().failure == .badCredentials)
         await fixture.stop()
     }
 }
