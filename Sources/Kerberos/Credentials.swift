@@ -39,7 +39,7 @@ public final class Credentials {
     /// The encryption type of the session key.
     public var sessionKeyType: EncryptionType { EncryptionType(rawValue: raw.keyblock.enctype) }
 
-    /// The client addresses the ticket is bound to; empty for an addressless ticket.
+    /// How many client addresses the ticket is bound to; 0 for an addressless ticket.
     public var addressCount: Int {
         guard let addresses = raw.addresses else { return 0 }
         var count = 0

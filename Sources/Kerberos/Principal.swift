@@ -73,7 +73,7 @@ public final class Principal: CustomStringConvertible {
     /// The anonymous principal `WELLKNOWN/ANONYMOUS@realm`; with `realm` nil, the fully
     /// anonymous `WELLKNOWN/ANONYMOUS@WELLKNOWN:ANONYMOUS`.
     ///
-    /// The corresponding C function is `krb5_build_principal_ext` with `KRB5_NT_WELLKNOWN`.
+    /// The name is parsed with `krb5_parse_name_flags` and given the name type `KRB5_NT_WELLKNOWN`.
     public static func anonymous(realm: String?, in context: Context) throws(KerberosError) -> Principal {
         let realmName = realm ?? KRB5_ANONYMOUS_REALMSTR
         let principal = try Principal(parsing: "\(KRB5_WELLKNOWN_NAMESTR)/\(KRB5_ANONYMOUS_PRINCSTR)@\(realmName)", in: context)
@@ -111,9 +111,7 @@ public final class Principal: CustomStringConvertible {
     /// The name type (`KRB5_NT_PRINCIPAL` = 1, `KRB5_NT_SRV_HST` = 3, …).
     public var nameType: Int32 { raw.pointee.type }
 
-    /// Whether this is `WELLKNOWN/ANONYMOUS` in any realm.
-    ///
-    /// The corresponding C function is `krb5_principal_compare_any_realm` against the anonymous principal.
+    /// Whether the name components are `WELLKNOWN/ANONYMOUS`, in any realm (compared in Swift, no C call).
     public var isAnonymous: Bool {
         components == [KRB5_WELLKNOWN_NAMESTR, KRB5_ANONYMOUS_PRINCSTR]
     }
