@@ -9,7 +9,9 @@ public final class Principal: CustomStringConvertible {
 
     /// How ``init(parsing:in:options:)`` treats realms and enterprise names.
     public struct ParseOptions: OptionSet, Sendable {
+        /// The `KRB5_PRINCIPAL_PARSE_*` bits handed to `krb5_parse_name_flags`.
         public let rawValue: Int32
+        /// Options from raw `KRB5_PRINCIPAL_PARSE_*` bits.
         public init(rawValue: Int32) { self.rawValue = rawValue }
         /// Fail if the name holds a realm (`KRB5_PRINCIPAL_PARSE_NO_REALM`).
         public static let noRealm = ParseOptions(rawValue: Int32(KRB5_PRINCIPAL_PARSE_NO_REALM))
@@ -25,7 +27,9 @@ public final class Principal: CustomStringConvertible {
 
     /// How ``name(_:)`` writes the principal.
     public struct UnparseOptions: OptionSet, Sendable {
+        /// The `KRB5_PRINCIPAL_UNPARSE_*` bits handed to `krb5_unparse_name_flags`.
         public let rawValue: Int32
+        /// Options from raw `KRB5_PRINCIPAL_UNPARSE_*` bits.
         public init(rawValue: Int32) { self.rawValue = rawValue }
         /// Omit the realm when it is the default realm (`KRB5_PRINCIPAL_UNPARSE_SHORT`).
         public static let short = UnparseOptions(rawValue: Int32(KRB5_PRINCIPAL_UNPARSE_SHORT))
@@ -63,6 +67,7 @@ public final class Principal: CustomStringConvertible {
     /// `hostname` nil means this host. With `canonicalize` false the name is used as given
     /// (`KRB5_NT_UNKNOWN`); otherwise krb5 applies its host-name canonicalisation rules
     /// (`KRB5_NT_SRV_HST`). The corresponding C function is `krb5_sname_to_principal`.
+    /// > Note: With `canonicalize`, krb5 may look the host name up in DNS (`dns_canonicalize_hostname`).
     public static func service(_ service: String = "host", hostname: String? = nil, in context: Context, canonicalize: Bool = true) throws(KerberosError) -> Principal {
         var principal: krb5_principal?
         let type = canonicalize ? KRB5_NT_SRV_HST : KRB5_NT_UNKNOWN
