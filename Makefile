@@ -8,7 +8,7 @@ SWIFT_FLAGS ?=
 APT_PACKAGES := libkrb5-dev krb5-kdc krb5-admin-server krb5-pkinit krb5-otp krb5-user krb5-kpropd \
 	freeradius freeradius-utils softhsm2 opensc sasl2-bin pamtester openssl libpam-modules libpam-runtime procps faketime valgrind curl python3-pexpect gcc libp11-kit-dev strace
 
-.PHONY: all deps build release install docs test test-docker test-unit demo bench fuzz soak valgrind asan tsan kdc-up kdc-down error-names clean
+.PHONY: all deps build release install docs docs-coverage test test-docker test-unit demo bench fuzz soak valgrind asan tsan kdc-up kdc-down error-names clean
 
 all: build
 
@@ -37,10 +37,14 @@ install: release
 	install -D -m 0644 docs/man/krb5-login.1 $(DESTDIR)$(PREFIX)/share/man/man1/krb5-login.1
 	install -D -m 0644 Docker/systemd/krb5-verifyd.service $(DESTDIR)$(PREFIX)/lib/systemd/system/krb5-verifyd.service
 
-## docs: the DocC catalog of the Kerberos library, as a static site in .build/docs.
-docs:
+## docs: the DocC catalog of the Kerberos library, as a static site in .build/docs (after docs-coverage).
+docs: docs-coverage
 	$(SWIFT) package --allow-writing-to-directory .build/docs generate-documentation --target Kerberos \
 		--disable-indexing --transform-for-static-hosting --output-path .build/docs
+
+## docs-coverage: fails, listing each one, when a public symbol of Kerberos, LoginProtocol, VerifyDaemon, LoginHelper or TOTP has no doc comment.
+docs-coverage:
+	SWIFT=$(SWIFT) scripts/doc-coverage.sh
 
 ## kdc-up / kdc-down: a throwaway realm in $(REALM_DIR) (real krb5kdc, kadmind, FreeRADIUS, SoftHSM on 127.0.0.1).
 kdc-up: deps

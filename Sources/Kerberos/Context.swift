@@ -19,6 +19,7 @@ public final class Context {
         /// as privileged programs must (`KRB5_INIT_CONTEXT_SECURE`).
         public var secure: Bool
 
+        /// Reads `files` in order (empty: krb5's default files); `secure` ignores the environment.
         public init(files: [String] = [], secure: Bool = false) {
             self.files = files
             self.secure = secure

@@ -39,7 +39,7 @@ public final class Credentials {
     /// The encryption type of the session key.
     public var sessionKeyType: EncryptionType { EncryptionType(rawValue: raw.keyblock.enctype) }
 
-    /// The client addresses the ticket is bound to; empty for an addressless ticket.
+    /// How many client addresses the ticket is bound to; 0 for an addressless ticket.
     public var addressCount: Int {
         guard let addresses = raw.addresses else { return 0 }
         var count = 0
@@ -79,7 +79,9 @@ extension Principal {
 
 /// Ticket flags (`TKT_FLG_*`).
 public struct TicketFlags: OptionSet, Sendable, Hashable, CustomStringConvertible {
+    /// The `TKT_FLG_*` bits, as krb5 keeps them in `krb5_creds.ticket_flags`.
     public let rawValue: UInt32
+    /// Flags from raw `TKT_FLG_*` bits.
     public init(rawValue: UInt32) { self.rawValue = rawValue }
 
     /// May be forwarded to another host (`TKT_FLG_FORWARDABLE`).
@@ -128,7 +130,9 @@ public struct TicketFlags: OptionSet, Sendable, Hashable, CustomStringConvertibl
 
 /// A Kerberos encryption type, such as `aes256-cts-hmac-sha1-96`.
 public struct EncryptionType: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+    /// krb5's number for the type (`krb5_enctype`, an `ENCTYPE_*` value).
     public let rawValue: Int32
+    /// The type with krb5 number `rawValue`; numbers krb5 does not know are kept as given.
     public init(rawValue: Int32) { self.rawValue = rawValue }
 
     /// No encryption type (`ENCTYPE_NULL`): what krb5 reports when it learnt none.

@@ -54,6 +54,7 @@ public struct InitialCredentialsOptions {
     /// The service to request instead of `krbtgt/REALM`, such as `kadmin/changepw`.
     public var service: String?
 
+    /// Options that leave every krb5 default in place.
     public init() {}
 }
 
@@ -67,7 +68,9 @@ public enum AddressList: Sendable {
 
 /// A pre-authentication type number (`KRB5_PADATA_*`).
 public struct PreauthType: RawRepresentable, Hashable, Sendable {
+    /// The `KRB5_PADATA_*` number.
     public let rawValue: Int32
+    /// A type from its `KRB5_PADATA_*` number, for types without a constant here.
     public init(rawValue: Int32) { self.rawValue = rawValue }
     /// PA-ENC-TIMESTAMP: the password-derived key encrypts the time.
     public static let encryptedTimestamp = PreauthType(rawValue: Int32(KRB5_PADATA_ENC_TIMESTAMP))

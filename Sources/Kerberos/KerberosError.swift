@@ -27,6 +27,7 @@ public struct KerberosError: Error, Sendable, CustomStringConvertible {
         Self.symbolicNames[code] ?? "KRB5_ERROR_\(code)"
     }
 
+    /// The message and the symbolic name, such as `Preauthentication failed (KRB5KDC_ERR_PREAUTH_FAILED)`.
     public var description: String { "\(message) (\(name))" }
 
     /// Creates an error from parts; mostly for the package's own front ends and tests.
@@ -42,7 +43,9 @@ public struct KerberosError: Error, Sendable, CustomStringConvertible {
     public struct Reason: Hashable, Sendable, CustomStringConvertible {
         /// The reason's name, such as `bad-password`.
         public let rawValue: String
+        /// A reason with the given name; prefer the constants.
         public init(rawValue: String) { self.rawValue = rawValue }
+        /// The reason's name, such as `bad-password`.
         public var description: String { rawValue }
 
         /// The password (or key) was wrong: the KDC refused pre-authentication or the reply did not decrypt.

@@ -88,6 +88,8 @@ public final class KerberosExecutor: Sendable {
     }
 
     /// Lets queued work finish, then stops the threads. Later `run` calls throw.
+    ///
+    /// > Warning: Blocks the calling thread until the queued work has finished.
     public func shutdown() {
         let alreadyStopping = queue.withLock { queue in
             defer { queue.stopping = true }

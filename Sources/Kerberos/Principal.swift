@@ -9,7 +9,9 @@ public final class Principal: CustomStringConvertible {
 
     /// How ``init(parsing:in:options:)`` treats realms and enterprise names.
     public struct ParseOptions: OptionSet, Sendable {
+        /// The `KRB5_PRINCIPAL_PARSE_*` bits handed to `krb5_parse_name_flags`.
         public let rawValue: Int32
+        /// Options from raw `KRB5_PRINCIPAL_PARSE_*` bits.
         public init(rawValue: Int32) { self.rawValue = rawValue }
         /// Fail if the name holds a realm (`KRB5_PRINCIPAL_PARSE_NO_REALM`).
         public static let noRealm = ParseOptions(rawValue: Int32(KRB5_PRINCIPAL_PARSE_NO_REALM))
@@ -25,7 +27,9 @@ public final class Principal: CustomStringConvertible {
 
     /// How ``name(_:)`` writes the principal.
     public struct UnparseOptions: OptionSet, Sendable {
+        /// The `KRB5_PRINCIPAL_UNPARSE_*` bits handed to `krb5_unparse_name_flags`.
         public let rawValue: Int32
+        /// Options from raw `KRB5_PRINCIPAL_UNPARSE_*` bits.
         public init(rawValue: Int32) { self.rawValue = rawValue }
         /// Omit the realm when it is the default realm (`KRB5_PRINCIPAL_UNPARSE_SHORT`).
         public static let short = UnparseOptions(rawValue: Int32(KRB5_PRINCIPAL_UNPARSE_SHORT))
@@ -63,6 +67,7 @@ public final class Principal: CustomStringConvertible {
     /// `hostname` nil means this host. With `canonicalize` false the name is used as given
     /// (`KRB5_NT_UNKNOWN`); otherwise krb5 applies its host-name canonicalisation rules
     /// (`KRB5_NT_SRV_HST`). The corresponding C function is `krb5_sname_to_principal`.
+    /// > Note: With `canonicalize`, krb5 may look the host name up in DNS (`dns_canonicalize_hostname`).
     public static func service(_ service: String = "host", hostname: String? = nil, in context: Context, canonicalize: Bool = true) throws(KerberosError) -> Principal {
         var principal: krb5_principal?
         let type = canonicalize ? KRB5_NT_SRV_HST : KRB5_NT_UNKNOWN
@@ -73,7 +78,7 @@ public final class Principal: CustomStringConvertible {
     /// The anonymous principal `WELLKNOWN/ANONYMOUS@realm`; with `realm` nil, the fully
     /// anonymous `WELLKNOWN/ANONYMOUS@WELLKNOWN:ANONYMOUS`.
     ///
-    /// The corresponding C function is `krb5_build_principal_ext` with `KRB5_NT_WELLKNOWN`.
+    /// The name is parsed with `krb5_parse_name_flags` and given the name type `KRB5_NT_WELLKNOWN`.
     public static func anonymous(realm: String?, in context: Context) throws(KerberosError) -> Principal {
         let realmName = realm ?? KRB5_ANONYMOUS_REALMSTR
         let principal = try Principal(parsing: "\(KRB5_WELLKNOWN_NAMESTR)/\(KRB5_ANONYMOUS_PRINCSTR)@\(realmName)", in: context)
@@ -111,9 +116,7 @@ public final class Principal: CustomStringConvertible {
     /// The name type (`KRB5_NT_PRINCIPAL` = 1, `KRB5_NT_SRV_HST` = 3, …).
     public var nameType: Int32 { raw.pointee.type }
 
-    /// Whether this is `WELLKNOWN/ANONYMOUS` in any realm.
-    ///
-    /// The corresponding C function is `krb5_principal_compare_any_realm` against the anonymous principal.
+    /// Whether the name components are `WELLKNOWN/ANONYMOUS`, in any realm (compared in Swift, no C call).
     public var isAnonymous: Bool {
         components == [KRB5_WELLKNOWN_NAMESTR, KRB5_ANONYMOUS_PRINCSTR]
     }

@@ -26,6 +26,7 @@ public struct Prompt: Sendable, Hashable {
     /// What the prompt is for.
     public var kind: Kind
 
+    /// A prompt with its text, echo setting and kind (for tests and other front ends).
     public init(text: String, hidden: Bool, kind: Kind) {
         self.text = text
         self.hidden = hidden
@@ -42,6 +43,7 @@ public struct PromptRound: Sendable, Hashable {
     /// The prompts, each to be answered in order.
     public var prompts: [Prompt]
 
+    /// A round of `prompts` under `name` and `banner`.
     public init(name: String?, banner: String?, prompts: [Prompt]) {
         self.name = name
         self.banner = banner

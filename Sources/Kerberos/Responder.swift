@@ -22,6 +22,7 @@ public struct OTPChallenge: Sendable, Hashable {
     /// The acceptable tokens; an answer names one by its index.
     public var tokens: [OTPToken]
 
+    /// A challenge for `service` offering `tokens`.
     public init(service: String?, tokens: [OTPToken]) {
         self.service = service
         self.tokens = tokens
@@ -32,7 +33,9 @@ public struct OTPChallenge: Sendable, Hashable {
 public struct OTPToken: Sendable, Hashable {
     /// What to collect for this token (`KRB5_RESPONDER_OTP_FLAGS_*`).
     public struct Flags: OptionSet, Sendable, Hashable {
+        /// The `KRB5_RESPONDER_OTP_FLAGS_*` bits.
         public let rawValue: Int32
+        /// Flags from raw `KRB5_RESPONDER_OTP_FLAGS_*` bits.
         public init(rawValue: Int32) { self.rawValue = rawValue }
         /// Ask for the token's value.
         public static let collectToken = Flags(rawValue: Int32(KRB5_RESPONDER_OTP_FLAGS_COLLECT_TOKEN))
@@ -46,26 +49,30 @@ public struct OTPToken: Sendable, Hashable {
 
     /// The alphabet of the token's values (`KRB5_RESPONDER_OTP_FORMAT_*`).
     public enum Format: Int32, Sendable, Hashable {
+        /// Digits only (`KRB5_RESPONDER_OTP_FORMAT_DECIMAL`).
         case decimal = 0
+        /// Hexadecimal digits (`KRB5_RESPONDER_OTP_FORMAT_HEXADECIMAL`).
         case hexadecimal = 1
+        /// Letters and digits (`KRB5_RESPONDER_OTP_FORMAT_ALPHANUMERIC`).
         case alphanumeric = 2
     }
 
-/// What to collect.
+    /// What to collect.
     public var flags: Flags
-/// The token vendor, if the KDC said.
+    /// The token vendor, if the KDC said.
     public var vendor: String?
-/// A challenge to show the user, if any.
+    /// A challenge to show the user, if any.
     public var challenge: String?
     /// The value's length in characters, if known.
     public var length: Int?
-/// The alphabet of the value, if known.
+    /// The alphabet of the value, if known.
     public var format: Format?
-/// The token's identifier, if the KDC said.
+    /// The token's identifier, if the KDC said.
     public var tokenID: String?
-/// The token's algorithm identifier, if the KDC said.
+    /// The token's algorithm identifier, if the KDC said.
     public var algorithmID: String?
 
+    /// A token description; only `flags` is required, as the KDC may send nothing else.
     public init(flags: Flags, vendor: String? = nil, challenge: String? = nil, length: Int? = nil, format: Format? = nil, tokenID: String? = nil, algorithmID: String? = nil) {
         self.flags = flags
         self.vendor = vendor
@@ -81,7 +88,9 @@ public struct OTPToken: Sendable, Hashable {
 public struct PKINITIdentity: Sendable, Hashable {
     /// The token state the PKCS#11 module reports (`KRB5_RESPONDER_PKINIT_FLAGS_TOKEN_*`).
     public struct Flags: OptionSet, Sendable, Hashable {
+        /// The `KRB5_RESPONDER_PKINIT_FLAGS_TOKEN_*` bits.
         public let rawValue: Int32
+        /// Flags from raw `KRB5_RESPONDER_PKINIT_FLAGS_TOKEN_*` bits.
         public init(rawValue: Int32) { self.rawValue = rawValue }
         /// A wrong PIN was entered since the last right one.
         public static let pinCountLow = Flags(rawValue: Int32(KRB5_RESPONDER_PKINIT_FLAGS_TOKEN_USER_PIN_COUNT_LOW))
@@ -93,8 +102,10 @@ public struct PKINITIdentity: Sendable, Hashable {
 
     /// The identity string, such as `PKCS11:module_name=…:slotid=1:token=card` or `FILE:/path/key.pem`.
     public var identity: String
+    /// What the token reports about its PIN.
     public var flags: Flags
 
+    /// An identity with its token's PIN state.
     public init(identity: String, flags: Flags) {
         self.identity = identity
         self.flags = flags
@@ -112,6 +123,7 @@ public struct ResponderAnswers: Sendable {
     /// Raw JSON answers by question name, for ``ResponderQuestion/other(name:challenge:)``.
     public var raw: [String: Secret]
 
+    /// Answers with the given members; nothing by default.
     public init(password: Secret? = nil, otp: OTPAnswer? = nil, pkinit: [String: Secret] = [:], raw: [String: Secret] = [:]) {
         self.password = password
         self.otp = otp
@@ -132,6 +144,7 @@ public struct OTPAnswer: Sendable {
     /// The PIN, for tokens that collect one.
     public var pin: Secret?
 
+    /// An answer for the token at index `token`; `value` or `pin` may be nil when the token does not collect it.
     public init(token: Int = 0, value: Secret?, pin: Secret? = nil) {
         self.token = token
         self.value = value

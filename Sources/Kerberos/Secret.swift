@@ -81,6 +81,7 @@ public final class Secret: @unchecked Sendable, CustomStringConvertible {
         }
     }
 
+    /// `Secret(N bytes, redacted)`; never the contents.
     public var description: String { "Secret(\(count) bytes, redacted)" }
 
     /// Overwrites `buffer` with zeros in a way the optimiser may not remove.

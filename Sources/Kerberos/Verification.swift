@@ -14,6 +14,8 @@ public struct VerificationOptions {
     /// turning it off makes a missing keytab silently accept unverified credentials.
     public var nofail: Bool = true
 
+    /// Options for checking against `server`'s key in `keytab`; the defaults try every host key in the
+    /// default keytab and fail when none can be used.
     public init(server: Principal? = nil, keytab: Keytab? = nil, nofail: Bool = true) {
         self.server = server
         self.keytab = keytab

@@ -21,6 +21,7 @@ public enum ExitStatus: Int32, Sendable, CustomStringConvertible {
         }
     }
 
+    /// The status's name, such as `denied`.
     public var description: String {
         switch self {
         case .authenticated: "authenticated"

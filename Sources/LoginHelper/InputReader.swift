@@ -13,10 +13,14 @@ public final class InputReader {
 
     /// Why input could not be read.
     public enum Failure: Error, Equatable, CustomStringConvertible {
+        /// More than `limit` bytes came before a terminator.
         case tooLong(limit: Int)
+        /// A line of text is not valid UTF-8.
         case notUTF8
+        /// `read(2)` failed with this `errno`.
         case ioError(Int32)
 
+        /// A short explanation for the diagnostic line, such as `input is not UTF-8`.
         public var description: String {
             switch self {
             case .tooLong(let limit): "input longer than \(limit) bytes"
@@ -26,6 +30,7 @@ public final class InputReader {
         }
     }
 
+    /// Reads from `fd`, which stays open; the 4 KiB read buffer is wiped on `deinit`.
     public init(fd: Int32) {
         self.fd = fd
         self.chunk = .allocate(byteCount: 4096, alignment: 1)

@@ -21,16 +21,20 @@ public struct LoginHelper {
         case interactive
     }
 
+    /// What one `krb5-login` run does, from its flags.
     public struct Options: Sendable {
+        /// How the credentials are read.
         public var mode: Mode
         /// The principal for interactive mode (asked for when nil).
         public var principal: String?
+        /// How the login is done: krb5 configuration, keytab, verification, output cache.
         public var configuration: LoginConfiguration
         /// Relay through `krb5-verifyd`'s conversation socket instead of calling krb5 in process.
         public var daemonSocket: String?
         /// Give the output cache to this user and group with mode 0600 (when run as root).
         public var cacheOwner: (uid: UInt32, gid: UInt32)?
 
+        /// Options with the given members.
         public init(mode: Mode, principal: String? = nil, configuration: LoginConfiguration, daemonSocket: String? = nil, cacheOwner: (uid: UInt32, gid: UInt32)? = nil) {
             self.mode = mode
             self.principal = principal
@@ -45,8 +49,10 @@ public struct LoginHelper {
     /// The longest principal name accepted on a line.
     public static let maximumPrincipalLength = 1024
 
+    /// The options this helper runs with.
     public let options: Options
 
+    /// A helper that runs with `options`.
     public init(options: Options) {
         self.options = options
     }

@@ -75,6 +75,7 @@ public struct LoginResult: Sendable, Equatable {
         public let rawValue: String
         /// A failure with the given wire name; prefer the constants.
         public init(rawValue: String) { self.rawValue = rawValue }
+        /// The name on the wire.
         public var description: String { rawValue }
 
         /// Wrong password, OTP or PIN, a declined round, or too many recent failures.

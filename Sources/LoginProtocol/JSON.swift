@@ -3,11 +3,17 @@ public import Kerberos
 /// A parsed JSON value (RFC 8259). Strings keep their decoded bytes in wiped memory, so a secret can
 /// become a ``Secret`` without ever being a Swift `String`.
 public indirect enum JSONValue: Sendable {
+    /// An object's members in the order they appeared; duplicate names are rejected by the parser.
     case object([(key: String, value: JSONValue)])
+    /// An array.
     case array([JSONValue])
+    /// A string, its decoded bytes in wiped memory.
     case string(JSONString)
+    /// A number, as a `Double`.
     case number(Double)
+    /// `true` or `false`.
     case bool(Bool)
+    /// `null`.
     case null
 
     /// The member named `key` of an object.
@@ -40,6 +46,7 @@ public final class JSONString: Sendable {
 
 /// A strict JSON parser over bytes: RFC 8259 with UTF-8 validation, no trailing garbage, a depth limit.
 public struct JSONParser {
+    /// The deepest nesting of objects and arrays accepted; deeper input is an error.
     public static let maximumDepth = 32
 
     /// Parses one complete JSON text.
@@ -253,6 +260,7 @@ public struct JSONWriter {
     private(set) var bytes: [UInt8] = [UInt8(ascii: "{")]
     private var first = true
 
+    /// An empty object.
     public init() {}
 
     private mutating func key(_ name: String) {
@@ -262,21 +270,25 @@ public struct JSONWriter {
         bytes.append(UInt8(ascii: ":"))
     }
 
+    /// Adds a member with a string value.
     public mutating func string(_ name: String, _ value: String) {
         key(name)
         Self.appendString(Array(value.utf8), to: &bytes)
     }
 
+    /// Adds a member whose string value is escaped straight from the secret's storage.
     public mutating func secret(_ name: String, _ value: Secret) {
         key(name)
         value.withUnsafeBytes { Self.appendString($0, to: &bytes) }
     }
 
+    /// Adds a member with an integer value.
     public mutating func int(_ name: String, _ value: Int) {
         key(name)
         bytes.append(contentsOf: Array(String(value).utf8))
     }
 
+    /// Adds a member with a boolean value.
     public mutating func bool(_ name: String, _ value: Bool) {
         key(name)
         bytes.append(contentsOf: Array((value ? "true" : "false").utf8))

@@ -13,10 +13,12 @@ public struct LineFramer: ~Copyable {
         case tooLong
     }
 
+    /// The longest line accepted, in bytes, not counting the newline.
     public let maximumLength: Int
     private var buffer: SecureBuffer
     private var discarding = false
 
+    /// A framer for lines of up to `maximumLength` bytes (64 KiB by default).
     public init(maximumLength: Int = 64 * 1024) {
         self.maximumLength = maximumLength
         self.buffer = SecureBuffer(capacity: maximumLength + 1)

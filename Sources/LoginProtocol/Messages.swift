@@ -3,10 +3,14 @@ import Foundation
 
 /// The login request that opens a conversation: `{"type":"login","principal":"bob","password":"…","service":"imap"}`.
 public struct LoginRequest: Sendable {
+    /// The principal to log in as, as the person typed it (`"principal"`).
     public var principal: String
+    /// The password, when the client sends it up front (`"password"`); otherwise it is asked for.
     public var password: Secret?
+    /// The service the login is for, such as `imap` (`"service"`); logged, not used by krb5.
     public var service: String?
 
+    /// A request with the given members.
     public init(principal: String, password: Secret? = nil, service: String? = nil) {
         self.principal = principal
         self.password = password
@@ -16,7 +20,9 @@ public struct LoginRequest: Sendable {
 
 /// A message from the client: the login request, or the answers to a round.
 public enum ClientMessage: Sendable {
+    /// Opens the conversation (`"type":"login"`).
     case login(LoginRequest)
+    /// Answers the round numbered `id` (`"type":"answers"`).
     case answers(id: Int, LoginAnswers)
 
     /// Decodes one line (without its newline).
@@ -64,8 +70,11 @@ public enum ClientMessage: Sendable {
 
 /// A message from the server: a round of questions, information, or the result.
 public enum ServerMessage: Sendable {
+    /// A round of questions numbered `id` (`"type":"questions"`); the client answers with the same `id`.
     case questions(id: Int, [LoginQuestion])
+    /// Text to show the person, such as a banner or a password-expiry warning (`"type":"info"`).
     case info(String)
+    /// The end of the login (`"type":"result"`).
     case result(LoginResult)
 
     /// The message as one JSON line.

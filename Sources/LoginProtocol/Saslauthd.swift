@@ -3,13 +3,18 @@ public import Kerberos
 /// One request of Cyrus saslauthd's protocol (`saslauthd/ipc_unix.c`): counted strings, each a 2-byte
 /// big-endian length and the bytes, for login, password, service, realm and (since 2016) client address.
 public struct SaslauthdRequest: Sendable {
+    /// The login name as the client sent it (field 1).
     public var login: String
+    /// The password (field 2), in wiped memory.
     public var password: Secret
+    /// The service name, such as `imap` (field 3).
     public var service: String
+    /// The realm (field 4); often empty.
     public var realm: String
     /// The fifth field; nil for clients that send four.
     public var clientAddress: String?
 
+    /// A request with the given fields (for clients and tests).
     public init(login: String, password: Secret, service: String, realm: String, clientAddress: String?) {
         self.login = login
         self.password = password
@@ -54,7 +59,9 @@ public struct SaslauthdRequest: Sendable {
 
 /// saslauthd's reply: one counted string, `OK` or `NO reason`.
 public enum SaslauthdReply: Sendable, Equatable {
+    /// The login succeeded (`OK`).
     case ok
+    /// The login failed (`NO reason`); the reason may be empty.
     case no(String)
 
     /// The reply on the wire.
@@ -99,6 +106,7 @@ public struct SaslauthdDecoder: ~Copyable {
     public let maximumFieldLength: Int
     private var buffer: SecureBuffer
 
+    /// A decoder that rejects fields longer than `maximumFieldLength` bytes.
     public init(maximumFieldLength: Int = 256) {
         self.maximumFieldLength = maximumFieldLength
         self.buffer = SecureBuffer(capacity: 5 * (2 + maximumFieldLength))
@@ -168,8 +176,11 @@ public struct SaslauthdDecoder: ~Copyable {
 
 /// A malformed message, with a reason that names what was wrong.
 public struct ProtocolError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// What was wrong, such as `reply is not UTF-8`.
     public let reason: String
+    /// An error with the given reason.
     public init(_ reason: String) { self.reason = reason }
+    /// The reason.
     public var description: String { reason }
 }
 

@@ -2,7 +2,7 @@
 ///
 /// Tests compute the current code with this; `TOTPTests` checks it against RFC 6238 Appendix B.
 public enum TOTP {
-    /// The code for `time` (seconds since 1970) with a 30-second step.
+    /// The `digits`-digit code for `time` (seconds since 1970), with a `step`-second time step.
     public static func code(secret: [UInt8], time: UInt64, digits: Int = 6, step: UInt64 = 30) -> String {
         var counter = (time / step).bigEndian
         let message = withUnsafeBytes(of: &counter) { Array($0) }

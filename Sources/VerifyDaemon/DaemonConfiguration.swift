@@ -33,12 +33,15 @@ public struct DaemonConfiguration: Sendable {
     public var failureFloor: Duration = .milliseconds(100)
     /// After this many failures for one principal or one peer within the window, refuse for a while.
     public var throttleFailures = 5
+    /// How far back failures are counted for ``throttleFailures``.
     public var throttleWindow: Duration = .seconds(60)
     /// The first refusal period; it doubles for each further burst, up to the maximum.
     public var throttleBackoff: Duration = .seconds(5)
+    /// The longest refusal period.
     public var throttleMaxBackoff: Duration = .seconds(300)
     /// Only these peer uids / gids may connect (empty: anyone who can open the socket).
     public var allowedUIDs: [UInt32] = []
+    /// Peer gids that may connect; a peer is let in when its uid or its gid is listed.
     public var allowedGIDs: [UInt32] = []
     /// `host:port` for the Prometheus `/metrics` endpoint; nil turns it off.
     public var metricsListen: String?
@@ -49,6 +52,7 @@ public struct DaemonConfiguration: Sendable {
     /// Opt-in success cache TTL (`saslauthd -c`); nil is off.
     public var resultCacheTTL: Duration?
 
+    /// The defaults; a socket must still be set before ``validate()`` passes.
     public init() {}
 
     /// Every key the configuration file accepts.
@@ -170,7 +174,7 @@ public struct DaemonConfiguration: Sendable {
         }
     }
 
-    /// Parses `250ms`, `30s`, `2m`, `1h` or plain seconds.
+    /// Parses `250ms`, `30s`, `2m`, `1h`, `1d` or plain seconds; nil for anything else.
     public static func parseDuration(_ text: String) -> Duration? {
         let units: [(String, Int64)] = [("ms", 1), ("s", 1000), ("m", 60_000), ("h", 3_600_000), ("d", 86_400_000)]
         for (suffix, milliseconds) in units where text.hasSuffix(suffix) {
@@ -185,6 +189,8 @@ public struct DaemonConfiguration: Sendable {
 
 /// A configuration problem, naming the key or flag.
 public struct ConfigurationError: Error, CustomStringConvertible, Equatable {
+    /// What is wrong, naming the key or flag.
     public let description: String
+    /// An error with the given text.
     public init(_ description: String) { self.description = description }
 }

@@ -14,6 +14,7 @@ public import ServiceLifecycle
 /// The event loop only moves bytes; every krb5 call runs on ``LoginService``'s worker threads. A
 /// conversation waiting for a person holds no thread, only its stored answers.
 public final class VerifyDaemon: Service, Sendable {
+    /// The configuration the daemon was created with.
     public let configuration: DaemonConfiguration
     let logger: Logger
     /// The login engine (its worker threads and the optional result cache).
@@ -39,12 +40,18 @@ public final class VerifyDaemon: Service, Sendable {
 
     /// Where the daemon listens once started.
     public struct Endpoints: Sendable {
+        /// The saslauthd-compatible socket's path, if it listens on one.
         public var saslSocket: String?
+        /// The conversation socket's path, if it listens on one.
         public var socket: String?
         /// The bound metrics address as `host:port` (the port is the real one when 0 was asked for).
         public var metrics: String?
     }
 
+    /// Validates `configuration` and starts the krb5 worker threads; nothing listens until ``start()`` or ``run()``.
+    ///
+    /// Throws ``ConfigurationError`` for a configuration that makes no sense, or the `KerberosError`
+    /// of a krb5 configuration that cannot make a context.
     public init(configuration: DaemonConfiguration, logger: Logger = Logger(label: "krb5-verifyd")) throws {
         try configuration.validate()
         self.configuration = configuration
