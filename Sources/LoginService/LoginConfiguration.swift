@@ -27,8 +27,9 @@ public struct LoginConfiguration: Sendable {
     public var fastRequired: Bool
     /// Verify credentials against the keytab. Only a flag whose name says "insecure" may turn this off.
     public var verify: Bool
-    /// Requested ticket lifetime and renewable lifetime; nil leaves krb5.conf's defaults.
+    /// Requested ticket lifetime; nil leaves krb5.conf's default.
     public var ticketLifetime: Duration?
+    /// Requested renewable lifetime; nil leaves krb5.conf's default.
     public var renewLifetime: Duration?
     /// Request forwardable tickets; nil leaves krb5.conf's default.
     public var forwardable: Bool?
@@ -56,14 +57,19 @@ public struct LoginConfiguration: Sendable {
 
     /// One `krb5_get_init_creds_opt_set_pa` name and value.
     public struct PreauthOption: Sendable, Hashable {
+        /// The option's name, such as `X509_user_identity`.
         public var name: String
+        /// Its value, such as `PKCS11:module_name=…`.
         public var value: String
+        /// An option with the given name and value.
         public init(name: String, value: String) {
             self.name = name
             self.value = value
         }
     }
 
+    /// A configuration with the given members; the defaults verify against krb5's default keytab, unarmored,
+    /// with the one-exchange shortcuts for password-only logins on.
     public init(
         krb5: Context.Configuration = .default, keytab: String? = nil, serverPrincipal: String? = nil, realm: String? = nil,
         armor: ArmorSource = .none, fastRequired: Bool = false, verify: Bool = true,

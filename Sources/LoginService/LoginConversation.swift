@@ -27,6 +27,8 @@ public final class LoginConversation: Sendable {
     }
     private let state: Locked<State>
 
+    /// A conversation for `principal`, starting with `password` when the client sent one and the
+    /// `service` it names (for logs).
     public init(principal: String, password: Secret?, service: String? = nil) {
         self.principal = principal
         self.service = service
@@ -67,6 +69,7 @@ public enum LoginConversationError: Error, Equatable, CustomStringConvertible {
     /// Answers named a round that is not awaited.
     case unexpectedRound(Int)
 
+    /// The error in words, for the client.
     public var description: String {
         switch self {
         case .unexpectedRound(let id): "answers for round \(id), which is not awaited"

@@ -9,6 +9,7 @@ import Foundation
 /// a person holds no thread: ``step(_:)`` runs one complete attempt and returns either the result or
 /// the questions still unanswered.
 public final class LoginService: Sendable {
+    /// How every login is performed.
     public let configuration: LoginConfiguration
     private let executor: KerberosExecutor
     /// The opt-in success cache for password logins (nil when off).

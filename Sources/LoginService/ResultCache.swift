@@ -21,6 +21,8 @@ public final class ResultCache: Sendable {
     private let key: [UInt8]
     private let entries = Locked<[[UInt8]: Entry]>([:])
 
+    /// An empty cache whose entries live `ttl`; when `capacity` entries are held, a new one first drops the
+    /// expired ones, or all of them when none has expired.
     public init(ttl: Duration, capacity: Int = 100_000) {
         self.ttl = ttl
         self.capacity = capacity
@@ -60,6 +62,7 @@ public final class ResultCache: Sendable {
         entries.withLock { entries in entries = entries.filter { $0.value.principal != principal } }
     }
 
+    /// The number of entries held, expired or not.
     public var count: Int { entries.withLock { $0.count } }
 
     private func hash(_ principal: String, _ password: Secret) -> [UInt8] {
