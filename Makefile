@@ -8,7 +8,7 @@ SWIFT_FLAGS ?=
 APT_PACKAGES := libkrb5-dev krb5-kdc krb5-admin-server krb5-pkinit krb5-otp krb5-user krb5-kpropd \
 	freeradius freeradius-utils softhsm2 opensc sasl2-bin pamtester openssl libpam-modules libpam-runtime procps faketime valgrind curl python3-pexpect gcc libp11-kit-dev strace
 
-.PHONY: all deps build release install docs docs-coverage test test-docker test-unit demo bench fuzz soak valgrind asan tsan kdc-up kdc-down error-names clean
+.PHONY: all deps build release install docs docs-coverage test test-docker test-unit demo bench bench-micro fuzz soak valgrind asan tsan kdc-up kdc-down error-names clean
 
 all: build
 
@@ -76,9 +76,15 @@ demo: build
 	scripts/demo.sh $(REALM_DIR).demo; status=$$?; \
 	Docker/kdc/realm.sh down $(REALM_DIR).demo; rm -rf $(REALM_DIR).demo; exit $$status
 
-## bench: library vs C, krb5-verifyd vs saslauthd, krb5-login vs kinit, in one run; writes docs/benchmarks.md.
+## bench: library vs C, krb5-verifyd vs saslauthd, krb5-login vs kinit, in one run; writes docs/benchmarks.md; then bench-micro.
 bench: release
 	scripts/bench.py
+	$(MAKE) bench-micro
+
+## bench-micro: microbenchmarks of the hot paths that need no KDC (Benchmarks/, a separate package over
+## ordo-one/benchmark); writes docs/microbenchmarks.md. KRB5_TEST_REALM=DIR adds one verified login against that realm.
+bench-micro: deps
+	SWIFT=$(SWIFT) scripts/bench-micro.py
 
 ## fuzz: a million mutated inputs into each wire parser (FUZZ_INPUTS to change), seeds in Tests/Fuzz/corpus.
 FUZZ_INPUTS ?= 1000000

@@ -13,6 +13,8 @@ let package = Package(
         .library(name: "Kerberos", targets: ["Kerberos"]),
         .executable(name: "krb5-verifyd", targets: ["krb5-verifyd"]),
         .executable(name: "krb5-login", targets: ["krb5-login"]),
+        // For the separate package in Benchmarks/ only: the wire formats, the result cache and TOTP. Not a stable API.
+        .library(name: "_KerberosLoginInternals", targets: ["LoginProtocol", "LoginService", "TOTP"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),

@@ -164,7 +164,9 @@ def main():
         failures = peer.get("failures", 0) + ours.get("failures", 0)
         if failures:
             lines.append(f"| ↳ failures in this row: {failures} | | | | | | | | | |")
-    lines += ["", "Reproduce: `make bench` (set `BENCH_SECONDS` for longer runs).", ""]
+    lines += ["", "Reproduce: `make bench` (set `BENCH_SECONDS` for longer runs).", "",
+              "Microbenchmarks of the hot paths that need no KDC (codecs, TOTP, result cache, principals, contexts): "
+              "[microbenchmarks.md](microbenchmarks.md), `make bench-micro` (also run by `make bench`).", ""]
     with open(os.path.join(ROOT, "docs/benchmarks.md"), "w") as f:
         f.write("\n".join(lines))
     print("\n".join(lines))
