@@ -24,31 +24,40 @@ public struct LineFramer: ~Copyable {
         self.buffer = SecureBuffer(capacity: maximumLength + 1)
     }
 
-    /// Feeds bytes and returns the lines they complete.
+    /// Feeds received bytes and returns the lines they complete (the daemon's path: no generic code).
+    public mutating func feed(_ bytes: UnsafeRawBufferPointer) -> [Line] {
+        var lines: [Line] = []
+        for byte in bytes { take(byte, into: &lines) }
+        return lines
+    }
+
+    /// Feeds bytes from any collection and returns the lines they complete.
     public mutating func feed(_ bytes: some Collection<UInt8>) -> [Line] {
         var lines: [Line] = []
-        for byte in bytes {
-            if byte == UInt8(ascii: "\n") {
-                if discarding {
-                    discarding = false
-                } else {
-                    var end = buffer.count
-                    if end > 0 && buffer[end - 1] == UInt8(ascii: "\r") { end -= 1 }
-                    lines.append(.line(buffer.secret(0..<end)))
-                }
-                buffer.reset()
-                continue
-            }
-            if discarding { continue }
-            if buffer.count == maximumLength {
-                buffer.reset()
-                discarding = true
-                lines.append(.tooLong)
-                continue
-            }
-            buffer.append(CollectionOfOne(byte))
-        }
+        for byte in bytes { take(byte, into: &lines) }
         return lines
+    }
+
+    private mutating func take(_ byte: UInt8, into lines: inout [Line]) {
+        if byte == UInt8(ascii: "\n") {
+            if discarding {
+                discarding = false
+            } else {
+                var end = buffer.count
+                if end > 0 && buffer[end - 1] == UInt8(ascii: "\r") { end -= 1 }
+                lines.append(.line(buffer.secret(0..<end)))
+            }
+            buffer.reset()
+            return
+        }
+        if discarding { return }
+        if buffer.count == maximumLength {
+            buffer.reset()
+            discarding = true
+            lines.append(.tooLong)
+            return
+        }
+        buffer.append(byte: byte)
     }
 
     /// Bytes of an unfinished line are waiting.

@@ -113,11 +113,19 @@ public struct SaslauthdDecoder: ~Copyable {
     }
 
     /// Appends received bytes; more than five maximal fields is an error.
-    public mutating func feed(_ bytes: some Collection<UInt8>) throws(ProtocolError) {
+    public mutating func feed(_ bytes: UnsafeRawBufferPointer) throws(ProtocolError) {
         guard buffer.count + bytes.count <= buffer.capacity else {
             throw ProtocolError("request longer than \(buffer.capacity) bytes")
         }
         buffer.append(bytes)
+    }
+
+    /// Appends received bytes from any collection; more than five maximal fields is an error.
+    public mutating func feed(_ bytes: some Collection<UInt8>) throws(ProtocolError) {
+        guard buffer.count + bytes.count <= buffer.capacity else {
+            throw ProtocolError("request longer than \(buffer.capacity) bytes")
+        }
+        for byte in bytes { buffer.append(byte: byte) }
     }
 
     /// Decodes as far as the bytes allow.
@@ -201,11 +209,18 @@ struct SecureBuffer: ~Copyable {
 
     subscript(index: Int) -> UInt8 { storage[index] }
 
-    mutating func append(_ bytes: some Collection<UInt8>) {
-        for byte in bytes {
-            storage[count] = byte
-            count += 1
-        }
+    /// Copies `bytes` in; the caller makes sure they fit.
+    mutating func append(_ bytes: UnsafeRawBufferPointer) {
+        precondition(count + bytes.count <= capacity, "SecureBuffer overflow")
+        guard let base = bytes.baseAddress, bytes.count > 0 else { return }
+        (storage.baseAddress! + count).copyMemory(from: base, byteCount: bytes.count)
+        count += bytes.count
+    }
+
+    /// Appends one byte; the caller makes sure it fits.
+    mutating func append(byte: UInt8) {
+        storage[count] = byte
+        count += 1
     }
 
     func string(_ range: Range<Int>) -> String? {

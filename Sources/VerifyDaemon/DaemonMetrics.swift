@@ -1,5 +1,6 @@
 import CoreMetrics
 import Foundation
+import Kerberos
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -13,6 +14,9 @@ final class DaemonMetrics: Sendable {
     let inFlight: CoreMetrics.Meter
     let parked: CoreMetrics.Meter
     let connections: CoreMetrics.Meter
+    /// The counters and timers already made, by label values: making one costs more than using it.
+    private let counters = Locked<[String: CoreMetrics.Counter]>([:])
+    private let timers = Locked<[String: CoreMetrics.Timer]>([:])
 
     init() {
         var factory = PrometheusMetricsFactory(registry: registry)
@@ -27,9 +31,21 @@ final class DaemonMetrics: Sendable {
 
     /// Counts one finished request and its latency.
     func record(listener: String, outcome: String, latency: Duration) {
-        CoreMetrics.Counter(label: "krb5_verifyd_requests_total", dimensions: [("listener", listener), ("outcome", outcome)], factory: factory).increment()
-        CoreMetrics.Timer(label: "krb5_verifyd_request_duration_seconds", dimensions: [("listener", listener)], factory: factory)
-            .recordNanoseconds(Int64(latency.components.seconds) * 1_000_000_000 + latency.components.attoseconds / 1_000_000_000)
+        let factory = self.factory
+        let counter = counters.withLock { counters in
+            if let counter = counters[listener + "\u{0}" + outcome] { return counter }
+            let counter = CoreMetrics.Counter(label: "krb5_verifyd_requests_total", dimensions: [("listener", listener), ("outcome", outcome)], factory: factory)
+            counters[listener + "\u{0}" + outcome] = counter
+            return counter
+        }
+        counter.increment()
+        let timer = timers.withLock { timers in
+            if let timer = timers[listener] { return timer }
+            let timer = CoreMetrics.Timer(label: "krb5_verifyd_request_duration_seconds", dimensions: [("listener", listener)], factory: factory)
+            timers[listener] = timer
+            return timer
+        }
+        timer.recordNanoseconds(Int64(latency.components.seconds) * 1_000_000_000 + latency.components.attoseconds / 1_000_000_000)
     }
 
     /// The Prometheus text exposition.

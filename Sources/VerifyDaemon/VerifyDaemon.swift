@@ -238,13 +238,15 @@ public final class VerifyDaemon: Service, Sendable {
         let latency = NIODeadline.now() - started
         let outcome = result.failure?.rawValue ?? "ok"
         metrics.record(listener: listener, outcome: outcome, latency: .nanoseconds(latency.nanoseconds))
+        let level: Logger.Level = result.ok ? .info : .notice
+        guard logger.logLevel <= level else { return }
         var metadata: Logger.Metadata = [
             "listener": .string(listener), "outcome": .string(outcome), "principal": .string(principal),
             "latency_ms": .stringConvertible(Double(latency.nanoseconds) / 1e6),
         ]
         if let peer { metadata["peer_uid"] = .stringConvertible(peer.uid); metadata["peer_pid"] = .stringConvertible(peer.pid) }
         if let message = result.message { metadata["reason"] = .string(message) }
-        logger.log(level: result.ok ? .info : .notice, "login", metadata: metadata)
+        logger.log(level: level, "login", metadata: metadata)
     }
 
     /// Applies the failure floor: `reply` runs no sooner than `failureFloor` after `started`.
