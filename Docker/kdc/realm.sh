@@ -12,6 +12,13 @@ PATH=$PATH:/usr/sbin:/sbin
 
 die() { echo "realm.sh: $*" >&2; exit 1; }
 
+# The daemons started here must not inherit the caller's descriptors: Foundation's Process (the Swift
+# suites' TestRealm.run) learns that its child exited when a socket it passed down closes, and a KDC holding
+# a copy keeps it open forever. Keep stdin/out/err and bash's own script descriptor (255).
+for fd in $(ls /proc/$$/fd); do
+    case $fd in 0|1|2|255) ;; *) eval "exec $fd>&-" 2>/dev/null || true ;; esac
+done
+
 free_ports() { # N free TCP+UDP ports on the bind address
     python3 - "$1" "$BIND_ADDR" <<'EOF'
 import socket, sys
