@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # A throwaway MIT Kerberos realm on 127.0.0.1: krb5kdc, kadmind (kpasswd), FreeRADIUS (OTP), SoftHSM
-# (smart card), PKINIT certificates and a rogue KDC of the same realm name.
+# (smart card), PKINIT certificates and a rogue KDC of the same realm name; on request a replica KDC fed by
+# kprop/kpropd.
 #   realm.sh up DIR | down DIR | run DIR | kadmin DIR ARGS... | add-otp-user DIR NAME | new-token DIR LABEL PIN
+#   realm.sh replica DIR | propagate DIR | restart-kdc DIR primary|replica
 set -euo pipefail
 
 REALM=${REALM:-KRB5.TEST}
@@ -11,6 +13,13 @@ SOFTHSM_MODULE=${SOFTHSM_MODULE:-/usr/lib/softhsm/libsofthsm2.so}
 PATH=$PATH:/usr/sbin:/sbin
 
 die() { echo "realm.sh: $*" >&2; exit 1; }
+
+# The daemons started here must not inherit the caller's descriptors: Foundation's Process (the Swift
+# suites' TestRealm.run) learns that its child exited when a socket it passed down closes, and a KDC holding
+# a copy keeps it open forever. Keep stdin/out/err and bash's own script descriptor (255).
+for fd in $(ls /proc/$$/fd); do
+    case $fd in 0|1|2|255) ;; *) eval "exec $fd>&-" 2>/dev/null || true ;; esac
+done
 
 free_ports() { # N free TCP+UDP ports on the bind address
     python3 - "$1" "$BIND_ADDR" <<'EOF'
@@ -270,6 +279,135 @@ wait_kdc() { # CONFIG USER PASSWORD — until an AS exchange works
     return 1
 }
 
+# --- Replica KDC -------------------------------------------------------------------------------------------
+# kpropd's standalone mode binds the wildcard address (kpropd.c get_wildcard_addr); to stay on 127.0.0.1 it
+# runs in its inetd mode instead: this listener accepts on 127.0.0.1:PORT and starts one kpropd per
+# connection with the socket as its standard input, as inetd's "nowait" service would.
+write_kpropd_listener() { # FILE
+    cat > "$1" <<'EOF'
+import os, signal, socket, subprocess, sys
+port, ready, args = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
+def reap(*_):  # not SIG_IGN: kpropd would inherit it and could not wait for its kdb5_util
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0] > 0: pass
+    except ChildProcessError: pass
+signal.signal(signal.SIGCHLD, reap)
+listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+listener.bind(("127.0.0.1", port))
+listener.listen(5)
+open(ready, "w").close()
+while True:
+    connection, _ = listener.accept()
+    subprocess.Popen(args, stdin=connection)
+    connection.close()
+EOF
+}
+
+start_kpropd() { # DIR
+    local dir=$1 rep=$1/replica
+    rm -f "$rep/kpropd.ready"
+    KRB5_CONFIG=$rep/krb5-kprop.conf KRB5_KDC_PROFILE=$rep/kdc.conf \
+        python3 "$rep/kpropd-listen.py" "$KPROPD_PORT" "$rep/kpropd.ready" \
+        kpropd -r "$REALM" -s "$rep/kprop.keytab" -f "$rep/from_primary" -a "$rep/kpropd.acl" \
+        </dev/null >>"$rep/kpropd.log" 2>&1 9>&- &
+    echo $! > "$rep/kpropd.pid"
+    for _ in $(seq 100); do [ -f "$rep/kpropd.ready" ] && return 0; sleep 0.1; done
+    die "the kpropd listener did not start (see $rep/kpropd.log)"
+}
+
+start_kdc() { # DIR primary|replica
+    local dir=$1
+    case $2 in
+        primary) KRB5_KDC_PROFILE=$dir/db/kdc.conf KRB5_CONFIG=$dir/krb5.conf krb5kdc -r "$REALM" -P "$dir/krb5kdc.pid"
+                 wait_kdc "$dir/krb5.conf" "$USER" "$USER_PASSWORD" || die "the primary KDC did not come up" ;;
+        replica) KRB5_KDC_PROFILE=$dir/replica/kdc.conf KRB5_CONFIG=$dir/krb5.conf krb5kdc -r "$REALM" -P "$dir/replica/krb5kdc.pid"
+                 wait_kdc "$dir/krb5-replica.conf" "$USER" "$USER_PASSWORD" || { tail -n 20 "$dir/replica/kdc.log" >&2; die "the replica KDC did not come up"; } ;;
+        *) die "restart-kdc: primary or replica, not '$2'" ;;
+    esac
+}
+
+propagate() { # DIR: a full dump of the primary, sent by the real kprop to kpropd, which loads it
+    local dir=$1 rep=$1/replica
+    KRB5_CONFIG=$dir/krb5.conf KRB5_KDC_PROFILE=$dir/db/kdc.conf kdb5_util dump "$rep/primary.dump"
+    KRB5_TRACE=$rep/kprop.trace KRB5_CONFIG=$rep/krb5-kprop.conf \
+        kprop -r "$REALM" -f "$rep/primary.dump" -P "$KPROPD_PORT" -s "$rep/kprop.keytab" localhost >>"$rep/kprop.log" 2>&1 \
+        || { tail -n 5 "$rep/kprop.log" >&2; die "kprop failed"; }
+}
+
+replica() {
+    local dir; dir=$(readlink -f "$1")
+    local rep=$dir/replica
+    load_env "$dir"
+    [ -e "$rep" ] && die "$rep exists: the realm has a replica already"
+    mkdir -p "$rep"
+    read -r REPLICA_KDC_PORT KPROPD_PORT <<< "$(free_ports 2)"
+    HOSTNAME_FQDN=${HOST_PRINCIPAL#host/}; HOSTNAME_FQDN=${HOSTNAME_FQDN%@*}
+
+    # The replica's KDC profile: its own database, stash and log; no kadmind (replicas are read-only).
+    write_kdc_conf "$dir" "$rep" "$REPLICA_KDC_PORT" 0 0 "$RADIUS_PORT"
+    sed -i '/kadmind_listen\|kpasswd_listen/d' "$rep/kdc.conf"
+    # The database arrives encrypted in the master key: the replica needs the primary's stash (MIT: copy it).
+    cp "$dir/db/stash" "$rep/stash"; chmod 600 "$rep/stash"
+
+    # Clients: both KDCs, primary first; and the replica alone (to prove what it serves).
+    sed "s|^  kdc = 127.0.0.1:$KDC_PORT\$|  kdc = 127.0.0.1:$KDC_PORT\n  kdc = 127.0.0.1:$REPLICA_KDC_PORT|" \
+        "$dir/krb5.conf" > "$dir/krb5-failover.conf"
+    sed "s|^  kdc = 127.0.0.1:$KDC_PORT\$|  kdc = 127.0.0.1:$REPLICA_KDC_PORT|" "$dir/krb5.conf" > "$dir/krb5-replica.conf"
+    grep -q "127.0.0.1:$REPLICA_KDC_PORT" "$dir/krb5-failover.conf" || die "could not list the replica in krb5-failover.conf"
+
+    # kprop authenticates as host/<gethostname()> (krb5_sname_to_principal(NULL), lowercased; no DNS here as
+    # dns_canonicalize_hostname = false) to host/<the name it is given>. It is given "localhost", which
+    # resolves to loopback everywhere; kpropd's own name is host/<gethostname()>, so kpropd accepts any host/*
+    # key in its keytab (ignore_acceptor_hostname) and the keytab holds host/localhost.
+    local kprop_client; kprop_client="host/$(hostname | tr '[:upper:]' '[:lower:]')@$REALM"
+    sed 's/^\[libdefaults\]$/[libdefaults]\n ignore_acceptor_hostname = true/' "$dir/krb5.conf" > "$rep/krb5-kprop.conf"
+    kadmin_local "$dir" getprinc "$kprop_client" >/dev/null 2>&1 || kadmin_local "$dir" addprinc -randkey "$kprop_client" >/dev/null
+    # -norandkey: the keys stay those of host.keytab, which keeps verifying logins.
+    local principals=("$kprop_client"); [ "$kprop_client" != "$LOCALHOST_PRINCIPAL" ] && principals+=("$LOCALHOST_PRINCIPAL")
+    kadmin_local "$dir" ktadd -norandkey -k "$rep/kprop.keytab" "${principals[@]}" >/dev/null
+    echo "$kprop_client" > "$rep/kpropd.acl"
+
+    write_kpropd_listener "$rep/kpropd-listen.py"
+    cat >> "$dir/realm.env" <<EOF
+REPLICA_KDC_PORT=$REPLICA_KDC_PORT
+KPROPD_PORT=$KPROPD_PORT
+REPLICA_DIR=$rep
+REPLICA_KDC_PROFILE=$rep/kdc.conf
+KDC_PID_FILE=$dir/krb5kdc.pid
+REPLICA_KDC_PID_FILE=$rep/krb5kdc.pid
+KPROPD_PID_FILE=$rep/kpropd.pid
+KPROP_PRINCIPAL=$kprop_client
+KPROP_KEYTAB=$rep/kprop.keytab
+FAILOVER_KRB5_CONFIG=$dir/krb5-failover.conf
+REPLICA_KRB5_CONFIG=$dir/krb5-replica.conf
+EOF
+    load_env "$dir"
+
+    # A principal made now, before the first propagation, must be in the replica's database afterwards.
+    local canary; canary="propagation-canary-$(date +%s)"
+    kadmin_local "$dir" addprinc -randkey "$canary" >/dev/null
+    start_kpropd "$dir"
+    propagate "$dir"
+    KRB5_CONFIG=$dir/krb5.conf KRB5_KDC_PROFILE=$rep/kdc.conf kadmin.local -r "$REALM" getprinc "$canary" >/dev/null 2>&1 \
+        || die "kprop reported success but $canary is not in the replica's database"
+    start_kdc "$dir" replica
+    echo "replica KDC up (127.0.0.1:$REPLICA_KDC_PORT, kpropd on 127.0.0.1:$KPROPD_PORT); clients: $dir/krb5-failover.conf"
+}
+
+restart_kdc() { # DIR primary|replica: start a KDC again after it was stopped or killed
+    local dir=$1 pidfile
+    case $2 in primary) pidfile=$dir/krb5kdc.pid ;; replica) pidfile=$dir/replica/krb5kdc.pid ;; *) die "restart-kdc: primary or replica" ;; esac
+    # A pid file outlives a SIGKILLed KDC, whose pid may be a zombie for a moment or reused: only a live
+    # krb5kdc counts as running.
+    if [ -f "$pidfile" ]; then
+        local pid state; pid=$(cat "$pidfile")
+        state=$({ sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null || true; } | cut -d' ' -f1)
+        [ -n "$state" ] && [ "$state" != Z ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = krb5kdc ] && die "the $2 KDC is running"
+    fi
+    start_kdc "$dir" "$2"
+}
+
 up() {
     local dir=$1
     [ -e "$dir" ] && [ -n "$(ls -A "$dir" 2>/dev/null)" ] && die "$dir exists and is not empty"
@@ -407,13 +545,14 @@ start() { # DIR: start every daemon and wait until the realm answers
         sleep 0.1
     done
     kill -0 "$(cat "$dir/radius.pid")" 2>/dev/null || { tail -n 20 "$dir/radius.log" >&2; down "$dir"; die "FreeRADIUS did not start"; }
+    if [ -f "$dir/replica/kdc.conf" ]; then start_kpropd "$dir"; start_kdc "$dir" replica; fi
     echo "realm $REALM up in $dir (KDC 127.0.0.1:$KDC_PORT)"
 }
 
 down() {
     local dir=$1
     [ -d "$dir" ] || return 0
-    for p in krb5kdc kadmind rogue radius; do stop_pid "$dir/$p.pid"; done
+    for p in krb5kdc kadmind rogue radius replica/krb5kdc replica/kpropd; do stop_pid "$dir/$p.pid"; done
 }
 
 case ${1:-} in
@@ -440,5 +579,13 @@ case ${1:-} in
         dir=$2; load_env "$dir"
         exec 9>"$dir/token.lock"; flock 9
         softhsm_token "$dir" "$3" "$4" ;;
-    *) die "usage: realm.sh up|down|run|kadmin|add-otp-user|new-token DIR ..." ;;
+    replica) [ $# -eq 2 ] || die "usage: realm.sh replica DIR"; replica "$2" ;;
+    propagate)
+        [ $# -eq 2 ] || die "usage: realm.sh propagate DIR"
+        load_env "$2"; [ -n "${KPROPD_PORT:-}" ] || die "no replica in $2 (realm.sh replica DIR)"
+        propagate "$(readlink -f "$2")" ;;
+    restart-kdc)
+        [ $# -eq 3 ] || die "usage: realm.sh restart-kdc DIR primary|replica"
+        load_env "$2"; restart_kdc "$(readlink -f "$2")" "$3" ;;
+    *) die "usage: realm.sh up|down|run|kadmin|add-otp-user|new-token|replica|propagate|restart-kdc DIR ..." ;;
 esac
