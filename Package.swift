@@ -25,6 +25,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
         .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: [
         // MIT krb5 (Debian libkrb5-dev) as a Clang module.
@@ -37,7 +38,12 @@ let package = Package(
         .target(name: "LoginProtocol", dependencies: ["Kerberos"], swiftSettings: strict),
 
         // One verified login as a replayable conversation; shared by the daemon and the helper.
-        .target(name: "LoginService", dependencies: ["Kerberos", "LoginProtocol"], swiftSettings: strict),
+        // (swift-crypto for the string-to-key: BoringSSL's PBKDF2 is several times faster than libk5crypto's.)
+        .target(
+            name: "LoginService",
+            dependencies: ["Kerberos", "LoginProtocol", .product(name: "Crypto", package: "swift-crypto"), .product(name: "_CryptoExtras", package: "swift-crypto")],
+            swiftSettings: strict
+        ),
 
         // krb5-verifyd: listeners, worker pool, limits, metrics.
         .target(
@@ -90,7 +96,7 @@ let package = Package(
         .testTarget(name: "LoginProtocolTests", dependencies: ["LoginProtocol"], swiftSettings: strict),
         .testTarget(
             name: "VerifyDaemonTests",
-            dependencies: ["VerifyDaemon", "TestRealm", .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle")],
+            dependencies: ["VerifyDaemon", "TestRealm", "CKrb5", .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle")],
             swiftSettings: strict
         ),
         .testTarget(name: "LoginHelperTests", dependencies: ["LoginHelper", "VerifyDaemon", "TestRealm"], swiftSettings: strict),

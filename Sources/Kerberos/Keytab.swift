@@ -88,4 +88,30 @@ public final class Keytab {
         }
         return result
     }
+
+    /// Adds `key` for `principal` (a keytab such as `MEMORY:name` that the caller owns); krb5 copies the key.
+    ///
+    /// The corresponding C function is `krb5_kt_add_entry`.
+    public func add(principal: Principal, keyVersion: UInt32 = 0, encryptionType: EncryptionType, key: Secret) throws(KerberosError) {
+        let code: krb5_error_code = key.withUnsafeBytes { bytes in
+            var entry = krb5_keytab_entry()
+            entry.principal = principal.raw
+            entry.vno = keyVersion
+            entry.key = krb5_keyblock(magic: 0, enctype: encryptionType.rawValue, length: UInt32(bytes.count),
+                                      contents: UnsafeMutablePointer(mutating: bytes.baseAddress?.assumingMemoryBound(to: krb5_octet.self)))
+            return krb5_kt_add_entry(context.raw, raw, &entry)
+        }
+        try context.check(code, reason: .invalidRequest)
+    }
+
+    /// Removes the key of `principal` with that version and type; krb5 wipes it as it frees it.
+    ///
+    /// The corresponding C function is `krb5_kt_remove_entry`.
+    public func remove(principal: Principal, keyVersion: UInt32 = 0, encryptionType: EncryptionType) throws(KerberosError) {
+        var entry = krb5_keytab_entry()
+        entry.principal = principal.raw
+        entry.vno = keyVersion
+        entry.key.enctype = encryptionType.rawValue
+        try context.check(krb5_kt_remove_entry(context.raw, raw, &entry), reason: .invalidRequest)
+    }
 }

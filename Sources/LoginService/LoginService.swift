@@ -165,7 +165,7 @@ struct LoginAttempt {
                 options.encryptionTypes = [info.encryptionType]
                 options.salt = info.salt
                 do {
-                    return try context.initialCredentials(for: client, password: password, options: options)
+                    return try initialCredentials(client: client, password: password, info: info, options: options)
                 } catch let error as KerberosError where error.reason == .badPassword {
                     // Either the password is wrong or the principal's key changed salt or enctype since it
                     // was learnt. Asking again counts no failure at the KDC; retry only when it changed.
@@ -190,6 +190,19 @@ struct LoginAttempt {
             learnt.refuseOptimistic(name)
             return credentials
         }
+    }
+
+    /// One optimistic login with learnt etype info: the key made in process (``StringToKey``) and handed to
+    /// `krb5_get_init_creds_keytab` through the worker's private MEMORY keytab, removed (and wiped by krb5)
+    /// right after; MIT's password path when the enctype is not one ``StringToKey`` makes.
+    private func initialCredentials(client: Principal, password: Secret, info: EncryptionInfo, options: InitialCredentialsOptions) throws -> Credentials {
+        guard let key = StringToKey.key(password: password, info: info) else {
+            return try context.initialCredentials(for: client, password: password, options: options)
+        }
+        let keytab = try context.reusable("login.keys") { try Keytab(resolving: "MEMORY:krb5-login-keys-\(UInt64.random(in: 0...UInt64.max))", in: context) }
+        try keytab.add(principal: client, encryptionType: info.encryptionType, key: key)
+        defer { try? keytab.remove(principal: client, encryptionType: info.encryptionType) }
+        return try context.initialCredentials(for: client, keytab: keytab, options: options)
     }
 
     /// Asks the KDC for `client`'s etype info and remembers it.

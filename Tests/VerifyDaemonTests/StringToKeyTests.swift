@@ -1,0 +1,66 @@
+import CKrb5
+import Kerberos
+@testable import LoginService
+import Testing
+
+/// ``StringToKey`` against RFC 3962's vectors and against libk5crypto itself.
+@Suite("LoginService: the AES-SHA1 string-to-key in process")
+struct StringToKeyTests {
+    static func hex(_ secret: Secret) -> String { secret.withUnsafeBytes { $0.map { String(format: "%02x", $0) }.joined() } }
+
+    /// `krb5_c_string_to_key_with_params`, MIT's own derivation.
+    static func mit(_ password: String, salt: String, enctype: EncryptionType, iterations: UInt32?) throws -> String {
+        var context: krb5_context?
+        #expect(krb5_init_context(&context) == 0)
+        defer { krb5_free_context(context) }
+        var password = Array(password.utf8), salt = Array(salt.utf8)
+        var params: [UInt8] = iterations.map { count in (0..<4).map { UInt8(truncatingIfNeeded: count >> (24 - 8 * UInt32($0))) } } ?? []
+        var key = krb5_keyblock()
+        let code = password.withUnsafeMutableBytes { p in salt.withUnsafeMutableBytes { s in params.withUnsafeMutableBytes { r in
+            var pw = krb5_data(magic: 0, length: UInt32(p.count), data: p.baseAddress!.assumingMemoryBound(to: CChar.self))
+            var sa = krb5_data(magic: 0, length: UInt32(s.count), data: s.baseAddress?.assumingMemoryBound(to: CChar.self))
+            var pr = krb5_data(magic: 0, length: UInt32(r.count), data: r.baseAddress?.assumingMemoryBound(to: CChar.self))
+            if r.isEmpty { return krb5_c_string_to_key_with_params(context, enctype.rawValue, &pw, &sa, nil, &key) }
+            return krb5_c_string_to_key_with_params(context, enctype.rawValue, &pw, &sa, &pr, &key)
+        } } }
+        #expect(code == 0)
+        defer { krb5_free_keyblock_contents(context, &key) }
+        return UnsafeBufferPointer(start: key.contents, count: Int(key.length)).map { String(format: "%02x", $0) }.joined()
+    }
+
+    @Test("RFC 3962 appendix B: 1 and 1200 iterations, both key sizes")
+    func rfcVectors() throws {
+        let salt = Array("ATHENA.MIT.EDUraeburn".utf8)
+        #expect(Self.hex(try StringToKey.key(password: Secret("password"), salt: salt, iterations: 1, length: 16)) == "42263c6e89f4fc28b8df68ee09799f15")
+        #expect(Self.hex(try StringToKey.key(password: Secret("password"), salt: salt, iterations: 1, length: 32))
+                == "fe697b52bc0d3ce14432ba036a92e65bbb52280990a2fa27883998d72af30161")
+        #expect(Self.hex(try StringToKey.key(password: Secret("password"), salt: salt, iterations: 1200, length: 32))
+                == "55a6ac740ad17b4846941051e1e8b0a7548d93b0ab30a8bc3ff16280382b8c2a")
+    }
+
+    @Test("the same keys as libk5crypto for default and explicit iteration counts, odd passwords and salts")
+    func matchesMIT() throws {
+        let cases: [(String, String)] = [("alice-Passw0rd", "KRB5.TESTalice"), ("", "KRB5.TESTempty"), ("pässwörd ✓", "EXAMPLE.COMuser"),
+                                         (String(repeating: "x", count: 200), "R"), ("p", "")]
+        for (password, salt) in cases {
+            for enctype in [EncryptionType.aes128CTSHMACSHA196, .aes256CTSHMACSHA196] {
+                for iterations in [nil, 4096, 5000] as [UInt32?] {
+                    let info = EncryptionInfo(encryptionType: enctype, salt: Array(salt.utf8),
+                                              parameters: iterations.map { count in (0..<4).map { UInt8(truncatingIfNeeded: count >> (24 - 8 * UInt32($0))) } } ?? [])
+                    let ours = try #require(StringToKey.key(password: Secret(password), info: info))
+                    #expect(Self.hex(ours) == (try Self.mit(password, salt: salt, enctype: enctype, iterations: iterations)), "\(enctype) \(salt) \(iterations ?? 4096)")
+                }
+            }
+        }
+    }
+
+    @Test("other enctypes and unusable parameters are left to MIT")
+    func declines() {
+        let salt = Array("KRB5.TESTalice".utf8)
+        #expect(StringToKey.key(password: Secret("x"), info: EncryptionInfo(encryptionType: .aes256CTSHMACSHA384192, salt: salt, parameters: [])) == nil)
+        #expect(StringToKey.key(password: Secret("x"), info: EncryptionInfo(encryptionType: .aes256CTSHMACSHA196, salt: salt, parameters: [1, 2])) == nil)
+        #expect(StringToKey.key(password: Secret("x"), info: EncryptionInfo(encryptionType: .aes256CTSHMACSHA196, salt: salt, parameters: [0, 0, 0x0f, 0xff])) == nil,
+                "4095 iterations: libk5crypto refuses fewer than 4096, and so does this")
+        #expect(StringToKey.key(password: Secret("x"), info: EncryptionInfo(encryptionType: .aes256CTSHMACSHA196, salt: salt, parameters: [1, 0, 0, 0])) == nil)
+    }
+}
