@@ -423,11 +423,15 @@ up() {
     RADIUS_SECRET=$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
     local master; master=$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
 
+    # A pre-authentication mechanism of the realm's own, so the tests can see a responder question MIT does not know.
+    gcc -shared -fPIC -O2 -o "$dir/preauth-question.so" "$(dirname "$SCRIPT")/preauth-question.c"
     write_kdc_conf "$dir" "$dir/db" "$KDC_PORT" "$KADMIN_PORT" "$KPASSWD_PORT" "$RADIUS_PORT"
+    printf '\n[plugins]\n kdcpreauth = {\n  module = question:%s\n }\n' "$dir/preauth-question.so" >> "$dir/db/kdc.conf"
     write_kdc_conf "$dir" "$dir/rogue" "$ROGUE_KDC_PORT" 0 0 "$RADIUS_PORT"
     sed -i '/kadmind_listen\|kpasswd_listen\|pkinit_/d' "$dir/rogue/kdc.conf"
     ln -sf db/kdc.conf "$dir/kdc.conf"
     write_client_conf "$dir/krb5.conf" "$KDC_PORT" "$dir/ca.pem" "$KADMIN_PORT" "$KPASSWD_PORT"
+    printf '\n[plugins]\n clpreauth = {\n  module = question:%s\n }\n' "$dir/preauth-question.so" >> "$dir/krb5.conf"
     write_client_conf "$dir/krb5-rogue.conf" "$ROGUE_KDC_PORT" "$dir/ca.pem"
     write_client_conf "$dir/krb5-otherca.conf" "$KDC_PORT" "$dir/otherca.pem"
     echo "$RADIUS_SECRET" > "$dir/radius.secret"; chmod 600 "$dir/radius.secret"
@@ -456,6 +460,9 @@ up() {
     printf '\x05\x02' > "$dir/empty.keytab"                                 # a keytab file with no entries
     $k addprinc -nokey +requires_preauth "$OTP_USER" >/dev/null
     $k setstr "$OTP_USER" otp '[{"type":"RADIUS"}]' >/dev/null
+    QUESTION_USER=quser QUESTION_PASSWORD=quser-Passw0rd
+    $k addprinc -pw "$QUESTION_PASSWORD" +requires_preauth "$QUESTION_USER" >/dev/null
+    $k setstr "$QUESTION_USER" question yes >/dev/null    # offered preauth-question.c's mechanism
 
     # The rogue KDC: same realm name, its own database, the attacker's password for the user.
     KRB5_KDC_PROFILE=$dir/rogue/kdc.conf kdb5_util create -s -r "$REALM" -P "rogue-$master" >/dev/null
@@ -521,6 +528,8 @@ PKCS11_IDENTITY=$PKCS11_IDENTITY
 PKCS11_LOCKING_MODULE=$dir/pkcs11-pinlock.so
 PINLOCK_DIR=$dir/pinlock
 OTP_USER=$OTP_USER
+QUESTION_USER=$QUESTION_USER
+QUESTION_PASSWORD=$QUESTION_PASSWORD
 OTP_SECRET=$OTP_SECRET
 RADIUS_SECRET=$RADIUS_SECRET
 REALM_SCRIPT=$SCRIPT

@@ -47,8 +47,10 @@ public struct LoginConfiguration: Sendable {
     /// Password-only logins (``LoginService/verifyPassword(principal:password:)``, the saslauthd listener)
     /// learn each principal's encryption type and salt from the KDC once (`krb5_get_etype_info`, which
     /// counts no failure) and then send the encrypted timestamp made with them in the first request: one AS
-    /// exchange instead of two. A wrong password still counts once at the KDC; when it fails the learnt
-    /// info is checked again, so a changed salt or enctype costs one more exchange, never a wrong answer.
+    /// exchange instead of two. For the AES-SHA1 enctypes the key is made in process with BoringSSL's PBKDF2
+    /// (several times faster than libk5crypto's) and handed to krb5 through a private MEMORY keytab. A wrong
+    /// password still counts once at the KDC; when it fails the learnt info is checked again, so a changed
+    /// salt or enctype costs one more exchange, never a wrong answer.
     public var learnedPreauth: Bool
     /// When no TGT is kept (no ``outputCache``) and logins are verified, ask the AS directly for a ticket
     /// to the verification service instead of a TGT (`in_tkt_service`), so `krb5_verify_init_creds` needs

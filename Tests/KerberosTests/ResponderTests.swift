@@ -52,6 +52,47 @@ struct ResponderTests {
         _ = try context.initialCredentials(for: alice, password: nil, options: options)
     }
 
+    @Test("a question MIT does not know (the realm's own preauth-question.c) reaches the responder raw, and its raw answer reaches the KDC")
+    func unknownQuestionRaw() async throws {
+        let context = try realm.context()
+        let user = try Principal(parsing: realm["QUESTION_USER"], in: context)
+        func login(answer: String) throws -> [[ResponderQuestion]] {
+            let log = RoundLog()
+            var options = InitialCredentialsOptions()
+            options.preauthTypes = [PreauthType(rawValue: -150)]
+            options.responder = Responder { questions in
+                log.record(questions)
+                return ResponderAnswers(raw: ["x-test-question": Secret(answer)])
+            }
+            let credentials = try context.initialCredentials(for: user, password: Secret(realm["QUESTION_PASSWORD"]), options: options)
+            #expect(credentials.flags.contains(.preAuthenticated))
+            return log.all
+        }
+        /// The KDC's verdicts on the requests for the user after log line `start`.
+        func verdicts(after start: Int, count: Int) async throws -> [Substring] {
+            var lines: [Substring] = []
+            for _ in 0..<50 {
+                lines = try realm.kdcLog().dropFirst(start).filter { $0.contains(" \(realm["QUESTION_USER"])@") }
+                if lines.count >= count { break }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            return lines
+        }
+        var start = try realm.kdcLog().count
+        let rounds = try login(answer: #"{"word":"swordfish"}"#)
+        #expect(rounds.joined().contains(.other(name: "x-test-question", challenge: #"{"hint":"the fish"}"#)), "\(rounds)")
+        // The first request carries only the raw answer (the preauth list names -150 alone) and the KDC accepts it.
+        var lines = try await verdicts(after: start, count: 1)
+        #expect(lines.count == 1 && lines[0].contains("ISSUE"), "\(lines)")
+
+        // A wrong raw answer is refused by the KDC's half of the mechanism (krb5 then falls back to the
+        // encrypted timestamp the KDC also offers, which the password satisfies).
+        start = try realm.kdcLog().count
+        _ = try? login(answer: #"{"word":"haddock"}"#)
+        lines = try await verdicts(after: start, count: 1)
+        #expect(lines.first?.contains("PREAUTH_FAILED") == true, "\(lines)")
+    }
+
     @Test("an unanswered question falls through to the prompter")
     func fallThroughToPrompter() throws {
         let context = try realm.context()
