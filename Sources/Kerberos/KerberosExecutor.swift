@@ -19,7 +19,9 @@ public final class KerberosExecutor: Sendable {
     private typealias Job = @Sendable (Context?, (any Error)?) -> Void
 
     private struct Queue {
-        var jobs: [Job] = []
+        /// Queued jobs from `head` on; a slot is emptied the moment its job is taken, so a finished job's
+        /// captures (a login's password, its service) are released at once, not at the next compaction.
+        var jobs: [Job?] = []
         var head = 0
         var stopping = false
     }
@@ -107,12 +109,13 @@ public final class KerberosExecutor: Sendable {
             let job = queue.withLock { queue -> Job?? in
                 if queue.head < queue.jobs.count {
                     let job = queue.jobs[queue.head]
+                    queue.jobs[queue.head] = nil
                     queue.head += 1
                     if queue.head > 64 && queue.head * 2 > queue.jobs.count {
                         queue.jobs.removeFirst(queue.head)
                         queue.head = 0
                     }
-                    return .some(job)
+                    return job
                 }
                 return queue.stopping ? .some(nil) : nil
             }
