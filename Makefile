@@ -102,7 +102,7 @@ soak: release
 valgrind: build
 	@rm -rf $(REALM_DIR).vg; Docker/kdc/realm.sh up $(REALM_DIR).vg >/dev/null; \
 	objcopy --strip-debug $$(swift build --show-bin-path)/krb5-bench $(REALM_DIR).vg/krb5-bench; \
-	valgrind --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=1 --num-callers=30 \
+	valgrind --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=1 --num-callers=30 --suppressions=scripts/valgrind.supp \
 		$(REALM_DIR).vg/krb5-bench leakcheck --realm-env $(REALM_DIR).vg/realm.env --count 1000; status=$$?; \
 	Docker/kdc/realm.sh down $(REALM_DIR).vg; rm -rf $(REALM_DIR).vg; exit $$status
 
