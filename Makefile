@@ -109,7 +109,7 @@ valgrind: build
 ## asan / tsan: the library and daemon suites under AddressSanitizer / ThreadSanitizer (leaks: make valgrind).
 asan tsan: deps
 	@rm -rf $(REALM_DIR).$@; Docker/kdc/realm.sh up $(REALM_DIR).$@ >/dev/null; \
-	KRB5_TEST_REALM=$(REALM_DIR).$@ ASAN_OPTIONS=detect_leaks=0 $(SWIFT) test --scratch-path .build-$@ --sanitize=$(if $(filter asan,$@),address,thread) \
+	KRB5_TEST_REALM=$(REALM_DIR).$@ ASAN_OPTIONS=detect_leaks=0:suppressions=$(CURDIR)/scripts/asan.supp $(SWIFT) test --scratch-path .build-$@ --sanitize=$(if $(filter asan,$@),address,thread) \
 		--filter 'KerberosTests|LoginProtocolTests|VerifyDaemonTests'; status=$$?; \
 	Docker/kdc/realm.sh down $(REALM_DIR).$@; rm -rf $(REALM_DIR).$@; exit $$status
 

@@ -192,19 +192,37 @@ public struct ProtocolError: Error, Equatable, Sendable, CustomStringConvertible
     public var description: String { reason }
 }
 
-/// A fixed-capacity byte buffer that wipes itself when released.
+/// A byte buffer for bytes that may be secret: it grows as bytes arrive, up to `capacity`, and every
+/// allocation it gives up (when it grows, and when it is released) is wiped first. Only the bytes ever
+/// written are touched, so a connection that sends a short line keeps a small buffer, not the 64 KiB limit.
 struct SecureBuffer: ~Copyable {
-    private let storage: UnsafeMutableRawBufferPointer
+    private var storage: UnsafeMutableRawBufferPointer
+    /// The bytes held.
     private(set) var count = 0
-    var capacity: Int { storage.count }
+    /// The most bytes the buffer may hold.
+    let capacity: Int
+    /// How far into `storage` bytes were ever written (what a wipe must cover).
+    private var written = 0
 
     init(capacity: Int) {
-        storage = .allocate(byteCount: max(capacity, 1), alignment: 1)
+        self.capacity = max(capacity, 1)
+        storage = .allocate(byteCount: min(self.capacity, 512), alignment: 1)
     }
 
     deinit {
-        Secret.wipe(storage)
+        Secret.wipe(UnsafeMutableRawBufferPointer(rebasing: storage[0..<written]))
         storage.deallocate()
+    }
+
+    /// Makes room for `needed` bytes in all, doubling; the caller has checked `needed <= capacity`.
+    private mutating func reserve(_ needed: Int) {
+        guard needed > storage.count else { return }
+        let larger = UnsafeMutableRawBufferPointer.allocate(byteCount: min(max(needed, storage.count * 2), capacity), alignment: 1)
+        if count > 0 { larger.baseAddress!.copyMemory(from: storage.baseAddress!, byteCount: count) }
+        Secret.wipe(UnsafeMutableRawBufferPointer(rebasing: storage[0..<written]))
+        storage.deallocate()
+        storage = larger
+        written = count
     }
 
     subscript(index: Int) -> UInt8 { storage[index] }
@@ -213,14 +231,19 @@ struct SecureBuffer: ~Copyable {
     mutating func append(_ bytes: UnsafeRawBufferPointer) {
         precondition(count + bytes.count <= capacity, "SecureBuffer overflow")
         guard let base = bytes.baseAddress, bytes.count > 0 else { return }
+        reserve(count + bytes.count)
         (storage.baseAddress! + count).copyMemory(from: base, byteCount: bytes.count)
         count += bytes.count
+        written = max(written, count)
     }
 
     /// Appends one byte; the caller makes sure it fits.
     mutating func append(byte: UInt8) {
+        precondition(count < capacity, "SecureBuffer overflow")
+        if count == storage.count { reserve(count + 1) }
         storage[count] = byte
         count += 1
+        written = max(written, count)
     }
 
     func string(_ range: Range<Int>) -> String? {

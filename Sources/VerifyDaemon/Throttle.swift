@@ -2,7 +2,9 @@ import Kerberos
 import NIOCore
 
 /// Counts failures per key (a principal, a peer) and refuses a key for a growing while once it fails
-/// too often, without contacting the KDC. Memory is bounded: the oldest entries go first.
+/// too often, without contacting the KDC. Memory is bounded: entries that no longer matter (window over,
+/// not blocked, no recent strike) are swept out as failures arrive, and past `capacity` the least recently
+/// seen go first.
 final class Throttle: Sendable {
     struct Policy: Sendable {
         var failures: Int
@@ -22,6 +24,8 @@ final class Throttle: Sendable {
     private let policy: Policy
     private let capacity: Int
     private let entries = Locked<[String: Entry]>([:])
+    /// When expired entries were last swept out.
+    private let lastSweep = Locked(NIODeadline.uptimeNanoseconds(0))
 
     init(policy: Policy, capacity: Int = 100_000) {
         self.policy = policy
@@ -57,6 +61,7 @@ final class Throttle: Sendable {
                 }
                 entries[key] = entry
             }
+            if entries.count > 1024 { sweep(&entries, now: now) }
             if entries.count > capacity { evict(&entries) }
             return newlyBlocked
         }
@@ -65,6 +70,22 @@ final class Throttle: Sendable {
     /// A success clears the principal's record.
     func recordSuccess(_ key: String) {
         _ = entries.withLock { $0.removeValue(forKey: key) }
+    }
+
+    /// Drops, at most once a second, the entries that no longer count for anything: their window is over,
+    /// they are not blocked, and any strike they had is older than the longest backoff. Under a steady
+    /// stream of failures for ever new names the table then holds one window's worth, not `capacity`.
+    private func sweep(_ entries: inout [String: Entry], now: NIODeadline) {
+        let due = lastSweep.withLock { last in
+            guard now - last > .seconds(1) else { return false }
+            last = now
+            return true
+        }
+        guard due else { return }
+        let window = TimeAmount(policy.window), memory = TimeAmount(policy.maxBackoff)
+        entries = entries.filter { _, entry in
+            entry.blockedUntil > now || now - entry.windowStart <= window || (entry.strikes > 0 && now - entry.lastSeen <= memory)
+        }
     }
 
     /// Drops the least recently seen tenth of the entries that are not blocked.

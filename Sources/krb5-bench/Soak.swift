@@ -27,8 +27,16 @@ struct Soak: ParsableCommand {
     @Option var concurrency = 16
     @Option var seconds = 600.0
     @Option var pid: Int32
+    @Option(help: "Only these cases, comma-separated (good, bad, unknown, disabled, otpGood, otpBad); default all.")
+    var cases: String?
 
-    enum Case: Int, CaseIterable { case good, bad, unknown, disabled, otpGood, otpBad }
+    enum Case: Int, CaseIterable { case good, bad, unknown, disabled, otpGood, otpBad
+
+        init?(name: Substring) {
+            guard let found = Self.allCases.first(where: { "\($0)" == name }) else { return nil }
+            self = found
+        }
+    }
 
     func run() throws {
         let realm = try realmValues(realmEnv)
@@ -37,10 +45,16 @@ struct Soak: ParsableCommand {
         let tally = Locked<[Case: Int]>([:])
         let early = Locked<(rss: Int, fds: Int)?>(nil)
         let (sasl, conversation, otpUser, count, pid) = (saslSocket, socket, otpUser, count, pid)
+        let selected = try cases.map { list in
+            try list.split(separator: ",").map { name in
+                guard let kind = Case(name: name) else { throw ValidationError("unknown case \(name)") }
+                return kind
+            }
+        } ?? Case.allCases
         let elapsed = runThreads(concurrency, seconds: seconds, count: count) { _ in
             {
                 let index = done.add(1, ordering: .relaxed).newValue
-                let kind = Case(rawValue: index % Case.allCases.count)!
+                let kind = selected[index % selected.count]
                 if !Self.check(kind, realm: realm, sasl: sasl, conversation: conversation, otpUser: otpUser) {
                     wrong.add(1, ordering: .relaxed)
                 }

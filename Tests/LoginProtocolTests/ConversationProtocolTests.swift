@@ -110,6 +110,27 @@ struct ConversationProtocolTests {
         #expect(partial)
     }
 
+    @Test("lines of every size up to the 64 KiB limit come out whole whatever the read sizes; one byte more is too long")
+    func framerSizes() {
+        var framer = LineFramer()
+        var generator = SeededGenerator(seed: 11)
+        for length in [0, 1, 511, 512, 513, 1023, 1024, 4097, 65_535, 65_536] {
+            let line = (0..<length).map { UInt8(ascii: "a") + UInt8($0 % 26) }
+            var input = line + [UInt8(ascii: "\n")]
+            var out: [LineFramer.Line] = []
+            while !input.isEmpty {
+                let chunk = Int.random(in: 1...max(1, min(input.count, 9000)), using: &generator)
+                out += framer.feed(Array(input.prefix(chunk)))
+                input.removeFirst(chunk)
+            }
+            guard out.count == 1, case .line(let secret) = out[0] else { Issue.record("length \(length): \(out.count) lines"); continue }
+            #expect(secret.withUnsafeBytes { Array($0) } == line, "length \(length)")
+        }
+        let tooLong = framer.feed([UInt8](repeating: UInt8(ascii: "x"), count: 65_537) + [UInt8(ascii: "\n")] + Array("ok\n".utf8))
+        #expect(tooLong.count == 2)
+        if case .tooLong = tooLong.first {} else { Issue.record("expected tooLong first") }
+    }
+
     @Test("20,000 random and mutated lines never crash the decoder")
     func randomInputs() {
         var generator = SeededGenerator(seed: 7)

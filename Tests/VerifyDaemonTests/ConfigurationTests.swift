@@ -181,6 +181,21 @@ struct ThrottleTests {
         #expect(throttle.recordFailure(["p"], now: start + .seconds(63)).isEmpty, "the success cleared the count")
     }
 
+    @Test("entries whose window is over are swept out: failures for ever new names leave one window's worth")
+    func sweep() {
+        let throttle = Throttle(policy: .init(failures: 3, window: .seconds(60), backoff: .seconds(5), maxBackoff: .seconds(18)))
+        for _ in 0..<3 { throttle.recordFailure(["striker"], now: start) }
+        for index in 0..<2000 { throttle.recordFailure(["name-\(index)"], now: start + .seconds(1)) }
+        #expect(throttle.count == 2001)
+        // 62 s on: every name's window is over; the striker's strike (at 0 s) is older than the 18 s maximum backoff too.
+        for index in 0..<1100 { throttle.recordFailure(["later-\(index)"], now: start + .seconds(62)) }
+        #expect(throttle.count == 1100, "only this window's names are left")
+        // A recent strike is remembered past its window, so the next burst backs off longer.
+        for _ in 0..<3 { throttle.recordFailure(["recent"], now: start + .seconds(62)) }
+        for index in 0..<1100 { throttle.recordFailure(["again-\(index)"], now: start + .seconds(64)) }
+        #expect(throttle.blocked(["recent"], now: start + .seconds(66)) == "recent")
+    }
+
     @Test("memory is bounded: old entries are evicted, blocked ones kept")
     func bounded() {
         let throttle = throttle(capacity: 100)
