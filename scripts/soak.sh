@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # make soak: COUNT mixed logins through the release krb5-verifyd at concurrency 16, every reply checked.
+# SOAK_CASES=unknown,otpGood (say) runs only those cases.
 set -euo pipefail
 count=${1:-100000}
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -27,5 +28,5 @@ TOML
 daemon=$!
 for _ in $(seq 100); do [ -S "$realm/conversation" ] && break; sleep 0.1; done
 "$bin/krb5-bench" soak --realm-env "$realm/realm.env" --sasl-socket "$realm/mux" --socket "$realm/conversation" \
-    --otp-user soakotp --count "$count" --concurrency 16 --seconds 3600 --pid "$daemon"
+    --otp-user soakotp --count "$count" ${SOAK_CASES:+--cases "$SOAK_CASES"} --concurrency 16 --seconds 3600 --pid "$daemon"
 kill -TERM "$daemon"; wait "$daemon"
