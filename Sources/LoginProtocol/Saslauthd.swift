@@ -193,16 +193,15 @@ public struct ProtocolError: Error, Equatable, Sendable, CustomStringConvertible
 }
 
 /// A byte buffer for bytes that may be secret: it grows as bytes arrive, up to `capacity`, and every
-/// allocation it gives up (when it grows, and when it is released) is wiped first. Only the bytes ever
-/// written are touched, so a connection that sends a short line keeps a small buffer, not the 64 KiB limit.
+/// allocation it gives up (when it grows, and when it is released) is wiped first. Bytes only leave through
+/// ``wipeContents()``, so the bytes to wipe are always the first `count`; a connection that sends a short
+/// line keeps a small buffer, not the 64 KiB limit.
 struct SecureBuffer: ~Copyable {
     private var storage: UnsafeMutableRawBufferPointer
     /// The bytes held.
     private(set) var count = 0
     /// The most bytes the buffer may hold.
     let capacity: Int
-    /// How far into `storage` bytes were ever written (what a wipe must cover).
-    private var written = 0
 
     init(capacity: Int) {
         self.capacity = max(capacity, 1)
@@ -210,7 +209,7 @@ struct SecureBuffer: ~Copyable {
     }
 
     deinit {
-        Secret.wipe(UnsafeMutableRawBufferPointer(rebasing: storage[0..<written]))
+        Secret.wipe(UnsafeMutableRawBufferPointer(rebasing: storage[0..<count]))
         storage.deallocate()
     }
 
@@ -219,10 +218,9 @@ struct SecureBuffer: ~Copyable {
         guard needed > storage.count else { return }
         let larger = UnsafeMutableRawBufferPointer.allocate(byteCount: min(max(needed, storage.count * 2), capacity), alignment: 1)
         if count > 0 { larger.baseAddress!.copyMemory(from: storage.baseAddress!, byteCount: count) }
-        Secret.wipe(UnsafeMutableRawBufferPointer(rebasing: storage[0..<written]))
+        Secret.wipe(UnsafeMutableRawBufferPointer(rebasing: storage[0..<count]))
         storage.deallocate()
         storage = larger
-        written = count
     }
 
     subscript(index: Int) -> UInt8 { storage[index] }
@@ -234,7 +232,6 @@ struct SecureBuffer: ~Copyable {
         reserve(count + bytes.count)
         (storage.baseAddress! + count).copyMemory(from: base, byteCount: bytes.count)
         count += bytes.count
-        written = max(written, count)
     }
 
     /// Appends one byte; the caller makes sure it fits.
@@ -243,7 +240,6 @@ struct SecureBuffer: ~Copyable {
         if count == storage.count { reserve(count + 1) }
         storage[count] = byte
         count += 1
-        written = max(written, count)
     }
 
     func string(_ range: Range<Int>) -> String? {

@@ -250,25 +250,22 @@ struct LoginAttempt {
             return cache
         }
         do {
-            var expires = Date.distantPast
-            let cache: CredentialCache
+            let getTicket: (InitialCredentialsOptions) throws -> Credentials
             switch configuration.armor {
             case .anonymous:
-                cache = try context.newArmorCache { options in
-                    let credentials = try context.anonymousCredentials(realm: client.realm, options: options)
-                    expires = credentials.endTime
-                    return credentials
-                }
+                getTicket = { try context.anonymousCredentials(realm: client.realm, options: $0) }
             case .keytab:
                 let keytab = try verificationKeytab()
                 let service = try configuration.serverPrincipal == nil ? firstKeytabPrincipal(keytab) : verificationServer()
-                cache = try context.newArmorCache { options in
-                    let credentials = try context.initialCredentials(for: service, keytab: keytab, options: options)
-                    expires = credentials.endTime
-                    return credentials
-                }
+                getTicket = { try context.initialCredentials(for: service, keytab: keytab, options: $0) }
             case .none:
                 return nil
+            }
+            var expires = Date.distantPast
+            let cache = try context.newArmorCache { options in
+                let credentials = try getTicket(options)
+                expires = credentials.endTime
+                return credentials
             }
             context.discardReusable(key)
             _ = context.reusable(key) { ArmorCache(cache: cache, expires: expires) }

@@ -32,20 +32,22 @@ final class DaemonMetrics: Sendable {
     /// Counts one finished request and its latency.
     func record(listener: String, outcome: String, latency: Duration) {
         let factory = self.factory
-        let counter = counters.withLock { counters in
-            if let counter = counters[listener + "\u{0}" + outcome] { return counter }
-            let counter = CoreMetrics.Counter(label: "krb5_verifyd_requests_total", dimensions: [("listener", listener), ("outcome", outcome)], factory: factory)
-            counters[listener + "\u{0}" + outcome] = counter
-            return counter
+        Self.made(counters, listener + "\u{0}" + outcome) {
+            CoreMetrics.Counter(label: "krb5_verifyd_requests_total", dimensions: [("listener", listener), ("outcome", outcome)], factory: factory)
+        }.increment()
+        Self.made(timers, listener) {
+            CoreMetrics.Timer(label: "krb5_verifyd_request_duration_seconds", dimensions: [("listener", listener)], factory: factory)
+        }.recordNanoseconds(Int64(latency.components.seconds) * 1_000_000_000 + latency.components.attoseconds / 1_000_000_000)
+    }
+
+    /// The handle stored under `key`, made by `make` the first time.
+    private static func made<Handle>(_ table: Locked<[String: Handle]>, _ key: String, _ make: () -> Handle) -> Handle {
+        table.withLock { table in
+            if let handle = table[key] { return handle }
+            let handle = make()
+            table[key] = handle
+            return handle
         }
-        counter.increment()
-        let timer = timers.withLock { timers in
-            if let timer = timers[listener] { return timer }
-            let timer = CoreMetrics.Timer(label: "krb5_verifyd_request_duration_seconds", dimensions: [("listener", listener)], factory: factory)
-            timers[listener] = timer
-            return timer
-        }
-        timer.recordNanoseconds(Int64(latency.components.seconds) * 1_000_000_000 + latency.components.attoseconds / 1_000_000_000)
     }
 
     /// The Prometheus text exposition.

@@ -23,9 +23,13 @@ final class Throttle: Sendable {
 
     private let policy: Policy
     private let capacity: Int
-    private let entries = Locked<[String: Entry]>([:])
-    /// When expired entries were last swept out.
-    private let lastSweep = Locked(NIODeadline.uptimeNanoseconds(0))
+    private struct Table {
+        var entries: [String: Entry] = [:]
+        /// When expired entries were last swept out.
+        var lastSweep = NIODeadline.uptimeNanoseconds(0)
+    }
+
+    private let table = Locked(Table())
 
     init(policy: Policy, capacity: Int = 100_000) {
         self.policy = policy
@@ -34,16 +38,16 @@ final class Throttle: Sendable {
 
     /// The first of `keys` that is currently refused, if any.
     func blocked(_ keys: [String], now: NIODeadline = .now()) -> String? {
-        entries.withLock { entries in keys.first { (entries[$0]?.blockedUntil ?? .distantPast) > now } }
+        table.withLock { table in keys.first { (table.entries[$0]?.blockedUntil ?? .distantPast) > now } }
     }
 
     /// Records a failed login for each key; returns the keys that this failure put into backoff.
     @discardableResult
     func recordFailure(_ keys: [String], now: NIODeadline = .now()) -> [String] {
-        entries.withLock { entries in
+        table.withLock { table in
             var newlyBlocked: [String] = []
             for key in keys {
-                var entry = entries[key] ?? Entry(windowStart: now, failures: 0, blockedUntil: .distantPast, strikes: 0, lastSeen: now)
+                var entry = table.entries[key] ?? Entry(windowStart: now, failures: 0, blockedUntil: .distantPast, strikes: 0, lastSeen: now)
                 if now - entry.windowStart > TimeAmount(policy.window) {
                     entry.windowStart = now
                     entry.failures = 0
@@ -59,31 +63,27 @@ final class Throttle: Sendable {
                     entry.windowStart = now
                     newlyBlocked.append(key)
                 }
-                entries[key] = entry
+                table.entries[key] = entry
             }
-            if entries.count > 1024 { sweep(&entries, now: now) }
-            if entries.count > capacity { evict(&entries) }
+            if table.entries.count > 1024 { sweep(&table, now: now) }
+            if table.entries.count > capacity { evict(&table.entries) }
             return newlyBlocked
         }
     }
 
     /// A success clears the principal's record.
     func recordSuccess(_ key: String) {
-        _ = entries.withLock { $0.removeValue(forKey: key) }
+        _ = table.withLock { $0.entries.removeValue(forKey: key) }
     }
 
     /// Drops, at most once a second, the entries that no longer count for anything: their window is over,
     /// they are not blocked, and any strike they had is older than the longest backoff. Under a steady
     /// stream of failures for ever new names the table then holds one window's worth, not `capacity`.
-    private func sweep(_ entries: inout [String: Entry], now: NIODeadline) {
-        let due = lastSweep.withLock { last in
-            guard now - last > .seconds(1) else { return false }
-            last = now
-            return true
-        }
-        guard due else { return }
+    private func sweep(_ table: inout Table, now: NIODeadline) {
+        guard now - table.lastSweep > .seconds(1) else { return }
+        table.lastSweep = now
         let window = TimeAmount(policy.window), memory = TimeAmount(policy.maxBackoff)
-        entries = entries.filter { _, entry in
+        table.entries = table.entries.filter { _, entry in
             entry.blockedUntil > now || now - entry.windowStart <= window || (entry.strikes > 0 && now - entry.lastSeen <= memory)
         }
     }
@@ -95,7 +95,7 @@ final class Throttle: Sendable {
         for (key, _) in candidates.prefix(max(1, capacity / 10)) { entries.removeValue(forKey: key) }
     }
 
-    var count: Int { entries.withLock { $0.count } }
+    var count: Int { table.withLock { $0.entries.count } }
 }
 
 extension TimeAmount {
