@@ -21,8 +21,15 @@ public struct LoginConfiguration: Sendable {
     public var serverPrincipal: String?
     /// The realm appended to names that have none; nil means the default realm.
     public var realm: String?
+    /// The realms whose principals may log in; names of any other realm are refused before any KDC is
+    /// contacted. nil means the default realm, ``realm``, and every realm named in krb5.conf's `[realms]`.
+    public var realms: [String]?
     /// FAST armor for each login.
     public var armor: ArmorSource
+    /// The keytab principal whose TGT armors logins when ``armor`` is `.keytab`; nil picks the keytab's
+    /// computer account (`NAME$@REALM`, as Active Directory requires) of the login's realm, else its first
+    /// entry of that realm, else its first entry.
+    public var armorPrincipal: String?
     /// Fail closed when the exchange cannot be protected by FAST.
     public var fastRequired: Bool
     /// Verify credentials against the keytab. Only a flag whose name says "insecure" may turn this off.
@@ -77,8 +84,10 @@ public struct LoginConfiguration: Sendable {
         armor: ArmorSource = .none, fastRequired: Bool = false, verify: Bool = true,
         ticketLifetime: Duration? = nil, renewLifetime: Duration? = nil, forwardable: Bool? = nil,
         preauthOptions: [PreauthOption] = [], outputCache: String? = nil, optimisticPreauth: Bool = false,
-        learnedPreauth: Bool = true, directVerificationTicket: Bool = true
+        learnedPreauth: Bool = true, directVerificationTicket: Bool = true, realms: [String]? = nil, armorPrincipal: String? = nil
     ) {
+        self.realms = realms
+        self.armorPrincipal = armorPrincipal
         self.outputCache = outputCache
         self.krb5 = krb5
         self.keytab = keytab
