@@ -24,6 +24,9 @@ public struct LoginConfiguration: Sendable {
     /// The realms whose principals may log in; names of any other realm are refused before any KDC is
     /// contacted. nil means the default realm, ``realm``, and every realm named in krb5.conf's `[realms]`.
     public var realms: [String]?
+    /// Settings of their own for logins of some realms (a keytab, server principal or armor that the
+    /// general ones do not cover), by realm name. ``applying(realm:)`` puts them in place.
+    public var realmSettings: [String: RealmSettings] = [:]
     /// FAST armor for each login.
     public var armor: ArmorSource
     /// The keytab principal whose TGT armors logins when ``armor`` is `.keytab`; nil picks the keytab's
@@ -63,6 +66,38 @@ public struct LoginConfiguration: Sendable {
     /// to the verification service instead of a TGT (`in_tkt_service`), so `krb5_verify_init_creds` needs
     /// no TGS exchange. The proof is the same: only the real KDC can make a ticket the keytab decrypts.
     public var directVerificationTicket: Bool
+
+    /// What may differ for the logins of one realm; nil keeps the general setting.
+    public struct RealmSettings: Sendable, Hashable {
+        /// The keytab that verifies this realm's logins (and holds its keytab armor).
+        public var keytab: String?
+        /// The service principal this realm's logins are verified against.
+        public var serverPrincipal: String?
+        /// FAST armor for this realm's logins.
+        public var armor: ArmorSource?
+        /// The keytab principal whose TGT armors this realm's logins.
+        public var armorPrincipal: String?
+
+        /// Settings with the given members.
+        public init(keytab: String? = nil, serverPrincipal: String? = nil, armor: ArmorSource? = nil, armorPrincipal: String? = nil) {
+            self.keytab = keytab
+            self.serverPrincipal = serverPrincipal
+            self.armor = armor
+            self.armorPrincipal = armorPrincipal
+        }
+    }
+
+    /// This configuration as it applies to logins of `realm`: that realm's ``realmSettings`` over the
+    /// general ones.
+    public func applying(realm: String) -> LoginConfiguration {
+        guard let settings = realmSettings[realm] else { return self }
+        var configuration = self
+        if let keytab = settings.keytab { configuration.keytab = keytab }
+        if let server = settings.serverPrincipal { configuration.serverPrincipal = server }
+        if let armor = settings.armor { configuration.armor = armor }
+        if let principal = settings.armorPrincipal { configuration.armorPrincipal = principal }
+        return configuration
+    }
 
     /// One `krb5_get_init_creds_opt_set_pa` name and value.
     public struct PreauthOption: Sendable, Hashable {

@@ -128,7 +128,8 @@ private struct NeedsAnswers: Error {}
 /// One replay of the exchange on a worker thread.
 struct LoginAttempt {
     let context: Context
-    let configuration: LoginConfiguration
+    /// The service's configuration; once the client is known, as it applies to the client's realm.
+    var configuration: LoginConfiguration
     let names: LoginNames
     let conversation: LoginConversation
     let learnt: LearntPreauth
@@ -136,15 +137,21 @@ struct LoginAttempt {
     let passwordOnly: Bool
 
     func run() -> LoginStep {
-        var info: [String] = []
-        var missing: [LoginQuestion] = []
-        let answers = conversation.answers
         let client: Principal
         do throws(LoginRefusal) {
             client = try names.client(conversation.principal, in: context)
         } catch {
             return .finished(error.result, info: [])
         }
+        var attempt = self
+        attempt.configuration = configuration.applying(realm: client.realm)
+        return attempt.run(for: client)
+    }
+
+    private func run(for client: Principal) -> LoginStep {
+        var info: [String] = []
+        var missing: [LoginQuestion] = []
+        let answers = conversation.answers
         let principal = client.name()
         do {
             var options = try baseOptions(for: client)
@@ -326,7 +333,7 @@ struct LoginAttempt {
     }
 
     private func verificationKeytab() throws -> Keytab {
-        try context.reusable("verify.keytab") {
+        try context.reusable("verify.keytab.\(configuration.keytab ?? "")") {
             if let name = configuration.keytab { return try Keytab(resolving: name, in: context) }
             return try Keytab.default(in: context)
         }
@@ -334,7 +341,7 @@ struct LoginAttempt {
 
     /// The configured service principal, else `host/<this host>` as krb5 canonicalises it.
     private func verificationServer() throws -> Principal {
-        try context.reusable("verify.server") {
+        try context.reusable("verify.server.\(configuration.serverPrincipal ?? "")") {
             guard let name = configuration.serverPrincipal else { return try Principal.service("host", in: context) }
             return try Principal(parsing: name, in: context)
         }

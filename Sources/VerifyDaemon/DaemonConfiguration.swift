@@ -130,10 +130,13 @@ public struct DaemonConfiguration: Sendable {
         login.serverPrincipal = try string("server_principal") ?? login.serverPrincipal
         login.realm = try string("realm") ?? login.realm
         if let value = table["realms"] {
-            guard let array = value.array, array.allSatisfy({ $0.string != nil }) else {
-                throw ConfigurationError("\(source): realms must be an array of realm names")
+            if let array = value.array, array.allSatisfy({ $0.string != nil }) {
+                login.realms = array.compactMap { $0.string }
+            } else if let realms = value.table {
+                try loadRealmSettings(realms, source: source)
+            } else {
+                throw ConfigurationError("\(source): realms must be an array of realm names or a table of realms")
             }
-            login.realms = array.compactMap { $0.string }
         }
         login.armorPrincipal = try string("armor_principal") ?? login.armorPrincipal
         if let armor = try string("armor") {
@@ -169,6 +172,36 @@ public struct DaemonConfiguration: Sendable {
         try validate()
     }
 
+    /// The keys a `[realms."NAME"]` table accepts.
+    public static let realmKeys: Set<String> = ["keytab", "server_principal", "armor", "armor_principal"]
+
+    /// `[realms."NAME"]` tables: the realms allowed, each with settings of its own.
+    private mutating func loadRealmSettings(_ realms: TOMLTable, source: String) throws(ConfigurationError) {
+        var names: [String] = []
+        for name in realms.keys.sorted() {
+            guard let entry = realms[name]?.table else { throw ConfigurationError("\(source): realms.\(name) must be a table") }
+            for key in entry.keys where !Self.realmKeys.contains(key) {
+                throw ConfigurationError("\(source): unknown key \"\(key)\" in realms.\(name)")
+            }
+            func string(_ key: String) throws(ConfigurationError) -> String? {
+                guard let value = entry[key] else { return nil }
+                guard let text = value.string else { throw ConfigurationError("\(source): realms.\(name).\(key) must be a string") }
+                return text
+            }
+            var settings = LoginConfiguration.RealmSettings(keytab: try string("keytab"), serverPrincipal: try string("server_principal"),
+                                                            armorPrincipal: try string("armor_principal"))
+            if let armor = try string("armor") {
+                guard let parsed = LoginConfiguration.ArmorSource(rawValue: armor) else {
+                    throw ConfigurationError("\(source): realms.\(name).armor must be anonymous, keytab or none")
+                }
+                settings.armor = parsed
+            }
+            names.append(name)
+            login.realmSettings[name] = settings
+        }
+        login.realms = names
+    }
+
     /// Checks values that make no sense together.
     public func validate() throws(ConfigurationError) {
         if saslSocket == nil && socket == nil { throw ConfigurationError("no listener: give --sasl-socket and/or --socket") }
@@ -180,6 +213,9 @@ public struct DaemonConfiguration: Sendable {
             throw ConfigurationError("\(key) must be longer than zero")
         }
         if login.realms?.isEmpty == true { throw ConfigurationError("realms must name at least one realm") }
+        for (realm, settings) in login.realmSettings where login.fastRequired && settings.armor == LoginConfiguration.ArmorSource.none {
+            throw ConfigurationError("fast_required needs armor for realm \(realm) too")
+        }
         if login.fastRequired && login.armor == .none { throw ConfigurationError("fast_required needs armor = anonymous or keytab") }
         for path in [saslSocket, socket].compactMap({ $0 }) where path.utf8.count >= 108 {
             throw ConfigurationError("socket path longer than 107 bytes: \(path)")

@@ -44,12 +44,11 @@ struct DaemonFixture {
     func stop() async { await daemon.shutdown() }
 
     /// Runs `body` with a daemon that is stopped however `body` ends.
-    static func with<T>(configure: (inout DaemonConfiguration, TestRealm) -> Void = { _, _ in }, _ body: (DaemonFixture) async throws -> T) async throws -> T {
+    static func with(configure: (inout DaemonConfiguration, TestRealm) -> Void = { _, _ in }, _ body: (DaemonFixture) async throws -> Void) async throws {
         let fixture = try await start(configure: configure)
         do {
-            let value = try await body(fixture)
+            try await body(fixture)
             await fixture.stop()
-            return value
         } catch {
             await fixture.stop()
             throw error
