@@ -99,7 +99,8 @@ let package = Package(
         .testTarget(name: "TOTPTests", dependencies: ["TOTP"], swiftSettings: strict),
         .testTarget(
             name: "VerifyDaemonTests",
-            dependencies: ["VerifyDaemon", "TestRealm", "CKrb5", .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle")],
+            dependencies: ["VerifyDaemon", "TestRealm", "CKrb5", .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
+                           .product(name: "NIOEmbedded", package: "swift-nio"), .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: strict
         ),
         .testTarget(name: "LoginHelperTests", dependencies: ["LoginHelper", "VerifyDaemon", "TestRealm"], swiftSettings: strict),

@@ -1,126 +1,118 @@
 public import Kerberos
 public import LoginProtocol
+import Crypto
 import Foundation
 
 /// An opt-in cache of successful password logins, like `saslauthd -c`: a repeated right password for the
 /// same principal is answered without the KDC until the entry's time is up.
 ///
-/// Entries are keyed by HMAC-SHA-256 of principal and password under a key drawn at start-up and held
-/// only in memory; the password itself is never stored. Any failure for a principal drops its entries, so
-/// a changed or revoked password stops working from the cache at its first failed use. The trade-off:
-/// within the TTL, a password changed or an account disabled elsewhere still logs in. Off by default.
+/// At most one entry per principal: the password that last succeeded for it, held as HMAC-SHA-256
+/// (swift-crypto) of principal and password under a key drawn at start-up and held only in memory; the
+/// password itself is never stored. A cached password keeps working until the first of:
+/// - its `ttl` runs out;
+/// - a *different* password succeeds for the principal at the KDC (the new one replaces it);
+/// - any login of the principal fails (``invalidate(principal:)``, which drops its entry).
+///
+/// The trade-off: within the TTL, a password changed or an account disabled elsewhere still logs in with
+/// the old password from this cache, until one of the above happens. Off by default.
+///
+/// Principals are keyed by the string the caller gives. Callers pass the **canonical** name
+/// (`user@REALM`, as krb5 unparses it with its realm) to ``lookup(principal:password:)``,
+/// ``store(principal:password:result:)`` and ``invalidate(principal:)`` alike, so that every spelling of
+/// one principal shares one entry and one invalidation.
 public final class ResultCache: Sendable {
+    /// HMAC-SHA-256 as four words, compared without an early exit.
+    struct Digest: Sendable {
+        var words: (UInt64, UInt64, UInt64, UInt64)
+
+        init(_ mac: HashedAuthenticationCode<SHA256>) {
+            words = mac.withUnsafeBytes { bytes in
+                (bytes.loadUnaligned(fromByteOffset: 0, as: UInt64.self), bytes.loadUnaligned(fromByteOffset: 8, as: UInt64.self),
+                 bytes.loadUnaligned(fromByteOffset: 16, as: UInt64.self), bytes.loadUnaligned(fromByteOffset: 24, as: UInt64.self))
+            }
+        }
+
+        func matches(_ other: Digest) -> Bool {
+            ((words.0 ^ other.words.0) | (words.1 ^ other.words.1) | (words.2 ^ other.words.2) | (words.3 ^ other.words.3)) == 0
+        }
+    }
+
     private struct Entry {
-        var principal: String
+        var digest: Digest
         var result: LoginResult
         var expires: ContinuousClock.Instant
     }
 
-    private let ttl: Duration
-    private let capacity: Int
-    private let key: [UInt8]
-    private let entries = Locked<[[UInt8]: Entry]>([:])
-
-    /// An empty cache whose entries live `ttl`; when `capacity` entries are held, a new one first drops the
-    /// expired ones, or all of them when none has expired.
-    public init(ttl: Duration, capacity: Int = 100_000) {
-        self.ttl = ttl
-        self.capacity = capacity
-        var generator = SystemRandomNumberGenerator()
-        self.key = (0..<32).map { _ in UInt8.random(in: 0...255, using: &generator) }
+    /// HMAC state already keyed (the key's inner and outer blocks absorbed), copied per use; swift-crypto
+    /// copies its digest context on the first update of a copy and zeroes every context it frees.
+    private struct KeyedMAC: @unchecked Sendable {
+        // Never mutated after init; copies are made and updated by value.
+        let state: HMAC<SHA256>
     }
 
-    /// The cached success for this principal and password, if still fresh.
+    private let ttl: Duration
+    private let capacity: Int
+    private let keyed: KeyedMAC
+    private let entries = Locked<[String: Entry]>([:])
+
+    /// An empty cache whose entries live `ttl`; when `capacity` principals are held, a new one first drops
+    /// the expired entries, or all of them when none has expired.
+    public convenience init(ttl: Duration, capacity: Int = 100_000) {
+        self.init(ttl: ttl, capacity: capacity, key: SymmetricKey(size: .bits256))
+    }
+
+    init(ttl: Duration, capacity: Int = 100_000, key: SymmetricKey) {
+        self.ttl = ttl
+        self.capacity = capacity
+        self.keyed = KeyedMAC(state: HMAC<SHA256>(key: key))
+    }
+
+    /// The cached success for this (canonical) principal and password, if still fresh.
     public func lookup(principal: String, password: Secret) -> LoginResult? {
-        let digest = hash(principal, password)
-        return entries.withLock { entries in
-            guard let entry = entries[digest] else { return nil }
-            guard entry.expires > .now else {
-                entries[digest] = nil
+        let digest = self.digest(principal, password)
+        let now = ContinuousClock.now
+        return entries.withLock { entries -> LoginResult? in
+            guard let entry = entries[principal], entry.digest.matches(digest) else { return nil }
+            guard entry.expires > now else {
+                entries[principal] = nil
                 return nil
             }
             return entry.result
         }
     }
 
-    /// Remembers a success.
+    /// Remembers a success for this (canonical) principal; it replaces whatever the principal had, so an
+    /// older password is no longer answered from the cache.
     public func store(principal: String, password: Secret, result: LoginResult) {
         guard result.ok else { return }
-        let digest = hash(principal, password)
+        let entry = Entry(digest: digest(principal, password), result: result, expires: .now + ttl)
         entries.withLock { entries in
-            if entries.count >= capacity {
+            if entries.count >= capacity, entries[principal] == nil {
                 let now = ContinuousClock.now
                 entries = entries.filter { $0.value.expires > now }
                 if entries.count >= capacity { entries.removeAll() }
             }
-            entries[digest] = Entry(principal: principal, result: result, expires: .now + ttl)
+            entries[principal] = entry
         }
     }
 
-    /// Drops every entry of `principal` (called on any failure for it).
+    /// Drops the entry of this (canonical) principal; called on any failed login of it.
     public func invalidate(principal: String) {
-        entries.withLock { entries in entries = entries.filter { $0.value.principal != principal } }
+        _ = entries.withLock { entries in entries.removeValue(forKey: principal) }
     }
 
-    /// The number of entries held, expired or not.
+    /// The number of principals held, expired or not.
     public var count: Int { entries.withLock { $0.count } }
 
-    private func hash(_ principal: String, _ password: Secret) -> [UInt8] {
-        var message = Array(principal.utf8)
-        message.append(0)
-        password.withUnsafeBytes { message.append(contentsOf: $0) }
-        defer { message.withUnsafeMutableBytes { Secret.wipe($0) } }
-        return SHA256.hmac(key: key, message: message)
-    }
-}
-
-/// SHA-256 (FIPS 180-4) and HMAC (RFC 2104), enough for the cache key.
-enum SHA256 {
-    private static let k: [UInt32] = [
-        0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5, 0xd807aa98, 0x12835b01,
-        0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc,
-        0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147,
-        0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
-        0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116, 0x1e376c08,
-        0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3, 0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208,
-        0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
-    ]
-
-    static func digest(_ message: [UInt8]) -> [UInt8] {
-        var h: [UInt32] = [0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19]
-        var data = message
-        let bitLength = UInt64(message.count) * 8
-        data.append(0x80)
-        while data.count % 64 != 56 { data.append(0) }
-        for shift in stride(from: 56, through: 0, by: -8) { data.append(UInt8((bitLength >> UInt64(shift)) & 0xff)) }
-        defer { data.withUnsafeMutableBytes { Secret.wipe($0) } }
-        func rotate(_ x: UInt32, _ n: UInt32) -> UInt32 { (x >> n) | (x << (32 - n)) }
-        var w = [UInt32](repeating: 0, count: 64)
-        for chunk in stride(from: 0, to: data.count, by: 64) {
-            for i in 0..<16 { w[i] = (0..<4).reduce(0) { ($0 << 8) | UInt32(data[chunk + i * 4 + $1]) } }
-            for i in 16..<64 {
-                let s0 = rotate(w[i - 15], 7) ^ rotate(w[i - 15], 18) ^ (w[i - 15] >> 3)
-                let s1 = rotate(w[i - 2], 17) ^ rotate(w[i - 2], 19) ^ (w[i - 2] >> 10)
-                w[i] = w[i - 16] &+ s0 &+ w[i - 7] &+ s1
-            }
-            var (a, b, c, d, e, f, g, hh) = (h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7])
-            for i in 0..<64 {
-                let s1 = rotate(e, 6) ^ rotate(e, 11) ^ rotate(e, 25)
-                let t1 = hh &+ s1 &+ ((e & f) ^ (~e & g)) &+ k[i] &+ w[i]
-                let s0 = rotate(a, 2) ^ rotate(a, 13) ^ rotate(a, 22)
-                let t2 = s0 &+ ((a & b) ^ (a & c) ^ (b & c))
-                (hh, g, f, e, d, c, b, a) = (g, f, e, d &+ t1, c, b, a, t1 &+ t2)
-            }
-            h[0] &+= a; h[1] &+= b; h[2] &+= c; h[3] &+= d; h[4] &+= e; h[5] &+= f; h[6] &+= g; h[7] &+= hh
-        }
-        w.withUnsafeMutableBytes { Secret.wipe($0) }
-        return h.flatMap { value in (0..<4).map { UInt8((value >> UInt32(24 - $0 * 8)) & 0xff) } }
-    }
-
-    static func hmac(key: [UInt8], message: [UInt8]) -> [UInt8] {
-        var block = key.count > 64 ? digest(key) : key
-        block += [UInt8](repeating: 0, count: 64 - block.count)
-        let inner = digest(block.map { $0 ^ 0x36 } + message)
-        return digest(block.map { $0 ^ 0x5c } + inner)
+    /// HMAC(key, principal ‖ 0 ‖ password). The principal's UTF-8 and the password go into the MAC straight
+    /// from their storage, so no message buffer holding the password is ever made; the MAC state that saw
+    /// them is swift-crypto's, which zeroes it when released.
+    func digest(_ principal: String, _ password: Secret) -> Digest {
+        var mac = keyed.state
+        var name = principal
+        name.withUTF8 { mac.update(data: UnsafeRawBufferPointer($0)) }
+        withUnsafeBytes(of: UInt8(0)) { mac.update(data: $0) }
+        password.withUnsafeBytes { mac.update(data: $0) }
+        return Digest(mac.finalize())
     }
 }

@@ -29,8 +29,8 @@ final class SaslauthdHandler: ChannelInboundHandler {
         let daemon = self.daemon
         PeerCredentials.of(context.channel).whenSuccess { peer in
             handler.value.peer = peer
-            if let peer, !peer.allowed(uids: daemon.configuration.allowedUIDs, gids: daemon.configuration.allowedGIDs) {
-                daemon.logger.warning("saslauthd connection refused", metadata: ["peer": .string(peer.description)])
+            if !PeerCredentials.admits(peer, uids: daemon.configuration.allowedUIDs, gids: daemon.configuration.allowedGIDs) {
+                daemon.logger.warning("saslauthd connection refused", metadata: ["peer": .string(peer?.description ?? "unknown (SO_PEERCRED unreadable)")])
                 handler.value.reply(.no("not allowed"), context: contextBox.value)
             }
         }

@@ -109,18 +109,22 @@ public final class VerifyDaemon: Service, Sendable {
     private func listen(_ path: String, _ initializer: @escaping @Sendable (any Channel) -> EventLoopFuture<Void>) async throws {
         let mode = configuration.socketMode
         let group = configuration.socketGroup
-        let channel = try await ServerBootstrap(group: self.group)
+        let bootstrap = ServerBootstrap(group: self.group)
             .serverChannelOption(.backlog, value: 1024)
             .childChannelInitializer { [self] channel in
                 guard admit(channel) else { return channel.close() }
                 return initializer(channel)
             }
-            .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true).get()
+        // Bound in a private directory and renamed into place with its mode and group already set.
+        let channel = try await SocketFile.bind(path: path, mode: mode, group: group) { temporary in
+            try await bootstrap.bind(unixDomainSocketPath: temporary).get()
+        } close: { channel in
+            try? await channel.close()
+        }
         state.withLock {
             $0.listeners.append(channel)
             $0.boundPaths.append(path)
         }
-        try SocketFile.configure(path: path, mode: mode, group: group)
     }
 
     /// Counts the connection in, or refuses it when the daemon is full or shutting down.

@@ -83,6 +83,27 @@ let benchmarks: @Sendable () -> Void = {
         }
     }
 
+    // The duplicate-name check on a hostile line (issue #11, item 7): a login message followed by 9,000 more
+    // members, all within one 64 KiB line. A quadratic check made this ~40 million name comparisons on the
+    // event loop; each member is now checked once.
+    let wideLine: [UInt8] = {
+        let alphabet = (0x20...0x7e).map { UInt8($0) }.filter { $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") }
+        var names = alphabet.map { [$0] }
+        for first in alphabet { for second in alphabet { names.append([first, second]) } }
+        for first in alphabet { for second in alphabet { for third in alphabet where names.count < 9_000 { names.append([first, second, third]) } } }
+        var line = Array(#"{"type":"login","principal":"alice@EXAMPLE.ORG""#.utf8)
+        for name in names.prefix(9_000) { line += Array(#",""#.utf8) + name + Array(#"":0"#.utf8) }
+        return line + [UInt8(ascii: "}")]
+    }()
+    precondition(wideLine.count <= 65_536)
+    Benchmark("json: decode a 64 KiB line of 9,000 members",
+              configuration: .init(metrics: [.wallClock, .throughput, .mallocCountTotal], timeUnits: .microseconds,
+                                   warmupIterations: 1, scalingFactor: .one, maxDuration: .seconds(2), maxIterations: 1_000)) { benchmark in
+        for _ in benchmark.scaledIterations {
+            blackHole(try ClientMessage.decode(wideLine))
+        }
+    }
+
     // Two messages arriving in one read, then the same two split across two reads (one framer per connection).
     let stream = loginLine + [0x0a] + answersLine + [0x0a]
     let split = stream.count / 3
