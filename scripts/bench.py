@@ -24,35 +24,55 @@ def measure(args, env=None):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def spawn_loop(args, stdin, env, count=300, inherit=True, expect=(0,)):
-    """Runs `args` once per sample, sequentially, timing spawn to reap; RSS is each child's own peak (wait4)."""
-    environment = {**os.environ, **env} if inherit else dict(env)
-    samples, failures, peak = [], 0, 0
+def spawn_once(args, stdin, environment):
+    """One run: posix_spawn, the input, wait4; returns (seconds, exit status)."""
+    read_end, write_end = os.pipe()
+    began = time.perf_counter()
+    pid = os.posix_spawn(args[0], args, environment, file_actions=[
+        (os.POSIX_SPAWN_DUP2, read_end, 0),
+        (os.POSIX_SPAWN_OPEN, 1, "/dev/null", os.O_WRONLY, 0),
+        (os.POSIX_SPAWN_OPEN, 2, "/dev/null", os.O_WRONLY, 0)])
+    os.close(read_end)
+    if stdin:
+        os.write(write_end, stdin)
+    os.close(write_end)
+    _, status, _ = os.wait4(pid, 0)
+    return time.perf_counter() - began, os.waitstatus_to_exitcode(status)
+
+
+def peak_rss_kb(args, stdin, environment):
+    """The command's own peak RSS, from GNU time (wait4 on a child of Python would count Python's pages)."""
+    out = os.path.join(REALM, "rss.out")
+    spawn_once(["/usr/bin/time", "-f", "%M", "-o", out] + args, stdin, environment)
+    try:
+        return int(open(out).read().split()[-1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def spawn_interleaved(commands, count=300):
+    """Runs each command once per round, round after round, so that the machine's load shifts hit all of them
+    alike; each command is (args, stdin, env, inherit, expected statuses). Returns one result per command."""
+    prepared = [(args, stdin, {**os.environ, **env} if inherit else dict(env), expect) for args, stdin, env, inherit, expect in commands]
+    samples = [[] for _ in prepared]
+    failures = [0 for _ in prepared]
     start = time.perf_counter()
     for _ in range(count):
-        if time.perf_counter() - start > SECONDS * 2:
+        if time.perf_counter() - start > SECONDS * 2 * len(prepared):
             break
-        read_end, write_end = os.pipe()
-        began = time.perf_counter()
-        pid = os.posix_spawn(args[0], args, environment, file_actions=[
-            (os.POSIX_SPAWN_DUP2, read_end, 0),
-            (os.POSIX_SPAWN_OPEN, 1, "/dev/null", os.O_WRONLY, 0),
-            (os.POSIX_SPAWN_OPEN, 2, "/dev/null", os.O_WRONLY, 0)])
-        os.close(read_end)
-        if stdin:
-            os.write(write_end, stdin)
-        os.close(write_end)
-        _, status, usage = os.wait4(pid, 0)
-        samples.append(time.perf_counter() - began)
-        peak = max(peak, usage.ru_maxrss)
-        if os.waitstatus_to_exitcode(status) not in expect:
-            failures += 1
-    values = sorted(samples)
-    def percentile(p):
-        return values[min(len(values) - 1, int(len(values) * p))] * 1000 if values else 0
-    return {"logins": len(values), "seconds": time.perf_counter() - start, "p50_ms": percentile(0.5), "p99_ms": percentile(0.99),
-            "failures": failures, "child_max_rss_kb": peak}
-
+        for index, (args, stdin, environment, expect) in enumerate(prepared):
+            seconds, status = spawn_once(args, stdin, environment)
+            samples[index].append(seconds)
+            if status not in expect:
+                failures[index] += 1
+    results = []
+    for index, (args, stdin, environment, _) in enumerate(prepared):
+        values = sorted(samples[index])
+        def percentile(p):
+            return values[min(len(values) - 1, int(len(values) * p))] * 1000 if values else 0
+        results.append({"logins": len(values), "seconds": sum(values), "p50_ms": percentile(0.5), "p99_ms": percentile(0.99),
+                        "failures": failures[index], "child_max_rss_kb": peak_rss_kb(args, stdin, environment)})
+    return results
 
 def rate(result):
     return result["logins"] / result["seconds"] if result["seconds"] else 0
@@ -166,25 +186,30 @@ def main():
         # measured ~51 ms (kinit, krb5-login, and `sleep 0.002` alike).
         realm_env = {"KRB5_CONFIG": r["KRB5_CONFIG_FILE"]}
         password = r["USER_PASSWORD"].encode()
-        kinit = spawn_loop([shutil.which("kinit"), "-c", "MEMORY:bench", r["USER"]], password + b"\n", realm_env)
+        kinit_args = [shutil.which("kinit"), "-c", "MEMORY:bench", r["USER"]]
         # make release-static: the same helper with the Swift runtime linked in (-static-stdlib).
         static = os.path.join(ROOT, ".build-static", "release", "krb5-login")
         helpers = [("krb5-login", f"{BIN}/krb5-login")] + ([("krb5-login -static-stdlib", static)] if os.path.exists(static) else [])
-        for name, helper in helpers:
-            login = spawn_loop([helper, "--krb5-config", r["KRB5_CONFIG_FILE"], "--keytab", r["HOST_KEYTAB"], "--server-principal", server],
-                               r["USER"].encode() + b"\n" + password + b"\n", realm_env)
+        commands = [(kinit_args, password + b"\n", realm_env, True, (0,))]
+        for _, helper in helpers:
+            commands.append(([helper, "--krb5-config", r["KRB5_CONFIG_FILE"], "--keytab", r["HOST_KEYTAB"], "--server-principal", server],
+                             r["USER"].encode() + b"\n" + password + b"\n", realm_env, True, (0,)))
+        for _, helper in helpers:
+            commands.append(([helper, "--pam-exec", "--krb5-config", r["KRB5_CONFIG_FILE"], "--keytab", r["HOST_KEYTAB"],
+                              "--server-principal", server, "--no-authorize"], password + b"\0",
+                             {"PAM_USER": r["USER"], "PAM_TYPE": "auth", "PAM_SERVICE": "bench"}, False, (0,)))
+        results = spawn_interleaved(commands)
+        kinit = results[0]
+        for (name, _), login in zip(helpers, results[1:1 + len(helpers)]):
             rows.append(("one process per login", "kinit (no verification)", kinit, f"{name} (with verification)", login))
-        name, helper = helpers[-1]
-        pam = spawn_loop([helper, "--pam-exec", "--krb5-config", r["KRB5_CONFIG_FILE"], "--keytab", r["HOST_KEYTAB"],
-                          "--server-principal", server, "--no-authorize"], password + b"\0",
-                         {"PAM_USER": r["USER"], "PAM_TYPE": "auth", "PAM_SERVICE": "bench"}, inherit=False)
-        rows.append(("one process per login, pam_exec form", "kinit (no verification)", kinit, f"{name} --pam-exec (with verification)", pam))
+        for (name, _), pam in zip(helpers, results[1 + len(helpers):]):
+            rows.append(("one process per login, pam_exec form", "kinit (no verification)", kinit, f"{name} --pam-exec (with verification)", pam))
         # Process start alone: kinit -V with no input reads the configuration, makes a context, sends one AS-REQ (answered
         # "pre-authentication required"), asks for the password and stops at end of input; krb5-login --version prints its version.
-        kinit_start = spawn_loop([shutil.which("kinit"), "-V", "-c", "MEMORY:bench", r["USER"]], b"", realm_env, expect=(1,))
-        for name, helper in helpers:
-            login_start = spawn_loop([helper, "--version"], b"", realm_env)
-            rows.append(("process start", "kinit -V (context, one AS exchange, prompt, end of input)", kinit_start, f"{name} --version", login_start))
+        starts = spawn_interleaved([([shutil.which("kinit"), "-V", "-c", "MEMORY:bench", r["USER"]], b"", realm_env, True, (1,))]
+                                   + [([helper, "--version"], b"", realm_env, True, (0,)) for _, helper in helpers])
+        for (name, _), login_start in zip(helpers, starts[1:]):
+            rows.append(("process start", "kinit -V (context, one AS exchange, prompt, end of input)", starts[0], f"{name} --version", login_start))
     finally:
         for daemon in daemons:
             daemon.terminate()
@@ -200,7 +225,8 @@ def main():
              f"{SECONDS:g} s per measurement, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. "
              "Absolute numbers are noisy on shared 2-core machines; the ratios within one run are what count. "
              "RSS is the measuring process's peak for in-process rows, the daemon's peak (VmHWM) for daemon rows, "
-             "the largest child for per-process rows.", "",
+             "for per-process rows the command's own peak from GNU time. Per-process rows run their commands interleaved, "
+             "one of each per round.", "",
              "| workload | peer | peer rate /s | peer p50 / p99 ms | ours | our rate /s | our p50 / p99 ms | ratio (ours / peer) | peer RSS MB | our RSS MB |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for workload, peer_name, peer, our_name, ours in rows:
