@@ -6,9 +6,10 @@ REALM_DIR ?= $(CURDIR)/.realm
 SWIFT ?= swift
 SWIFT_FLAGS ?=
 APT_PACKAGES := libkrb5-dev krb5-kdc krb5-admin-server krb5-pkinit krb5-otp krb5-user krb5-kpropd \
-	freeradius freeradius-utils softhsm2 opensc sasl2-bin pamtester openssl libpam-modules libpam-runtime procps faketime valgrind curl python3-pexpect gcc libp11-kit-dev strace
+	freeradius freeradius-utils softhsm2 opensc sasl2-bin pamtester openssl libpam-modules libpam-runtime procps faketime valgrind curl python3-pexpect gcc libp11-kit-dev strace time \
+	openssh-server openssh-client python3-paramiko
 
-.PHONY: all deps build release install docs docs-coverage test test-docker test-unit demo bench bench-micro fuzz soak valgrind asan tsan kdc-up kdc-down error-names clean
+.PHONY: release-static all deps build release install docs docs-coverage test test-docker test-unit demo bench bench-micro fuzz soak valgrind asan tsan kdc-up kdc-down error-names clean
 
 all: build
 
@@ -27,6 +28,11 @@ build: deps
 
 release: deps
 	$(SWIFT) build -c release $(SWIFT_FLAGS)
+
+## release-static: krb5-login with the Swift runtime and FoundationEssentials linked in (-static-stdlib), in
+## .build-static/release; it starts faster, which is what a pam_exec helper pays per login (docs/benchmarks.md).
+release-static: deps
+	$(SWIFT) build -c release --product krb5-login --static-swift-stdlib --scratch-path .build-static $(SWIFT_FLAGS)
 
 ## install: the binaries, man pages and the systemd unit under $(DESTDIR)$(PREFIX).
 install: release
@@ -77,7 +83,7 @@ demo: build
 	Docker/kdc/realm.sh down $(REALM_DIR).demo; rm -rf $(REALM_DIR).demo; exit $$status
 
 ## bench: library vs C, krb5-verifyd vs saslauthd, krb5-login vs kinit, in one run; writes docs/benchmarks.md; then bench-micro.
-bench: release
+bench: release release-static
 	scripts/bench.py
 	$(MAKE) bench-micro
 

@@ -1,5 +1,9 @@
 internal import CKrb5
+#if canImport(FoundationEssentials)
+public import struct FoundationEssentials.Date
+#else
 public import struct Foundation.Date
+#endif
 
 /// A ticket with its session key: what the KDC issued, as stored in a credential cache.
 ///

@@ -1,4 +1,9 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
+import Dispatch
 
 /// A fixed set of dedicated threads, each owning one ``Context``, that run blocking krb5 work for
 /// `async` callers.
@@ -41,7 +46,7 @@ public final class KerberosExecutor: Sendable {
         threadCount = threads
         for index in 0..<threads {
             finished.enter()
-            let thread = Thread { [self] in
+            WorkerThread.start(name: "krb5-worker-\(index)") { [self] in
                 let context: Context?
                 let failure: (any Error)?
                 do { (context, failure) = (try Context(configuration), nil) } catch { (context, failure) = (nil, error) }
@@ -49,8 +54,6 @@ public final class KerberosExecutor: Sendable {
                 context?.reusables.removeAll()
                 finished.leave()
             }
-            thread.name = "krb5-worker-\(index)"
-            thread.start()
         }
     }
 

@@ -2,7 +2,11 @@ internal import CKrb5
 #if canImport(Glibc)
 internal import Glibc
 #endif
+#if canImport(FoundationEssentials)
+public import struct FoundationEssentials.Date
+#else
 public import struct Foundation.Date
+#endif
 
 /// A key table: long-term keys of service principals, such as `/etc/krb5.keytab`.
 ///

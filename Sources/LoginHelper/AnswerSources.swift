@@ -19,6 +19,34 @@ struct NoAnswers: AnswerSource {
     func finish(_ result: LoginResult) {}
 }
 
+/// pam-exec mode: nothing can be asked. Expiry warnings go to standard output once the login has succeeded,
+/// and nothing else does: pam_exec's `stdout` option shows that output to the user as PAM text messages.
+final class PAMExecAnswers: AnswerSource {
+    private let output: Int32
+    private var warnings: [String] = []
+
+    init(output: Int32) {
+        self.output = output
+    }
+
+    func answers(to questions: [LoginQuestion], round: Int) -> LoginAnswers? { nil }
+
+    func inform(_ message: String) {
+        if Self.isExpiryWarning(message) { warnings.append(message) }
+    }
+
+    func finish(_ result: LoginResult) {
+        guard result.ok else { return }
+        let writer = LineWriter(fd: output)
+        warnings.forEach { writer.line($0) }
+    }
+
+    /// LoginService's expiry messages ("Password expires in 3 days", "Account expires within a day").
+    static func isExpiryWarning(_ message: String) -> Bool {
+        message.hasPrefix("Password expires") || message.hasPrefix("Account expires")
+    }
+}
+
 /// Interactive mode: asks on the terminal with hidden input.
 struct TerminalAnswers: AnswerSource {
     func askPrincipal() throws -> String? {

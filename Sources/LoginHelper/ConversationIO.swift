@@ -72,8 +72,9 @@ final class DaemonBackend: LoginBackend {
     private let fd: Int32
     private let reader: InputReader
 
-    /// Connects to the daemon's conversation socket.
-    init(socketPath: String) throws {
+    /// Connects to the daemon's conversation socket, and refuses it unless the process listening on it runs as
+    /// one of `allowedUIDs` (`SO_PEERCRED`): a socket another local user made could otherwise answer "ok".
+    init(socketPath: String, allowedUIDs: Set<UInt32>) throws {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw DaemonUnavailable(reason: "socket: \(String(cString: strerror(errno)))") }
         var address = sockaddr_un()
@@ -94,6 +95,18 @@ final class DaemonBackend: LoginBackend {
             let reason = String(cString: strerror(errno))
             close(fd)
             throw DaemonUnavailable(reason: "cannot connect to krb5-verifyd at \(socketPath): \(reason)")
+        }
+        // Glibc's `struct ucred` (pid_t pid, uid_t uid, gid_t gid) needs _GNU_SOURCE; the same layout as a tuple.
+        var credentials: (pid: Int32, uid: UInt32, gid: UInt32) = (0, 0, 0)
+        var length = socklen_t(MemoryLayout<(Int32, UInt32, UInt32)>.size)
+        guard getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &credentials, &length) == 0 else {
+            let reason = String(cString: strerror(errno))
+            close(fd)
+            throw DaemonUnavailable(reason: "cannot tell who listens on \(socketPath): \(reason)")
+        }
+        guard allowedUIDs.contains(credentials.uid) else {
+            close(fd)
+            throw DaemonUnavailable(reason: "refusing \(socketPath): it is served by uid \(credentials.uid), not by root or an allowed --daemon-uid")
         }
         self.fd = fd
         reader = InputReader(fd: fd)

@@ -1,7 +1,11 @@
 public import LoginService
 import Kerberos
 import LoginProtocol
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -33,14 +37,52 @@ public struct LoginHelper {
         public var daemonSocket: String?
         /// Give the output cache to this user and group with mode 0600 (when run as root).
         public var cacheOwner: (uid: UInt32, gid: UInt32)?
+        /// pam-exec mode: after a verified login, require that the principal may log in as `PAM_USER`
+        /// (`krb5_kuserok`: `.k5login`, `auth_to_local`). On by default, as in pam-krb5.
+        public var authorize: Bool
+        /// pam-exec mode: the principal for `PAM_USER`, with `%s` standing for the user and `%%` for `%`
+        /// (pam-krb5's `alt_auth_map`), such as `%s/admin` or `%s@OTHER.REALM`. Nil: the user's name itself.
+        public var principalFormat: String?
+        /// Accept a result that is not verified against a keytab (from `krb5-verifyd`); off by default.
+        public var allowUnverified: Bool
+        /// The uids `krb5-verifyd` may run as (checked on the socket's peer); root and this process's
+        /// effective uid are always accepted.
+        public var daemonUIDs: Set<UInt32>
 
         /// Options with the given members.
-        public init(mode: Mode, principal: String? = nil, configuration: LoginConfiguration, daemonSocket: String? = nil, cacheOwner: (uid: UInt32, gid: UInt32)? = nil) {
+        public init(mode: Mode, principal: String? = nil, configuration: LoginConfiguration, daemonSocket: String? = nil, cacheOwner: (uid: UInt32, gid: UInt32)? = nil,
+                    authorize: Bool = true, principalFormat: String? = nil, allowUnverified: Bool = false, daemonUIDs: Set<UInt32> = []) {
             self.mode = mode
             self.principal = principal
             self.configuration = configuration
             self.daemonSocket = daemonSocket
             self.cacheOwner = cacheOwner
+            self.authorize = authorize
+            self.principalFormat = principalFormat
+            self.allowUnverified = allowUnverified
+            self.daemonUIDs = daemonUIDs
+        }
+    }
+
+    /// What pam_exec's `PAM_TYPE` asks of the helper in pam-exec mode.
+    public enum PAMType: Equatable, Sendable {
+        /// `auth` (also an unset `PAM_TYPE`): a verified login, then authorization for `PAM_USER`.
+        case auth
+        /// `account`, `open_session`, `close_session`: nothing to do; succeeds without the KDC.
+        case passThrough(String)
+        /// `password`: refused; pam_exec cannot converse, so a password change is impossible here.
+        case password
+        /// Anything else: refused.
+        case unknown(String)
+
+        /// The type for `PAM_TYPE`'s value.
+        public init(_ value: String?) {
+            switch value {
+            case nil, "auth"?: self = .auth
+            case "account"?, "open_session"?, "close_session"?: self = .passThrough(value!)
+            case "password"?: self = .password
+            case let other?: self = .unknown(other)
+            }
         }
     }
 
@@ -63,30 +105,108 @@ public struct LoginHelper {
     public func run(input: Int32, output: Int32, errors: Int32, environment: [String: String]) -> ExitStatus {
         let reader = InputReader(fd: input)
         let diagnostics = LineWriter(fd: errors)
-        if options.mode == .pamExec, let type = environment["PAM_TYPE"], type != "auth" {
-            // pam_exec also runs for account, session and password stacks; only "auth" authenticates.
-            return .authenticated
+        if options.mode == .pamExec {
+            switch PAMType(environment["PAM_TYPE"]) {
+            case .auth: break
+            case .passThrough:
+                // account and session stacks: authentication and authorization happened in auth.
+                return .authenticated
+            case .password:
+                diagnostics.line("krb5-login: PAM_TYPE=password: password changes are not possible through pam_exec, "
+                                 + "which cannot ask for a new password; use kpasswd, or krb5-login --conversation behind a program that can ask")
+                return .denied
+            case .unknown(let type):
+                diagnostics.line("krb5-login: PAM_TYPE=\(Self.printable(type)) is not one krb5-login knows; refused")
+                return .denied
+            }
         }
         let status: ExitStatus
         let result: LoginResult
+        let asker: any AnswerSource
         switch prepare(reader: reader, output: output, environment: environment, diagnostics: diagnostics) {
         case .failure(let status, let reason):
             diagnostics.line("krb5-login: \(reason)")
             return status
-        case .success(let conversation, let asker):
+        case .success(let conversation, let source):
+            asker = source
             result = converse(conversation, asker: asker, diagnostics: diagnostics)
             status = ExitStatus(result)
+        }
+        guard result.ok else {
             asker.finish(result)
-        }
-        if result.ok {
-            if let failure = handOverCache() {
-                diagnostics.line("krb5-login: \(failure)")
-                return .unavailable
-            }
-        } else {
             diagnostics.line("krb5-login: \(result.failure!.rawValue): \(result.message ?? "login failed")")
+            return status
         }
+        if !result.verified && !options.allowUnverified {
+            let refused = LoginResult.failed(.verificationFailed, "the login was not verified against a keytab (--allow-unverified accepts that)",
+                                             principal: result.principal)
+            asker.finish(refused)
+            diagnostics.line("krb5-login: \(refused.failure!.rawValue): \(refused.message!)")
+            return .denied
+        }
+        if options.mode == .pamExec, options.authorize, let user = environment["PAM_USER"] {
+            if let refusal = authorization(of: result.principal ?? "", asLocalUser: user) {
+                diagnostics.line("krb5-login: \(refusal)")
+                return .denied
+            }
+        }
+        if let failure = handOverCache() {
+            asker.finish(.failed(.internal, failure, principal: result.principal))
+            diagnostics.line("krb5-login: \(failure)")
+            return .unavailable
+        }
+        asker.finish(result)
         return status
+    }
+
+    /// Nil when `principal` may log in as `user` (`krb5_kuserok`), otherwise why not.
+    func authorization(of principal: String, asLocalUser user: String) -> String? {
+        do {
+            let context = try Context(options.configuration.krb5)
+            let parsed = try Principal(parsing: principal, in: context)
+            if parsed.isAuthorized(asLocalUser: user) { return nil }
+            return "not-authorized: \(Self.printable(principal)) is verified but not allowed to log in as \(Self.printable(user)) "
+                + "(the account's .k5login does not list it, or no auth_to_local rule maps it to the account)"
+        } catch {
+            return "not-authorized: cannot check \(Self.printable(principal)) for \(Self.printable(user)): \(error)"
+        }
+    }
+
+    /// The principal name for a PAM user under `format` (`%s` the user, `%%` a percent sign), or nil when the
+    /// format has another `%` sequence.
+    public static func principal(forUser user: String, format: String?) -> String? {
+        guard let format else { return user }
+        var name = ""
+        var iterator = format.makeIterator()
+        while let character = iterator.next() {
+            guard character == "%" else {
+                name.append(character)
+                continue
+            }
+            switch iterator.next() {
+            case "s"?: name += user
+            case "%"?: name.append("%")
+            default: return nil
+            }
+        }
+        return name
+    }
+
+    /// Whether a run uses a secure krb5 context, which ignores the environment (`KRB5_CONFIG`, `KRB5_KTNAME`,
+    /// `KRB5_TRACE`, `KRB5CCNAME`): in pam-exec mode, whose environment is the PAM environment that modules
+    /// and applications fill, and whenever the real and effective uids differ (set-uid use). `--krb5-config`
+    /// files, when given, are read in either case.
+    public static func usesSecureContext(mode: Mode, realUID: UInt32, effectiveUID: UInt32) -> Bool {
+        mode == .pamExec || realUID != effectiveUID
+    }
+
+    /// `text` with control characters escaped, for one diagnostic line.
+    static func printable(_ text: String) -> String {
+        var out = ""
+        for scalar in text.unicodeScalars.prefix(256) {
+            if scalar.value < 0x20 || scalar.value == 0x7F { out += "\\x" + String(scalar.value, radix: 16) } else { out.unicodeScalars.append(scalar) }
+        }
+        return out
     }
 
     private enum Prepared {
@@ -105,7 +225,10 @@ public struct LoginHelper {
                 guard let password = try reader.readSecret(until: [0], limit: Self.maximumPasswordLength), !password.isEmpty else {
                     return .failure(.usage, "no password on standard input")
                 }
-                return .success(LoginConversation(principal: user, password: password, service: environment["PAM_SERVICE"]), NoAnswers())
+                guard let principal = Self.principal(forUser: user, format: options.principalFormat) else {
+                    return .failure(.usage, "--principal-format may only contain %s and %%")
+                }
+                return .success(LoginConversation(principal: principal, password: password, service: environment["PAM_SERVICE"]), PAMExecAnswers(output: output))
             case .lines:
                 guard let principal = try reader.readLine(limit: Self.maximumPrincipalLength), !principal.isEmpty else {
                     return .failure(.usage, "expected the principal on the first line of standard input")
@@ -136,7 +259,7 @@ public struct LoginHelper {
     private func converse(_ conversation: LoginConversation, asker: any AnswerSource, diagnostics: LineWriter) -> LoginResult {
         let backend: any LoginBackend
         do {
-            backend = try options.daemonSocket.map { try DaemonBackend(socketPath: $0) } ?? InProcessBackend(configuration: options.configuration)
+            backend = try options.daemonSocket.map { try DaemonBackend(socketPath: $0, allowedUIDs: options.daemonUIDs.union([0, geteuid()])) } ?? InProcessBackend(configuration: options.configuration)
         } catch {
             return .failed(.internal, "\(error)", principal: conversation.principal)
         }
@@ -149,7 +272,7 @@ public struct LoginHelper {
             case .questions(let id, let questions, let info):
                 info.forEach(asker.inform)
                 guard let answers = asker.answers(to: questions, round: id), !answers.isEmpty else {
-                    let reason = asker is NoAnswers ? Self.unanswered(questions) : "the questions were not answered"
+                    let reason = asker is NoAnswers || asker is PAMExecAnswers ? Self.unanswered(questions) : "the questions were not answered"
                     return .failed(.badCredentials, reason, principal: conversation.principal)
                 }
                 step = backend.answer(conversation, answers, round: id)
@@ -157,15 +280,15 @@ public struct LoginHelper {
         }
     }
 
-    /// Gives a FILE cache to the session's user.
+    /// Gives a FILE cache to the session's user (``CacheHandOver``).
     private func handOverCache() -> String? {
         guard let owner = options.cacheOwner, let name = options.configuration.outputCache else { return nil }
         let path: String
         if name.hasPrefix("FILE:") { path = String(name.dropFirst(5)) }
         else if name.hasPrefix("/") { path = name }
         else { return nil }
-        guard chown(path, owner.uid, owner.gid) == 0, chmod(path, 0o600) == 0 else {
-            return "cannot give \(path) to uid \(owner.uid): \(String(cString: strerror(errno)))"
+        do { try CacheHandOver.give(path: path, uid: owner.uid, gid: owner.gid) } catch {
+            return "cannot give \(path) to uid \(owner.uid): \(error)"
         }
         return nil
     }
@@ -180,6 +303,10 @@ public struct LoginHelper {
             case .text(let prompt, _): "an answer to \"\(prompt)\""
             case .raw(let name, _): "an answer to the \(name) question"
             }
+        }
+        if questions.contains(where: { if case .newPassword = $0 { true } else if case .newPasswordAgain = $0 { true } else { false } }) {
+            return "the password has expired and must be changed, which this input mode cannot do: change it with kpasswd, "
+                + "or log in with krb5-login --conversation or on a terminal"
         }
         return "the KDC asked for \(Array(Set(needs)).sorted().joined(separator: " and ")), which this input mode cannot provide"
     }

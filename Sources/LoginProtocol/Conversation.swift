@@ -1,5 +1,9 @@
 public import Kerberos
+#if canImport(FoundationEssentials)
+public import struct FoundationEssentials.Date
+#else
 public import struct Foundation.Date
+#endif
 
 /// A question a login needs answered by the person logging in; one element of a `questions` message.
 public enum LoginQuestion: Sendable, Hashable {

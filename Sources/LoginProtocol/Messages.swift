@@ -1,5 +1,9 @@
 public import Kerberos
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// The login request that opens a conversation: `{"type":"login","principal":"bob","password":"…","service":"imap"}`.
 public struct LoginRequest: Sendable {
@@ -114,7 +118,7 @@ public enum ServerMessage: Sendable {
             return .info(try fields.string("message"))
         case "result":
             let ok = try fields.bool("ok")
-            let expires = try fields.optionalString("expires").flatMap { ISO8601DateFormatter().date(from: $0) }
+            let expires = try fields.optionalString("expires").flatMap { try? Date.ISO8601FormatStyle().parse($0) }
             let failure = try fields.optionalString("error").map(LoginResult.Failure.init(rawValue:))
             guard ok == (failure == nil) else { throw ProtocolError("\"ok\" and \"error\" disagree") }
             return .result(LoginResult(principal: try fields.optionalString("principal"), verified: try fields.optionalBool("verified") ?? false,
@@ -125,9 +129,7 @@ public enum ServerMessage: Sendable {
     }
 
     static func timestamp(_ date: Date) -> String {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime]
-        return formatter.string(from: date)
+        Date.ISO8601FormatStyle().format(date)
     }
 }
 

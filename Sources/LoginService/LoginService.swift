@@ -1,6 +1,10 @@
 public import Kerberos
 public import LoginProtocol
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 import Synchronization
 
 /// Verified logins on a pool of dedicated krb5 threads: initial credentials (armored as configured),

@@ -56,6 +56,14 @@ struct LoginCommand: ParsableCommand {
     var preauthOptions: [String] = []
     @Option(help: "Relay through krb5-verifyd's conversation socket instead of calling krb5 in process.")
     var daemon: String?
+    @Option(name: .customLong("daemon-uid"), help: "A uid krb5-verifyd may run as, besides root and this user (repeatable).")
+    var daemonUIDs: [UInt32] = []
+    @Flag(name: .customLong("allow-unverified"), help: "Accept a login krb5-verifyd did not verify against a keytab (not for PAM).")
+    var allowUnverified = false
+    @Flag(name: .customLong("no-authorize"), help: "pam-exec: skip the check that the principal may log in as PAM_USER (.k5login, auth_to_local).")
+    var noAuthorize = false
+    @Option(name: .customLong("principal-format"), help: "pam-exec: the principal for PAM_USER, %s standing for the user, such as %s/admin or %s@OTHER.REALM.")
+    var principalFormat: String?
 
     func validate() throws {
         if [pamExec, conversation, interactive].filter({ $0 }).count > 1 {
@@ -69,6 +77,11 @@ struct LoginCommand: ParsableCommand {
         if let lifetime, parseLifetime(lifetime) == nil { throw ValidationError("--lifetime \(lifetime) is not a duration such as 10h") }
         if let renewLifetime, parseLifetime(renewLifetime) == nil { throw ValidationError("--renew-lifetime \(renewLifetime) is not a duration such as 7d") }
         if fastRequired && armor == .none { throw ValidationError("--fast-required needs --armor anonymous or keytab") }
+        if let principalFormat, LoginHelper.principal(forUser: "user", format: principalFormat) == nil {
+            throw ValidationError("--principal-format \(principalFormat) may only contain %s (the user) and %% (a percent sign)")
+        }
+        if principalFormat != nil && !pamExec { throw ValidationError("--principal-format is for --pam-exec") }
+        if allowUnverified && daemon == nil { throw ValidationError("--allow-unverified is for --daemon") }
     }
 
     func options() -> LoginHelper.Options {
@@ -77,18 +90,20 @@ struct LoginCommand: ParsableCommand {
             return .init(name: String(parts[0]), value: String(parts[1]))
         }
         if let pkinitIdentity { preauth.insert(.init(name: "X509_user_identity", value: pkinitIdentity), at: 0) }
-        let configuration = LoginConfiguration(
-            krb5: krb5Config.isEmpty ? .default : Context.Configuration(files: krb5Config),
-            keytab: keytab, serverPrincipal: serverPrincipal, realm: realm, armor: armor, fastRequired: fastRequired,
-            ticketLifetime: lifetime.flatMap(parseLifetime), renewLifetime: renewLifetime.flatMap(parseLifetime),
-            forwardable: forwardable, preauthOptions: preauth, outputCache: ccache)
         let mode: LoginHelper.Mode
         if pamExec { mode = .pamExec }
         else if conversation { mode = .conversation }
         else if interactive || isatty(STDIN_FILENO) == 1 { mode = .interactive }
         else { mode = .lines }
+        let secure = LoginHelper.usesSecureContext(mode: mode, realUID: getuid(), effectiveUID: geteuid())
+        let configuration = LoginConfiguration(
+            krb5: Context.Configuration(files: krb5Config, secure: secure),
+            keytab: keytab, serverPrincipal: serverPrincipal, realm: realm, armor: armor, fastRequired: fastRequired,
+            ticketLifetime: lifetime.flatMap(parseLifetime), renewLifetime: renewLifetime.flatMap(parseLifetime),
+            forwardable: forwardable, preauthOptions: preauth, outputCache: ccache)
         return LoginHelper.Options(mode: mode, principal: principal, configuration: configuration, daemonSocket: daemon,
-                                   cacheOwner: uid.map { ($0, gid!) })
+                                   cacheOwner: uid.map { ($0, gid!) }, authorize: !noAuthorize, principalFormat: principalFormat,
+                                   allowUnverified: allowUnverified, daemonUIDs: Set(daemonUIDs))
     }
 }
 
@@ -96,7 +111,12 @@ extension LoginConfiguration.ArmorSource: ExpressibleByArgument {}
 
 // Usage errors exit 2 (not ArgumentParser's 64) so a PAM stack sees the documented status.
 do {
-    let command = try LoginCommand.parseAsRoot() as! LoginCommand
+    var parsed = try LoginCommand.parseAsRoot()
+    guard let command = parsed as? LoginCommand else {
+        // ArgumentParser's own commands (help): running them throws the CleanExit handled below.
+        try parsed.run()
+        exit(0)
+    }
     var environment: [String: String] = [:]
     var pointer = environ
     while let entry = pointer.pointee {

@@ -38,8 +38,11 @@ struct LoginHelperTests {
     @Test("pam-exec mode: PAM_USER and a NUL-terminated password; other PAM_TYPEs pass without the KDC")
     func pamExecMode() throws {
         let env = ["PAM_USER": realm["USER"], "PAM_TYPE": "auth", "PAM_SERVICE": "login"]
-        #expect(try run(["--pam-exec"], input: Array(realm["USER_PASSWORD"].utf8) + [0], environment: env).status == 0)
-        #expect(try run(["--pam-exec"], input: Array(realm["USER_PASSWORD"].utf8), environment: env).status == 0, "NUL-less input ends at EOF")
+        // The realm's users have no local accounts: authorization (PAMExecTests) is off here.
+        #expect(try run(["--pam-exec", "--no-authorize"], input: Array(realm["USER_PASSWORD"].utf8) + [0], environment: env).status == 0)
+        #expect(try run(["--pam-exec", "--no-authorize"], input: Array(realm["USER_PASSWORD"].utf8), environment: env).status == 0, "NUL-less input ends at EOF")
+        let unauthorized = try run(["--pam-exec"], input: Array(realm["USER_PASSWORD"].utf8) + [0], environment: env)
+        #expect(unauthorized.status == 1, "no local account \(realm["USER"]): \(unauthorized.output)")
         #expect(try run(["--pam-exec"], input: Array("wrong".utf8) + [0], environment: env).status == 1)
         #expect(try run(["--pam-exec"], input: [0xC3, 0x28, 0x01, 0x7F] + [0], environment: env).status == 1, "binary password: denied, no crash")
         #expect(try run(["--pam-exec"], input: [], environment: env).status == 2, "empty input")
@@ -103,7 +106,7 @@ struct LoginHelperTests {
     func pamtester() throws {
         let service = "krb5-login-test-\(getpid())"
         let file = "/etc/pam.d/\(service)"
-        let command = base.joined(separator: " ") + " --pam-exec"
+        let command = base.joined(separator: " ") + " --pam-exec --no-authorize"
         try "auth required pam_exec.so expose_authtok quiet \(command)\naccount required pam_permit.so\n".write(toFile: file, atomically: true, encoding: .utf8)
         defer { unlink(file) }
         let ok = try TestRealm.run(["pamtester", service, realm["USER"], "authenticate"], input: realm["USER_PASSWORD"] + "\n")
