@@ -190,6 +190,8 @@ private final class SendOperation: @unchecked Sendable {
         } else {
             udpTargets.insert(index)
             DatagramBootstrap(group: loop)
+                // NIO reads 2,048 bytes a datagram by default; a PKINIT reply is larger, and a UDP reply is never over 64 KiB.
+                .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 65_536))
                 .channelInitializer { [self] channel in
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.addHandler(DatagramReplyHandler(operation: self, index: index))

@@ -37,7 +37,8 @@ final class EngineRealm: @unchecked Sendable {
     }
 
     func tearDown() {
-        for process in extraProcesses.withLock({ $0 }) where process.isRunning { process.terminate(); process.waitUntilExit() }
+        // At exit Foundation's Process cannot wait (its run loop is gone): signal by pid only.
+        for process in extraProcesses.withLock({ $0 }) { kill(process.processIdentifier, SIGKILL) }
         for key in ["KDC_PID_FILE", "REPLICA_KDC_PID_FILE"] { try? signal(key, SIGCONT) }
         _ = try? TestRealm.run([TestRealm.script, "down", realm.directory])
         try? FileManager.default.removeItem(atPath: realm.directory)
