@@ -31,7 +31,7 @@ fi
 
 ports=$(python3 -c '
 import socket
-ss=[socket.socket() for _ in range(5)]
+ss=[socket.socket() for _ in range(6)]
 [s.bind(("127.0.0.1",0)) for s in ss]
 print(" ".join(str(s.getsockname()[1]) for s in ss))')
 publish=()

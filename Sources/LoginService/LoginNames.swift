@@ -1,0 +1,69 @@
+public import Kerberos
+public import LoginProtocol
+
+/// The checks every login name passes before any KDC is contacted, on every front end: the name is
+/// parsed as krb5 parses it (the configured realm added when it names none), `WELLKNOWN/ANONYMOUS` is
+/// refused, and so is any realm outside the allow-list.
+///
+/// The canonical spelling, `name@REALM` as `krb5_unparse_name` writes it, is what the daemon's throttle
+/// and the result cache key on: `alice`, `a\lice` and `alice@REALM` are one principal to krb5, and one
+/// key here.
+struct LoginNames: Sendable {
+    /// The realms whose principals may log in.
+    let allowedRealms: Set<String>
+    /// The realm added to names that have none (nil: krb5's default realm).
+    let realm: String?
+
+    /// The allow-list ``LoginConfiguration/realms``, or when that is nil the default realm, the
+    /// configured realm and every realm named in krb5.conf's `[realms]` section.
+    init(configuration: LoginConfiguration, context: Context) throws(KerberosError) {
+        realm = configuration.realm
+        if let realms = configuration.realms {
+            allowedRealms = Set(realms)
+        } else {
+            var realms = Set(try context.configuredRealms())
+            if let realm = try? context.defaultRealm() { realms.insert(realm) }
+            if let realm = configuration.realm { realms.insert(realm) }
+            allowedRealms = realms
+        }
+    }
+
+    /// The principal `name` stands for, or the refusal that ends the login before any KDC exchange.
+    func client(_ name: String, in context: Context) throws(LoginRefusal) -> Principal {
+        guard !name.isEmpty else {
+            throw LoginRefusal(.failed(.invalidRequest, "The principal is empty", principal: name))
+        }
+        let principal: Principal
+        do throws(KerberosError) {
+            if let realm, !SaslauthdRequest.hasRealm(name) {
+                principal = try Principal(parsing: "\(name)@\(realm)", in: context)
+            } else {
+                principal = try Principal(parsing: name, in: context)
+            }
+        } catch {
+            throw LoginRefusal(.failed(.invalidRequest, "Not a principal name: \(error.message)", principal: name))
+        }
+        if principal.isAnonymous {
+            // Anonymous PKINIT proves nothing about a person; MIT's KDC would hand out such a ticket.
+            throw LoginRefusal(.failed(.badCredentials, "Anonymous logins are refused", principal: name))
+        }
+        guard allowedRealms.contains(principal.realm) else {
+            throw LoginRefusal(.failed(.unknownPrincipal, "Realm \(principal.realm) is not one this service logs in to", principal: name))
+        }
+        return principal
+    }
+}
+
+/// What a login name stands for, or why it is refused before any KDC exchange (``LoginService/resolve(_:)``).
+public enum ResolvedName: Sendable {
+    /// The canonical principal name, `name@REALM` as `krb5_unparse_name` writes it.
+    case principal(String)
+    /// Refused: the answer to give.
+    case refused(LoginResult)
+}
+
+/// A login refused before, or instead of, a KDC exchange; carries the answer to give.
+struct LoginRefusal: Error {
+    let result: LoginResult
+    init(_ result: LoginResult) { self.result = result }
+}
