@@ -381,6 +381,69 @@ enum KDCMessage {
         return nil
     }
 
+    /// `KDC_ERR_PREAUTH_REQUIRED`.
+    static let preauthRequired = 25
+
+    /// The first PA-ETYPE-INFO2 entry of a KRB-ERROR's e-data (RFC 4120 sections 5.2.7.5 and 5.9.1): the enctype,
+    /// the salt (nil when the entry has none: the principal's default salt applies) and the s2kparams.
+    static func etypeInfo2(_ bytes: [UInt8]) -> (enctype: Int32, salt: [UInt8]?, parameters: [UInt8])? {
+        var reader = DERReader(bytes: bytes[...])
+        guard let (tag, body) = reader.next(), tag == 0x7E else { return nil }
+        var outer = DERReader(bytes: body)
+        guard let (sequenceTag, fields) = outer.next(), sequenceTag == 0x30 else { return nil }
+        var fieldReader = DERReader(bytes: fields)
+        while let (fieldTag, value) = fieldReader.next() {
+            guard fieldTag == 0xAC else { continue }  // e-data [12] OCTET STRING
+            var octets = DERReader(bytes: value)
+            guard let (octetTag, methodData) = octets.next(), octetTag == 0x04 else { return nil }
+            var methods = DERReader(bytes: methodData)
+            guard let (methodsTag, list) = methods.next(), methodsTag == 0x30 else { return nil }
+            var padata = DERReader(bytes: list)
+            while let (entryTag, entry) = padata.next() {
+                guard entryTag == 0x30 else { continue }
+                var parts = DERReader(bytes: entry)
+                var type: Int?
+                var payload: ArraySlice<UInt8>?
+                while let (partTag, part) = parts.next() {
+                    var inner = DERReader(bytes: part)
+                    guard let (innerTag, innerValue) = inner.next() else { continue }
+                    if partTag == 0xA1 && innerTag == 0x02 { type = integer(innerValue) }
+                    if partTag == 0xA2 && innerTag == 0x04 { payload = innerValue }
+                }
+                guard type == 19, let payload else { continue }  // PA-ETYPE-INFO2
+                var infos = DERReader(bytes: payload)
+                guard let (infosTag, infoList) = infos.next(), infosTag == 0x30 else { return nil }
+                var entries = DERReader(bytes: infoList)
+                guard let (infoTag, info) = entries.next(), infoTag == 0x30 else { return nil }
+                var members = DERReader(bytes: info)
+                var enctype: Int?
+                var salt: [UInt8]?
+                var parameters: [UInt8] = []
+                while let (memberTag, member) = members.next() {
+                    var inner = DERReader(bytes: member)
+                    guard let (innerTag, innerValue) = inner.next() else { continue }
+                    switch (memberTag, innerTag) {
+                    case (0xA0, 0x02): enctype = integer(innerValue)
+                    case (0xA1, 0x1B): salt = Array(innerValue)
+                    case (0xA2, 0x04): parameters = Array(innerValue)
+                    default: break
+                    }
+                }
+                guard let enctype, let value = Int32(exactly: enctype) else { return nil }
+                return (value, salt, parameters)
+            }
+            return nil
+        }
+        return nil
+    }
+
+    private static func integer(_ bytes: ArraySlice<UInt8>) -> Int? {
+        guard !bytes.isEmpty, bytes.count <= 4 else { return nil }
+        var result = Int(Int8(bitPattern: bytes.first!))
+        for byte in bytes.dropFirst() { result = result << 8 | Int(byte) }
+        return result
+    }
+
     private struct DERReader {
         var bytes: ArraySlice<UInt8>
 

@@ -170,6 +170,9 @@ package final class Pinned<Value>: @unchecked Sendable {
         self.value = value
     }
 
+    /// The value; only inside a job of the session that made it (``KerberosSession/run(_:)`` and friends).
+    package var onWorker: Value { value! }
+
     deinit {
         guard let value else { return }
         let last = Unchecked(value)
@@ -276,6 +279,45 @@ package struct KerberosSession: Sendable {
                 throw primaryError
             }
         }
+    }
+
+    /// Asks the KDC which enctype, salt and string-to-key parameters it uses for the setup's client, without a
+    /// password and without counting a failure: an AS-REQ without pre-authentication, whose
+    /// `KDC_ERR_PREAUTH_REQUIRED` answer carries PA-ETYPE-INFO2. Nothing blocks when the request is unarmored (the
+    /// reply is read here); armored, the answer is inside FAST, so `krb5_get_etype_info` runs on the worker
+    /// (blocking it on the network; the deadline still bounds the caller's answer).
+    ///
+    /// An AS-REP instead (no pre-authentication required) gives ``EncryptionType/null``.
+    package func encryptionInfo(_ setup: @escaping @Sendable (Context) throws -> InitialCredentialsSetup) async throws(KerberosError) -> EncryptionInfo {
+        let spec = try await make(setup)
+        let armored = try await run(spec) { _, setup in setup.options.armor != nil }
+        if armored {
+            return try await run(spec) { context, setup in try context.encryptionInfo(for: setup.client, options: setup.options) }
+        }
+        let exchange: Pinned<InitialCredentialsExchange> = try await make { context in
+            var options = spec.onWorker.options
+            options.responder = nil
+            options.prompter = nil
+            return try InitialCredentialsExchange(context: context, client: spec.onWorker.client, key: .password(nil), options: options)
+        }
+        let first = try await run(exchange) { _, exchange in try exchange.step([]) }
+        guard case .send(let request, let realm, let tcpOnly) = first else {
+            throw KerberosError(code: Int32(KRB5KRB_AP_ERR_MSG_TYPE), message: "krb5 sent no AS-REQ", reason: .other)
+        }
+        let reply = try await send(request, realm: realm, tcpOnly: tcpOnly, primaryOnly: false)
+        let defaultSalt = try await run(spec) { _, setup in Array((setup.client.realm + setup.client.components.joined()).utf8) }
+        if KDCMessage.errorCode(reply.bytes) == KDCMessage.preauthRequired {
+            guard let info = KDCMessage.etypeInfo2(reply.bytes) else {
+                return EncryptionInfo(encryptionType: .null, salt: defaultSalt, parameters: [])
+            }
+            return EncryptionInfo(encryptionType: EncryptionType(rawValue: info.enctype), salt: info.salt ?? defaultSalt, parameters: info.parameters)
+        }
+        if KDCMessage.errorCode(reply.bytes) != nil {
+            // Any other error (an unknown principal, a disabled account): krb5 turns it into its error.
+            let bytes = reply.bytes
+            _ = try await run(exchange) { _, exchange in try exchange.step(bytes) }
+        }
+        return EncryptionInfo(encryptionType: .null, salt: defaultSalt, parameters: [])
     }
 
     /// MIT retries on the primary for anything but unreachable KDCs and an interrupted prompter.

@@ -44,6 +44,8 @@ struct LoginCommand: ParsableCommand {
     var lifetime: String?
     @Option(name: .customLong("renew-lifetime"), help: "Renewable lifetime, such as 7d.")
     var renewLifetime: String?
+    @Option(name: .customLong("login-timeout"), help: "Give up on the KDCs after this long, such as 6s: exit 3, kdc-unreachable (default 6s).")
+    var loginTimeout: String?
     @Flag(inversion: .prefixedNo, help: "Request a forwardable ticket.")
     var forwardable: Bool?
     @Option(help: "FAST armor: anonymous, keytab or none.")
@@ -67,6 +69,7 @@ struct LoginCommand: ParsableCommand {
             throw ValidationError("--preauth-option \(option) is not NAME=VALUE")
         }
         if let lifetime, parseLifetime(lifetime) == nil { throw ValidationError("--lifetime \(lifetime) is not a duration such as 10h") }
+        if let loginTimeout, (parseLifetime(loginTimeout) ?? .zero) <= .zero { throw ValidationError("--login-timeout \(loginTimeout) is not a duration such as 6s") }
         if let renewLifetime, parseLifetime(renewLifetime) == nil { throw ValidationError("--renew-lifetime \(renewLifetime) is not a duration such as 7d") }
         if fastRequired && armor == .none { throw ValidationError("--fast-required needs --armor anonymous or keytab") }
     }
@@ -82,12 +85,14 @@ struct LoginCommand: ParsableCommand {
             keytab: keytab, serverPrincipal: serverPrincipal, realm: realm, armor: armor, fastRequired: fastRequired,
             ticketLifetime: lifetime.flatMap(parseLifetime), renewLifetime: renewLifetime.flatMap(parseLifetime),
             forwardable: forwardable, preauthOptions: preauth, outputCache: ccache)
+        var login = configuration
+        if let timeout = loginTimeout.flatMap(parseLifetime) { login.loginTimeout = timeout }
         let mode: LoginHelper.Mode
         if pamExec { mode = .pamExec }
         else if conversation { mode = .conversation }
         else if interactive || isatty(STDIN_FILENO) == 1 { mode = .interactive }
         else { mode = .lines }
-        return LoginHelper.Options(mode: mode, principal: principal, configuration: configuration, daemonSocket: daemon,
+        return LoginHelper.Options(mode: mode, principal: principal, configuration: login, daemonSocket: daemon,
                                    cacheOwner: uid.map { ($0, gid!) })
     }
 }
