@@ -77,6 +77,17 @@ final class ContextWorker: Sendable {
         }
     }
 
+    /// Lets queued jobs run, then ends the thread; blocks the caller until it has.
+    func shutdownBlocking() {
+        let first = queue.withLock { queue in
+            defer { queue.stopping = true }
+            return !queue.stopping
+        }
+        guard first else { return }
+        available.signal()
+        stopped.wait()
+    }
+
     /// Lets queued jobs run, then ends the thread; waits for it without blocking a thread.
     func shutdown() async {
         let first = queue.withLock { queue in

@@ -53,6 +53,9 @@ public final class KerberosClient: Sendable {
     let workers: [ContextWorker]
     let group: MultiThreadedEventLoopGroup
     let transport: KDCTransport
+    /// Runs the async code of logins on the event-loop thread, so a login never needs a thread of Swift's
+    /// cooperative pool (which a caller may have filled with blocking work).
+    let executor: EventLoopTaskExecutor
     private let locations = Locked<[String: (location: ResolvedLocation, expires: NIODeadline)]>([:])
     private let nextWorker = Locked(0)
 
@@ -67,6 +70,7 @@ public final class KerberosClient: Sendable {
         transport = KDCTransport(group: group, configuration: KDCTransport.Configuration(
             hedgeDelay: .nanoseconds(configuration.hedgeDelay.nanoseconds),
             unresponsiveMemory: .nanoseconds(configuration.unresponsiveMemory.nanoseconds)))
+        executor = EventLoopTaskExecutor(loop: group.next())
         workers = (0..<configuration.threads).map { ContextWorker(name: "krb5-step-\($0)", configuration: configuration.krb5) }
     }
 
@@ -75,6 +79,21 @@ public final class KerberosClient: Sendable {
     public func shutdown() async {
         for worker in workers { await worker.shutdown() }
         try? await group.shutdownGracefully()
+    }
+
+    /// Starts `body` in a task of its own that runs on the client's event loop rather than Swift's cooperative
+    /// pool: for callers that complete through a callback (an event loop, a thread that must not wait on the pool).
+    package func start(_ body: @escaping @Sendable () async -> Void) {
+        Task(executorPreference: executor) { await body() }
+    }
+
+    /// ``shutdown()`` for synchronous callers: blocks the calling thread (not the cooperative pool's work: it
+    /// needs no task to run) until the threads have stopped.
+    ///
+    /// > Warning: Blocks; never call from an event loop of this client.
+    package func shutdownBlocking() {
+        for worker in workers { worker.shutdownBlocking() }
+        try? group.syncShutdownGracefully()
     }
 
     // MARK: Public calls
@@ -109,6 +128,12 @@ public final class KerberosClient: Sendable {
     /// cache, a service other than `krbtgt`.
     public func initialCredentials(verification: VerificationRequest? = nil, timeout: Duration? = nil,
                                    _ setup: @escaping @Sendable (Context) throws -> InitialCredentialsSetup) async throws(KerberosError) -> TicketInfo {
+        try await withTaskExecutorPreference(executor) { () async throws(KerberosError) -> TicketInfo in
+            try await self.login(verification: verification, timeout: timeout, setup)
+        }
+    }
+
+    private func login(verification: VerificationRequest?, timeout: Duration?, _ setup: @escaping @Sendable (Context) throws -> InitialCredentialsSetup) async throws(KerberosError) -> TicketInfo {
         let session = self.session(timeout: timeout)
         let credentials = try await session.initialCredentials(setup)
         var verified = false
@@ -625,5 +650,20 @@ extension Duration {
         let (product, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
         guard !overflow else { return seconds < 0 ? .min : .max }
         return product.addingReportingOverflow(attoseconds / 1_000_000_000).partialValue
+    }
+}
+
+/// A `TaskExecutor` over one NIO event loop: jobs run on the loop's thread.
+final class EventLoopTaskExecutor: TaskExecutor {
+    let loop: any EventLoop
+
+    init(loop: any EventLoop) {
+        self.loop = loop
+    }
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        let executor = asUnownedTaskExecutor()
+        loop.execute { job.runSynchronously(on: executor) }
     }
 }

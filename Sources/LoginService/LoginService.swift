@@ -55,13 +55,7 @@ public final class LoginService: Sendable {
     ///
     /// > Warning: Blocks the calling thread until the engine's threads have stopped.
     public func shutdown() {
-        let done = DispatchSemaphore(value: 0)
-        let client = self.client
-        Task.detached {
-            await client.shutdown()
-            done.signal()
-        }
-        done.wait()
+        client.shutdownBlocking()
     }
 
     /// Logs in with a password only, as saslauthd does: any further question fails the login.
@@ -92,7 +86,9 @@ public final class LoginService: Sendable {
 
     /// Runs the exchange once with every answer given so far.
     public func step(_ conversation: LoginConversation) async -> LoginStep {
-        await run(conversation, passwordOnly: false)
+        await withCheckedContinuation { continuation in
+            step(conversation) { continuation.resume(returning: $0) }
+        }
     }
 
     /// Runs the exchange once and calls `completion` when answered (within the login timeout).
@@ -101,7 +97,7 @@ public final class LoginService: Sendable {
     }
 
     private func step(_ conversation: LoginConversation, passwordOnly: Bool, completion: @escaping @Sendable (LoginStep) -> Void) {
-        Task { completion(await run(conversation, passwordOnly: passwordOnly)) }
+        client.start { completion(await self.run(conversation, passwordOnly: passwordOnly)) }
     }
 
     private func run(_ conversation: LoginConversation, passwordOnly: Bool) async -> LoginStep {
@@ -131,14 +127,14 @@ public final class LoginService: Sendable {
         }
         let result = Locked<LoginStep?>(nil)
         let done = DispatchSemaphore(value: 0)
-        Task.detached {
+        client.start {
             let step = await LoginAttempt(session: client.session(), configuration: configuration, names: names, conversation: conversation,
                                           learnt: LearntPreauth(), passwordOnly: false).run()
-            await client.shutdown()
             result.withLock { $0 = step }
             done.signal()
         }
         done.wait()
+        client.shutdownBlocking()
         return result.withLock { $0! }
     }
 }

@@ -277,3 +277,64 @@ struct EngineTests {
         await plain.shutdown()
     }
 }
+
+/// The numbers behind the engine's delays (docs/engine.md): login latency with healthy KDCs, sequentially and 16
+/// at a time, and with a hung primary once it is noticed. Prints; asserts only that the logins succeed.
+@Suite("Engine: measured delays", .serialized)
+struct EngineMeasurements {
+    let engine: EngineRealm
+    init() throws { engine = try EngineRealm.shared.get() }
+
+    static func percentile(_ values: [Double], _ p: Double) -> Double {
+        let sorted = values.sorted()
+        return sorted.isEmpty ? .nan : sorted[min(sorted.count - 1, Int(Double(sorted.count - 1) * p))]
+    }
+
+    static func summary(_ values: [Double]) -> String {
+        String(format: "n=%d p50 %.1f ms, p90 %.1f ms, p99 %.1f ms, max %.1f ms", values.count,
+               percentile(values, 0.5) * 1000, percentile(values, 0.9) * 1000, percentile(values, 0.99) * 1000, (values.max() ?? .nan) * 1000)
+    }
+
+    func timedLogins(_ client: KerberosClient, count: Int, concurrency: Int) async -> [Double] {
+        let user = engine.user
+        let password = engine.password
+        return await withTaskGroup(of: [Double].self) { group in
+            for _ in 0..<concurrency {
+                group.addTask {
+                    var times: [Double] = []
+                    for _ in 0..<(count / concurrency) {
+                        let start = ContinuousClock.now
+                        let ticket = try? await client.initialCredentials(for: user, password: Secret(password))
+                        if ticket != nil { times.append(elapsed(since: start)) }
+                    }
+                    return times
+                }
+            }
+            return await group.reduce(into: []) { $0 += $1 }
+        }
+    }
+
+    @Test("login latency: healthy (1 and 16 at a time) and with a hung primary after it was noticed")
+    func delays() async throws {
+        let primary = "127.0.0.1:\(engine.primaryPort)"
+        let replica = "127.0.0.1:\(engine.replicaPort)"
+        for limit in [1465, 1] {
+            let transport = limit == 1 ? "TCP" : "UDP"
+            let client = try KerberosClient(configuration: .init(krb5: .files(try engine.config(kdcs: [primary, replica], udpPreferenceLimit: limit)), threads: 2))
+            _ = await timedLogins(client, count: 10, concurrency: 1)
+            let sequential = await timedLogins(client, count: 200, concurrency: 1)
+            let concurrent = await timedLogins(client, count: 320, concurrency: 16)
+            #expect(sequential.count == 200 && concurrent.count == 320)
+            print("engine delays \(transport): healthy sequential \(Self.summary(sequential))")
+            print("engine delays \(transport): healthy 16 at a time \(Self.summary(concurrent))")
+            let hung = try await engine.withStopped(["KDC_PID_FILE"]) { () async throws -> [Double] in
+                let first = await timedLogins(client, count: 1, concurrency: 1)
+                print("engine delays \(transport): hung primary, first login (notices it) \(Self.summary(first))")
+                return await timedLogins(client, count: 200, concurrency: 1)
+            }
+            #expect(hung.count == 200)
+            print("engine delays \(transport): hung primary, after it was noticed \(Self.summary(hung)); p50 +\(String(format: "%.1f", (Self.percentile(hung, 0.5) - Self.percentile(sequential, 0.5)) * 1000)) ms over healthy")
+            await client.shutdown()
+        }
+    }
+}
