@@ -103,7 +103,8 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "LoginProtocolTests", dependencies: ["LoginProtocol"], swiftSettings: strict),
-        .testTarget(name: "LoginServiceTests", dependencies: ["LoginService", "Kerberos"], swiftSettings: strict),
+        .testTarget(name: "LoginServiceTests", dependencies: ["LoginService", "Kerberos", "CKrb5"], swiftSettings: strict),
+        .testTarget(name: "TOTPTests", dependencies: ["TOTP"], swiftSettings: strict),
         .testTarget(
             name: "VerifyDaemonTests",
             dependencies: ["VerifyDaemon", "TestRealm", "CKrb5", .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle")],

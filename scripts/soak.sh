@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # make soak: COUNT mixed logins through the release krb5-verifyd at concurrency 16, every reply checked.
-# SOAK_CASES=unknown,otpGood (say) runs only those cases.
+# SOAK_CASES=unknown,otpGood (say) runs only those cases. SOAK_THROTTLE_FAILURES=5 (the daemon's default)
+# runs it as a mail server sees it, every user behind one uid; SOAK_THROTTLE_PENALTY sets throttle_penalty.
 set -euo pipefail
 count=${1:-100000}
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -21,7 +22,8 @@ server_principal = "$LOCALHOST_PRINCIPAL"
 armor = "anonymous"
 workers = 4
 failure_floor = 0
-throttle_failures = 100000000
+throttle_failures = ${SOAK_THROTTLE_FAILURES:-100000000}
+throttle_penalty = "${SOAK_THROTTLE_PENALTY:-1s}"
 log_level = "warning"
 TOML
 "$bin/krb5-verifyd" --config "$realm/verifyd.toml" &

@@ -10,220 +10,210 @@ import VerifyDaemon
 struct ConversationListenerTests {
     @Test("password in the login request: verified result")
     func password() async throws {
-        let fixture = try await DaemonFixture.start()
-        let result = try fixture.converse(fixture.realm["USER"], password: fixture.realm["USER_PASSWORD"]).result()
-        #expect(result.ok)
-        #expect(result.verified)
-        #expect(result.principal == "\(fixture.realm["USER"])@\(fixture.realm.realm)")
-        #expect(result.expires.map { $0 > Date() } == true)
-        await fixture.stop()
+        try await DaemonFixture.with { fixture throws in
+            let result = try fixture.converse(fixture.realm["USER"], password: fixture.realm["USER_PASSWORD"]).result()
+            #expect(result.ok)
+            #expect(result.verified)
+            #expect(result.principal == "\(fixture.realm["USER"])@\(fixture.realm.realm)")
+            #expect(result.expires.map { $0 > Date() } == true)
+        }
     }
 
     @Test("no password: the password question, answered")
     func passwordQuestion() async throws {
-        let fixture = try await DaemonFixture.start()
-        let conversation = try fixture.converse(fixture.realm["USER"])
-        guard case .questions(let id, let questions) = try conversation.next() else { Issue.record("no questions"); return }
-        #expect(questions.contains { if case .password = $0 { true } else { false } })
-        conversation.answer(id, LoginAnswers(password: Secret(fixture.realm["USER_PASSWORD"])))
-        #expect(try conversation.result().ok)
-        await fixture.stop()
+        try await DaemonFixture.with { fixture throws in
+            let conversation = try fixture.converse(fixture.realm["USER"])
+            guard case .questions(let id, let questions) = try conversation.next() else { Issue.record("no questions"); return }
+            #expect(questions.contains { if case .password = $0 { true } else { false } })
+            conversation.answer(id, LoginAnswers(password: Secret(fixture.realm["USER_PASSWORD"])))
+            #expect(try conversation.result().ok)
+        }
     }
 
     @Test("OTP through FreeRADIUS: question, code, verified result; a wrong code is refused")
     func otp() async throws {
-        let fixture = try await DaemonFixture.start()
-        let user = try fixture.realm.addOTPUser(prefix: "dotp")
-        let secret = fixture.realm["OTP_SECRET"]
-        let conversation = try fixture.converse(user)
-        guard case .questions(let id, let questions) = try conversation.next(), case .otp(let challenge)? = questions.first else {
-            Issue.record("no OTP question"); return
-        }
-        #expect(challenge.tokens.first?.flags.contains(.collectToken) == true)
-        conversation.answer(id, LoginAnswers(otp: OTPAnswer(token: 0, value: Secret(TOTPClock.code(secret)))))
-        let result = try conversation.result()
-        #expect(result.ok, "\(result)")
+        try await DaemonFixture.with { fixture throws in
+            let user = try fixture.realm.addOTPUser(prefix: "dotp")
+            let secret = fixture.realm["OTP_SECRET"]
+            let conversation = try fixture.converse(user)
+            guard case .questions(let id, let questions) = try conversation.next(), case .otp(let challenge)? = questions.first else {
+                Issue.record("no OTP question"); return
+            }
+            #expect(challenge.tokens.first?.flags.contains(.collectToken) == true)
+            conversation.answer(id, LoginAnswers(otp: OTPAnswer(token: 0, value: Secret(TOTPClock.code(secret)))))
+            let result = try conversation.result()
+            #expect(result.ok, "\(result)")
 
-        let wrong = try fixture.converse(user)
-        guard case .questions(let wrongID, _) = try wrong.next() else { Issue.record("no question"); return }
-        wrong.answer(wrongID, LoginAnswers(otp: OTPAnswer(token: 0, value: Secret("000000"))))
-        #expect(try wrong.result().failure == .badCredentials)
-        await fixture.stop()
+            let wrong = try fixture.converse(user)
+            guard case .questions(let wrongID, _) = try wrong.next() else { Issue.record("no question"); return }
+            wrong.answer(wrongID, LoginAnswers(otp: OTPAnswer(token: 0, value: Secret("000000"))))
+            #expect(try wrong.result().failure == .badCredentials)
+        }
     }
 
     @Test("PKINIT with an encrypted key: the pass phrase asked as a PKINIT question")
     func pkinit() async throws {
-        let fixture = try await DaemonFixture.start { configuration, realm in
+        try await DaemonFixture.with(configure: { configuration, realm in
             configuration.login.preauthOptions = [.init(name: "X509_user_identity", value: "FILE:\(realm["PKINIT_CERT"]),\(realm["PKINIT_KEY"])")]
             configuration.login.armor = .none
+        }) { fixture throws in
+            let conversation = try fixture.converse(fixture.realm["PKINIT_USER"])
+            guard case .questions(let id, let questions) = try conversation.next(), case .pkinit(let identities)? = questions.first else {
+                Issue.record("no PKINIT question"); return
+            }
+            let identity = try #require(identities.first?.identity)
+            conversation.answer(id, LoginAnswers(pkinit: [identity: Secret(fixture.realm["PKINIT_KEY_PASSPHRASE"])]))
+            let result = try conversation.result()
+            #expect(result.ok, "\(result)")
         }
-        let conversation = try fixture.converse(fixture.realm["PKINIT_USER"])
-        guard case .questions(let id, let questions) = try conversation.next(), case .pkinit(let identities)? = questions.first else {
-            Issue.record("no PKINIT question"); return
-        }
-        let identity = try #require(identities.first?.identity)
-        conversation.answer(id, LoginAnswers(pkinit: [identity: Secret(fixture.realm["PKINIT_KEY_PASSPHRASE"])]))
-        let result = try conversation.result()
-        #expect(result.ok, "\(result)")
-        await fixture.stop()
     }
 
     @Test("an expired password is changed in the conversation")
     func expiredPassword() async throws {
-        let fixture = try await DaemonFixture.start()
-        let user = try fixture.realm.addPrincipal(prefix: "dexp", password: "Old-Passw0rd", attributes: ["+needchange"])
-        let conversation = try fixture.converse(user, password: "Old-Passw0rd")
-        guard case .questions(let id, let questions) = try conversation.next() else { Issue.record("no questions"); return }
-        #expect(questions.count == 2)
-        #expect(questions.contains { if case .newPassword = $0 { true } else { false } })
-        conversation.answer(id, LoginAnswers(newPassword: Secret("New-Passw0rd-9"), newPasswordAgain: Secret("New-Passw0rd-9")))
-        #expect(try conversation.result().ok)
-        #expect(try fixture.sasl(user, "New-Passw0rd-9") == .ok)
-        #expect(try fixture.sasl(user, "Old-Passw0rd") == .no("authentication failed"))
-        await fixture.stop()
+        try await DaemonFixture.with { fixture throws in
+            let user = try fixture.realm.addPrincipal(prefix: "dexp", password: "Old-Passw0rd", attributes: ["+needchange"])
+            let conversation = try fixture.converse(user, password: "Old-Passw0rd")
+            guard case .questions(let id, let questions) = try conversation.next() else { Issue.record("no questions"); return }
+            #expect(questions.count == 2)
+            #expect(questions.contains { if case .newPassword = $0 { true } else { false } })
+            conversation.answer(id, LoginAnswers(newPassword: Secret("New-Passw0rd-9"), newPasswordAgain: Secret("New-Passw0rd-9")))
+            #expect(try conversation.result().ok)
+            #expect(try fixture.sasl(user, "New-Passw0rd-9") == .ok)
+            #expect(try fixture.sasl(user, "Old-Passw0rd") == .no("authentication failed"))
+        }
     }
 
     @Test("bad input gets an invalid-request result, and a good login still succeeds", arguments: [
         "not json", #"{"type":"login"}"#, #"{"type":"answers","id":9,"answers":{}}"#, #"{"type":"what"}"#, "[]",
     ])
     func badInput(line: String) async throws {
-        let fixture = try await DaemonFixture.start()
-        let client = try SocketClient(path: fixture.socket)
-        client.send(line + "\n")
-        let result = try Conversation(client: client).result()
-        #expect(result.failure == .invalidRequest, "\(result)")
-        #expect(try fixture.converse(fixture.realm["USER"], password: fixture.realm["USER_PASSWORD"]).result().ok)
-        await fixture.stop()
+        try await DaemonFixture.with { fixture throws in
+            let client = try SocketClient(path: fixture.socket)
+            client.send(line + "\n")
+            let result = try Conversation(client: client).result()
+            #expect(result.failure == .invalidRequest, "\(result)")
+            #expect(try fixture.converse(fixture.realm["USER"], password: fixture.realm["USER_PASSWORD"]).result().ok)
+        }
     }
 
     @Test("answers for an unknown round, an over-long line and non-UTF-8 are refused")
     func protocolViolations() async throws {
-        let fixture = try await DaemonFixture.start()
-        let conversation = try fixture.converse(fixture.realm["USER"])
-        guard case .questions(let id, _) = try conversation.next() else { Issue.record("no questions"); return }
-        conversation.answer(id + 5, LoginAnswers(password: Secret("x")))
-        #expect(try conversation.result().failure == .invalidRequest)
+        try await DaemonFixture.with { fixture throws in
+            let conversation = try fixture.converse(fixture.realm["USER"])
+            guard case .questions(let id, _) = try conversation.next() else { Issue.record("no questions"); return }
+            conversation.answer(id + 5, LoginAnswers(password: Secret("x")))
+            #expect(try conversation.result().failure == .invalidRequest)
 
-        let long = try SocketClient(path: fixture.socket)
-        long.send(String(repeating: "x", count: 70_000) + "\n")
-        #expect(try Conversation(client: long).result().failure == .invalidRequest)
+            let long = try SocketClient(path: fixture.socket)
+            long.send(String(repeating: "x", count: 70_000) + "\n")
+            #expect(try Conversation(client: long).result().failure == .invalidRequest)
 
-        let binary = try SocketClient(path: fixture.socket)
-        binary.send(Array(#"{"type":"login","principal":""#.utf8) + [0xFF, 0xFE] + Array("\"}\n".utf8))
-        #expect(try Conversation(client: binary).result().failure == .invalidRequest)
-        #expect(fixture.daemon.counts.parked == 0)
-        await fixture.stop()
+            let binary = try SocketClient(path: fixture.socket)
+            binary.send(Array(#"{"type":"login","principal":""#.utf8) + [0xFF, 0xFE] + Array("\"}\n".utf8))
+            #expect(try Conversation(client: binary).result().failure == .invalidRequest)
+            #expect(fixture.daemon.counts.parked == 0)
+        }
     }
 
     @Test("a client that disconnects mid-conversation frees its place")
     func disconnect() async throws {
-        let fixture = try await DaemonFixture.start()
-        do {
-            let conversation = try fixture.converse(fixture.realm["USER"])
-            guard case .questions = try conversation.next() else { Issue.record("no questions"); return }
-            #expect(fixture.daemon.counts.parked == 1)
+        try await DaemonFixture.with { fixture throws in
+            do {
+                let conversation = try fixture.converse(fixture.realm["USER"])
+                guard case .questions = try conversation.next() else { Issue.record("no questions"); return }
+                #expect(fixture.daemon.counts.parked == 1)
+            }
+            try await Task.sleep(for: .milliseconds(200))
+            #expect(fixture.daemon.counts.parked == 0)
+            #expect(try fixture.converse(fixture.realm["USER"], password: fixture.realm["USER_PASSWORD"]).result().ok)
         }
-        try await Task.sleep(for: .milliseconds(200))
-        #expect(fixture.daemon.counts.parked == 0)
-        #expect(try fixture.converse(fixture.realm["USER"], password: fixture.realm["USER_PASSWORD"]).result().ok)
-        await fixture.stop()
     }
 
     @Test("a silent client and a half-sent answer line are cut by idle_timeout; a person thinking is not")
     func idleTimeout() async throws {
-        let fixture = try await DaemonFixture.start { configuration, _ in configuration.idleTimeout = .milliseconds(300) }
-        let silent = try SocketClient(path: fixture.socket)
-        #expect(try Conversation(client: silent).result().failure == .timeout)
+        try await DaemonFixture.with(configure: { configuration, _ in configuration.idleTimeout = .milliseconds(300) }) { fixture throws in
+            let silent = try SocketClient(path: fixture.socket)
+            #expect(try Conversation(client: silent).result().failure == .timeout)
 
-        let conversation = try fixture.converse(fixture.realm["USER"])
-        guard case .questions(let id, _) = try conversation.next() else { Issue.record("no questions"); return }
-        try await Task.sleep(for: .milliseconds(600))
-        conversation.client.send(#"{"type":"answers","id":\#(id),"answers":{"#)
-        #expect(try conversation.result().failure == .timeout)
-        #expect(fixture.daemon.counts.parked == 0)
+            let conversation = try fixture.converse(fixture.realm["USER"])
+            guard case .questions(let id, _) = try conversation.next() else { Issue.record("no questions"); return }
+            try await Task.sleep(for: .milliseconds(600))
+            conversation.client.send(#"{"type":"answers","id":\#(id),"answers":{"#)
+            #expect(try conversation.result().failure == .timeout)
+            #expect(fixture.daemon.counts.parked == 0)
 
-        let thinking = try fixture.converse(fixture.realm["USER"])
-        guard case .questions(let round, _) = try thinking.next() else { Issue.record("no questions"); return }
-        try await Task.sleep(for: .milliseconds(600))
-        thinking.answer(round, LoginAnswers(password: Secret(fixture.realm["USER_PASSWORD"])))
-        #expect(try thinking.result().ok, "only the round timeout limits the time to answer")
-        await fixture.stop()
+            let thinking = try fixture.converse(fixture.realm["USER"])
+            guard case .questions(let round, _) = try thinking.next() else { Issue.record("no questions"); return }
+            try await Task.sleep(for: .milliseconds(600))
+            thinking.answer(round, LoginAnswers(password: Secret(fixture.realm["USER_PASSWORD"])))
+            #expect(try thinking.result().ok, "only the round timeout limits the time to answer")
+        }
     }
 
     @Test("each login is logged with listener, outcome, principal, peer uid and pid, reason and latency")
     func structuredLog() async throws {
-        let fixture = try await DaemonFixture.start()
-        _ = try fixture.sasl(fixture.realm["USER"], "Wrong-Passw0rd")
-        let text = fixture.logs.text
-        let line = try #require(text.split(separator: "\n").first { $0.contains("login") && $0.contains("bad-credentials") })
-        for field in ["listener", "outcome", "principal", "reason", "latency_ms"] {
-            #expect(line.contains("\"\(field)\""), "\(field) missing: \(line)")
+        try await DaemonFixture.with { fixture throws in
+            _ = try fixture.sasl(fixture.realm["USER"], "Wrong-Passw0rd")
+            let text = fixture.logs.text
+            let line = try #require(text.split(separator: "\n").first { $0.contains("login") && $0.contains("bad-credentials") })
+            for field in ["listener", "outcome", "principal", "reason", "latency_ms"] {
+                #expect(line.contains("\"\(field)\""), "\(field) missing: \(line)")
+            }
+            #expect(line.contains("\"peer_uid\": \(getuid())"), "\(line)")
+            #expect(line.contains("\"peer_pid\": \(getpid())"), "\(line)")
         }
-        #expect(line.contains("\"peer_uid\": \(getuid())"), "\(line)")
-        #expect(line.contains("\"peer_pid\": \(getpid())"), "\(line)")
-        await fixture.stop()
     }
 
     @Test("the failure floor counts from the last round, not from the login: thinking time does not use it up")
     func floorPerRound() async throws {
-        let fixture = try await DaemonFixture.start { configuration, _ in configuration.failureFloor = .milliseconds(800) }
-        let conversation = try fixture.converse(fixture.realm["USER"])
-        guard case .questions(let id, _) = try conversation.next() else { Issue.record("no questions"); return }
-        try await Task.sleep(for: .seconds(1))
-        let answered = Date()
-        conversation.answer(id, LoginAnswers(password: Secret("Wrong-Passw0rd")))
-        #expect(try conversation.result().failure == .badCredentials)
-        #expect(Date().timeIntervalSince(answered) >= 0.75, "answered after \(Date().timeIntervalSince(answered)) s")
-        await fixture.stop()
+        try await DaemonFixture.with(configure: { configuration, _ in configuration.failureFloor = .milliseconds(800) }) { fixture throws in
+            let conversation = try fixture.converse(fixture.realm["USER"])
+            guard case .questions(let id, _) = try conversation.next() else { Issue.record("no questions"); return }
+            try await Task.sleep(for: .seconds(1))
+            let answered = Date()
+            conversation.answer(id, LoginAnswers(password: Secret("Wrong-Passw0rd")))
+            #expect(try conversation.result().failure == .badCredentials)
+            #expect(Date().timeIntervalSince(answered) >= 0.75, "answered after \(Date().timeIntervalSince(answered)) s")
+        }
     }
 
     @Test("a round that is not answered in time ends with timeout")
     func roundTimeout() async throws {
-        let fixture = try await DaemonFixture.start { configuration, _ in configuration.roundTimeout = .milliseconds(300) }
-        let conversation = try fixture.converse(fixture.realm["USER"])
-        guard case .questions = try conversation.next() else { Issue.record("no questions"); return }
-        #expect(try conversation.result().failure == .timeout)
-        await fixture.stop()
+        try await DaemonFixture.with(configure: { configuration, _ in configuration.roundTimeout = .milliseconds(300) }) { fixture throws in
+            let conversation = try fixture.converse(fixture.realm["USER"])
+            guard case .questions = try conversation.next() else { Issue.record("no questions"); return }
+            #expect(try conversation.result().failure == .timeout)
+        }
     }
 
-    @Test("1,000 conversations parked at an OTP question hold no worker: flat threads, bounded memory, password logins still complete")
+    @Test("1,000 conversations parked at an OTP question hold no worker: the daemon's only worker still serves logins, bounded memory")
     func parkedConversations() async throws {
-        let fixture = try await DaemonFixture.start { configuration, _ in
+        try await DaemonFixture.with(configure: { configuration, _ in
             configuration.readTimeout = .seconds(60)
             configuration.logLevel = .warning
+            // One worker: if a parked conversation held it, no other login could complete.
+            configuration.workers = 1
+        }) { fixture throws in
+            let realm = fixture.realm
+            for _ in 0..<20 { #expect(try fixture.sasl(realm["USER"], realm["USER_PASSWORD"]) == .ok) }
+            let memoryBefore = Self.residentKilobytes()
+
+            let user = try realm.addOTPUser(prefix: "park")
+            var parked: [Conversation] = []
+            for _ in 0..<1000 {
+                let conversation = try fixture.converse(user)
+                guard case .questions = try conversation.next() else { Issue.record("no question"); return }
+                parked.append(conversation)
+            }
+            #expect(fixture.daemon.counts.parked == 1000)
+            #expect(fixture.daemon.counts.inFlight == 0, "no login occupies a worker while parked")
+            let memoryParked = Self.residentKilobytes()
+            // Process-wide RSS also moves with the suites running beside this one (and with sanitizers), so the bound is loose.
+            #expect(memoryParked - memoryBefore < 192 * 1024, "memory grew by \(memoryParked - memoryBefore) KB for 1,000 parked")
+
+            for _ in 0..<20 { #expect(try fixture.sasl(realm["USER"], realm["USER_PASSWORD"]) == .ok, "the worker is free with 1,000 parked") }
+            parked.removeAll()
         }
-        let realm = fixture.realm
-        let baselineStart = Date()
-        for _ in 0..<20 { #expect(try fixture.sasl(realm["USER"], realm["USER_PASSWORD"]) == .ok) }
-        let baseline = Date().timeIntervalSince(baselineStart)
-        let threadsBefore = Self.threadCount()
-        let memoryBefore = Self.residentKilobytes()
-
-        let user = try realm.addOTPUser(prefix: "park")
-        var parked: [Conversation] = []
-        for _ in 0..<1000 {
-            let conversation = try fixture.converse(user)
-            guard case .questions = try conversation.next() else { Issue.record("no question"); return }
-            parked.append(conversation)
-        }
-        #expect(fixture.daemon.counts.parked == 1000)
-        #expect(fixture.daemon.counts.inFlight == 0, "no login occupies a worker while parked")
-        let threadsParked = Self.threadCount()
-        let memoryParked = Self.residentKilobytes()
-        #expect(threadsParked <= threadsBefore + 2, "threads \(threadsBefore) → \(threadsParked) with 1,000 parked")
-        // Process-wide RSS also moves with the suites running beside this one (and with sanitizers), so the bound is loose.
-        #expect(memoryParked - memoryBefore < 192 * 1024, "memory grew by \(memoryParked - memoryBefore) KB for 1,000 parked")
-
-        let loadedStart = Date()
-        for _ in 0..<20 { #expect(try fixture.sasl(realm["USER"], realm["USER_PASSWORD"]) == .ok) }
-        let loaded = Date().timeIntervalSince(loadedStart)
-        #expect(loaded < baseline * 3 + 1, "20 logins took \(loaded) s with 1,000 parked, \(baseline) s without")
-        parked.removeAll()
-        await fixture.stop()
-    }
-
-    static func threadCount() -> Int {
-        (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task").count) ?? 0
     }
 
     static func residentKilobytes() -> Int {
@@ -234,23 +224,23 @@ struct ConversationListenerTests {
 
     @Test("no password, OTP or PIN ever reaches the log, even at trace level")
     func secretsNotLogged() async throws {
-        let fixture = try await DaemonFixture.start()
-        let realm = fixture.realm
-        _ = try fixture.sasl(realm["USER"], realm["USER_PASSWORD"])
-        _ = try fixture.sasl(realm["USER"], "Wrong-Secret-77")
-        _ = try fixture.converse(realm["USER"], password: "Another-Secret-88").result()
-        let user = try realm.addOTPUser(prefix: "logotp")
-        let conversation = try fixture.converse(user)
-        if case .questions(let id, _) = try conversation.next() {
-            conversation.answer(id, LoginAnswers(otp: OTPAnswer(token: 0, value: Secret("918273"), pin: Secret("5647"))))
-            _ = try conversation.result()
+        try await DaemonFixture.with { fixture throws in
+            let realm = fixture.realm
+            _ = try fixture.sasl(realm["USER"], realm["USER_PASSWORD"])
+            _ = try fixture.sasl(realm["USER"], "Wrong-Secret-77")
+            _ = try fixture.converse(realm["USER"], password: "Another-Secret-88").result()
+            let user = try realm.addOTPUser(prefix: "logotp")
+            let conversation = try fixture.converse(user)
+            if case .questions(let id, _) = try conversation.next() {
+                conversation.answer(id, LoginAnswers(otp: OTPAnswer(token: 0, value: Secret("918273"), pin: Secret("5647"))))
+                _ = try conversation.result()
+            }
+            let text = fixture.logs.text
+            #expect(text.contains("login"), "logging happened")
+            for secret in [realm["USER_PASSWORD"], "Wrong-Secret-77", "Another-Secret-88", "918273", "5647"] {
+                #expect(!text.contains(secret), "\(secret) leaked into the log")
+            }
         }
-        let text = fixture.logs.text
-        #expect(text.contains("login"), "logging happened")
-        for secret in [realm["USER_PASSWORD"], "Wrong-Secret-77", "Another-Secret-88", "918273", "5647"] {
-            #expect(!text.contains(secret), "\(secret) leaked into the log")
-        }
-        await fixture.stop()
     }
 }
 

@@ -10,154 +10,154 @@ import VerifyDaemon
 struct SaslauthdListenerTests {
     @Test("Cyrus testsaslauthd gets OK for the right password and NO for a wrong one")
     func testsaslauthd() async throws {
-        let fixture = try await DaemonFixture.start()
-        let realm = fixture.realm
-        let ok = try TestRealm.run(["testsaslauthd", "-f", fixture.saslSocket, "-u", realm["USER"], "-p", realm["USER_PASSWORD"], "-s", "imap"])
-        #expect(ok.output.contains(#"0: OK "Success.""#), "\(ok.output)")
-        let no = try TestRealm.run(["testsaslauthd", "-f", fixture.saslSocket, "-u", realm["USER"], "-p", "wrong-password"])
-        #expect(no.output.contains(#"0: NO "authentication failed""#), "\(no.output)")
-        let withRealm = try TestRealm.run(["testsaslauthd", "-f", fixture.saslSocket, "-u", realm["USER"], "-r", realm.realm, "-p", realm["USER_PASSWORD"]])
-        #expect(withRealm.output.contains("OK"))
-        await fixture.stop()
+        try await DaemonFixture.with { fixture throws in
+            let realm = fixture.realm
+            let ok = try TestRealm.run(["testsaslauthd", "-f", fixture.saslSocket, "-u", realm["USER"], "-p", realm["USER_PASSWORD"], "-s", "imap"])
+            #expect(ok.output.contains(#"0: OK "Success.""#), "\(ok.output)")
+            let no = try TestRealm.run(["testsaslauthd", "-f", fixture.saslSocket, "-u", realm["USER"], "-p", "wrong-password"])
+            #expect(no.output.contains(#"0: NO "authentication failed""#), "\(no.output)")
+            let withRealm = try TestRealm.run(["testsaslauthd", "-f", fixture.saslSocket, "-u", realm["USER"], "-r", realm.realm, "-p", realm["USER_PASSWORD"]])
+            #expect(withRealm.output.contains("OK"))
+        }
     }
 
     @Test("our client: five-field and four-field requests, realm mapping")
     func ownClient() async throws {
-        let fixture = try await DaemonFixture.start()
-        let realm = fixture.realm
-        #expect(try fixture.sasl(realm["USER"], realm["USER_PASSWORD"]) == .ok)
-        #expect(try fixture.sasl(realm["USER"], realm["USER_PASSWORD"], fields: 4) == .ok)
-        #expect(try fixture.sasl(realm["USER"], realm["USER_PASSWORD"], realm: realm.realm) == .ok)
-        #expect(try fixture.sasl("\(realm["USER"])@\(realm.realm)", realm["USER_PASSWORD"], realm: "IGNORED.REALM") == .ok)
-        #expect(try fixture.sasl(realm["USER"], "nope", fields: 4) == .no("authentication failed"))
-        #expect(try fixture.sasl(realm["DISABLED_USER"], realm["DISABLED_PASSWORD"]) == .no("account disabled"))
-        #expect(try fixture.sasl("no-such-user", "x") == .no("authentication failed"))
-        await fixture.stop()
+        try await DaemonFixture.with { fixture throws in
+            let realm = fixture.realm
+            #expect(try fixture.sasl(realm["USER"], realm["USER_PASSWORD"]) == .ok)
+            #expect(try fixture.sasl(realm["USER"], realm["USER_PASSWORD"], fields: 4) == .ok)
+            #expect(try fixture.sasl(realm["USER"], realm["USER_PASSWORD"], realm: realm.realm) == .ok)
+            #expect(try fixture.sasl("\(realm["USER"])@\(realm.realm)", realm["USER_PASSWORD"], realm: "IGNORED.REALM") == .ok)
+            #expect(try fixture.sasl(realm["USER"], "nope", fields: 4) == .no("authentication failed"))
+            #expect(try fixture.sasl(realm["DISABLED_USER"], realm["DISABLED_PASSWORD"]) == .no("account disabled"))
+            #expect(try fixture.sasl("no-such-user", "x") == .no("authentication failed"))
+        }
     }
 
     @Test("malformed frames get NO invalid request, and a good login still works afterwards")
     func badInput() async throws {
-        let fixture = try await DaemonFixture.start()
-        let realm = fixture.realm
-        func raw(_ bytes: [UInt8], close: Bool = false) throws -> [UInt8] {
-            let client = try SocketClient(path: fixture.saslSocket, timeout: 5)
-            client.send(bytes)
-            if close { shutdown(client.fd, Int32(SHUT_WR)) }
-            return client.readAll()
+        try await DaemonFixture.with { fixture throws in
+            let realm = fixture.realm
+            func raw(_ bytes: [UInt8], close: Bool = false) throws -> [UInt8] {
+                let client = try SocketClient(path: fixture.saslSocket, timeout: 5)
+                client.send(bytes)
+                if close { shutdown(client.fd, Int32(SHUT_WR)) }
+                return client.readAll()
+            }
+            let invalid = SaslauthdReply.no("invalid request").encoded
+            #expect(try raw([0xFF, 0xFF, 0x41]) == invalid, "oversized length")
+            #expect(try raw([0, 1, 0xFF] + [0, 1, 0x41, 0, 0, 0, 0, 0, 0]) == invalid, "non-UTF-8 login")
+            #expect(try raw([0, 0, 0, 1, 0x41, 0, 0, 0, 0, 0, 0]) == invalid, "zero-length login")
+            #expect(try raw([0, 1, 0x41, 0, 0, 0, 0, 0, 0, 0, 0]) == SaslauthdReply.no("authentication failed").encoded, "zero-length password")
+            #expect(try raw([0, 5, 0x41]) == SaslauthdReply.no("timeout").encoded, "truncated frame times out")
+            #expect(try raw([0, 5, 0x41], close: true).isEmpty, "truncated frame then close: the connection closes without a reply")
+            #expect(try raw(Array(repeating: 0x41, count: 3000)) == invalid, "garbage")
+            #expect(try fixture.sasl(realm["USER"], realm["USER_PASSWORD"]) == .ok)
+            #expect(fixture.daemon.counts.inFlight == 0)
         }
-        let invalid = SaslauthdReply.no("invalid request").encoded
-        #expect(try raw([0xFF, 0xFF, 0x41]) == invalid, "oversized length")
-        #expect(try raw([0, 1, 0xFF] + [0, 1, 0x41, 0, 0, 0, 0, 0, 0]) == invalid, "non-UTF-8 login")
-        #expect(try raw([0, 0, 0, 1, 0x41, 0, 0, 0, 0, 0, 0]) == invalid, "zero-length login")
-        #expect(try raw([0, 1, 0x41, 0, 0, 0, 0, 0, 0, 0, 0]) == SaslauthdReply.no("authentication failed").encoded, "zero-length password")
-        #expect(try raw([0, 5, 0x41]) == SaslauthdReply.no("timeout").encoded, "truncated frame times out")
-        #expect(try raw([0, 5, 0x41], close: true).isEmpty || true, "truncated frame then close")
-        #expect(try raw(Array(repeating: 0x41, count: 3000)) == invalid, "garbage")
-        #expect(try fixture.sasl(realm["USER"], realm["USER_PASSWORD"]) == .ok)
-        #expect(fixture.daemon.counts.inFlight == 0)
-        await fixture.stop()
     }
 
     @Test("1,000 idle connections do not stop a good login, answered within 2 s")
     func idleConnections() async throws {
-        let fixture = try await DaemonFixture.start { configuration, _ in
+        try await DaemonFixture.with(configure: { configuration, _ in
             configuration.readTimeout = .seconds(60)
             configuration.idleTimeout = .seconds(60)
             configuration.maxConnections = 1100
+        }) { fixture throws in
+            let idle = try (0..<1000).map { _ in try SocketClient(path: fixture.saslSocket) }
+            // Other suites load the machine at the same time: give the event loop up to 20 s to accept them all.
+            for _ in 0..<1000 where fixture.daemon.counts.connections < 1000 { try await Task.sleep(for: .milliseconds(20)) }
+            #expect(fixture.daemon.counts.connections >= 1000)
+            let start = ContinuousClock.now
+            #expect(try fixture.sasl(fixture.realm["USER"], fixture.realm["USER_PASSWORD"]) == .ok)
+            let latency = ContinuousClock.now - start
+            // Alone a login takes a few milliseconds; the bound leaves room for the suites running beside this one.
+            #expect(latency < .seconds(2), "a login beside 1,000 idle connections took \(latency)")
+            _ = idle
         }
-        let idle = try (0..<1000).map { _ in try SocketClient(path: fixture.saslSocket) }
-        // Other suites load the machine at the same time: give the event loop up to 20 s to accept them all.
-        for _ in 0..<1000 where fixture.daemon.counts.connections < 1000 { try await Task.sleep(for: .milliseconds(20)) }
-        #expect(fixture.daemon.counts.connections >= 1000)
-        let start = ContinuousClock.now
-        #expect(try fixture.sasl(fixture.realm["USER"], fixture.realm["USER_PASSWORD"]) == .ok)
-        let latency = ContinuousClock.now - start
-        // Alone a login takes a few milliseconds; the bound leaves room for the suites running beside this one.
-        #expect(latency < .seconds(2), "a login beside 1,000 idle connections took \(latency)")
-        _ = idle
-        await fixture.stop()
     }
 
     @Test("a silent client is cut by idle_timeout, a trickling one by read_timeout; others are served meanwhile")
     func slowClients() async throws {
-        let fixture = try await DaemonFixture.start { configuration, _ in
+        try await DaemonFixture.with(configure: { configuration, _ in
             configuration.idleTimeout = .milliseconds(300)
             configuration.readTimeout = .milliseconds(1200)
-        }
-        let silent = try SocketClient(path: fixture.saslSocket, timeout: 5)
-        var start = Date()
-        #expect(try SaslauthdReply(decoding: silent.readAll()) == .no("timeout"))
-        #expect((0.25..<1.0).contains(Date().timeIntervalSince(start)), "idle: \(Date().timeIntervalSince(start)) s")
+        }) { fixture throws in
+            let silent = try SocketClient(path: fixture.saslSocket, timeout: 5)
+            var start = Date()
+            #expect(try SaslauthdReply(decoding: silent.readAll()) == .no("timeout"))
+            #expect((0.25..<1.0).contains(Date().timeIntervalSince(start)), "idle: \(Date().timeIntervalSince(start)) s")
 
-        // One byte every 150 ms for 3 s never trips the idle timeout; the read timeout ends it after 1.2 s.
-        let trickle = try SocketClient(path: fixture.saslSocket, timeout: 5)
-        start = Date()
-        trickle.send([0, 200])
-        let fd = trickle.fd
-        let senderDone = DispatchSemaphore(value: 0)
-        let sender = Thread {
-            var byte: UInt8 = 0x61
-            for _ in 0..<20 {
-                Thread.sleep(forTimeInterval: 0.15)
-                _ = Glibc.send(fd, &byte, 1, Int32(MSG_NOSIGNAL))
+            // One byte every 150 ms for 3 s never trips the idle timeout; the read timeout ends it after 1.2 s.
+            let trickle = try SocketClient(path: fixture.saslSocket, timeout: 5)
+            start = Date()
+            trickle.send([0, 200])
+            let fd = trickle.fd
+            let senderDone = DispatchSemaphore(value: 0)
+            let sender = Thread {
+                var byte: UInt8 = 0x61
+                for _ in 0..<20 {
+                    Thread.sleep(forTimeInterval: 0.15)
+                    _ = Glibc.send(fd, &byte, 1, Int32(MSG_NOSIGNAL))
+                }
+                senderDone.signal()
             }
-            senderDone.signal()
+            sender.start()
+            #expect(try SaslauthdReply(decoding: trickle.readAll()) == .no("timeout"))
+            #expect((1.1..<2.9).contains(Date().timeIntervalSince(start)), "read: \(Date().timeIntervalSince(start)) s")
+            senderDone.wait()  // the descriptor stays ours until the sender is done with it
+            withExtendedLifetime(trickle) {}
+            #expect(try fixture.sasl(fixture.realm["USER"], fixture.realm["USER_PASSWORD"]) == .ok)
         }
-        sender.start()
-        #expect(try SaslauthdReply(decoding: trickle.readAll()) == .no("timeout"))
-        #expect((1.1..<2.9).contains(Date().timeIntervalSince(start)), "read: \(Date().timeIntervalSince(start)) s")
-        senderDone.wait()  // the descriptor stays ours until the sender is done with it
-        withExtendedLifetime(trickle) {}
-        #expect(try fixture.sasl(fixture.realm["USER"], fixture.realm["USER_PASSWORD"]) == .ok)
-        await fixture.stop()
     }
 
     @Test("a connection limit refuses the excess and serves the rest")
     func connectionLimit() async throws {
-        let fixture = try await DaemonFixture.start { configuration, _ in
+        try await DaemonFixture.with(configure: { configuration, _ in
             configuration.maxConnections = 5
             configuration.readTimeout = .seconds(60)
             configuration.idleTimeout = .seconds(60)
+        }) { fixture throws in
+            let held = try (0..<5).map { _ in try SocketClient(path: fixture.saslSocket) }
+            for _ in 0..<1000 where fixture.daemon.counts.connections < 5 { try await Task.sleep(for: .milliseconds(20)) }
+            #expect(fixture.daemon.counts.connections == 5)
+            let refused = try SocketClient(path: fixture.saslSocket, timeout: 2)
+            #expect(refused.readAll().isEmpty, "the sixth connection is closed at once")
+            _ = held
         }
-        let held = try (0..<5).map { _ in try SocketClient(path: fixture.saslSocket) }
-        for _ in 0..<1000 where fixture.daemon.counts.connections < 5 { try await Task.sleep(for: .milliseconds(20)) }
-        #expect(fixture.daemon.counts.connections == 5)
-        let refused = try SocketClient(path: fixture.saslSocket, timeout: 2)
-        #expect(refused.readAll().isEmpty, "the sixth connection is closed at once")
-        _ = held
-        await fixture.stop()
     }
 
     @Test("credentials from a rogue KDC of the same realm are refused")
     func rogueKDC() async throws {
-        let fixture = try await DaemonFixture.start { configuration, realm in
+        try await DaemonFixture.with(configure: { configuration, realm in
             configuration.login.krb5 = .files(realm["KRB5_ROGUE_CONFIG_FILE"])
             configuration.login.armor = .none
+        }) { fixture throws in
+            #expect(try fixture.sasl(fixture.realm["USER"], fixture.realm["ROGUE_PASSWORD"]) == .no("verification failed"))
+            let conversation = try fixture.converse(fixture.realm["USER"], password: fixture.realm["ROGUE_PASSWORD"])
+            #expect(try conversation.result().failure == .verificationFailed)
         }
-        #expect(try fixture.sasl(fixture.realm["USER"], fixture.realm["ROGUE_PASSWORD"]) == .no("verification failed"))
-        let conversation = try fixture.converse(fixture.realm["USER"], password: fixture.realm["ROGUE_PASSWORD"])
-        #expect(try conversation.result().failure == .verificationFailed)
-        await fixture.stop()
     }
 
     @Test("repeated failures throttle the principal; others are still served; failures never answer faster than the floor")
     func throttleAndFloor() async throws {
-        let fixture = try await DaemonFixture.start { configuration, _ in
+        try await DaemonFixture.with(configure: { configuration, _ in
             configuration.throttleFailures = 3
             configuration.throttleBackoff = .seconds(30)
             configuration.failureFloor = .milliseconds(300)
+        }) { fixture throws in
+            let realm = fixture.realm
+            let victim = try realm.addPrincipal(prefix: "victim", password: "Right-Passw0rd")
+            for _ in 0..<3 {
+                let start = Date()
+                #expect(try fixture.sasl(victim, "guess", address: "198.51.100.1") == .no("authentication failed"))
+                #expect(Date().timeIntervalSince(start) >= 0.29)
+            }
+            #expect(try fixture.sasl(victim, "Right-Passw0rd", address: "198.51.100.2") == .no("authentication failed"), "throttled: even the right password is refused for now")
+            #expect(fixture.logs.text.contains("throttling engaged"))
+            #expect(try fixture.sasl(realm["USER"], realm["USER_PASSWORD"], address: "192.0.2.99") == .ok, "another principal from another address is served")
         }
-        let realm = fixture.realm
-        let victim = try realm.addPrincipal(prefix: "victim", password: "Right-Passw0rd")
-        for _ in 0..<3 {
-            let start = Date()
-            #expect(try fixture.sasl(victim, "guess", address: "198.51.100.1") == .no("authentication failed"))
-            #expect(Date().timeIntervalSince(start) >= 0.29)
-        }
-        #expect(try fixture.sasl(victim, "Right-Passw0rd", address: "198.51.100.2") == .no("authentication failed"), "throttled: even the right password is refused for now")
-        #expect(fixture.logs.text.contains("throttling engaged"))
-        #expect(try fixture.sasl(realm["USER"], realm["USER_PASSWORD"], address: "192.0.2.99") == .ok, "another principal from another address is served")
-        await fixture.stop()
     }
 
     @Test("shutdown lets a failure that is waiting out the floor reply before the connection closes")
@@ -176,15 +176,15 @@ struct SaslauthdListenerTests {
 
     @Test("metrics count requests by outcome")
     func metrics() async throws {
-        let fixture = try await DaemonFixture.start { configuration, _ in configuration.metricsListen = "127.0.0.1:0" }
-        _ = try fixture.sasl(fixture.realm["USER"], fixture.realm["USER_PASSWORD"])
-        _ = try fixture.sasl(fixture.realm["USER"], "bad")
-        let address = try #require(fixture.endpoints.metrics)
-        let output = try TestRealm.run(["curl", "-s", "http://\(address)/metrics"]).output
-        #expect(output.contains(#"krb5_verifyd_requests_total{listener="sasl",outcome="ok"} 1"#), "\(output)")
-        #expect(output.contains(#"krb5_verifyd_requests_total{listener="sasl",outcome="bad-credentials"} 1"#))
-        #expect(output.contains("krb5_verifyd_request_duration_seconds_bucket"))
-        await fixture.stop()
+        try await DaemonFixture.with(configure: { configuration, _ in configuration.metricsListen = "127.0.0.1:0" }) { fixture throws in
+            _ = try fixture.sasl(fixture.realm["USER"], fixture.realm["USER_PASSWORD"])
+            _ = try fixture.sasl(fixture.realm["USER"], "bad")
+            let address = try #require(fixture.endpoints.metrics)
+            let output = try TestRealm.run(["curl", "-s", "http://\(address)/metrics"]).output
+            #expect(output.contains(#"krb5_verifyd_requests_total{listener="sasl",outcome="ok"} 1"#), "\(output)")
+            #expect(output.contains(#"krb5_verifyd_requests_total{listener="sasl",outcome="bad-credentials"} 1"#))
+            #expect(output.contains("krb5_verifyd_request_duration_seconds_bucket"))
+        }
     }
 }
 
@@ -192,20 +192,20 @@ struct SaslauthdListenerTests {
 struct ResultCacheTests {
     @Test("a repeated right password is answered from the cache; any failure for the principal drops its entries")
     func cache() async throws {
-        let fixture = try await DaemonFixture.start { configuration, _ in configuration.resultCacheTTL = .seconds(60) }
-        let realm = fixture.realm
-        let user = try realm.addPrincipal(prefix: "cached", password: "Cache-Passw0rd")
-        #expect(try fixture.sasl(user, "Cache-Passw0rd") == .ok)
-        #expect(fixture.daemon.service.resultCache?.count == 1)
-        // The password changes behind the cache's back: the cached success still answers (the documented trade-off)…
-        try realm.kadmin("cpw", "-pw", "Changed-Passw0rd", user)
-        #expect(try fixture.sasl(user, "Cache-Passw0rd") == .ok)
-        // …until a failure for the principal, which drops its entries.
-        #expect(try fixture.sasl(user, "wrong") == .no("authentication failed"))
-        #expect(fixture.daemon.service.resultCache?.count == 0)
-        #expect(try fixture.sasl(user, "Cache-Passw0rd") == .no("authentication failed"))
-        #expect(try fixture.sasl(user, "Changed-Passw0rd") == .ok)
-        await fixture.stop()
+        try await DaemonFixture.with(configure: { configuration, _ in configuration.resultCacheTTL = .seconds(60) }) { fixture throws in
+            let realm = fixture.realm
+            let user = try realm.addPrincipal(prefix: "cached", password: "Cache-Passw0rd")
+            #expect(try fixture.sasl(user, "Cache-Passw0rd") == .ok)
+            #expect(fixture.daemon.service.resultCache?.count == 1)
+            // The password changes behind the cache's back: the cached success still answers (the documented trade-off)…
+            try realm.kadmin("cpw", "-pw", "Changed-Passw0rd", user)
+            #expect(try fixture.sasl(user, "Cache-Passw0rd") == .ok)
+            // …until a failure for the principal, which drops its entries.
+            #expect(try fixture.sasl(user, "wrong") == .no("authentication failed"))
+            #expect(fixture.daemon.service.resultCache?.count == 0)
+            #expect(try fixture.sasl(user, "Cache-Passw0rd") == .no("authentication failed"))
+            #expect(try fixture.sasl(user, "Changed-Passw0rd") == .ok)
+        }
     }
 
     @Test("the cache key is HMAC-SHA-256 (RFC 4231 test case 2)")
@@ -231,72 +231,72 @@ struct LeanLoginTests {
 
     @Test("a password-only login is one AS exchange once the etype info is learnt, with no TGS exchange; a wrong password counts one failure")
     func oneExchange() async throws {
-        let fixture = try await DaemonFixture.start()
-        let realm = fixture.realm
-        let user = try realm.addPrincipal(prefix: "lean", password: "Lean-Passw0rd")
-        let start = try realm.kdcLog().count
-        #expect(try fixture.sasl(user, "Lean-Passw0rd") == .ok)
-        var lines = try await Self.requests(realm, for: user, after: start, atLeast: 2)
-        #expect(lines.count == 2, "etype info, then the login: \(lines)")
-        #expect(lines.allSatisfy { $0.contains("AS_REQ") }, "\(lines)")
-        #expect(lines.last?.contains("ISSUE") == true && lines.last?.contains("for host/") == true, "the verification ticket straight from the AS: \(lines)")
+        try await DaemonFixture.with { fixture throws in
+            let realm = fixture.realm
+            let user = try realm.addPrincipal(prefix: "lean", password: "Lean-Passw0rd")
+            let start = try realm.kdcLog().count
+            #expect(try fixture.sasl(user, "Lean-Passw0rd") == .ok)
+            var lines = try await Self.requests(realm, for: user, after: start, atLeast: 2)
+            #expect(lines.count == 2, "etype info, then the login: \(lines)")
+            #expect(lines.allSatisfy { $0.contains("AS_REQ") }, "\(lines)")
+            #expect(lines.last?.contains("ISSUE") == true && lines.last?.contains("for host/") == true, "the verification ticket straight from the AS: \(lines)")
 
-        let second = try realm.kdcLog().count
-        #expect(try fixture.sasl(user, "Lean-Passw0rd", address: "192.0.2.60") == .ok)
-        lines = try await Self.requests(realm, for: user, after: second, atLeast: 1)
-        #expect(lines.count == 1 && lines[0].contains("AS_REQ") && lines[0].contains("ISSUE"), "one exchange: \(lines)")
+            let second = try realm.kdcLog().count
+            #expect(try fixture.sasl(user, "Lean-Passw0rd", address: "192.0.2.60") == .ok)
+            lines = try await Self.requests(realm, for: user, after: second, atLeast: 1)
+            #expect(lines.count == 1 && lines[0].contains("AS_REQ") && lines[0].contains("ISSUE"), "one exchange: \(lines)")
 
-        let third = try realm.kdcLog().count
-        #expect(try fixture.sasl(user, "wrong-Passw0rd", address: "192.0.2.61") == .no("authentication failed"))
-        lines = try await Self.requests(realm, for: user, after: third, atLeast: 2)
-        #expect(lines.filter { $0.contains("PREAUTH_FAILED") }.count == 1, "one failure at the KDC: \(lines)")
-        #expect(!lines.contains { $0.contains("TGS_REQ") })
-        await fixture.stop()
+            let third = try realm.kdcLog().count
+            #expect(try fixture.sasl(user, "wrong-Passw0rd", address: "192.0.2.61") == .no("authentication failed"))
+            lines = try await Self.requests(realm, for: user, after: third, atLeast: 2)
+            #expect(lines.filter { $0.contains("PREAUTH_FAILED") }.count == 1, "one failure at the KDC: \(lines)")
+            #expect(!lines.contains { $0.contains("TGS_REQ") })
+        }
     }
 
     @Test("a salt changed after it was learnt costs one more exchange, never a wrong answer; a non-default salt works from the start")
     func changedSalt() async throws {
-        let fixture = try await DaemonFixture.start()
-        let realm = fixture.realm
-        let user = try realm.addPrincipal(prefix: "resalt", password: "Resalt-Passw0rd")
-        #expect(try fixture.sasl(user, "Resalt-Passw0rd") == .ok)
-        try realm.kadmin("cpw", "-pw", "Resalt-Passw0rd", "-e", "aes256-cts:onlyrealm", user)
-        #expect(try fixture.sasl(user, "Resalt-Passw0rd", address: "192.0.2.62") == .ok, "relearnt after the failure")
-        #expect(try fixture.sasl(user, "Resalt-Passw0rd", address: "192.0.2.63") == .ok)
-        #expect(try fixture.sasl(user, "wrong", address: "192.0.2.64") == .no("authentication failed"))
+        try await DaemonFixture.with { fixture throws in
+            let realm = fixture.realm
+            let user = try realm.addPrincipal(prefix: "resalt", password: "Resalt-Passw0rd")
+            #expect(try fixture.sasl(user, "Resalt-Passw0rd") == .ok)
+            try realm.kadmin("cpw", "-pw", "Resalt-Passw0rd", "-e", "aes256-cts:onlyrealm", user)
+            #expect(try fixture.sasl(user, "Resalt-Passw0rd", address: "192.0.2.62") == .ok, "relearnt after the failure")
+            #expect(try fixture.sasl(user, "Resalt-Passw0rd", address: "192.0.2.63") == .ok)
+            #expect(try fixture.sasl(user, "wrong", address: "192.0.2.64") == .no("authentication failed"))
 
-        let salty = try realm.addPrincipal(prefix: "salty", password: "Salty-Passw0rd", attributes: ["-e", "aes256-cts:onlyrealm"])
-        #expect(try fixture.sasl(salty, "Salty-Passw0rd", address: "192.0.2.65") == .ok)
-        await fixture.stop()
+            let salty = try realm.addPrincipal(prefix: "salty", password: "Salty-Passw0rd", attributes: ["-e", "aes256-cts:onlyrealm"])
+            #expect(try fixture.sasl(salty, "Salty-Passw0rd", address: "192.0.2.65") == .ok)
+        }
     }
 
     @Test("with learnt preauth and the direct ticket off, logins still verify (the plain MIT path)")
     func plainPath() async throws {
-        let fixture = try await DaemonFixture.start { configuration, _ in
+        try await DaemonFixture.with(configure: { configuration, _ in
             configuration.login.learnedPreauth = false
             configuration.login.directVerificationTicket = false
+        }) { fixture throws in
+            let realm = fixture.realm
+            let start = try realm.kdcLog().count
+            #expect(try fixture.sasl(realm["USER"], realm["USER_PASSWORD"], address: "192.0.2.66") == .ok)
+            let lines = try await Self.requests(realm, for: realm["USER"], after: start, atLeast: 3)
+            #expect(lines.contains { $0.contains("TGS_REQ") }, "verification through a TGS exchange: \(lines)")
+            #expect(try fixture.sasl(realm["USER"], "wrong", address: "192.0.2.67") == .no("authentication failed"))
         }
-        let realm = fixture.realm
-        let start = try realm.kdcLog().count
-        #expect(try fixture.sasl(realm["USER"], realm["USER_PASSWORD"], address: "192.0.2.66") == .ok)
-        let lines = try await Self.requests(realm, for: realm["USER"], after: start, atLeast: 3)
-        #expect(lines.contains { $0.contains("TGS_REQ") }, "verification through a TGS exchange: \(lines)")
-        #expect(try fixture.sasl(realm["USER"], "wrong", address: "192.0.2.67") == .no("authentication failed"))
-        await fixture.stop()
     }
 
     @Test("optimistic preauth for conversations falls back to the normal exchange for a principal with a non-default salt")
     func optimisticFallback() async throws {
-        let fixture = try await DaemonFixture.start { configuration, _ in configuration.login.optimisticPreauth = true }
-        let realm = fixture.realm
-        let salty = try realm.addPrincipal(prefix: "salty", password: "Salty-Passw0rd", attributes: ["-e", "aes256-cts:onlyrealm"])
-        for attempt in 0..<2 {
-            let conversation = try fixture.converse(salty, password: "Salty-Passw0rd")
-            let result = try conversation.result()
-            #expect(result.ok, "attempt \(attempt): \(result)")
+        try await DaemonFixture.with(configure: { configuration, _ in configuration.login.optimisticPreauth = true }) { fixture throws in
+            let realm = fixture.realm
+            let salty = try realm.addPrincipal(prefix: "salty", password: "Salty-Passw0rd", attributes: ["-e", "aes256-cts:onlyrealm"])
+            for attempt in 0..<2 {
+                let conversation = try fixture.converse(salty, password: "Salty-Passw0rd")
+                let result = try conversation.result()
+                #expect(result.ok, "attempt \(attempt): \(result)")
+            }
+            let wrong = try fixture.converse(salty, password: "wrong")
+            #expect(try wrong.result().failure == .badCredentials)
         }
-        let wrong = try fixture.converse(salty, password: "wrong")
-        #expect(try wrong.result().failure == .badCredentials)
-        await fixture.stop()
     }
 }

@@ -1,4 +1,4 @@
-import TestRealm
+import TOTP
 import Testing
 
 @Suite("The tests' RFC 6238 implementation")

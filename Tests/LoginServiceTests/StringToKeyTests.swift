@@ -1,3 +1,4 @@
+import Foundation
 import CKrb5
 import Kerberos
 @testable import LoginService
