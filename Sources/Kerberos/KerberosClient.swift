@@ -488,6 +488,9 @@ public struct InitialCredentialsSetup {
     var key: InitialKey
     /// Every option of the request, including a responder, a prompter and caches.
     public var options: InitialCredentialsOptions
+    /// Objects that live as long as the request and are released on its worker with it (a guard that wipes a
+    /// key from a MEMORY keytab, say).
+    package var attachments: [AnyObject] = []
 
     /// A password login (nil: asked through the responder or prompter).
     public init(client: Principal, password: Secret?, options: InitialCredentialsOptions = InitialCredentialsOptions()) {

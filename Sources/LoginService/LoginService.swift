@@ -348,9 +348,14 @@ struct LoginAttempt: Sendable {
             request.options.preauthTypes = [.encryptedTimestamp]
             request.options.encryptionTypes = [info.encryptionType]
             request.options.salt = info.salt
-            let keytab = try Keytab(resolving: "MEMORY:krb5-login-\(UInt64.random(in: 0...UInt64.max))", in: context)
+            // Exchanges of several logins interleave on one worker, so each takes a MEMORY keytab of its own from the
+            // worker's pool (MIT never frees a MEMORY keytab, so they are reused, not made per login).
+            let pool = context.reusable("login.keytabs") { KeytabPool() }
+            let keytab = try pool.take(context)
             try keytab.add(principal: request.client, encryptionType: info.encryptionType, key: key)
-            return InitialCredentialsSetup(client: request.client, keytab: keytab, options: request.options)
+            var result = InitialCredentialsSetup(client: request.client, keytab: keytab, options: request.options)
+            result.attachments.append(KeyGuard(pool: pool, keytab: keytab, client: request.client, encryptionType: info.encryptionType))
+            return result
         }
     }
 
@@ -528,5 +533,39 @@ final class ArmorCache {
     init(cache: CredentialCache?, expires: Date) {
         self.cache = cache
         self.expires = expires
+    }
+}
+
+/// A worker's MEMORY keytabs for the one-exchange path, each used by one login at a time. Touched only on its
+/// worker's thread.
+final class KeytabPool {
+    private var free: [Keytab] = []
+
+    func take(_ context: Context) throws -> Keytab {
+        if let keytab = free.popLast() { return keytab }
+        return try Keytab(resolving: "MEMORY:krb5-login-keys-\(UInt64.random(in: 0...UInt64.max))", in: context)
+    }
+
+    func give(_ keytab: Keytab) { free.append(keytab) }
+}
+
+/// Removes a login's key from its MEMORY keytab (krb5 wipes the key's memory) and returns the keytab to the pool,
+/// when the request is released: on the worker, on every path, after the exchange's last step.
+final class KeyGuard {
+    let pool: KeytabPool
+    let keytab: Keytab
+    let client: Principal
+    let encryptionType: EncryptionType
+
+    init(pool: KeytabPool, keytab: Keytab, client: Principal, encryptionType: EncryptionType) {
+        self.pool = pool
+        self.keytab = keytab
+        self.client = client
+        self.encryptionType = encryptionType
+    }
+
+    deinit {
+        // Returned to the pool only when the key is gone, so no later login can meet it.
+        if (try? keytab.remove(principal: client, encryptionType: encryptionType)) != nil { pool.give(keytab) }
     }
 }
