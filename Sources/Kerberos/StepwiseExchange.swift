@@ -114,16 +114,25 @@ final class ServiceTicketExchange: StepwiseExchange {
         guard let clientName = ticketGrantingTicket.raw.client else {
             throw KerberosError(code: Int32(KRB5_NO_TKT_SUPPLIED), message: "The credentials have no client", reason: .invalidRequest)
         }
-        try context.check(krb5_cc_initialize(context.raw, cache.raw, clientName))
-        try cache.store(ticketGrantingTicket)
+        do {
+            try context.check(krb5_cc_initialize(context.raw, cache.raw, clientName))
+            try cache.store(ticketGrantingTicket)
+        } catch {
+            try? cache.destroy()
+            throw error
+        }
         var input = krb5_creds()
         input.client = clientName
         input.server = server.raw
         var handle: OpaquePointer?
-        try withExtendedLifetime((ticketGrantingTicket, server)) {
-            try context.check(krb5_tkt_creds_init(context.raw, cache.raw, &input, 0, &handle))
+        let code = withExtendedLifetime((ticketGrantingTicket, server)) {
+            krb5_tkt_creds_init(context.raw, cache.raw, &input, 0, &handle)
         }
-        guard let handle else { throw KerberosError(code: Int32(ENOMEM), message: "krb5_tkt_creds_init returned no context", reason: .other) }
+        guard code == 0, let handle else {
+            let error = code == 0 ? KerberosError(code: Int32(ENOMEM), message: "krb5_tkt_creds_init returned no context", reason: .other) : context.error(code)
+            try? cache.destroy()  // a MEMORY cache outlives its handle; the TGT copy goes now
+            throw error
+        }
         raw = handle
     }
 

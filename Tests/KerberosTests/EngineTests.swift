@@ -279,11 +279,9 @@ struct EngineTests {
 }
 
 /// The numbers behind the engine's delays (docs/engine.md): login latency with healthy KDCs, sequentially and 16
-/// at a time, and with a hung primary once it is noticed. Prints; asserts only that the logins succeed.
-@Suite("Engine: measured delays", .serialized)
-struct EngineMeasurements {
-    let engine: EngineRealm
-    init() throws { engine = try EngineRealm.shared.get() }
+/// at a time, and with a hung primary once it is noticed. Prints; asserts only that the logins succeed. In the
+/// serialized suite, since it stops the primary that the other tests use.
+extension EngineTests {
 
     static func percentile(_ values: [Double], _ p: Double) -> Double {
         let sorted = values.sorted()
@@ -314,7 +312,7 @@ struct EngineMeasurements {
         }
     }
 
-    @Test("login latency: healthy (1 and 16 at a time) and with a hung primary after it was noticed")
+    @Test("measured: login latency, healthy (1 and 16 at a time) and with a hung primary after it was noticed")
     func delays() async throws {
         let primary = "127.0.0.1:\(engine.primaryPort)"
         let replica = "127.0.0.1:\(engine.replicaPort)"
