@@ -166,6 +166,8 @@ struct LoginAttempt: Sendable {
     let learnt: LearntPreauth
     /// A login that can answer nothing but the password (saslauthd): no question will follow.
     let passwordOnly: Bool
+    /// Whether this attempt's requests are armored (known once the armor cache was fetched or found).
+    var armored = false
 
     func run() async -> LoginStep {
         let names = self.names
@@ -198,11 +200,13 @@ struct LoginAttempt: Sendable {
         let answers = conversation.answers
         do throws(KerberosError) {
             let armor = try await armorCache(realm: realm)
+            var attempt = self
+            attempt.armored = armor
             let direct = configuration.verify && configuration.directVerificationTicket && configuration.outputCache == nil
             let setup = makeSetup(principal: principal, armor: armor, notes: notes, directVerification: direct)
             let credentials: Pinned<Credentials>
             do throws(KerberosError) {
-                credentials = try await initialCredentials(principal: principal, password: answers.password, setup: setup, notes: notes)
+                credentials = try await attempt.initialCredentials(principal: principal, password: answers.password, setup: setup, notes: notes)
             } catch {
                 if !notes.missing.isEmpty { return .questions(id: conversation.await(notes.missing), notes.missing, info: notes.info) }
                 throw error
@@ -371,7 +375,6 @@ struct LoginAttempt: Sendable {
         }
         // Etype info that came without FAST could have been chosen by whoever sits on the path: it is
         // trusted only for a while, so one downgrade does not persist.
-        let armored = configuration.armor != .none
         learnt.remember(info, for: principal, armored: armored)
         return info
     }
