@@ -32,7 +32,11 @@ let package = Package(
         .systemLibrary(name: "CKrb5", providers: [.apt(["libkrb5-dev"])]),
 
         // The library: typed Swift over krb5's initial-credentials API.
-        .target(name: "Kerberos", dependencies: ["CKrb5"], swiftSettings: strict),
+        .target(
+            name: "Kerberos",
+            dependencies: ["CKrb5", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
+            swiftSettings: strict
+        ),
 
         // The wire formats of krb5-verifyd and krb5-login: saslauthd frames and JSON lines.
         .target(name: "LoginProtocol", dependencies: ["Kerberos"], swiftSettings: strict),
@@ -93,7 +97,11 @@ let package = Package(
         // The live test realm (Docker/kdc/realm.sh) as seen from the test suites.
         .target(name: "TestRealm", dependencies: ["Kerberos", "TOTP"], path: "Tests/TestRealm", swiftSettings: strict),
 
-        .testTarget(name: "KerberosTests", dependencies: ["Kerberos", "CKrb5", "TestRealm"], swiftSettings: strict),
+        .testTarget(
+            name: "KerberosTests",
+            dependencies: ["Kerberos", "CKrb5", "TestRealm", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
+            swiftSettings: strict
+        ),
         .testTarget(name: "LoginProtocolTests", dependencies: ["LoginProtocol"], swiftSettings: strict),
         .testTarget(name: "LoginServiceTests", dependencies: ["LoginService", "Kerberos", "CKrb5"], swiftSettings: strict),
         .testTarget(name: "TOTPTests", dependencies: ["TOTP"], swiftSettings: strict),

@@ -249,14 +249,14 @@ def main():
               "for the verification ticket; plus the password's string-to-key (PBKDF2, 4,096 iterations for the AES-SHA1 types), "
               "which profiling (`perf`) shows is about three quarters of the client's CPU time per login.", "",
               "- **Learnt etype info** (`learned_preauth`, on by default for password-only logins): the first login of a principal "
-              "asks the KDC for its enctype and salt with `krb5_get_etype_info` (no password involved, no failure counted); later "
+              "asks the KDC for its enctype and salt with an AS-REQ without pre-authentication (no password involved, no failure counted; the engine reads PA-ETYPE-INFO2 from the reply itself, or uses `krb5_get_etype_info` under FAST); later "
               "logins send the timestamp made with them in the first AS-REQ (`krb5_get_init_creds_opt_set_salt`, "
               "`_set_etype_list`, `_set_preauth_list`). Unlike MIT's plain optimistic preauth, which guesses the default salt, a "
               "principal with a non-default salt works from its first login, and a wrong password counts once at the KDC.",
               "- **String-to-key in process** (part of `learned_preauth`): for the AES-SHA1 enctypes the key is made with "
               "BoringSSL's PBKDF2 (swift-crypto), about 3.5 times faster than libk5crypto's built-in SHA-1, checked against "
-              "RFC 3962's vectors and libk5crypto itself, and handed to `krb5_get_init_creds_keytab` through the worker's "
-              "private MEMORY keytab, whose entry krb5 wipes when it is removed right after the login.",
+              "RFC 3962's vectors and libk5crypto itself, and handed to `krb5_init_creds_set_keytab` through a MEMORY keytab of the worker's "
+              "pool, whose entry krb5 wipes when it is removed right after the login.",
               "- **The verification ticket from the AS** (`direct_verification_ticket`, on by default when no TGT is kept): the "
               "AS-REQ names the verification service (`in_tkt_service`), so `krb5_verify_init_creds` decrypts that ticket with "
               "the keytab directly and needs no TGS exchange. The proof is unchanged: only the real KDC can make a ticket the "

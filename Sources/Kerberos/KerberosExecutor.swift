@@ -8,6 +8,11 @@ import Dispatch
 /// A fixed set of dedicated threads, each owning one ``Context``, that run blocking krb5 work for
 /// `async` callers.
 ///
+/// For logins, prefer ``KerberosClient``: it never blocks a thread on a KDC and bounds every call in time.
+/// The executor remains for krb5 calls that have no stepwise form (the password change of
+/// `krb5_get_init_creds_password` on an expired password, `krb5_change_password`, `krb5_get_etype_info`
+/// under FAST) and for programs that use the blocking ``Context`` API.
+///
 /// krb5 blocks on the network, on prompters and on responders; such calls must not run on Swift's
 /// cooperative pool or an event loop. `run` hands a closure to the next free thread and suspends the
 /// caller until it finishes. Each thread creates its context once and keeps it, honouring MIT's rule of

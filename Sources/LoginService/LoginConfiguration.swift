@@ -66,6 +66,12 @@ public struct LoginConfiguration: Sendable {
     /// to the verification service instead of a TGT (`in_tkt_service`), so `krb5_verify_init_creds` needs
     /// no TGS exchange. The proof is the same: only the real KDC can make a ticket the keytab decrypts.
     public var directVerificationTicket: Bool
+    /// The bound on one login, from its start to its answer (SSSD's `krb5_auth_timeout`). When it passes without
+    /// an answer from the KDCs, the login fails as kdc-unreachable and its exchange is abandoned.
+    public var loginTimeout: Duration = LoginConfiguration.defaultLoginTimeout
+    /// The default ``loginTimeout``: 6 s, SSSD's default, which leaves room for the KDC's own RADIUS round trips
+    /// of an OTP login.
+    public static let defaultLoginTimeout: Duration = .seconds(6)
 
     /// What may differ for the logins of one realm; nil keeps the general setting.
     public struct RealmSettings: Sendable, Hashable {

@@ -5,18 +5,19 @@ import FoundationEssentials
 #else
 import Foundation
 #endif
+import Dispatch
 import Synchronization
 
-/// Verified logins on a pool of dedicated krb5 threads: initial credentials (armored as configured),
-/// then `krb5_verify_init_creds` with nofail against the keytab.
+/// Verified logins over the non-blocking engine (``KerberosClient``): initial credentials (armored as configured),
+/// then verification with nofail against the keytab, each login bounded by ``LoginConfiguration/loginTimeout``.
 ///
 /// Used by `krb5-verifyd` for every request and by `krb5-login` in process. A conversation waiting for
 /// a person holds no thread: ``step(_:)`` runs one complete attempt and returns either the result or
-/// the questions still unanswered.
+/// the questions still unanswered. No thread waits on a KDC either: the engine's worker threads only compute.
 public final class LoginService: Sendable {
     /// How every login is performed.
     public let configuration: LoginConfiguration
-    private let executor: KerberosExecutor
+    private let client: KerberosClient
     /// The opt-in success cache for password logins (nil when off).
     public let resultCache: ResultCache?
     /// What earlier logins taught about principals' keys (shared by the workers).
@@ -26,10 +27,10 @@ public final class LoginService: Sendable {
     /// A context of the service's own for ``resolve(_:)``, which callers use from any thread, one at a time.
     private let resolver: Mutex<Context>
 
-    /// Starts `threads` krb5 worker threads, each with its own context.
+    /// Starts `threads` krb5 worker threads, each with its own context, and the engine's event loop.
     public init(configuration: LoginConfiguration, threads: Int = 2, resultCacheTTL: Duration? = nil) throws {
         self.configuration = configuration
-        self.executor = try KerberosExecutor(threads: threads, configuration: configuration.krb5)
+        self.client = try KerberosClient(configuration: .init(krb5: configuration.krb5, threads: threads, loginTimeout: configuration.loginTimeout))
         self.resultCache = resultCacheTTL.map { ResultCache(ttl: $0) }
         let context = try Context(configuration.krb5)
         self.names = try LoginNames(configuration: configuration, context: context)
@@ -54,9 +55,11 @@ public final class LoginService: Sendable {
         }
     }
 
-    /// Finishes queued work and stops the threads.
+    /// Lets running logins finish their current step, then stops the threads.
+    ///
+    /// > Warning: Blocks the calling thread until the engine's threads have stopped.
     public func shutdown() {
-        executor.shutdown()
+        client.shutdownBlocking()
     }
 
     /// Logs in with a password only, as saslauthd does: any further question fails the login.
@@ -66,9 +69,8 @@ public final class LoginService: Sendable {
         }
     }
 
-    /// Logs in with a password only and calls `completion` on a worker thread; never touches Swift's
-    /// cooperative pool, so an event loop can use it directly. The result cache, when on, is keyed on
-    /// `principal` as given: callers pass the canonical name from ``resolve(_:)``.
+    /// Logs in with a password only and calls `completion` when answered (within the login timeout). The
+    /// result cache, when on, is keyed on `principal` as given: callers pass the canonical name from ``resolve(_:)``.
     public func verifyPassword(principal: String, password: Secret, completion: @escaping @Sendable (LoginResult) -> Void) {
         if let cached = resultCache?.lookup(principal: principal, password: password) {
             completion(cached)
@@ -93,45 +95,74 @@ public final class LoginService: Sendable {
         }
     }
 
-    /// Runs the exchange once and calls `completion` on a worker thread (no Swift concurrency involved).
+    /// Runs the exchange once and calls `completion` when answered (within the login timeout).
     public func step(_ conversation: LoginConversation, completion: @escaping @Sendable (LoginStep) -> Void) {
         step(conversation, passwordOnly: false, completion: completion)
     }
 
     private func step(_ conversation: LoginConversation, passwordOnly: Bool, completion: @escaping @Sendable (LoginStep) -> Void) {
-        let configuration = self.configuration
-        executor.submit { context, _ in
-            guard let context else {
-                completion(.finished(.failed(.internal, "The login service is shutting down", principal: conversation.principal), info: []))
-                return
-            }
-            let step = LoginAttempt(context: context, configuration: configuration, names: self.names, conversation: conversation,
-                                    learnt: self.learnt, passwordOnly: passwordOnly).run()
-            if case .finished(let result, _) = step, !result.ok { self.resultCache?.invalidate(principal: result.principal ?? conversation.principal) }
-            completion(step)
-        }
+        client.start { completion(await self.run(conversation, passwordOnly: passwordOnly)) }
     }
 
-    /// Runs the exchange once on the calling thread with a context of its own; for programs that
-    /// make one login and exit (such as `krb5-login`).
+    private func run(_ conversation: LoginConversation, passwordOnly: Bool) async -> LoginStep {
+        let step = await LoginAttempt(session: client.session(), configuration: configuration, names: names, conversation: conversation,
+                                      learnt: learnt, passwordOnly: passwordOnly).run()
+        if case .finished(let result, _) = step, !result.ok { resultCache?.invalidate(principal: result.principal ?? conversation.principal) }
+        return step
+    }
+
+    /// Runs the exchange once for programs that make one login and exit (such as `krb5-login`): a
+    /// one-thread engine of its own, bounded by the login timeout. `context` only checks the name.
     ///
-    /// > Warning: Blocks; never call from Swift's cooperative pool.
+    /// > Warning: Blocks the calling thread until answered; never call from Swift's cooperative pool.
     public static func stepBlocking(_ conversation: LoginConversation, configuration: LoginConfiguration, context: Context) -> LoginStep {
         let names: LoginNames
         do throws(KerberosError) { names = try LoginNames(configuration: configuration, context: context) } catch {
             return .finished(.failed(.internal, "Cannot read the krb5 configuration: \(error.message)", principal: conversation.principal), info: [])
         }
-        return LoginAttempt(context: context, configuration: configuration, names: names, conversation: conversation,
-                            learnt: LearntPreauth(), passwordOnly: false).run()
+        do throws(LoginRefusal) { _ = try names.client(conversation.principal, in: context) } catch {
+            return .finished(error.result, info: [])
+        }
+        let client: KerberosClient
+        do throws(KerberosError) {
+            client = try KerberosClient(configuration: .init(krb5: configuration.krb5, threads: 1, loginTimeout: configuration.loginTimeout))
+        } catch {
+            return .finished(.failed(.internal, "Cannot read the krb5 configuration: \(error.message)", principal: conversation.principal), info: [])
+        }
+        let result = Locked<LoginStep?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        client.start {
+            let step = await LoginAttempt(session: client.session(), configuration: configuration, names: names, conversation: conversation,
+                                          learnt: LearntPreauth(), passwordOnly: false).run()
+            result.withLock { $0 = step }
+            done.signal()
+        }
+        done.wait()
+        client.shutdownBlocking()
+        return result.withLock { $0! }
     }
 }
 
 /// Thrown from the responder or prompter when the person must answer first.
 private struct NeedsAnswers: Error {}
 
-/// One replay of the exchange on a worker thread.
-struct LoginAttempt {
-    let context: Context
+/// What the callbacks of one attempt collect, on the worker, for the attempt to read afterwards.
+private final class AttemptNotes: Sendable {
+    private struct Notes {
+        var info: [String] = []
+        var missing: [LoginQuestion] = []
+    }
+    private let notes = Locked(Notes())
+    var info: [String] { notes.withLock { $0.info } }
+    var missing: [LoginQuestion] { notes.withLock { $0.missing } }
+    func add(info message: String) { notes.withLock { $0.info.append(message) } }
+    func need(_ questions: [LoginQuestion]) { notes.withLock { $0.missing = questions } }
+}
+
+/// One replay of the exchange: every krb5 call on the session's worker, every KDC message on the engine's event
+/// loop, the whole bounded by the session's deadline.
+struct LoginAttempt: Sendable {
+    let session: KerberosSession
     /// The service's configuration; once the client is known, as it applies to the client's realm.
     var configuration: LoginConfiguration
     let names: LoginNames
@@ -139,193 +170,261 @@ struct LoginAttempt {
     let learnt: LearntPreauth
     /// A login that can answer nothing but the password (saslauthd): no question will follow.
     let passwordOnly: Bool
+    /// Whether this attempt's requests are armored (known once the armor cache was fetched or found).
+    var armored = false
 
-    func run() -> LoginStep {
-        let client: Principal
-        do throws(LoginRefusal) {
-            client = try names.client(conversation.principal, in: context)
+    func run() async -> LoginStep {
+        let names = self.names
+        let asked = conversation.principal
+        let resolved: Result<(name: String, realm: String), LoginRefusal>
+        do {
+            resolved = try await session.run { context in
+                do throws(LoginRefusal) {
+                    let client = try names.client(asked, in: context)
+                    return .success((client.name(), client.realm))
+                } catch {
+                    return .failure(error)
+                }
+            }
         } catch {
-            return .finished(error.result, info: [])
+            return .finished(.failed(LoginResult.Failure(error.reason), Self.message(for: error), principal: asked), info: [])
         }
-        var attempt = self
-        attempt.configuration = configuration.applying(realm: client.realm)
-        return attempt.run(for: client)
+        switch resolved {
+        case .failure(let refusal):
+            return .finished(refusal.result, info: [])
+        case .success(let client):
+            var attempt = self
+            attempt.configuration = configuration.applying(realm: client.realm)
+            return await attempt.run(principal: client.name, realm: client.realm)
+        }
     }
 
-    private func run(for client: Principal) -> LoginStep {
-        var info: [String] = []
-        var missing: [LoginQuestion] = []
+    private func run(principal: String, realm: String) async -> LoginStep {
+        let notes = AttemptNotes()
         let answers = conversation.answers
-        let principal = client.name()
-        do {
-            var options = try baseOptions(for: client)
-            options.responder = Responder { questions in
-                try respond(questions, answers: answers, missing: &missing)
-            }
-            options.prompter = Prompter { round in
-                if let banner = round.banner, !banner.isEmpty { info.append(banner) }
-                return try prompt(round, answers: answers, missing: &missing)
-            }
-            options.expireCallback = { expiry in
-                if let message = Self.expiryMessage(expiry) { info.append(message) }
-            }
-            // A ticket straight from the AS only for the server's own realm: a user of another realm is
-            // verified through the TGS path (cross-realm), since the AS of the user's realm cannot issue it.
-            if configuration.verify && configuration.directVerificationTicket && configuration.outputCache == nil,
-               try verificationServer().realm == client.realm {
-                options.service = try verificationServer().name()
-            }
-            let credentials: Credentials
-            do {
-                credentials = try initialCredentials(client: client, password: answers.password, options: options)
-            } catch is NeedsAnswers {
-                return .questions(id: conversation.await(missing), missing, info: info)
+        do throws(KerberosError) {
+            let armor = try await armorCache(realm: realm)
+            var attempt = self
+            attempt.armored = armor
+            let direct = configuration.verify && configuration.directVerificationTicket && configuration.outputCache == nil
+            let setup = makeSetup(principal: principal, armor: armor, notes: notes, directVerification: direct)
+            let credentials: Pinned<Credentials>
+            do throws(KerberosError) {
+                credentials = try await attempt.initialCredentials(principal: principal, password: answers.password, setup: setup, notes: notes)
+            } catch {
+                if !notes.missing.isEmpty { return .questions(id: conversation.await(notes.missing), notes.missing, info: notes.info) }
+                throw error
             }
             // The ticket must be for the principal asked for (or the KDC's canonical spelling of it when
             // canonicalization was asked for), whatever the KDC chose to answer.
-            if options.canonicalize != true && credentials.client != principal {
-                return .finished(.failed(.badCredentials, "The KDC issued credentials for \(credentials.client), not \(principal)", principal: principal), info: info)
+            let issued = try await session.run(credentials) { _, credentials in credentials.client }
+            if issued != principal {
+                return .finished(.failed(.badCredentials, "The KDC issued credentials for \(issued), not \(principal)", principal: principal), info: notes.info)
             }
             if configuration.verify {
-                try context.verify(credentials, options: verificationOptions())
+                let configuration = self.configuration
+                _ = try await session.verify(credentials) { context in
+                    VerificationOptions(server: try Self.verificationServer(configuration, context), keytab: try Self.verificationKeytab(configuration, context), nofail: true)
+                }
             }
-            if let name = configuration.outputCache {
-                let cache = try CredentialCache(resolving: name, in: context)
-                try cache.initialize(for: Principal(parsing: credentials.client, in: context))
-                try cache.store(credentials)
+            let outputCache = configuration.outputCache
+            let expires = try await session.run(credentials) { context, credentials in
+                if let name = outputCache {
+                    let cache = try CredentialCache(resolving: name, in: context)
+                    try cache.initialize(for: Principal(parsing: credentials.client, in: context))
+                    try cache.store(credentials)
+                }
+                return credentials.endTime
             }
-            return .finished(.success(principal: credentials.client, verified: configuration.verify, expires: credentials.endTime), info: info)
-        } catch let error as KerberosError {
-            if error.reason == .verificationFailed || error.reason == .kdcUnreachable {
-                // A cached armor ticket may be what failed; get a fresh one next time.
-                context.discardReusable(ArmorCache.key(client.realm))
-            }
-            return .finished(.failed(LoginResult.Failure(error.reason), Self.message(for: error), principal: principal), info: info)
+            return .finished(.success(principal: issued, verified: configuration.verify, expires: expires), info: notes.info)
         } catch {
-            return .finished(.failed(.internal, "Unexpected error", principal: principal), info: info)
+            if error.reason == .verificationFailed || error.reason == .kdcUnreachable {
+                // A cached armor ticket may be what failed; get a fresh one next time (a later step of the session
+                // may be past the deadline: the worker then drops it with the next armor fetch).
+                let key = ArmorCache.key(realm)
+                _ = try? await session.run { context in context.discardReusable(key) }
+            }
+            return .finished(.failed(LoginResult.Failure(error.reason), Self.message(for: error), principal: principal), info: notes.info)
         }
     }
 
-    /// `krb5_get_init_creds_password`, sending the encrypted timestamp in the first request when that is
-    /// known to be safe (learnt etype info for password-only logins) or configured (optimistic preauth).
-    private func initialCredentials(client: Principal, password: Secret?, options: InitialCredentialsOptions) throws -> Credentials {
-        var options = options
-        let name = client.name()
-        guard let password else {
-            return try context.initialCredentials(for: client, password: nil, options: options)
+    /// The request as the worker builds it: the client, the base options with the worker's armor cache, the
+    /// responder and prompter that replay the conversation's answers, the direct verification ticket.
+    private func makeSetup(principal: String, armor: Bool, notes: AttemptNotes, directVerification: Bool) -> @Sendable (Context, Secret?) throws -> InitialCredentialsSetup {
+        let configuration = self.configuration
+        let answers = conversation.answers
+        let asked = conversation.principal
+        return { context, password in
+            let client = try Principal(parsing: principal, in: context)
+            var options = InitialCredentialsOptions()
+            options.ticketLifetime = configuration.ticketLifetime
+            options.renewLifetime = configuration.renewLifetime
+            options.forwardable = configuration.forwardable
+            options.preauthOptions = configuration.preauthOptions.map { ($0.name, $0.value) }
+            options.fastRequired = configuration.fastRequired
+            if armor, let cached = context.reusable(ArmorCache.key(client.realm), make: { ArmorCache(cache: nil, expires: .distantPast) }) as ArmorCache?,
+               let cache = cached.cache {
+                options.armor = .cache(cache)
+            }
+            options.responder = Responder { questions in
+                try Self.respond(questions, answers: answers, asked: asked, notes: notes)
+            }
+            options.prompter = Prompter { round in
+                if let banner = round.banner, !banner.isEmpty { notes.add(info: banner) }
+                return try Self.prompt(round, answers: answers, notes: notes)
+            }
+            options.expireCallback = { expiry in
+                if let message = Self.expiryMessage(expiry) { notes.add(info: message) }
+            }
+            // A ticket straight from the AS only for the server's own realm: a user of another realm is
+            // verified through the TGS path (cross-realm), since the AS of the user's realm cannot issue it.
+            if directVerification {
+                let server = try Self.verificationServer(configuration, context)
+                if server.realm == client.realm { options.service = server.name() }
+            }
+            return InitialCredentialsSetup(client: client, password: password, options: options)
         }
-        if passwordOnly && configuration.learnedPreauth {
-            return try LearntPreauth.withOneRelearn(
-                known: learnt.encryptionInfo(for: name),
-                learn: { try learn(client, options: options) },
-                attempt: { info in
-                    guard info.allowsOptimisticPreauth else {
-                        return try context.initialCredentials(for: client, password: password, options: options)
-                    }
-                    var options = options
-                    options.preauthTypes = [.encryptedTimestamp]
-                    options.encryptionTypes = [info.encryptionType]
-                    options.salt = info.salt
-                    return try initialCredentials(client: client, password: password, info: info, options: options)
-                })
-        }
-        let optimistic = configuration.optimisticPreauth && !learnt.refusesOptimistic(name)
-        guard optimistic else {
-            return try context.initialCredentials(for: client, password: password, options: options)
-        }
-        options.preauthTypes = [.encryptedTimestamp]
+    }
+
+    /// The exchange, sending the encrypted timestamp in the first request when that is known to be safe (learnt
+    /// etype info for password-only logins) or configured (optimistic preauth); MIT's password change on an
+    /// expired password (kpasswd) through the conversation's prompter.
+    private func initialCredentials(principal: String, password: Secret?, setup: @escaping @Sendable (Context, Secret?) throws -> InitialCredentialsSetup,
+                                    notes: AttemptNotes) async throws(KerberosError) -> Pinned<Credentials> {
         do {
-            return try context.initialCredentials(for: client, password: password, options: options)
-        } catch let error as KerberosError where error.reason == .badPassword {
+            return try await exchange(principal: principal, password: password, setup: setup)
+        } catch where error.reason == .passwordExpired && error.name == "KRB5KDC_ERR_KEY_EXP" {
+            // The password change is not steppable in MIT 1.20: krb5_get_init_creds_password asks the prompter for
+            // the new password, changes it through kpasswd and logs in. It blocks the worker on the network; the
+            // session's deadline still bounds the answer.
+            return try await session.make { context in
+                let request = try setup(context, password)
+                return try context.initialCredentials(for: request.client, password: password, options: request.options)
+            }
+        }
+    }
+
+    private func exchange(principal: String, password: Secret?, setup: @escaping @Sendable (Context, Secret?) throws -> InitialCredentialsSetup) async throws(KerberosError) -> Pinned<Credentials> {
+        guard let password else {
+            return try await session.initialCredentials { context in try setup(context, nil) }
+        }
+        let plain: @Sendable (Context) throws -> InitialCredentialsSetup = { context in try setup(context, password) }
+        if passwordOnly && configuration.learnedPreauth {
+            var info: EncryptionInfo
+            if let known = learnt.encryptionInfo(for: principal) { info = known } else { info = try await learn(principal: principal, setup: setup) }
+            var relearnt = false
+            while true {
+                do {
+                    return try await oneExchange(principal: principal, password: password, info: info, setup: setup)
+                } catch where error.reason == .badPassword && !relearnt {
+                    // Either the password is wrong or the principal's key changed salt or enctype since it was
+                    // learnt. Asking again counts no failure at the KDC; retry only when it changed.
+                    relearnt = true
+                    let current = try await learn(principal: principal, setup: setup)
+                    guard current != info else { throw error }
+                    info = current
+                }
+            }
+        }
+        let optimistic = configuration.optimisticPreauth && !learnt.refusesOptimistic(principal)
+        guard optimistic else { return try await session.initialCredentials(plain) }
+        do {
+            return try await session.initialCredentials { context in
+                var request = try setup(context, password)
+                request.options.preauthTypes = [.encryptedTimestamp]
+                return request
+            }
+        } catch where error.reason == .badPassword {
             // MIT does not fall back by itself: an optimistic timestamp made with the default salt fails
             // for a principal whose salt differs. Retry the normal exchange and remember the principal.
-            options.preauthTypes = nil
-            let credentials = try context.initialCredentials(for: client, password: password, options: options)
-            learnt.refuseOptimistic(name)
+            let credentials = try await session.initialCredentials(plain)
+            learnt.refuseOptimistic(principal)
             return credentials
         }
     }
 
-    /// One optimistic login with learnt etype info: the key made in process (``StringToKey``) and handed to
-    /// `krb5_get_init_creds_keytab` through the worker's private MEMORY keytab, removed (and wiped by krb5)
-    /// right after; MIT's password path when the enctype is not one ``StringToKey`` makes.
-    private func initialCredentials(client: Principal, password: Secret, info: EncryptionInfo, options: InitialCredentialsOptions) throws -> Credentials {
-        guard let key = StringToKey.key(password: password, info: info) else {
-            return try context.initialCredentials(for: client, password: password, options: options)
+    /// One exchange with learnt etype info: the key made in process (``StringToKey``) and handed to krb5 through a
+    /// MEMORY keytab of this attempt's own (`krb5_init_creds_set_keytab`), wiped by krb5 when its last handle
+    /// closes; MIT's password path when the enctype is not one ``StringToKey`` makes or the KDC sent no etype info.
+    private func oneExchange(principal: String, password: Secret, info: EncryptionInfo,
+                             setup: @escaping @Sendable (Context, Secret?) throws -> InitialCredentialsSetup) async throws(KerberosError) -> Pinned<Credentials> {
+        guard info.allowsOptimisticPreauth, let key = StringToKey.key(password: password, info: info) else {
+            return try await session.initialCredentials { context in try setup(context, password) }
         }
-        let keytab = try context.reusable("login.keys") { try Keytab(resolving: "MEMORY:krb5-login-keys-\(UInt64.random(in: 0...UInt64.max))", in: context) }
-        try keytab.add(principal: client, encryptionType: info.encryptionType, key: key)
-        defer { try? keytab.remove(principal: client, encryptionType: info.encryptionType) }
-        return try context.initialCredentials(for: client, keytab: keytab, options: options)
+        return try await session.initialCredentials { context in
+            var request = try setup(context, nil)
+            request.options.preauthTypes = [.encryptedTimestamp]
+            request.options.encryptionTypes = [info.encryptionType]
+            request.options.salt = info.salt
+            // Exchanges of several logins interleave on one worker, so each takes a MEMORY keytab of its own from the
+            // worker's pool (MIT never frees a MEMORY keytab, so they are reused, not made per login).
+            let pool = context.reusable("login.keytabs") { KeytabPool() }
+            let keytab = try pool.take(context)
+            try keytab.add(principal: request.client, encryptionType: info.encryptionType, key: key)
+            var result = InitialCredentialsSetup(client: request.client, keytab: keytab, options: request.options)
+            result.attachments.append(KeyGuard(pool: pool, keytab: keytab, client: request.client, encryptionType: info.encryptionType))
+            return result
+        }
     }
 
-    /// Asks the KDC for `client`'s etype info and remembers it.
-    private func learn(_ client: Principal, options: InitialCredentialsOptions) throws -> EncryptionInfo {
-        var request = options
-        request.responder = nil
-        request.prompter = nil
-        request.expireCallback = nil
-        request.preauthTypes = nil
-        request.encryptionTypes = nil
-        request.salt = nil
-        let info = try context.encryptionInfo(for: client, options: request)
+    /// Asks the KDC for the principal's etype info and remembers it.
+    private func learn(principal: String, setup: @escaping @Sendable (Context, Secret?) throws -> InitialCredentialsSetup) async throws(KerberosError) -> EncryptionInfo {
+        let info = try await session.encryptionInfo { context in
+            var request = try setup(context, nil)
+            request.options.responder = nil
+            request.options.prompter = nil
+            request.options.expireCallback = nil
+            request.options.service = nil
+            return request
+        }
         // Etype info that came without FAST could have been chosen by whoever sits on the path: it is
         // trusted only for a while, so one downgrade does not persist.
-        learnt.remember(info, for: client.name(), armored: request.armor != nil)
+        learnt.remember(info, for: principal, armored: armored)
         return info
     }
 
-    private func baseOptions(for client: Principal) throws -> InitialCredentialsOptions {
-        var options = InitialCredentialsOptions()
-        options.ticketLifetime = configuration.ticketLifetime
-        options.renewLifetime = configuration.renewLifetime
-        options.forwardable = configuration.forwardable
-        options.preauthOptions = configuration.preauthOptions.map { ($0.name, $0.value) }
-        options.fastRequired = configuration.fastRequired
-        if let armor = try armorCache(for: client) { options.armor = .cache(armor) }
-        return options
-    }
-
-    /// The worker's armor cache for the client's realm (a realm's KDC accepts only its own armor),
-    /// renewed a minute before its ticket expires.
-    private func armorCache(for client: Principal) throws -> CredentialCache? {
-        guard configuration.armor != .none else { return nil }
-        let key = ArmorCache.key(client.realm)
-        if let cached = context.reusable(key, make: { ArmorCache(cache: nil, expires: .distantPast) }) as ArmorCache?,
-           let cache = cached.cache, cached.expires.timeIntervalSinceNow > 60 {
-            return cache
+    /// Makes sure the worker holds a valid armor cache for `realm` (a realm's KDC accepts only its own armor),
+    /// fetching a new one through the engine a minute before its ticket expires. Returns whether there is one.
+    private func armorCache(realm: String) async throws(KerberosError) -> Bool {
+        guard configuration.armor != .none else { return false }
+        let key = ArmorCache.key(realm)
+        let valid = try await session.run { context in
+            guard let cached = context.reusable(key, make: { ArmorCache(cache: nil, expires: .distantPast) }) as ArmorCache?,
+                  cached.cache != nil else { return false }
+            return cached.expires.timeIntervalSinceNow > 60
         }
+        if valid { return true }
+        let configuration = self.configuration
         do {
-            let getTicket: (InitialCredentialsOptions) throws -> Credentials
-            switch configuration.armor {
-            case .anonymous:
-                getTicket = { try context.anonymousCredentials(realm: client.realm, options: $0) }
-            case .keytab:
-                let keytab = try verificationKeytab()
-                let armorClient = try armorPrincipal(in: keytab, realm: client.realm)
-                getTicket = { try context.initialCredentials(for: armorClient, keytab: keytab, options: $0) }
-            case .none:
-                return nil
+            let cache: Pinned<CredentialCache> = try await session.make { context in try CredentialCache.newUnique(in: context) }
+            let credentials = try await session.initialCredentials { context in
+                var options = InitialCredentialsOptions()
+                options.outCache = cache.onWorker
+                switch configuration.armor {
+                case .anonymous:
+                    options.anonymous = true
+                    return InitialCredentialsSetup(client: try Principal.anonymous(realm: realm, in: context), password: nil, options: options)
+                case .keytab, .none:
+                    let keytab = try Self.verificationKeytab(configuration, context)
+                    let client = try Self.armorPrincipal(configuration, in: keytab, realm: realm, context: context)
+                    return InitialCredentialsSetup(client: client, keytab: keytab, options: options)
+                }
             }
-            var expires = Date.distantPast
-            let cache = try context.newArmorCache { options in
-                let credentials = try getTicket(options)
-                expires = credentials.endTime
-                return credentials
+            try await session.run(credentials) { context, credentials in
+                context.discardReusable(key)
+                _ = context.reusable(key) { ArmorCache(cache: cache.onWorker, expires: credentials.endTime) }
             }
-            context.discardReusable(key)
-            _ = context.reusable(key) { ArmorCache(cache: cache, expires: expires) }
-            return cache
+            return true
         } catch {
-            if configuration.fastRequired { throw error }
-            return nil
+            if configuration.fastRequired || error.reason == .kdcUnreachable || error.reason == .cancelled { throw error }
+            return false
         }
     }
 
     /// Whose TGT armors logins of `realm` with keytab armor: ``LoginConfiguration/armorPrincipal``, else the
     /// keytab's computer account of that realm (`NAME$@REALM`: Active Directory refuses service principals
     /// as clients), else its first entry of that realm, else its first entry.
-    private func armorPrincipal(in keytab: Keytab, realm: String) throws -> Principal {
+    private static func armorPrincipal(_ configuration: LoginConfiguration, in keytab: Keytab, realm: String, context: Context) throws -> Principal {
         if let name = configuration.armorPrincipal { return try Principal(parsing: name, in: context) }
         let principals = try keytab.entries().map(\.principal)
         let ofRealm = principals.filter { $0.hasSuffix("@\(realm)") }
@@ -336,7 +435,7 @@ struct LoginAttempt {
         return try Principal(parsing: name, in: context)
     }
 
-    private func verificationKeytab() throws -> Keytab {
+    private static func verificationKeytab(_ configuration: LoginConfiguration, _ context: Context) throws -> Keytab {
         try context.reusable("verify.keytab.\(configuration.keytab ?? "")") {
             if let name = configuration.keytab { return try Keytab(resolving: name, in: context) }
             return try Keytab.default(in: context)
@@ -344,25 +443,21 @@ struct LoginAttempt {
     }
 
     /// The configured service principal, else `host/<this host>` as krb5 canonicalises it.
-    private func verificationServer() throws -> Principal {
+    private static func verificationServer(_ configuration: LoginConfiguration, _ context: Context) throws -> Principal {
         try context.reusable("verify.server.\(configuration.serverPrincipal ?? "")") {
             guard let name = configuration.serverPrincipal else { return try Principal.service("host", in: context) }
             return try Principal(parsing: name, in: context)
         }
     }
 
-    private func verificationOptions() throws -> VerificationOptions {
-        VerificationOptions(server: try verificationServer(), keytab: try verificationKeytab(), nofail: true)
-    }
-
-    private func respond(_ questions: [ResponderQuestion], answers: LoginAnswers, missing: inout [LoginQuestion]) throws -> ResponderAnswers {
+    private static func respond(_ questions: [ResponderQuestion], answers: LoginAnswers, asked: String, notes: AttemptNotes) throws -> ResponderAnswers {
         var result = ResponderAnswers()
         var unanswered: [LoginQuestion] = []
         for question in questions {
             switch question {
             case .password:
                 if let password = answers.password { result.password = password }
-                else { unanswered.append(.password(prompt: "Password for \(conversation.principal)")) }
+                else { unanswered.append(.password(prompt: "Password for \(asked)")) }
             case .otp(let challenge):
                 if let otp = answers.otp { result.otp = otp } else { unanswered.append(.otp(challenge)) }
             case .pkinit(let identities):
@@ -382,13 +477,13 @@ struct LoginAttempt {
             unanswered.removeAll { if case .otp = $0 { true } else { false } }
         }
         if !unanswered.isEmpty {
-            missing = unanswered
+            notes.need(unanswered)
             throw NeedsAnswers()
         }
         return result
     }
 
-    private func prompt(_ round: PromptRound, answers: LoginAnswers, missing: inout [LoginQuestion]) throws -> [Secret] {
+    private static func prompt(_ round: PromptRound, answers: LoginAnswers, notes: AttemptNotes) throws -> [Secret] {
         var replies: [Secret] = []
         var unanswered: [LoginQuestion] = []
         var textIndex = 0
@@ -412,7 +507,7 @@ struct LoginAttempt {
             if let reply { replies.append(reply) }
         }
         if !unanswered.isEmpty {
-            missing = unanswered
+            notes.need(unanswered)
             throw NeedsAnswers()
         }
         return replies
@@ -445,5 +540,39 @@ final class ArmorCache {
     init(cache: CredentialCache?, expires: Date) {
         self.cache = cache
         self.expires = expires
+    }
+}
+
+/// A worker's MEMORY keytabs for the one-exchange path, each used by one login at a time. Touched only on its
+/// worker's thread.
+final class KeytabPool {
+    private var free: [Keytab] = []
+
+    func take(_ context: Context) throws -> Keytab {
+        if let keytab = free.popLast() { return keytab }
+        return try Keytab(resolving: "MEMORY:krb5-login-keys-\(UInt64.random(in: 0...UInt64.max))", in: context)
+    }
+
+    func give(_ keytab: Keytab) { free.append(keytab) }
+}
+
+/// Removes a login's key from its MEMORY keytab (krb5 wipes the key's memory) and returns the keytab to the pool,
+/// when the request is released: on the worker, on every path, after the exchange's last step.
+final class KeyGuard {
+    let pool: KeytabPool
+    let keytab: Keytab
+    let client: Principal
+    let encryptionType: EncryptionType
+
+    init(pool: KeytabPool, keytab: Keytab, client: Principal, encryptionType: EncryptionType) {
+        self.pool = pool
+        self.keytab = keytab
+        self.client = client
+        self.encryptionType = encryptionType
+    }
+
+    deinit {
+        // Returned to the pool only when the key is gone, so no later login can meet it.
+        if (try? keytab.remove(principal: client, encryptionType: encryptionType)) != nil { pool.give(keytab) }
     }
 }

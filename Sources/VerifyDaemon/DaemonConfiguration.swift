@@ -64,7 +64,7 @@ public struct DaemonConfiguration: Sendable {
         "realms", "armor", "armor_principal", "fast_required", "workers", "max_connections", "read_timeout", "idle_timeout", "round_timeout",
         "max_parked_conversations", "failure_floor", "throttle_failures", "throttle_window", "throttle_backoff",
         "throttle_max_backoff", "throttle_penalty", "allowed_uids", "allowed_gids", "metrics_listen", "log_level", "insecure_skip_verification",
-        "ticket_lifetime", "optimistic_preauth", "learned_preauth", "direct_verification_ticket", "result_cache_ttl",
+        "ticket_lifetime", "login_timeout", "optimistic_preauth", "learned_preauth", "direct_verification_ticket", "result_cache_ttl",
     ]
 
     /// Reads a TOML file over the defaults; unknown keys and wrong types are errors that name the key.
@@ -149,6 +149,7 @@ public struct DaemonConfiguration: Sendable {
         login.learnedPreauth = try bool("learned_preauth") ?? login.learnedPreauth
         login.directVerificationTicket = try bool("direct_verification_ticket") ?? login.directVerificationTicket
         login.ticketLifetime = try duration("ticket_lifetime") ?? login.ticketLifetime
+        login.loginTimeout = try duration("login_timeout") ?? login.loginTimeout
         workers = try int("workers") ?? workers
         maxConnections = try int("max_connections") ?? maxConnections
         readTimeout = try duration("read_timeout") ?? readTimeout
@@ -213,6 +214,7 @@ public struct DaemonConfiguration: Sendable {
             throw ConfigurationError("\(key) must be longer than zero")
         }
         if login.realms?.isEmpty == true { throw ConfigurationError("realms must name at least one realm") }
+        if login.loginTimeout <= .zero { throw ConfigurationError("login_timeout must be longer than zero") }
         for (realm, settings) in login.realmSettings where login.fastRequired && settings.armor == LoginConfiguration.ArmorSource.none {
             throw ConfigurationError("fast_required needs armor for realm \(realm) too")
         }

@@ -44,6 +44,8 @@ struct LoginCommand: ParsableCommand {
     var lifetime: String?
     @Option(name: .customLong("renew-lifetime"), help: "Renewable lifetime, such as 7d.")
     var renewLifetime: String?
+    @Option(name: .customLong("login-timeout"), help: "Give up on the KDCs after this long, such as 6s: exit 3, kdc-unreachable (default 6s).")
+    var loginTimeout: String?
     @Flag(inversion: .prefixedNo, help: "Request a forwardable ticket.")
     var forwardable: Bool?
     @Option(help: "FAST armor: anonymous, keytab or none.")
@@ -75,6 +77,7 @@ struct LoginCommand: ParsableCommand {
             throw ValidationError("--preauth-option \(option) is not NAME=VALUE")
         }
         if let lifetime, parseLifetime(lifetime) == nil { throw ValidationError("--lifetime \(lifetime) is not a duration such as 10h") }
+        if let loginTimeout, (parseLifetime(loginTimeout) ?? .zero) <= .zero { throw ValidationError("--login-timeout \(loginTimeout) is not a duration such as 6s") }
         if let renewLifetime, parseLifetime(renewLifetime) == nil { throw ValidationError("--renew-lifetime \(renewLifetime) is not a duration such as 7d") }
         if fastRequired && armor == .none { throw ValidationError("--fast-required needs --armor anonymous or keytab") }
         if let principalFormat, LoginHelper.principal(forUser: "user", format: principalFormat) == nil {
@@ -96,11 +99,12 @@ struct LoginCommand: ParsableCommand {
         else if interactive || isatty(STDIN_FILENO) == 1 { mode = .interactive }
         else { mode = .lines }
         let secure = LoginHelper.usesSecureContext(mode: mode, realUID: getuid(), effectiveUID: geteuid())
-        let configuration = LoginConfiguration(
+        var configuration = LoginConfiguration(
             krb5: Context.Configuration(files: krb5Config, secure: secure),
             keytab: keytab, serverPrincipal: serverPrincipal, realm: realm, armor: armor, fastRequired: fastRequired,
             ticketLifetime: lifetime.flatMap(parseLifetime), renewLifetime: renewLifetime.flatMap(parseLifetime),
             forwardable: forwardable, preauthOptions: preauth, outputCache: ccache)
+        if let timeout = loginTimeout.flatMap(parseLifetime) { configuration.loginTimeout = timeout }
         return LoginHelper.Options(mode: mode, principal: principal, configuration: configuration, daemonSocket: daemon,
                                    cacheOwner: uid.map { ($0, gid!) }, authorize: !noAuthorize, principalFormat: principalFormat,
                                    allowUnverified: allowUnverified, daemonUIDs: Set(daemonUIDs))

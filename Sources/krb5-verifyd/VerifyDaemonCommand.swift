@@ -34,6 +34,7 @@ struct VerifyDaemonCommand: AsyncParsableCommand {
     @Option(help: "FAST armor: anonymous, keytab or none.") var armor: String?
     @Flag(name: .customLong("fast-required"), inversion: .prefixedNo, help: "Fail closed unless the exchange is armored.") var fastRequired: Bool?
     @Option(name: .customLong("ticket-lifetime"), help: "Requested TGT lifetime.") var ticketLifetime: String?
+    @Option(name: .customLong("login-timeout"), help: "Answer a login within this long, such as 6s; when no KDC has answered by then, the answer is kdc-unreachable (default 6s).") var loginTimeout: String?
     @Flag(name: .customLong("optimistic-preauth"), inversion: .prefixedNo, help: "Send the encrypted timestamp in the first request.") var optimisticPreauth: Bool?
     @Flag(name: .customLong("learned-preauth"), inversion: .prefixedNo, help: "Password-only logins reuse each principal's learnt enctype and salt for a one-exchange login (default on).")
     var learnedPreauth: Bool?
@@ -116,6 +117,7 @@ struct VerifyDaemonCommand: AsyncParsableCommand {
         if let learnedPreauth { configuration.login.learnedPreauth = learnedPreauth }
         if let directVerificationTicket { configuration.login.directVerificationTicket = directVerificationTicket }
         if let value = try duration(ticketLifetime, "ticket-lifetime") { configuration.login.ticketLifetime = value }
+        if let value = try duration(loginTimeout, "login-timeout") { configuration.login.loginTimeout = value }
         if let value = try duration(resultCacheTTL, "result-cache-ttl") { configuration.resultCacheTTL = value }
         if insecureSkipVerification { configuration.login.verify = false }
         if let workers { configuration.workers = workers }

@@ -1,0 +1,193 @@
+internal import CKrb5
+internal import NIOCore
+#if canImport(Glibc)
+internal import Glibc
+#endif
+
+/// One KDC of a realm as the configuration names it.
+struct KDCAddress: Hashable, Sendable, CustomStringConvertible {
+    /// How to reach it.
+    enum Transport: Hashable, Sendable {
+        /// UDP first, TCP when the reply is too big or the message is over `udp_preference_limit`.
+        case any
+        /// TCP only (a `tcp/` prefix in krb5.conf, or an `_kerberos._tcp` SRV record).
+        case tcp
+        /// UDP only (a `udp/` prefix).
+        case udp
+    }
+
+    var host: String
+    var port: Int
+    var transport: Transport
+    /// Listed as `primary_kdc` (or `master_kdc`) too.
+    var isPrimary: Bool
+
+    /// `host:port`, the key of the health memory.
+    var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+
+    /// Parses a krb5.conf `kdc` value: `host`, `host:port`, `[v6]:port`, optionally prefixed `tcp/` or `udp/`.
+    /// Returns nil for what this engine does not speak (`https://` KKDCP proxies).
+    init?(parsing text: String, isPrimary: Bool = false) {
+        var spec = Substring(text.trimmingWhitespace())
+        transport = .any
+        if spec.hasPrefix("tcp/") {
+            transport = .tcp
+            spec = spec.dropFirst(4)
+        } else if spec.hasPrefix("udp/") {
+            transport = .udp
+            spec = spec.dropFirst(4)
+        }
+        if spec.isEmpty || spec.contains("://") { return nil }
+        var port = 88
+        if spec.hasPrefix("[") {
+            guard let close = spec.firstIndex(of: "]") else { return nil }
+            host = String(spec[spec.index(after: spec.startIndex)..<close])
+            let rest = spec[spec.index(after: close)...]
+            if rest.hasPrefix(":") {
+                guard let value = Int(rest.dropFirst()), (1...65535).contains(value) else { return nil }
+                port = value
+            }
+        } else if let colon = spec.firstIndex(of: ":"), spec.filter({ $0 == ":" }).count == 1 {
+            host = String(spec[..<colon])
+            guard let value = Int(spec[spec.index(after: colon)...]), (1...65535).contains(value) else { return nil }
+            port = value
+        } else {
+            host = String(spec)
+        }
+        self.port = port
+        self.isPrimary = isPrimary
+    }
+
+    init(host: String, port: Int, transport: Transport, isPrimary: Bool) {
+        self.host = host
+        self.port = port
+        self.transport = transport
+        self.isPrimary = isPrimary
+    }
+}
+
+/// Where a realm's KDCs are, and how to talk to them: what the engine reads from the profile once per realm.
+struct RealmLocation: Sendable {
+    var realm: String
+    /// Every KDC, in the configured order (SRV records by priority, then weight).
+    var kdcs: [KDCAddress]
+    /// Messages longer than this go over TCP from the start (`udp_preference_limit`; MIT's default 1465).
+    var udpPreferenceLimit: Int
+    /// Whether any KDC is known to be a primary (`primary_kdc` / `master_kdc`): only then can a failure from a
+    /// replica be retried on the primary.
+    var hasPrimary: Bool { kdcs.contains(where: \.isPrimary) }
+}
+
+/// Finds a realm's KDCs the way MIT's `locate_kdc.c` does, from the profile of a context.
+///
+/// Reads `[realms] REALM = { kdc, primary_kdc, master_kdc }` and `[libdefaults] udp_preference_limit`,
+/// `dns_lookup_kdc`; with no `kdc` entries and `dns_lookup_kdc` on, the SRV records `_kerberos._udp.REALM`
+/// and `_kerberos._tcp.REALM`.
+///
+/// > Warning: Runs on a worker thread. The profile reads are local; an SRV lookup (`res_query`) and resolving
+/// > a KDC's host name (`getaddrinfo`) block on DNS. Results are cached by ``KDCTransport`` per realm.
+enum KDCLocator {
+    /// MIT's `DEFAULT_UDP_PREF_LIMIT`.
+    static let defaultUDPPreferenceLimit = 1465
+    /// MIT's `HARD_UDP_LIMIT`: above this, always TCP.
+    static let hardUDPLimit = 32700
+
+    /// Locates `realm`'s KDCs with `context`'s configuration.
+    ///
+    /// The corresponding C functions are `krb5_get_profile`, `profile_get_values`, `profile_get_integer` and
+    /// `profile_get_boolean`.
+    static func locate(realm: String, context: Context) throws(KerberosError) -> RealmLocation {
+        var profile: profile_t?
+        try context.check(krb5_get_profile(context.raw, &profile))
+        guard let profile else { throw KerberosError(code: Int32(KRB5_REALM_UNKNOWN), message: "No profile", reason: .invalidRequest) }
+        defer { profile_release(profile) }
+
+        let primaries = Set((values(profile, ["realms", realm, "primary_kdc"]) + values(profile, ["realms", realm, "master_kdc"]))
+            .compactMap { KDCAddress(parsing: $0) }.map { HostPort(host: $0.host, port: $0.port) })
+        var kdcs = values(profile, ["realms", realm, "kdc"]).compactMap { KDCAddress(parsing: $0) }
+        if kdcs.isEmpty, boolean(profile, "libdefaults", "dns_lookup_kdc", default: true) {
+            kdcs = DNSServiceRecords.kdcs(realm: realm)
+        }
+        if kdcs.isEmpty {
+            throw KerberosError(code: Int32(KRB5_REALM_CANT_RESOLVE), message: "Cannot find KDC for realm \"\(realm)\"", reason: .kdcUnreachable)
+        }
+        for index in kdcs.indices where primaries.contains(HostPort(host: kdcs[index].host, port: kdcs[index].port)) {
+            kdcs[index].isPrimary = true
+        }
+        var limit = Int32(defaultUDPPreferenceLimit)
+        _ = profile_get_integer(profile, "libdefaults", "udp_preference_limit", nil, Int32(defaultUDPPreferenceLimit), &limit)
+        return RealmLocation(realm: realm, kdcs: kdcs, udpPreferenceLimit: min(Int(limit), hardUDPLimit))
+    }
+
+    private struct HostPort: Hashable {
+        var host: String
+        var port: Int
+    }
+
+    /// Every value of a relation; empty when the section or relation is missing.
+    static func values(_ profile: profile_t, _ path: [String]) -> [String] {
+        var cStrings = path.map { strdup($0) }
+        defer { cStrings.forEach { free($0) } }
+        cStrings.append(nil)
+        var list: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?
+        let code = cStrings.withUnsafeBufferPointer { names in
+            names.baseAddress!.withMemoryRebound(to: UnsafePointer<CChar>?.self, capacity: names.count) {
+                profile_get_values(profile, $0, &list)
+            }
+        }
+        guard code == 0, let list else { return [] }
+        defer { profile_free_list(list) }
+        var result: [String] = []
+        var index = 0
+        while let value = list[index] {
+            result.append(String(cString: value))
+            index += 1
+        }
+        return result
+    }
+
+    static func boolean(_ profile: profile_t, _ section: String, _ name: String, default value: Bool) -> Bool {
+        var result: Int32 = value ? 1 : 0
+        _ = profile_get_boolean(profile, section, name, nil, value ? 1 : 0, &result)
+        return result != 0
+    }
+
+    /// Resolves a KDC's host to socket addresses (numeric hosts without DNS).
+    ///
+    /// > Warning: Blocks on DNS for a host name (`getaddrinfo`).
+    static func resolve(_ kdc: KDCAddress) -> [SocketAddress] {
+        if let address = try? SocketAddress(ipAddress: kdc.host, port: kdc.port) { return [address] }
+        var hints = addrinfo()
+        hints.ai_socktype = Int32(SOCK_DGRAM.rawValue)
+        var result: UnsafeMutablePointer<addrinfo>?
+        guard getaddrinfo(kdc.host, String(kdc.port), &hints, &result) == 0, let result else { return [] }
+        defer { freeaddrinfo(result) }
+        var addresses: [SocketAddress] = []
+        var entry: UnsafeMutablePointer<addrinfo>? = result
+        while let current = entry {
+            if let sockaddr = current.pointee.ai_addr {
+                switch Int32(current.pointee.ai_family) {
+                case AF_INET:
+                    let address = sockaddr.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { $0.pointee }
+                    addresses.append(SocketAddress(address, host: kdc.host))
+                case AF_INET6:
+                    let address = sockaddr.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { $0.pointee }
+                    addresses.append(SocketAddress(address, host: kdc.host))
+                default:
+                    break
+                }
+            }
+            entry = current.pointee.ai_next
+        }
+        return addresses
+    }
+}
+
+extension String {
+    func trimmingWhitespace() -> Substring {
+        var text = Substring(self)
+        while let first = text.first, first.isWhitespace { text.removeFirst() }
+        while let last = text.last, last.isWhitespace { text.removeLast() }
+        return text
+    }
+}

@@ -1,0 +1,469 @@
+internal import CKrb5
+internal import NIOCore
+internal import NIOPosix
+
+/// A KDC's reply and which KDC sent it.
+struct KDCReply: Sendable {
+    var bytes: [UInt8]
+    var kdc: KDCAddress
+}
+
+/// How the engine reaches KDCs: non-blocking UDP and TCP on SwiftNIO event loops, with failover, hedging and
+/// a memory of KDCs that stopped answering.
+///
+/// For each message:
+/// - the realm's KDCs are tried in the configured order, except that a KDC which recently left a request
+///   unanswered is moved to the end (it is still tried, so it is probed again, and after
+///   ``Configuration/unresponsiveMemory`` it regains its place);
+/// - a message goes over UDP, or TCP when it is longer than `udp_preference_limit` or the KDC is TCP-only;
+///   a UDP reply of `KRB_ERR_RESPONSE_TOO_BIG` makes the same request go again over TCP to that KDC;
+/// - when no reply has come ``Configuration/hedgeDelay`` after the last send, the message also goes to the next
+///   KDC, and the first reply from any of them wins; a KDC that refuses (ICMP port unreachable, TCP RST) is
+///   passed over at once;
+/// - after every KDC was tried, UDP requests are sent again at growing intervals, until the caller's deadline.
+///
+/// No thread waits: sockets live on the event loop, timers are event-loop tasks.
+final class KDCTransport: Sendable {
+    /// The delays of failover; see `docs/engine.md` for how they were chosen.
+    struct Configuration: Sendable {
+        /// How long to wait for a KDC's reply before also asking the next KDC.
+        var hedgeDelay: TimeAmount = .milliseconds(250)
+        /// How long a KDC that left a request unanswered is tried last.
+        var unresponsiveMemory: TimeAmount = .seconds(30)
+        /// The first interval between UDP retransmissions once every KDC was tried; doubles each time.
+        var retransmitInterval: TimeAmount = .seconds(1)
+        /// The largest reply accepted over TCP.
+        var maxReplySize = 1 << 20
+    }
+
+    let group: any EventLoopGroup
+    let configuration: Configuration
+    /// Until when each KDC (by `host:port`) is tried last.
+    private let unresponsive = Locked<[String: NIODeadline]>([:])
+
+    init(group: any EventLoopGroup, configuration: Configuration) {
+        self.group = group
+        self.configuration = configuration
+    }
+
+    /// The realm's KDCs in the order to try them now: the responsive ones in configured order, then those
+    /// marked unresponsive (oldest mark first). With `primaryOnly`, only primaries.
+    func order(_ targets: [KDCTarget], primaryOnly: Bool) -> [KDCTarget] {
+        let now = NIODeadline.now()
+        let marks = unresponsive.withLock { $0 }
+        let candidates = primaryOnly ? targets.filter(\.kdc.isPrimary) : targets
+        let healthy = candidates.filter { (marks[$0.key] ?? .distantPast) <= now }
+        let suspect = candidates.filter { (marks[$0.key] ?? .distantPast) > now }.sorted { marks[$0.key]! < marks[$1.key]! }
+        return healthy + suspect
+    }
+
+    /// Whether `kdc` is currently tried last.
+    func isMarkedUnresponsive(_ key: String) -> Bool {
+        unresponsive.withLock { ($0[key] ?? .distantPast) > .now() }
+    }
+
+    func markUnresponsive(_ key: String) {
+        let until = NIODeadline.now() + configuration.unresponsiveMemory
+        unresponsive.withLock { $0[key] = until }
+    }
+
+    func markResponsive(_ key: String) {
+        unresponsive.withLock { $0[key] = nil }
+    }
+
+    /// Sends `message` to the realm's KDCs and resumes `resumer` with the first reply, or with
+    /// `KRB5_KDC_UNREACH` once every KDC refused. The caller's deadline and cancellation finish `resumer` too,
+    /// which closes every socket of the send.
+    func send(_ message: [UInt8], to targets: [KDCTarget], udpPreferenceLimit: Int, tcpOnly: Bool, realm: String, resumer: Resumer<KDCReply>) {
+        let loop = group.next()
+        let operation = SendOperation(transport: self, loop: loop, message: message, targets: targets,
+                                      udpPreferenceLimit: udpPreferenceLimit, tcpOnly: tcpOnly, realm: realm, resumer: resumer)
+        resumer.onFinish { loop.execute { operation.close() } }
+        loop.execute { operation.attempt() }
+    }
+}
+
+/// One resolved KDC address.
+struct KDCTarget: Sendable {
+    var kdc: KDCAddress
+    var address: SocketAddress
+    /// The health-memory key: the configured `host:port`, plus the address when a name has several.
+    var key: String
+}
+
+/// One message being sent to a realm's KDCs. All state is touched on `loop` only, hence `@unchecked Sendable`.
+private final class SendOperation: @unchecked Sendable {
+    let transport: KDCTransport
+    let loop: any EventLoop
+    let message: [UInt8]
+    let targets: [KDCTarget]
+    let udpPreferenceLimit: Int
+    let tcpOnly: Bool
+    let realm: String
+    let resumer: Resumer<KDCReply>
+
+    private var next = 0
+    private var channels: [Int: [any Channel]] = [:]
+    private var sentAt: [Int: NIODeadline] = [:]
+    private var failed: Set<Int> = []
+    private var udpTargets: Set<Int> = []
+    private var triedTCP: Set<Int> = []
+    private var hedgeTimer: Scheduled<Void>?
+    private var retransmitTimer: Scheduled<Void>?
+    private var retransmitInterval: TimeAmount
+    private var closed = false
+
+    init(transport: KDCTransport, loop: any EventLoop, message: [UInt8], targets: [KDCTarget], udpPreferenceLimit: Int, tcpOnly: Bool, realm: String, resumer: Resumer<KDCReply>) {
+        self.transport = transport
+        self.loop = loop
+        self.message = message
+        self.targets = targets
+        self.udpPreferenceLimit = udpPreferenceLimit
+        self.tcpOnly = tcpOnly
+        self.realm = realm
+        self.resumer = resumer
+        self.retransmitInterval = transport.configuration.retransmitInterval
+    }
+
+    /// Sends to the next KDC and arms the hedge timer; after the last one, arms retransmission.
+    func attempt() {
+        guard !closed else { return }
+        hedgeTimer?.cancel()
+        hedgeTimer = nil
+        guard next < targets.count else {
+            if failed.count == targets.count { finishUnreachable() } else { scheduleRetransmit() }
+            return
+        }
+        let index = next
+        next += 1
+        send(to: index, forceTCP: false)
+        hedgeTimer = loop.scheduleTask(in: transport.configuration.hedgeDelay) { [self] in attempt() }
+    }
+
+    private func scheduleRetransmit() {
+        guard retransmitTimer == nil, !udpTargets.isEmpty else { return }
+        retransmitTimer = loop.scheduleTask(in: retransmitInterval) { [self] in
+            retransmitTimer = nil
+            guard !closed else { return }
+            for index in udpTargets.sorted() where !failed.contains(index) {
+                for channel in channels[index] ?? [] { write(channel, index: index, udp: true) }
+            }
+            retransmitInterval = retransmitInterval * 2
+            scheduleRetransmit()
+        }
+    }
+
+    private func useTCP(_ target: KDCTarget, forceTCP: Bool) -> Bool {
+        switch target.kdc.transport {
+        case .tcp: return true
+        case .udp: return false
+        case .any: return forceTCP || tcpOnly || message.count > udpPreferenceLimit
+        }
+    }
+
+    private func send(to index: Int, forceTCP: Bool) {
+        let target = targets[index]
+        sentAt[index] = sentAt[index] ?? .now()
+        if useTCP(target, forceTCP: forceTCP) {
+            udpTargets.remove(index)
+            triedTCP.insert(index)
+            let maxReply = transport.configuration.maxReplySize
+            ClientBootstrap(group: loop)
+                .connectTimeout(.seconds(10))
+                .channelInitializer { [self] channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(KDCFrameDecoder(maxLength: maxReply)))
+                        try channel.pipeline.syncOperations.addHandler(StreamReplyHandler(operation: self, index: index))
+                    }
+                }
+                .connect(to: target.address)
+                .whenComplete { [self] result in
+                    switch result {
+                    case .success(let channel):
+                        guard !closed else { channel.close(promise: nil); return }
+                        channels[index, default: []].append(channel)
+                        write(channel, index: index, udp: false)
+                    case .failure:
+                        failedTarget(index)
+                    }
+                }
+        } else {
+            udpTargets.insert(index)
+            DatagramBootstrap(group: loop)
+                // NIO reads 2,048 bytes a datagram by default; a PKINIT reply is larger, and a UDP reply is never over 64 KiB.
+                .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 65_536))
+                .channelInitializer { [self] channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(DatagramReplyHandler(operation: self, index: index))
+                    }
+                }
+                .connect(to: target.address)
+                .whenComplete { [self] result in
+                    switch result {
+                    case .success(let channel):
+                        guard !closed else { channel.close(promise: nil); return }
+                        channels[index, default: []].append(channel)
+                        write(channel, index: index, udp: true)
+                    case .failure:
+                        failedTarget(index)
+                    }
+                }
+        }
+    }
+
+    private func write(_ channel: any Channel, index: Int, udp: Bool) {
+        var buffer = channel.allocator.buffer(capacity: message.count + 4)
+        if udp {
+            buffer.writeBytes(message)
+            channel.writeAndFlush(AddressedEnvelope(remoteAddress: targets[index].address, data: buffer)).whenFailure { [self] _ in failedTarget(index) }
+        } else {
+            buffer.writeInteger(UInt32(message.count))
+            buffer.writeBytes(message)
+            channel.writeAndFlush(buffer).whenFailure { [self] _ in failedTarget(index) }
+        }
+    }
+
+    /// A datagram or a TCP frame from target `index`.
+    func received(_ bytes: [UInt8], index: Int, udp: Bool) {
+        guard !closed, KDCMessage.looksLikeReply(bytes) else { return }
+        if udp, KDCMessage.errorCode(bytes) == KDCMessage.responseTooBig {
+            // MIT's rule: the reply does not fit a datagram, so ask the same KDC again over TCP.
+            for channel in channels[index] ?? [] { channel.close(promise: nil) }
+            channels[index] = nil
+            send(to: index, forceTCP: true)
+            return
+        }
+        transport.markResponsive(targets[index].key)
+        resumer.resume(.success(KDCReply(bytes: bytes, kdc: targets[index].kdc)))
+    }
+
+    /// Target `index` refused, reset, or closed without a reply: pass over it at once (after trying TCP when UDP
+    /// was refused and the KDC may speak either, as MIT's second pass does).
+    func failedTarget(_ index: Int) {
+        guard !closed, !failed.contains(index) else { return }
+        if udpTargets.contains(index), targets[index].kdc.transport == .any, !triedTCP.contains(index) {
+            triedTCP.insert(index)
+            udpTargets.remove(index)
+            for channel in channels[index] ?? [] { channel.close(promise: nil) }
+            channels[index] = nil
+            send(to: index, forceTCP: true)
+            return
+        }
+        failed.insert(index)
+        udpTargets.remove(index)
+        for channel in channels[index] ?? [] { channel.close(promise: nil) }
+        channels[index] = nil
+        transport.markUnresponsive(targets[index].key)
+        if index == next - 1 {
+            attempt()
+        } else if next >= targets.count && failed.count == targets.count {
+            finishUnreachable()
+        }
+    }
+
+    private func finishUnreachable() {
+        resumer.resume(.failure(KerberosError(code: Int32(KRB5_KDC_UNREACH), message: "Cannot contact any KDC for realm '\(realm)'", reason: .kdcUnreachable)))
+    }
+
+    /// Called on the loop once the send is finished for any reason (reply, deadline, cancellation): closes the
+    /// sockets and remembers the KDCs that left the message unanswered for longer than the hedge delay.
+    func close() {
+        guard !closed else { return }
+        closed = true
+        hedgeTimer?.cancel()
+        retransmitTimer?.cancel()
+        let now = NIODeadline.now()
+        for (index, sent) in sentAt where !failed.contains(index) && now - sent >= transport.configuration.hedgeDelay {
+            if case .success(let reply)? = resumer.result, reply.kdc == targets[index].kdc { continue }
+            transport.markUnresponsive(targets[index].key)
+        }
+        for channel in channels.values.joined() { channel.close(promise: nil) }
+        channels.removeAll()
+    }
+}
+
+/// Delivers a target's datagrams, and its errors (ICMP port unreachable), to the operation.
+private final class DatagramReplyHandler: ChannelInboundHandler {
+    typealias InboundIn = AddressedEnvelope<ByteBuffer>
+    let operation: SendOperation
+    let index: Int
+
+    init(operation: SendOperation, index: Int) {
+        self.operation = operation
+        self.index = index
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var envelope = unwrapInboundIn(data)
+        operation.received(envelope.data.readBytes(length: envelope.data.readableBytes) ?? [], index: index, udp: true)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        operation.failedTarget(index)
+        context.close(promise: nil)
+    }
+}
+
+/// Delivers a target's TCP frames to the operation; a connection that ends or fails before a reply fails the target.
+private final class StreamReplyHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    let operation: SendOperation
+    let index: Int
+    private var answered = false
+
+    init(operation: SendOperation, index: Int) {
+        self.operation = operation
+        self.index = index
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var buffer = unwrapInboundIn(data)
+        answered = true
+        operation.received(buffer.readBytes(length: buffer.readableBytes) ?? [], index: index, udp: false)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        operation.failedTarget(index)
+        context.close(promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if !answered { operation.failedTarget(index) }
+        context.fireChannelInactive()
+    }
+}
+
+/// RFC 4120 section 7.2.2 TCP framing: a 4-byte big-endian length, then the message.
+struct KDCFrameDecoder: ByteToMessageDecoder {
+    typealias InboundOut = ByteBuffer
+    let maxLength: Int
+
+    struct FrameTooLong: Error {}
+
+    mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+        guard let length = buffer.getInteger(at: buffer.readerIndex, as: UInt32.self) else { return .needMoreData }
+        // The high bit is reserved (RFC 5021); a KDC never sets it in a reply.
+        guard length & 0x8000_0000 == 0, Int(length) <= maxLength else { throw FrameTooLong() }
+        guard buffer.readableBytes >= 4 + Int(length) else { return .needMoreData }
+        buffer.moveReaderIndex(forwardBy: 4)
+        context.fireChannelRead(wrapInboundOut(buffer.readSlice(length: Int(length))!))
+        return .continue
+    }
+}
+
+/// Just enough DER to route KDC replies: the message type and a KRB-ERROR's error code.
+enum KDCMessage {
+    /// `KRB_ERR_RESPONSE_TOO_BIG`.
+    static let responseTooBig = 52
+
+    /// AS-REP (`[APPLICATION 11]`), TGS-REP (`[APPLICATION 13]`) or KRB-ERROR (`[APPLICATION 30]`), as MIT's
+    /// `krb5_is_as_rep`/`krb5_is_tgs_rep`/`krb5_is_krb_error` check before accepting a reply.
+    static func looksLikeReply(_ bytes: [UInt8]) -> Bool {
+        guard let first = bytes.first else { return false }
+        return first == 0x6B || first == 0x6D || first == 0x7E
+    }
+
+    /// The `error-code` of a KRB-ERROR, or nil for anything else.
+    static func errorCode(_ bytes: [UInt8]) -> Int? {
+        var reader = DERReader(bytes: bytes[...])
+        guard let (tag, body) = reader.next(), tag == 0x7E else { return nil }
+        var outer = DERReader(bytes: body)
+        guard let (sequenceTag, fields) = outer.next(), sequenceTag == 0x30 else { return nil }
+        var fieldReader = DERReader(bytes: fields)
+        while let (fieldTag, value) = fieldReader.next() {
+            guard fieldTag == 0xA6 else { continue }
+            var inner = DERReader(bytes: value)
+            guard let (integerTag, integer) = inner.next(), integerTag == 0x02, !integer.isEmpty, integer.count <= 4 else { return nil }
+            var result = Int(Int8(bitPattern: integer.first!))
+            for byte in integer.dropFirst() { result = result << 8 | Int(byte) }
+            return result
+        }
+        return nil
+    }
+
+    /// `KDC_ERR_PREAUTH_REQUIRED`.
+    static let preauthRequired = 25
+
+    /// The first PA-ETYPE-INFO2 entry of a KRB-ERROR's e-data (RFC 4120 sections 5.2.7.5 and 5.9.1): the enctype,
+    /// the salt (nil when the entry has none: the principal's default salt applies) and the s2kparams.
+    static func etypeInfo2(_ bytes: [UInt8]) -> (enctype: Int32, salt: [UInt8]?, parameters: [UInt8])? {
+        var reader = DERReader(bytes: bytes[...])
+        guard let (tag, body) = reader.next(), tag == 0x7E else { return nil }
+        var outer = DERReader(bytes: body)
+        guard let (sequenceTag, fields) = outer.next(), sequenceTag == 0x30 else { return nil }
+        var fieldReader = DERReader(bytes: fields)
+        while let (fieldTag, value) = fieldReader.next() {
+            guard fieldTag == 0xAC else { continue }  // e-data [12] OCTET STRING
+            var octets = DERReader(bytes: value)
+            guard let (octetTag, methodData) = octets.next(), octetTag == 0x04 else { return nil }
+            var methods = DERReader(bytes: methodData)
+            guard let (methodsTag, list) = methods.next(), methodsTag == 0x30 else { return nil }
+            var padata = DERReader(bytes: list)
+            while let (entryTag, entry) = padata.next() {
+                guard entryTag == 0x30 else { continue }
+                var parts = DERReader(bytes: entry)
+                var type: Int?
+                var payload: ArraySlice<UInt8>?
+                while let (partTag, part) = parts.next() {
+                    var inner = DERReader(bytes: part)
+                    guard let (innerTag, innerValue) = inner.next() else { continue }
+                    if partTag == 0xA1 && innerTag == 0x02 { type = integer(innerValue) }
+                    if partTag == 0xA2 && innerTag == 0x04 { payload = innerValue }
+                }
+                guard type == 19, let payload else { continue }  // PA-ETYPE-INFO2
+                var infos = DERReader(bytes: payload)
+                guard let (infosTag, infoList) = infos.next(), infosTag == 0x30 else { return nil }
+                var entries = DERReader(bytes: infoList)
+                guard let (infoTag, info) = entries.next(), infoTag == 0x30 else { return nil }
+                var members = DERReader(bytes: info)
+                var enctype: Int?
+                var salt: [UInt8]?
+                var parameters: [UInt8] = []
+                while let (memberTag, member) = members.next() {
+                    var inner = DERReader(bytes: member)
+                    guard let (innerTag, innerValue) = inner.next() else { continue }
+                    switch (memberTag, innerTag) {
+                    case (0xA0, 0x02): enctype = integer(innerValue)
+                    case (0xA1, 0x1B): salt = Array(innerValue)
+                    case (0xA2, 0x04): parameters = Array(innerValue)
+                    default: break
+                    }
+                }
+                guard let enctype, let value = Int32(exactly: enctype) else { return nil }
+                return (value, salt, parameters)
+            }
+            return nil
+        }
+        return nil
+    }
+
+    private static func integer(_ bytes: ArraySlice<UInt8>) -> Int? {
+        guard !bytes.isEmpty, bytes.count <= 4 else { return nil }
+        var result = Int(Int8(bitPattern: bytes.first!))
+        for byte in bytes.dropFirst() { result = result << 8 | Int(byte) }
+        return result
+    }
+
+    private struct DERReader {
+        var bytes: ArraySlice<UInt8>
+
+        mutating func next() -> (UInt8, ArraySlice<UInt8>)? {
+            guard bytes.count >= 2 else { return nil }
+            let tag = bytes[bytes.startIndex]
+            var index = bytes.startIndex + 1
+            var length = Int(bytes[index])
+            index += 1
+            if length & 0x80 != 0 {
+                let count = length & 0x7F
+                guard count >= 1, count <= 4, index + count <= bytes.endIndex else { return nil }
+                length = 0
+                for byte in bytes[index..<(index + count)] { length = length << 8 | Int(byte) }
+                index += count
+            }
+            guard length >= 0, index + length <= bytes.endIndex else { return nil }
+            let body = bytes[index..<(index + length)]
+            bytes = bytes[(index + length)...]
+            return (tag, body)
+        }
+    }
+}

@@ -1,0 +1,672 @@
+internal import CKrb5
+internal import NIOCore
+internal import NIOPosix
+public import struct FoundationEssentials.Date
+
+/// A non-blocking Kerberos client: initial credentials and their verification as `async` calls, each bounded
+/// by a deadline, over KDCs that may be slow, hung or gone.
+///
+/// The client drives MIT krb5's step APIs (`krb5_init_creds_step`, `krb5_tkt_creds_step`) itself and sends
+/// their messages on SwiftNIO: UDP first, TCP when needed, the next KDC when one is slow, and a memory of KDCs
+/// that stopped answering. The krb5 work between messages (string-to-key, decryption, PKINIT, the responder)
+/// runs on a few worker threads, each owning one `krb5_context`; no thread waits on the network, so a
+/// thousand logins waiting on a hung KDC hold no thread.
+///
+/// ```swift
+/// let client = try KerberosClient()
+/// let ticket = try await client.initialCredentials(for: "alice", password: Secret("…"),
+///                                                   verification: VerificationRequest())
+/// await client.shutdown()
+/// ```
+///
+/// Cancelling the calling task abandons the exchange at once; so does the deadline
+/// (``Configuration/loginTimeout``), with ``KerberosError/Reason/kdcUnreachable``.
+public final class KerberosClient: Sendable {
+    /// How the client runs.
+    public struct Configuration: Sendable {
+        /// The krb5 configuration of the workers' contexts (and so the realms and KDCs).
+        public var krb5: Context.Configuration
+        /// Worker threads for krb5's CPU work; each owns one context.
+        public var threads: Int
+        /// The bound on one call, from its start to its answer; when it passes the call throws
+        /// ``KerberosError/Reason/kdcUnreachable``.
+        public var loginTimeout: Duration
+        /// How long a KDC may take before the next one is asked too (hedging).
+        public var hedgeDelay: Duration
+        /// How long a KDC that left a request unanswered is tried after the others.
+        public var unresponsiveMemory: Duration
+
+        /// The defaults: krb5's configuration, 2 workers, a 6 s login timeout (SSSD's `krb5_auth_timeout`),
+        /// 250 ms hedge delay, 30 s memory of unresponsive KDCs (SSSD's `retry_timeout`). See `docs/engine.md`.
+        public init(krb5: Context.Configuration = .default, threads: Int = 2, loginTimeout: Duration = .seconds(6),
+                    hedgeDelay: Duration = .milliseconds(250), unresponsiveMemory: Duration = .seconds(30)) {
+            self.krb5 = krb5
+            self.threads = threads
+            self.loginTimeout = loginTimeout
+            self.hedgeDelay = hedgeDelay
+            self.unresponsiveMemory = unresponsiveMemory
+        }
+    }
+
+    /// The configuration the client was made with.
+    public let configuration: Configuration
+    let workers: [ContextWorker]
+    let group: MultiThreadedEventLoopGroup
+    let transport: KDCTransport
+    /// Runs the async code of logins on the event-loop thread, so a login never needs a thread of Swift's
+    /// cooperative pool (which a caller may have filled with blocking work).
+    let executor: EventLoopTaskExecutor
+    private let locations = Locked<[String: (location: ResolvedLocation, expires: NIODeadline)]>([:])
+    private let nextWorker = Locked(0)
+
+    /// Starts the worker threads and one event-loop thread.
+    ///
+    /// Throws when `configuration.krb5` cannot make a context.
+    public init(configuration: Configuration = Configuration()) throws(KerberosError) {
+        precondition(configuration.threads > 0, "KerberosClient needs at least one worker thread")
+        _ = try Context(configuration.krb5)
+        self.configuration = configuration
+        group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        transport = KDCTransport(group: group, configuration: KDCTransport.Configuration(
+            hedgeDelay: .nanoseconds(configuration.hedgeDelay.nanoseconds),
+            unresponsiveMemory: .nanoseconds(configuration.unresponsiveMemory.nanoseconds)))
+        executor = EventLoopTaskExecutor(loop: group.next())
+        workers = (0..<configuration.threads).map { ContextWorker(name: "krb5-step-\($0)", configuration: configuration.krb5) }
+    }
+
+    /// Lets running work finish its current step, then stops the worker and event-loop threads.
+    /// Calls made afterwards throw.
+    public func shutdown() async {
+        for worker in workers { await worker.shutdown() }
+        try? await group.shutdownGracefully()
+    }
+
+    /// Starts `body` in a task of its own that runs on the client's event loop rather than Swift's cooperative
+    /// pool: for callers that complete through a callback (an event loop, a thread that must not wait on the pool).
+    package func start(_ body: @escaping @Sendable () async -> Void) {
+        Task(executorPreference: executor) { await body() }
+    }
+
+    /// ``shutdown()`` for synchronous callers: blocks the calling thread (not the cooperative pool's work: it
+    /// needs no task to run) until the threads have stopped.
+    ///
+    /// > Warning: Blocks; never call from an event loop of this client.
+    package func shutdownBlocking() {
+        for worker in workers { worker.shutdownBlocking() }
+        try? group.syncShutdownGracefully()
+    }
+
+    // MARK: Public calls
+
+    /// Gets initial credentials (a TGT) with a password and, with `verification`, verifies them against a keytab.
+    ///
+    /// The corresponding C functions are `krb5_init_creds_init`, `krb5_init_creds_set_password`,
+    /// `krb5_init_creds_step` and `krb5_init_creds_get_creds`; verification is a TGS exchange
+    /// (`krb5_tkt_creds_step`) and `krb5_rd_req`, as `krb5_verify_init_creds` does.
+    /// Suspends; never blocks a thread on the network.
+    public func initialCredentials(for principal: String, password: Secret, options: LoginOptions = LoginOptions(),
+                                   verification: VerificationRequest? = nil, timeout: Duration? = nil) async throws(KerberosError) -> TicketInfo {
+        try await initialCredentials(verification: verification, timeout: timeout) { context in
+            InitialCredentialsSetup(client: try Principal(parsing: principal, in: context), password: password, options: try options.make(in: context))
+        }
+    }
+
+    /// Gets initial credentials with a key from a keytab (a service logging in as itself).
+    ///
+    /// The corresponding C function is `krb5_init_creds_set_keytab`, then as for a password.
+    public func initialCredentials(for principal: String, keytab: String, options: LoginOptions = LoginOptions(),
+                                   verification: VerificationRequest? = nil, timeout: Duration? = nil) async throws(KerberosError) -> TicketInfo {
+        try await initialCredentials(verification: verification, timeout: timeout) { context in
+            InitialCredentialsSetup(client: try Principal(parsing: principal, in: context),
+                                    keytab: try Keytab(resolving: keytab, in: context), options: try options.make(in: context))
+        }
+    }
+
+    /// Gets initial credentials set up by `setup`, which runs on a worker thread with its context: the way to use
+    /// every ``InitialCredentialsOptions`` member, a ``Responder`` or ``Prompter`` (they run on the worker during
+    /// a step; a prompter that waits on a person holds that worker, so prefer the responder's replay), an output
+    /// cache, a service other than `krbtgt`.
+    public func initialCredentials(verification: VerificationRequest? = nil, timeout: Duration? = nil,
+                                   _ setup: @escaping @Sendable (Context) throws -> InitialCredentialsSetup) async throws(KerberosError) -> TicketInfo {
+        try await withTaskExecutorPreference(executor) { () async throws(KerberosError) -> TicketInfo in
+            try await self.login(verification: verification, timeout: timeout, setup)
+        }
+    }
+
+    private func login(verification: VerificationRequest?, timeout: Duration?, _ setup: @escaping @Sendable (Context) throws -> InitialCredentialsSetup) async throws(KerberosError) -> TicketInfo {
+        let session = self.session(timeout: timeout)
+        let credentials = try await session.initialCredentials(setup)
+        var verified = false
+        if let verification {
+            verified = try await session.verify(credentials) { context in try verification.make(in: context) }
+        }
+        let checked = verified
+        return try await session.run(credentials) { _, credentials in TicketInfo(credentials, verified: checked) }
+    }
+
+    // MARK: Sessions (for LoginService)
+
+    /// A series of calls pinned to one worker under one deadline.
+    package func session(timeout: Duration? = nil) -> KerberosSession {
+        let index = nextWorker.withLock { next in
+            defer { next = (next + 1) % workers.count }
+            return next
+        }
+        let timeout = timeout ?? configuration.loginTimeout
+        return KerberosSession(client: self, worker: workers[index], deadline: .now() + .nanoseconds(timeout.nanoseconds), timeout: timeout)
+    }
+
+    /// The realm's KDCs, resolved on the session's worker and cached for five minutes.
+    func location(of realm: String, session: KerberosSession) async throws(KerberosError) -> ResolvedLocation {
+        let now = NIODeadline.now()
+        if let cached = locations.withLock({ $0[realm] }), cached.expires > now { return cached.location }
+        let location = try await session.run { context in
+            let location = try KDCLocator.locate(realm: realm, context: context)
+            var targets: [KDCTarget] = []
+            for kdc in location.kdcs {
+                let addresses = KDCLocator.resolve(kdc)
+                for address in addresses {
+                    targets.append(KDCTarget(kdc: kdc, address: address, key: addresses.count == 1 ? kdc.description : "\(kdc.description)@\(address)"))
+                }
+            }
+            return ResolvedLocation(location: location, targets: targets)
+        }
+        locations.withLock { $0[realm] = (location, now + .minutes(5)) }
+        return location
+    }
+}
+
+/// A realm's location with its KDCs' addresses.
+struct ResolvedLocation: Sendable {
+    var location: RealmLocation
+    var targets: [KDCTarget]
+}
+
+/// A non-`Sendable` value made on a worker and usable only there; async code carries it between steps.
+///
+/// `@unchecked Sendable`: `value` is read only in jobs of `worker` (``KerberosSession/run(_:_:)``), and released
+/// there too (the deinit hands the last reference to the worker).
+package final class Pinned<Value>: @unchecked Sendable {
+    let worker: ContextWorker
+    fileprivate var value: Value?
+
+    init(_ value: Value, worker: ContextWorker) {
+        self.worker = worker
+        self.value = value
+    }
+
+    /// The value; only inside a job of the session that made it (``KerberosSession/run(_:)`` and friends).
+    package var onWorker: Value { value! }
+
+    deinit {
+        guard let value else { return }
+        let last = Unchecked(value)
+        worker.submit { _ in _ = last }
+    }
+}
+
+/// Carries a value into a job of its own worker.
+private final class Unchecked<Value>: @unchecked Sendable {
+    var value: Value?
+    init(_ value: Value) { self.value = value }
+}
+
+/// Calls of one login: pinned to one worker (its context owns every krb5 object of the login) and bounded by one
+/// deadline.
+package struct KerberosSession: Sendable {
+    let client: KerberosClient
+    let worker: ContextWorker
+    /// When the login's answer is due.
+    let deadline: NIODeadline
+    let timeout: Duration
+
+    /// A realm named in the timeout message, once known.
+    private func timedOut(_ realm: String?) -> @Sendable () -> KerberosError {
+        let timeout = self.timeout
+        return { KerberosError.loginTimedOut(realm: realm, timeout: timeout) }
+    }
+
+    /// Runs `body` on the session's worker with its context.
+    package func run<T: Sendable>(_ body: @escaping @Sendable (Context) throws -> T) async throws(KerberosError) -> T {
+        try await awaitStep(deadline: deadline, loop: client.group.next(), onTimeout: timedOut(nil)) { resumer in
+            worker.run(resumer) { context throws(KerberosError) in
+                do { return try body(context) } catch { throw KerberosError(wrapping: error) }
+            }
+        }
+    }
+
+    /// Runs `body` on the session's worker with a pinned value.
+    package func run<V, T: Sendable>(_ pinned: Pinned<V>, _ body: @escaping @Sendable (Context, V) throws -> T) async throws(KerberosError) -> T {
+        precondition(pinned.worker === worker, "A pinned value is used on the worker that made it")
+        return try await run { context in try body(context, pinned.value!) }
+    }
+
+    /// Makes a value on the worker and pins it there.
+    package func make<V>(_ body: @escaping @Sendable (Context) throws -> V) async throws(KerberosError) -> Pinned<V> {
+        let worker = self.worker
+        return try await run { context in Pinned(try body(context), worker: worker) }
+    }
+
+    /// Sends one message to `realm`'s KDCs and awaits the first reply.
+    func send(_ message: [UInt8], realm: String, tcpOnly: Bool, primaryOnly: Bool) async throws(KerberosError) -> KDCReply {
+        let resolved = try await client.location(of: realm, session: self)
+        let transport = client.transport
+        let targets = transport.order(resolved.targets, primaryOnly: primaryOnly)
+        guard !targets.isEmpty else {
+            throw KerberosError(code: Int32(KRB5_KDC_UNREACH), message: "No \(primaryOnly ? "primary " : "")KDC is configured for realm '\(realm)'", reason: .kdcUnreachable)
+        }
+        return try await awaitStep(deadline: deadline, loop: client.group.next(), onTimeout: timedOut(realm)) { resumer in
+            transport.send(message, to: targets, udpPreferenceLimit: resolved.location.udpPreferenceLimit, tcpOnly: tcpOnly, realm: realm, resumer: resumer)
+        }
+    }
+
+    /// Which KDCs answered an exchange.
+    final class Trace {
+        var realm: String?
+        var answeredByReplica = false
+    }
+
+    /// Drives a stepwise exchange to completion: each step on the worker, each message on the event loop.
+    func drive<E: StepwiseExchange>(_ exchange: Pinned<E>, primaryOnly: Bool, trace: Trace) async throws(KerberosError) {
+        var reply: [UInt8] = []
+        while true {
+            let input = reply
+            let outcome = try await run(exchange) { _, exchange in try exchange.step(input) }
+            switch outcome {
+            case .complete:
+                return
+            case .send(let request, let realm, let tcpOnly):
+                trace.realm = realm
+                let answer = try await send(request, realm: realm, tcpOnly: tcpOnly, primaryOnly: primaryOnly)
+                if !answer.kdc.isPrimary { trace.answeredByReplica = true }
+                reply = answer.bytes
+            }
+        }
+    }
+
+    /// Gets initial credentials set up by `setup` (run on the worker), first fetching FAST armor when the
+    /// options ask for anonymous-PKINIT or keytab armor, and retrying on a primary KDC after a failure answered
+    /// by a replica (MIT's `use_primary`).
+    package func initialCredentials(_ setup: @escaping @Sendable (Context) throws -> InitialCredentialsSetup) async throws(KerberosError) -> Pinned<Credentials> {
+        let spec = try await make(setup)
+        let armor: Pinned<CredentialCache>? = try await armorCache(for: spec)
+        let trace = Trace()
+        do {
+            return try await exchange(spec, armor: armor, primaryOnly: false, trace: trace)
+        } catch {
+            guard Self.retriesOnPrimary(error), trace.answeredByReplica, let realm = trace.realm,
+                  (try? await client.location(of: realm, session: self))?.location.hasPrimary == true else { throw error }
+            do {
+                return try await exchange(spec, armor: armor, primaryOnly: true, trace: Trace())
+            } catch let primaryError {
+                // The primary unreachable (but time left): the replica's answer stands, as in MIT's gic_pwd.c.
+                if primaryError.code == Int32(KRB5_KDC_UNREACH) && deadline > .now() { throw error }
+                throw primaryError
+            }
+        }
+    }
+
+    /// Asks the KDC which enctype, salt and string-to-key parameters it uses for the setup's client, without a
+    /// password and without counting a failure: an AS-REQ without pre-authentication, whose
+    /// `KDC_ERR_PREAUTH_REQUIRED` answer carries PA-ETYPE-INFO2. Nothing blocks when the request is unarmored (the
+    /// reply is read here); armored, the answer is inside FAST, so `krb5_get_etype_info` runs on the worker
+    /// (blocking it on the network; the deadline still bounds the caller's answer).
+    ///
+    /// An AS-REP instead (no pre-authentication required) gives ``EncryptionType/null``.
+    package func encryptionInfo(_ setup: @escaping @Sendable (Context) throws -> InitialCredentialsSetup) async throws(KerberosError) -> EncryptionInfo {
+        let spec = try await make(setup)
+        let armored = try await run(spec) { _, setup in setup.options.armor != nil }
+        if armored {
+            return try await run(spec) { context, setup in try context.encryptionInfo(for: setup.client, options: setup.options) }
+        }
+        let exchange: Pinned<InitialCredentialsExchange> = try await make { context in
+            var options = spec.onWorker.options
+            options.responder = nil
+            options.prompter = nil
+            return try InitialCredentialsExchange(context: context, client: spec.onWorker.client, key: .password(nil), options: options)
+        }
+        let first = try await run(exchange) { _, exchange in try exchange.step([]) }
+        guard case .send(let request, let realm, let tcpOnly) = first else {
+            throw KerberosError(code: Int32(KRB5KRB_AP_ERR_MSG_TYPE), message: "krb5 sent no AS-REQ", reason: .other)
+        }
+        let reply = try await send(request, realm: realm, tcpOnly: tcpOnly, primaryOnly: false)
+        let defaultSalt = try await run(spec) { _, setup in Array((setup.client.realm + setup.client.components.joined()).utf8) }
+        if KDCMessage.errorCode(reply.bytes) == KDCMessage.preauthRequired {
+            guard let info = KDCMessage.etypeInfo2(reply.bytes) else {
+                return EncryptionInfo(encryptionType: .null, salt: defaultSalt, parameters: [])
+            }
+            return EncryptionInfo(encryptionType: EncryptionType(rawValue: info.enctype), salt: info.salt ?? defaultSalt, parameters: info.parameters)
+        }
+        if KDCMessage.errorCode(reply.bytes) != nil {
+            // Any other error (an unknown principal, a disabled account): krb5 turns it into its error.
+            let bytes = reply.bytes
+            _ = try await run(exchange) { _, exchange in try exchange.step(bytes) }
+        }
+        return EncryptionInfo(encryptionType: .null, salt: defaultSalt, parameters: [])
+    }
+
+    /// MIT retries on the primary for anything but unreachable KDCs and an interrupted prompter.
+    static func retriesOnPrimary(_ error: KerberosError) -> Bool {
+        switch Int(error.code) {
+        case KRB5_KDC_UNREACH, KRB5_REALM_CANT_RESOLVE, KRB5_REALM_UNKNOWN, KRB5_LIBOS_PWDINTR, KRB5_LIBOS_CANTREADPWD: false
+        default: error.reason != .cancelled && error.reason != .invalidRequest
+        }
+    }
+
+    private func exchange(_ spec: Pinned<InitialCredentialsSetup>, armor: Pinned<CredentialCache>?, primaryOnly: Bool, trace: Trace) async throws(KerberosError) -> Pinned<Credentials> {
+        let exchange: Pinned<InitialCredentialsExchange> = try await make { context in
+            var setup = spec.value!
+            switch (armor, setup.options.armor) {
+            case (let armor?, _): setup.options.armor = .cache(armor.value!)
+            case (nil, .anonymousPKINIT?), (nil, .keytab?): setup.options.armor = nil  // none could be had
+            default: break
+            }
+            return try InitialCredentialsExchange(context: context, client: setup.client, key: setup.key, options: setup.options)
+        }
+        try await drive(exchange, primaryOnly: primaryOnly, trace: trace)
+        return try await make { _ in try exchange.value!.credentials() }
+    }
+
+    /// Fetches the armor ticket the options ask for into a new MEMORY cache (krb5 fills it, with the KDC's
+    /// `fast_avail` entry), or nil when the options name a cache or no armor.
+    private func armorCache(for spec: Pinned<InitialCredentialsSetup>) async throws(KerberosError) -> Pinned<CredentialCache>? {
+        let armorSpec: Pinned<(InitialCredentialsSetup, CredentialCache)?> = try await make { context in
+            let setup = spec.value!
+            var options = InitialCredentialsOptions()
+            let client: Principal
+            let key: InitialKey
+            switch setup.options.armor {
+            case .anonymousPKINIT?:
+                client = try Principal.anonymous(realm: setup.client.realm, in: context)
+                options.anonymous = true
+                options.preauthOptions = setup.options.preauthOptions.filter { $0.name == "X509_anchors" }
+                key = .password(nil)
+            case .keytab(let keytab, let principal)?:
+                client = try principal ?? keytab.firstPrincipal()
+                key = .keytab(keytab)
+            default:
+                return nil
+            }
+            let cache = try CredentialCache.newUnique(in: context)
+            options.outCache = cache
+            var armorSetup = InitialCredentialsSetup(client: client, password: nil, options: options)
+            armorSetup.key = key
+            return (armorSetup, cache)
+        }
+        guard try await run(armorSpec, { _, value in value != nil }) else { return nil }
+        do {
+            let armorSetup: Pinned<InitialCredentialsSetup> = try await make { _ in armorSpec.value!!.0 }
+            _ = try await exchange(armorSetup, armor: nil, primaryOnly: false, trace: Trace())
+            return try await make { _ in armorSpec.value!!.1 }
+        } catch {
+            // Without FAST required, a login proceeds unarmored when no armor can be had (SSSD's "try").
+            if error.reason == .kdcUnreachable || error.reason == .cancelled { throw error }
+            if try await run(spec, { _, setup in setup.options.fastRequired }) { throw error }
+            return nil
+        }
+    }
+
+    /// Verifies `credentials` as `krb5_verify_init_creds` does, without blocking: a service ticket for the
+    /// server (a TGS exchange through the engine; none when the credentials already are a ticket for it), then
+    /// `krb5_rd_req` with the keytab. Returns whether the check ran: false only when `nofail` is off and the
+    /// keytab has no usable key.
+    package func verify(_ credentials: Pinned<Credentials>, _ options: @escaping @Sendable (Context) throws -> VerificationOptions) async throws(KerberosError) -> Bool {
+        // Which servers to try, on the worker.
+        let plan: Pinned<VerificationPlan> = try await run(credentials) { context, credentials in
+            Pinned(try VerificationPlan(context: context, credentials: credentials, options: options(context)), worker: worker)
+        }
+        let count = try await run(plan) { _, plan in plan.servers.count }
+        if count == 0 {
+            let nofail = try await run(plan) { _, plan in plan.options.nofail }
+            if nofail {
+                throw KerberosError(code: Int32(KRB5_KT_NOTFOUND), message: "No key in the keytab to verify the credentials with", reason: .verificationFailed)
+            }
+            return false
+        }
+        var lastError: KerberosError?
+        for index in 0..<count {
+            do {
+                let direct = try await run(plan) { _, plan in plan.isDirect(index) }
+                let ticket: Pinned<Credentials>
+                if direct {
+                    ticket = credentials
+                } else {
+                    let exchange: Pinned<ServiceTicketExchange> = try await make { context in
+                        try ServiceTicketExchange(context: context, ticketGrantingTicket: credentials.value!, server: plan.value!.servers[index])
+                    }
+                    try await drive(exchange, primaryOnly: false, trace: Trace())
+                    ticket = try await make { _ in try exchange.value!.credentials() }
+                }
+                try await run(plan) { context, plan in
+                    try context.checkServiceTicket(ticket.value!, server: plan.servers[index], keytab: plan.keytab)
+                }
+                return true
+            } catch {
+                if error.reason == .kdcUnreachable || error.reason == .cancelled { throw error }
+                lastError = error
+            }
+        }
+        let failure = lastError!
+        throw failure.reason == .verificationFailed ? failure : KerberosError(code: failure.code, message: failure.message, reason: .verificationFailed)
+    }
+}
+
+/// The servers a verification tries and the keytab it checks with; made on the worker.
+final class VerificationPlan {
+    let options: VerificationOptions
+    let keytab: Keytab
+    let servers: [Principal]
+    private let ticketServer: String
+
+    init(context: Context, credentials: Credentials, options: VerificationOptions) throws {
+        self.options = options
+        keytab = try options.keytab ?? Keytab.default(in: context)
+        ticketServer = credentials.server
+        if let server = options.server {
+            servers = context.keytabHasKey(keytab, for: server) ? [server] : []
+        } else {
+            // MIT: every host principal with a key in the keytab.
+            var seen: Set<String> = []
+            var found: [Principal] = []
+            for entry in (try? keytab.entries()) ?? [] where !seen.contains(entry.principal) {
+                seen.insert(entry.principal)
+                guard let principal = try? Principal(parsing: entry.principal, in: context), principal.components.first == "host" else { continue }
+                found.append(principal)
+            }
+            servers = found
+        }
+    }
+
+    /// Whether the credentials already are a ticket for server `index` (`directVerificationTicket`).
+    func isDirect(_ index: Int) -> Bool { servers[index].name() == ticketServer }
+}
+
+/// What an initial-credentials call authenticates, and how; made on a worker thread by the caller's setup closure.
+public struct InitialCredentialsSetup {
+    /// The client principal.
+    public var client: Principal
+    var key: InitialKey
+    /// Every option of the request, including a responder, a prompter and caches.
+    public var options: InitialCredentialsOptions
+    /// Objects that live as long as the request and are released on its worker with it (a guard that wipes a
+    /// key from a MEMORY keytab, say).
+    package var attachments: [AnyObject] = []
+
+    /// A password login (nil: asked through the responder or prompter).
+    public init(client: Principal, password: Secret?, options: InitialCredentialsOptions = InitialCredentialsOptions()) {
+        self.client = client
+        self.key = .password(password)
+        self.options = options
+    }
+
+    /// A keytab login.
+    public init(client: Principal, keytab: Keytab, options: InitialCredentialsOptions = InitialCredentialsOptions()) {
+        self.client = client
+        self.key = .keytab(keytab)
+        self.options = options
+    }
+}
+
+/// The `Sendable` subset of ``InitialCredentialsOptions`` for ``KerberosClient``'s simple calls.
+public struct LoginOptions: Sendable {
+    /// Where FAST armor comes from.
+    public enum ArmorSource: Sendable {
+        /// Anonymous PKINIT for the client's realm.
+        case anonymousPKINIT
+        /// A keytab's key (nil principal: its first entry).
+        case keytab(String, principal: String?)
+        /// A cache holding an armor TGT, by name.
+        case cacheName(String)
+    }
+
+    /// Requested ticket lifetime.
+    public var ticketLifetime: Duration?
+    /// Requested renewable lifetime.
+    public var renewLifetime: Duration?
+    /// Request a forwardable ticket.
+    public var forwardable: Bool?
+    /// Ask the KDC to canonicalize the client name.
+    public var canonicalize: Bool?
+    /// Session-key encryption types to offer.
+    public var encryptionTypes: [EncryptionType]?
+    /// Pre-authentication types to try (`[.encryptedTimestamp]`: optimistic preauth).
+    public var preauthTypes: [PreauthType]?
+    /// Pre-authentication options such as `X509_anchors`.
+    public var preauthOptions: [PreauthOption] = []
+    /// FAST armor.
+    public var armor: ArmorSource?
+    /// Fail unless the exchange is armored.
+    public var fastRequired = false
+    /// The service to ask for instead of `krbtgt/REALM`.
+    public var service: String?
+
+    /// A named pre-authentication option (`krb5_get_init_creds_opt_set_pa`).
+    public struct PreauthOption: Sendable {
+        /// The option's name, such as `X509_anchors`.
+        public var name: String
+        /// Its value.
+        public var value: String
+        /// An option.
+        public init(name: String, value: String) {
+            self.name = name
+            self.value = value
+        }
+    }
+
+    /// krb5's defaults.
+    public init() {}
+
+    func make(in context: Context) throws -> InitialCredentialsOptions {
+        var options = InitialCredentialsOptions()
+        options.ticketLifetime = ticketLifetime
+        options.renewLifetime = renewLifetime
+        options.forwardable = forwardable
+        options.canonicalize = canonicalize
+        options.encryptionTypes = encryptionTypes
+        options.preauthTypes = preauthTypes
+        options.preauthOptions = preauthOptions.map { ($0.name, $0.value) }
+        options.fastRequired = fastRequired
+        options.service = service
+        switch armor {
+        case .anonymousPKINIT?: options.armor = .anonymousPKINIT
+        case .keytab(let name, let principal)?:
+            options.armor = .keytab(try Keytab(resolving: name, in: context), principal: try principal.map { try Principal(parsing: $0, in: context) })
+        case .cacheName(let name)?: options.armor = .cacheName(name)
+        case nil: break
+        }
+        return options
+    }
+}
+
+/// How ``KerberosClient`` verifies credentials: the `Sendable` form of ``VerificationOptions``.
+public struct VerificationRequest: Sendable {
+    /// The service principal whose key is in the keytab; nil tries every host principal in the keytab.
+    public var server: String?
+    /// The keytab; nil means the default keytab.
+    public var keytab: String?
+    /// Fail when verification cannot be performed (no keytab, no key for the server). On by default.
+    public var nofail: Bool
+
+    /// Verification against `server`'s key in `keytab` (defaults: every host key in the default keytab), failing
+    /// when none can be used.
+    public init(server: String? = nil, keytab: String? = nil, nofail: Bool = true) {
+        self.server = server
+        self.keytab = keytab
+        self.nofail = nofail
+    }
+
+    func make(in context: Context) throws -> VerificationOptions {
+        VerificationOptions(server: try server.map { try Principal(parsing: $0, in: context) },
+                            keytab: try keytab.map { try Keytab(resolving: $0, in: context) }, nofail: nofail)
+    }
+}
+
+/// What a ticket says, as a `Sendable` value (the ticket itself stays in krb5's memory and is freed).
+public struct TicketInfo: Sendable, Hashable {
+    /// The client principal, such as `alice@EXAMPLE.ORG`.
+    public var client: String
+    /// The service principal, such as `krbtgt/EXAMPLE.ORG@EXAMPLE.ORG`.
+    public var server: String
+    /// When the initial authentication happened.
+    public var authTime: Date
+    /// When the ticket becomes valid.
+    public var startTime: Date
+    /// When it expires.
+    public var endTime: Date
+    /// Until when it can be renewed, if renewable.
+    public var renewTill: Date?
+    /// The ticket flags.
+    public var flags: TicketFlags
+    /// The session key's encryption type.
+    public var sessionKeyType: EncryptionType
+    /// Whether the credentials were verified against a keytab.
+    public var verified: Bool
+
+    init(_ credentials: Credentials, verified: Bool) {
+        client = credentials.client
+        server = credentials.server
+        authTime = credentials.authTime
+        startTime = credentials.startTime
+        endTime = credentials.endTime
+        renewTill = credentials.renewTill
+        flags = credentials.flags
+        sessionKeyType = credentials.sessionKeyType
+        self.verified = verified
+    }
+}
+
+extension KerberosError {
+    /// A ``KerberosError`` as is; any other error (a callback's) as ``Reason/cancelled``.
+    init(wrapping error: any Error) {
+        if let error = error as? KerberosError {
+            self = error
+        } else {
+            self.init(code: Int32(KRB5_LIBOS_PWDINTR), message: "A callback stopped the exchange: \(error)", reason: .cancelled)
+        }
+    }
+}
+
+extension Duration {
+    /// The duration in nanoseconds, saturating.
+    var nanoseconds: Int64 {
+        let (seconds, attoseconds) = components
+        let (product, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
+        guard !overflow else { return seconds < 0 ? .min : .max }
+        return product.addingReportingOverflow(attoseconds / 1_000_000_000).partialValue
+    }
+}
+
+/// A `TaskExecutor` over one NIO event loop: jobs run on the loop's thread.
+final class EventLoopTaskExecutor: TaskExecutor {
+    let loop: any EventLoop
+
+    init(loop: any EventLoop) {
+        self.loop = loop
+    }
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        let executor = asUnownedTaskExecutor()
+        loop.execute { job.runSynchronously(on: executor) }
+    }
+}

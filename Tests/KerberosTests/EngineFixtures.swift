@@ -1,0 +1,294 @@
+import Foundation
+import Kerberos
+import NIOCore
+import NIOPosix
+import TestRealm
+
+/// A realm of the engine suites' own, with a kprop-fed replica, whose KDCs the tests stop and continue.
+final class EngineRealm: @unchecked Sendable {
+    let realm: TestRealm
+    let user: String
+    let password = "Engine-Passw0rd"
+    private let extraProcesses = Locked<[Process]>([])
+
+    static let shared: Result<EngineRealm, TestRealmError> = Result { () throws(TestRealmError) -> EngineRealm in try EngineRealm() }
+
+    private init() throws(TestRealmError) {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("krb5-engine-\(getpid())").path
+        try? FileManager.default.removeItem(atPath: directory)
+        for command in ["up", "replica"] {
+            let result = try TestRealm.run([TestRealm.script, command, directory])
+            guard result.status == 0 else {
+                _ = try? TestRealm.run([TestRealm.script, "down", directory])
+                throw TestRealmError("realm.sh \(command) failed: \(result.output)")
+            }
+        }
+        realm = try TestRealm(directory: directory)
+        do {
+            user = try realm.addPrincipal(prefix: "eng", password: password)
+            try script("propagate")
+        } catch {
+            throw TestRealmError("\(error)")
+        }
+        atexit {
+            guard case .success(let engine) = EngineRealm.shared else { return }
+            engine.tearDown()
+        }
+    }
+
+    func tearDown() {
+        // At exit Foundation's Process cannot wait (its run loop is gone): signal by pid only.
+        for process in extraProcesses.withLock({ $0 }) { kill(process.processIdentifier, SIGKILL) }
+        for key in ["KDC_PID_FILE", "REPLICA_KDC_PID_FILE"] { try? signal(key, SIGCONT) }
+        _ = try? TestRealm.run([TestRealm.script, "down", realm.directory])
+        try? FileManager.default.removeItem(atPath: realm.directory)
+    }
+
+    @discardableResult
+    func script(_ arguments: String...) throws(TestRealmError) -> String {
+        let result = try TestRealm.run([TestRealm.script, arguments[0], realm.directory] + arguments.dropFirst())
+        guard result.status == 0 else { throw TestRealmError("realm.sh \(arguments.joined(separator: " ")) failed: \(result.output)") }
+        return result.output
+    }
+
+    var primaryPort: Int { Int(realm["KDC_PORT"])! }
+    var replicaPort: Int { Int(realm["REPLICA_KDC_PORT"])! }
+
+    /// Sends `signal` to the KDC whose pid file is `key` in realm.env.
+    func signal(_ key: String, _ signal: Int32) throws {
+        let text = try String(contentsOfFile: realm[key], encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        guard let pid = Int32(text), kill(pid, signal) == 0 else { throw TestRealmError("cannot signal \(key) (\(text))") }
+    }
+
+    /// Runs `body` with the KDCs named by `keys` SIGSTOPped, and SIGCONTs them on every path.
+    func withStopped<T>(_ keys: [String], _ body: () async throws -> T) async throws -> T {
+        var stopped: [String] = []
+        defer { for key in stopped { try? signal(key, SIGCONT) } }
+        for key in keys {
+            try signal(key, SIGSTOP)
+            stopped.append(key)
+        }
+        return try await body()
+    }
+
+    /// A client configuration: the realm's own, with its KDC list replaced by `kdcs` (`host:port` strings, extra
+    /// lines such as `primary_kdc = …` allowed), UDP preferred unless `udpPreferenceLimit` says otherwise, and
+    /// optionally one more realm `HUNG.TEST` served by `hungKDC`.
+    func config(kdcs: [String], extraRealmLines: [String] = [], udpPreferenceLimit: Int = 1465, hungKDC: String? = nil) throws -> String {
+        var lines: [String] = []
+        let text = try String(contentsOfFile: realm.configFile, encoding: .utf8)
+        for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
+            let trimmed = line.trimmingCharacters(in: .whitespaces)
+            if trimmed.hasPrefix("kdc =") { continue }
+            if trimmed.hasPrefix("udp_preference_limit") {
+                lines.append(" udp_preference_limit = \(udpPreferenceLimit)")
+                continue
+            }
+            lines.append(String(line))
+            if trimmed == "\(realm.realm) = {" {
+                lines += kdcs.map { "  kdc = \($0)" } + extraRealmLines.map { "  \($0)" }
+            }
+            if trimmed == "[realms]", let hungKDC {
+                lines += [" HUNG.TEST = {", "  kdc = \(hungKDC)", " }"]
+            }
+        }
+        let path = realm.directory + "/engine-\(TestRealm.uniqueName("c")).conf"
+        try lines.joined(separator: "\n").write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    /// Starts one more `krb5kdc` on the realm's database (foreground, killed at exit) with its own kdc.conf:
+    /// `udpPort` nil for a TCP-only KDC; `extraDefaults` lines go under `[kdcdefaults]`. Returns its port.
+    func startExtraKDC(udp: Bool, extraDefaults: [String] = []) throws -> Int {
+        let port = try freePort()
+        let profile = try String(contentsOfFile: realm["KDC_PROFILE"], encoding: .utf8)
+        var lines: [String] = []
+        for line in profile.split(separator: "\n", omittingEmptySubsequences: false) {
+            let trimmed = line.trimmingCharacters(in: .whitespaces)
+            if trimmed.hasPrefix("kdc_listen") {
+                lines.append(udp ? " kdc_listen = 127.0.0.1:\(port)" : " kdc_listen = \"\"")
+                continue
+            }
+            if trimmed.hasPrefix("kdc_tcp_listen") {
+                lines.append(" kdc_tcp_listen = 127.0.0.1:\(port)")
+                lines += extraDefaults.map { " \($0)" }
+                continue
+            }
+            if trimmed.hasPrefix("kadmind_listen") || trimmed.hasPrefix("kpasswd_listen") { continue }
+            if trimmed.hasPrefix("kdc = FILE:") {
+                lines.append(" kdc = FILE:\(realm.directory)/extra-\(port).log")
+                continue
+            }
+            lines.append(String(line))
+        }
+        let path = realm.directory + "/kdc-extra-\(port).conf"
+        try lines.joined(separator: "\n").write(toFile: path, atomically: true, encoding: .utf8)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/sbin/krb5kdc")
+        process.arguments = ["-n", "-r", realm.realm]
+        var environment = ProcessInfo.processInfo.environment
+        environment["KRB5_KDC_PROFILE"] = path
+        environment["KRB5_CONFIG"] = realm.configFile
+        process.environment = environment
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        extraProcesses.withLock { $0.append(process) }
+        // Ready once it accepts TCP.
+        for _ in 0..<100 {
+            if canConnect(port: port) { return port }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        throw TestRealmError("the extra KDC on \(port) did not come up")
+    }
+}
+
+/// A free port on 127.0.0.1 for both TCP and UDP at the time of asking.
+func freePort() throws -> Int {
+    for _ in 0..<50 {
+        let tcp = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(tcp) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(tcp, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        guard bound == 0 else { continue }
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(tcp, $0, &length) } }
+        let udp = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        defer { close(udp) }
+        let udpBound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(udp, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        if udpBound == 0 { return Int(UInt16(bigEndian: address.sin_port)) }
+    }
+    throw TestRealmError("no free port")
+}
+
+func canConnect(port: Int) -> Bool {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    address.sin_port = UInt16(port).bigEndian
+    return withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } } == 0
+}
+
+/// A KDC that never answers: accepts TCP connections and holds them, reads datagrams and drops them.
+final class BlackHoleKDC: @unchecked Sendable {
+    let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    let port: Int
+    private var channels: [any Channel] = []
+
+    init() throws {
+        let port = try freePort()
+        self.port = port
+        let tcp = try ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 4096)
+            .childChannelInitializer { channel in channel.eventLoop.makeSucceededVoidFuture() }
+            .bind(host: "127.0.0.1", port: port).wait()
+        let udp = try DatagramBootstrap(group: group)
+            .channelInitializer { channel in channel.eventLoop.makeSucceededVoidFuture() }
+            .bind(host: "127.0.0.1", port: port).wait()
+        channels = [tcp, udp]
+    }
+
+    var address: String { "127.0.0.1:\(port)" }
+
+    func stop() {
+        for channel in channels { try? channel.close().wait() }
+        try? group.syncShutdownGracefully()
+    }
+}
+
+/// A UDP proxy that forwards each datagram to a real KDC and delays its reply by `delay`.
+final class SlowKDCProxy: @unchecked Sendable {
+    let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    let port: Int
+    private var channel: (any Channel)?
+
+    init(upstreamPort: Int, delay: TimeAmount) throws {
+        port = try freePort()
+        let upstream = try SocketAddress(ipAddress: "127.0.0.1", port: upstreamPort)
+        let group = self.group
+        channel = try DatagramBootstrap(group: group)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(Forwarder(upstream: upstream, delay: delay, group: group))
+                }
+            }
+            .bind(host: "127.0.0.1", port: port).wait()
+    }
+
+    var address: String { "127.0.0.1:\(port)" }
+
+    func stop() {
+        try? channel?.close().wait()
+        try? group.syncShutdownGracefully()
+    }
+
+    private final class Forwarder: ChannelInboundHandler, @unchecked Sendable {
+        typealias InboundIn = AddressedEnvelope<ByteBuffer>
+        typealias OutboundOut = AddressedEnvelope<ByteBuffer>
+        let upstream: SocketAddress
+        let delay: TimeAmount
+        let group: any EventLoopGroup
+
+        init(upstream: SocketAddress, delay: TimeAmount, group: any EventLoopGroup) {
+            self.upstream = upstream
+            self.delay = delay
+            self.group = group
+        }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            let request = unwrapInboundIn(data)
+            let client = request.remoteAddress
+            let front = context.channel
+            let upstream = self.upstream
+            let delay = self.delay
+            _ = DatagramBootstrap(group: context.eventLoop)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(Back(front: front, client: client, delay: delay))
+                    }
+                }
+                .bind(host: "127.0.0.1", port: 0)
+                .flatMap { channel in channel.writeAndFlush(AddressedEnvelope(remoteAddress: upstream, data: request.data)) }
+        }
+    }
+
+    private final class Back: ChannelInboundHandler, @unchecked Sendable {
+        typealias InboundIn = AddressedEnvelope<ByteBuffer>
+        let front: any Channel
+        let client: SocketAddress
+        let delay: TimeAmount
+
+        init(front: any Channel, client: SocketAddress, delay: TimeAmount) {
+            self.front = front
+            self.client = client
+            self.delay = delay
+        }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            let reply = unwrapInboundIn(data)
+            let front = self.front
+            let client = self.client
+            let channel = context.channel
+            context.eventLoop.scheduleTask(in: delay) {
+                front.writeAndFlush(AddressedEnvelope(remoteAddress: client, data: reply.data), promise: nil)
+                channel.close(promise: nil)
+            }
+        }
+    }
+}
+
+/// Threads of this process, from /proc/self/task.
+func threadCount() -> Int {
+    (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task").count) ?? -1
+}
+
+/// Seconds since `start`.
+func elapsed(since start: ContinuousClock.Instant) -> Double {
+    let duration = ContinuousClock.now - start
+    return Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+}

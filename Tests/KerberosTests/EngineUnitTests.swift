@@ -1,0 +1,80 @@
+@testable import Kerberos
+import Foundation
+import Testing
+
+/// The engine's parsers and location logic, without a KDC.
+@Suite("Engine: KDC location and message parsing")
+struct EngineUnitTests {
+    @Test("krb5.conf kdc values: host, host:port, [v6]:port, tcp/ and udp/ prefixes; https proxies are skipped")
+    func kdcValues() throws {
+        let plain = try #require(KDCAddress(parsing: "kdc.example.org"))
+        #expect(plain.host == "kdc.example.org" && plain.port == 88 && plain.transport == .any)
+        let ported = try #require(KDCAddress(parsing: " 127.0.0.1:8888 "))
+        #expect(ported.host == "127.0.0.1" && ported.port == 8888)
+        let v6 = try #require(KDCAddress(parsing: "[::1]:750"))
+        #expect(v6.host == "::1" && v6.port == 750 && v6.description == "[::1]:750")
+        #expect(KDCAddress(parsing: "tcp/kdc:89")?.transport == .tcp)
+        #expect(KDCAddress(parsing: "udp/kdc")?.transport == .udp)
+        #expect(KDCAddress(parsing: "https://proxy.example.org/KdcProxy") == nil)
+        #expect(KDCAddress(parsing: "kdc:0") == nil)
+    }
+
+    @Test("the profile gives the KDC list, the primaries and udp_preference_limit")
+    func locate() throws {
+        let path = "/tmp/engine-unit-\(getpid()).conf"
+        try """
+        [libdefaults]
+         default_realm = A.TEST
+         udp_preference_limit = 1
+         dns_lookup_kdc = false
+        [realms]
+         A.TEST = {
+          kdc = 127.0.0.1:1001
+          kdc = 127.0.0.1:1002
+          primary_kdc = 127.0.0.1:1002
+         }
+        """.write(toFile: path, atomically: true, encoding: .utf8)
+        defer { unlink(path) }
+        let context = try Context(.files(path))
+        let location = try KDCLocator.locate(realm: "A.TEST", context: context)
+        #expect(location.kdcs.map(\.port) == [1001, 1002])
+        #expect(location.kdcs.map(\.isPrimary) == [false, true])
+        #expect(location.udpPreferenceLimit == 1)
+        #expect(throws: KerberosError.self) { try KDCLocator.locate(realm: "B.TEST", context: context) }
+    }
+
+    @Test("SRV answers: compressed names, sorted by priority then weight")
+    func srvParsing() {
+        // Header: id 1, flags, 1 question, 2 answers.
+        var message: [UInt8] = [0, 1, 0x81, 0x80, 0, 1, 0, 2, 0, 0, 0, 0]
+        let question = 12
+        for label in ["_kerberos", "_udp", "A", "TEST"] { message += [UInt8(label.utf8.count)] + Array(label.utf8) }
+        message += [0, 0, 33, 0, 1]
+        func answer(priority: UInt16, weight: UInt16, port: UInt16, host: String) -> [UInt8] {
+            var rdata: [UInt8] = [UInt8(priority >> 8), UInt8(priority & 0xFF), UInt8(weight >> 8), UInt8(weight & 0xFF), UInt8(port >> 8), UInt8(port & 0xFF)]
+            rdata += [UInt8(host.utf8.count)] + Array(host.utf8) + [0xC0, UInt8(question + 15)]  // host + ".A.TEST" by pointer
+            return [0xC0, UInt8(question), 0, 33, 0, 1, 0, 0, 0, 60, 0, UInt8(rdata.count)] + rdata
+        }
+        message += answer(priority: 10, weight: 5, port: 88, host: "kdc2")
+        message += answer(priority: 0, weight: 1, port: 750, host: "kdc1")
+        let records = DNSServiceRecords.parse(message)
+        #expect(records.map(\.target) == ["kdc1.A.TEST", "kdc2.A.TEST"])
+        #expect(records.map(\.port) == [750, 88])
+        #expect(DNSServiceRecords.parse(Array(message.prefix(20))).isEmpty)
+    }
+
+    @Test("KRB-ERROR error codes are read from the DER; other messages are not errors")
+    func errorCodes() {
+        // KRB-ERROR ::= [APPLICATION 30] SEQUENCE { pvno[0] 5, msg-type[1] 30, stime[4], susec[5], error-code[6] 52, ... }
+        let time: [UInt8] = [0xA4, 0x11, 0x18, 0x0F] + Array("20260101000000Z".utf8)
+        let fields: [UInt8] = [0xA0, 0x03, 0x02, 0x01, 0x05, 0xA1, 0x03, 0x02, 0x01, 0x1E] + time
+            + [0xA5, 0x03, 0x02, 0x01, 0x00, 0xA6, 0x03, 0x02, 0x01, 0x34]
+        let sequence: [UInt8] = [0x30, UInt8(fields.count)] + fields
+        let error: [UInt8] = [0x7E, UInt8(sequence.count)] + sequence
+        #expect(KDCMessage.errorCode(error) == KDCMessage.responseTooBig)
+        #expect(KDCMessage.looksLikeReply(error))
+        #expect(KDCMessage.errorCode([0x6B, 0x03, 0x30, 0x01, 0x00]) == nil)
+        #expect(!KDCMessage.looksLikeReply([0x30, 0x00]))
+        #expect(KDCMessage.errorCode([0x7E, 0x84, 0xFF]) == nil)
+    }
+}

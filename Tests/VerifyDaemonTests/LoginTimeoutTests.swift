@@ -1,0 +1,67 @@
+import Foundation
+import Kerberos
+import LoginProtocol
+import LoginService
+import TestRealm
+import Testing
+
+/// Issue #12: `login_timeout`. With the only KDC hung (a TCP listener that never answers), every front end
+/// answers kdc-unreachable once the timeout has passed: saslauthd `NO`, the conversation `kdc-unreachable`,
+/// `krb5-login` exit 3. The bound asserted is the behaviour: login_timeout plus one second.
+@Suite("login_timeout: answered as kdc-unreachable when no KDC answers")
+struct LoginTimeoutTests {
+    let realm: TestRealm
+    let silent = ShutdownTests.SilentKDC()
+    let config: String
+
+    init() throws {
+        realm = try TestRealm.shared()
+        config = realm.directory + "/krb5-hung-\(getpid())-\(TestRealm.uniqueName("t")).conf"
+        try String(contentsOfFile: realm.configFile, encoding: .utf8)
+            .replacingOccurrences(of: "  kdc = 127.0.0.1:\(realm["KDC_PORT"])", with: "  kdc = 127.0.0.1:\(silent.port)")
+            .write(toFile: config, atomically: true, encoding: .utf8)
+    }
+
+    @Test("krb5-verifyd: saslauthd NO and the conversation's kdc-unreachable, 16 logins at once, each within login_timeout + 1 s")
+    func daemon() async throws {
+        let config = self.config
+        try await DaemonFixture.with(configure: { configuration, _ in
+            configuration.login.krb5 = .files(config)
+            configuration.login.armor = .none
+            configuration.login.loginTimeout = .seconds(1)
+        }) { fixture in
+            let user = fixture.realm["USER"]
+            let password = fixture.realm["USER_PASSWORD"]
+            let results = await withTaskGroup(of: (String, Double).self) { group in
+                for index in 0..<16 {
+                    group.addTask {
+                        let start = Date()
+                        let reply: String
+                        if index % 2 == 0 {
+                            reply = (try? fixture.sasl(user, password)).map { "\($0)" } ?? "error"
+                        } else {
+                            reply = (try? fixture.converse(user, password: password).result().failure?.rawValue) ?? "error"
+                        }
+                        return (reply, Date().timeIntervalSince(start))
+                    }
+                }
+                return await group.reduce(into: []) { $0.append($1) }
+            }
+            for (reply, time) in results {
+                #expect(reply == "\(SaslauthdReply.no("kdc unreachable"))" || reply == "kdc-unreachable", "\(reply)")
+                #expect(time < 2, "answered after \(time) s with login_timeout 1 s")
+            }
+        }
+    }
+
+    @Test("krb5-login --login-timeout 1s: exit 3 (unavailable) within 2 s")
+    func helper() throws {
+        let start = Date()
+        let result = try TestRealm.run([TestRealm.executable("krb5-login"), "--krb5-config", config, "--keytab", realm["HOST_KEYTAB"],
+                                        "--server-principal", realm["LOCALHOST_PRINCIPAL"], "--login-timeout", "1s"],
+                                       input: "\(realm["USER"])\n\(realm["USER_PASSWORD"])\n")
+        #expect(result.status == 3, "\(result.output)")
+        #expect(result.output.contains("kdc-unreachable"), "\(result.output)")
+        #expect(Date().timeIntervalSince(start) < 3, "the helper's own start-up plus the 1 s timeout")
+    }
+}
