@@ -56,6 +56,16 @@ public struct LoginConfiguration: Sendable {
     /// to the verification service instead of a TGT (`in_tkt_service`), so `krb5_verify_init_creds` needs
     /// no TGS exchange. The proof is the same: only the real KDC can make a ticket the keytab decrypts.
     public var directVerificationTicket: Bool
+    /// Names of the form `user@suffix` are enterprise names (`KRB5_NT_ENTERPRISE_PRINCIPAL`, what
+    /// `kinit -E` sends): the whole `user@suffix` is one name component, asked for in ``realm`` (or the
+    /// default realm), and the KDC, which must canonicalize, maps it to the account. Active Directory's
+    /// UPN logins (`carol@example.com` where example.com is a UPN suffix, not a realm) need this. A name
+    /// whose suffix is the realm itself (`alice@AD.EXAMPLE`, any case) and a name without `@` are parsed as
+    /// before; `user@suffix@REALM` names the realm. Implies ``canonicalize``.
+    public var enterpriseNames: Bool
+    /// Ask the KDC to canonicalize the client name (`krb5_get_init_creds_opt_set_canonicalize`, `kinit -C`):
+    /// results then carry the account's own name (`alice@AD.EXAMPLE` for a login as `ALICE`).
+    public var canonicalize: Bool
 
     /// One `krb5_get_init_creds_opt_set_pa` name and value.
     public struct PreauthOption: Sendable, Hashable {
@@ -77,7 +87,7 @@ public struct LoginConfiguration: Sendable {
         armor: ArmorSource = .none, fastRequired: Bool = false, verify: Bool = true,
         ticketLifetime: Duration? = nil, renewLifetime: Duration? = nil, forwardable: Bool? = nil,
         preauthOptions: [PreauthOption] = [], outputCache: String? = nil, optimisticPreauth: Bool = false,
-        learnedPreauth: Bool = true, directVerificationTicket: Bool = true
+        learnedPreauth: Bool = true, directVerificationTicket: Bool = true, enterpriseNames: Bool = false, canonicalize: Bool = false
     ) {
         self.outputCache = outputCache
         self.krb5 = krb5
@@ -94,5 +104,7 @@ public struct LoginConfiguration: Sendable {
         self.optimisticPreauth = optimisticPreauth
         self.learnedPreauth = learnedPreauth
         self.directVerificationTicket = directVerificationTicket
+        self.enterpriseNames = enterpriseNames
+        self.canonicalize = canonicalize
     }
 }

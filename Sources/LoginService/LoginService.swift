@@ -118,7 +118,9 @@ struct LoginAttempt {
             options.expireCallback = { expiry in
                 if let message = Self.expiryMessage(expiry) { info.append(message) }
             }
-            if configuration.verify && configuration.directVerificationTicket && configuration.outputCache == nil {
+            // Not with canonicalization: AD then answers with the service's canonical name, which MIT refuses
+            // for any AS service but krbtgt ("KDC reply did not match expectations").
+            if configuration.verify && configuration.directVerificationTicket && configuration.outputCache == nil && options.canonicalize != true {
                 options.service = try verificationServer().name()
             }
             let credentials: Credentials
@@ -224,10 +226,23 @@ struct LoginAttempt {
         guard !name.isEmpty else {
             throw KerberosError(code: -1, message: "The principal is empty", reason: .invalidRequest)
         }
+        if configuration.enterpriseNames, let enterprise = try enterprisePrincipal(name) { return enterprise }
         if let realm = configuration.realm, !name.contains("@") {
             return try Principal(parsing: "\(name)@\(realm)", in: context)
         }
         return try Principal(parsing: name, in: context)
+    }
+
+    /// `user@suffix` (or `user@suffix@REALM`) as an NT-ENTERPRISE name; nil for a name without `@` or whose
+    /// suffix is the realm itself, which stay ordinary names.
+    private func enterprisePrincipal(_ name: String) throws -> Principal? {
+        let parts = name.split(separator: "@", omittingEmptySubsequences: false)
+        guard parts.count == 2 || parts.count == 3, !parts[0].isEmpty, !parts[1].isEmpty, !name.contains("\\") else { return nil }
+        let realm = configuration.realm ?? (try? context.defaultRealm())
+        if parts.count == 2, let realm, parts[1].caseInsensitiveCompare(realm) == .orderedSame { return nil }
+        var qualified = name
+        if parts.count == 2, let configured = configuration.realm { qualified += "@\(configured)" }
+        return try Principal(parsing: qualified, in: context, options: .enterprise)
     }
 
     private func baseOptions(for client: Principal) throws -> InitialCredentialsOptions {
@@ -237,6 +252,7 @@ struct LoginAttempt {
         options.forwardable = configuration.forwardable
         options.preauthOptions = configuration.preauthOptions.map { ($0.name, $0.value) }
         options.fastRequired = configuration.fastRequired
+        if configuration.canonicalize || configuration.enterpriseNames { options.canonicalize = true }
         if let armor = try armorCache(for: client) { options.armor = .cache(armor) }
         return options
     }
