@@ -115,8 +115,8 @@ wait_kdc() { # CONFIG USER PASSWORD
 
 # The domain itself is provisioned once, offline (samba-tool and ldbmodify work on sam.ldb directly), into a
 # template next to the cached root, and copied for each realm: provisioning takes tens of seconds, a copy
-# (about 45 MB) under one. Only smb.conf holds the directory's path. The template is made again whenever this
-# script or kdc-root.sh changes.
+# (about 45 MB) under one. Only smb.conf holds the directory's path. The template is made again whenever the
+# functions that make it or kdc-root.sh change.
 AD_TEMPLATE=${AD_TEMPLATE:-$(dirname "$KDC_ROOT")/ad-template}
 
 provision() { # DIR — the domain, its users, WS1$ and its keytab, in DIR; template.env with what was made
@@ -180,7 +180,8 @@ EOF
 
 ensure_template() {
     local stamp
-    stamp=$(cat "$SCRIPT" "$(dirname "$SCRIPT")/kdc-root.sh" | sha256sum | cut -c1-16)
+    stamp=$({ declare -f provision add_user set_password ldb_modify samba_tool base_dn user_dn
+              echo "$AD_REALM $AD_DOMAIN $AD_DNS_DOMAIN $AD_ADDRESS $UPN_SUFFIX"; cat "$(dirname "$SCRIPT")/kdc-root.sh"; } | sha256sum | cut -c1-16)
     [ "$(cat "$AD_TEMPLATE/.stamp" 2>/dev/null)" = "$stamp" ] && return 0
     exec 7>"$AD_TEMPLATE.lock"; flock 7
     if [ "$(cat "$AD_TEMPLATE/.stamp" 2>/dev/null)" != "$stamp" ]; then
@@ -209,6 +210,9 @@ up() {
     rm -f "$dir/samba/run/"*.pid
     sed -i "s|$AD_TEMPLATE/|$dir/|g" "$dir/samba/etc/smb.conf"
     if grep -qF "$AD_TEMPLATE/" "$dir/samba/etc/smb.conf"; then die "smb.conf still names the template"; fi
+    # The KDC logs every AS-REQ and TGS-REQ (Heimdal's "Kerberos: AS-REQ alice@AD.EXAMPLE from …" lines): the
+    # tests count exchanges there.
+    sed -i "s|^\tinterfaces = |\tlog file = $dir/samba/log.samba\n\tlog level = 1 kerberos:3\n\tinterfaces = |" "$dir/samba/etc/smb.conf"
     local admin_password; admin_password=$(sed -n 's/^ADMIN_PASSWORD=//p' "$AD_TEMPLATE/template.env")
 
     cat > "$dir/krb5.conf" <<EOF
@@ -256,6 +260,7 @@ EXPIRED_PASSWORD=Expired-Passw0rd1
 COMPUTER_PRINCIPAL=WS1\$@$AD_REALM
 HOST_PRINCIPAL=host/ws1.$AD_DNS_DOMAIN@$AD_REALM
 HOST_KEYTAB=$dir/ws1.keytab
+KDC_LOG=$dir/samba/log.samba
 REALM_SCRIPT=$SCRIPT
 REALM_DIR=$dir
 EOF

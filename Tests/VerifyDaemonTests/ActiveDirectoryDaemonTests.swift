@@ -66,6 +66,30 @@ struct ActiveDirectoryDaemonTests {
         await fixture.stop()
     }
 
+    /// The AS-REQ and TGS-REQ lines the DC's KDC logged for `user` so far.
+    private func kdcRequests(_ user: String) throws -> (asRequests: Int, tgsRequests: Int) {
+        let lines = try String(contentsOfFile: ad["KDC_LOG"], encoding: .utf8).split(separator: "\n")
+        return (lines.filter { $0.contains("AS-REQ \(user)@\(ad.realm) from ") }.count,
+                lines.filter { $0.contains("TGS-REQ \(user)@\(ad.realm) from ") }.count)
+    }
+
+    @Test("a password-only login is one AS exchange once the etype info is learnt (the DC's explicit 4096 iterations included), with no TGS exchange")
+    func oneExchange() async throws {
+        let user = try ad.addUser(prefix: "one", password: "One-Passw0rd1")
+        // TCP from the start: otherwise every AS exchange with the DC is a UDP attempt answered RESPONSE_TOO_BIG, then TCP.
+        let tcp = ad.directory + "/krb5-tcp-\(getpid()).conf"
+        try "[libdefaults]\n udp_preference_limit = 1\n".write(toFile: tcp, atomically: true, encoding: .utf8)
+        let fixture = try await DaemonFixture.start(ad) { $0.login.krb5 = .files(tcp, ad.configFile) }
+        #expect(try fixture.sasl(user, "One-Passw0rd1") == .ok, "the first login learns the etype info")
+        let before = try kdcRequests(user)
+        #expect(before.asRequests >= 2)
+        #expect(try fixture.sasl(user, "One-Passw0rd1") == .ok)
+        let after = try kdcRequests(user)
+        #expect(after.asRequests - before.asRequests == 1, "\(before) → \(after)")
+        #expect(after.tgsRequests == before.tgsRequests, "the verification ticket comes from the AS")
+        await fixture.stop()
+    }
+
     @Test("a renamed account: the first login and later ones follow the DC's salt (old sAMAccountName), also after the salt changes")
     func renamedAccount() async throws {
         let created = try ad.addUser(prefix: "rn", password: "Renamed-Passw0rd1")
