@@ -50,6 +50,7 @@ let package = Package(
             name: "VerifyDaemon",
             dependencies: [
                 "LoginService", "LoginProtocol",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -94,6 +95,7 @@ let package = Package(
 
         .testTarget(name: "KerberosTests", dependencies: ["Kerberos", "CKrb5", "TestRealm"], swiftSettings: strict),
         .testTarget(name: "LoginProtocolTests", dependencies: ["LoginProtocol"], swiftSettings: strict),
+        .testTarget(name: "LoginServiceTests", dependencies: ["LoginService", "Kerberos"], swiftSettings: strict),
         .testTarget(
             name: "VerifyDaemonTests",
             dependencies: ["VerifyDaemon", "TestRealm", "CKrb5", .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle")],

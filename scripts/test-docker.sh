@@ -36,7 +36,7 @@ image=localhost/swift-kerberos-kdc:$(cat "$root"/Docker/kdc/* | sha256sum | cut 
 
 ports=$(python3 -c '
 import socket
-ss=[socket.socket() for _ in range(5)]
+ss=[socket.socket() for _ in range(6)]
 [s.bind(("127.0.0.1",0)) for s in ss]
 print(" ".join(str(s.getsockname()[1]) for s in ss))')
 # The host's network (the replica KDC and kpropd of the failover suite, started through container-exec,

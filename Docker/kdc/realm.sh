@@ -50,7 +50,6 @@ write_kdc_conf() { # DIR DBDIR KDC_PORT KADMIN_PORT KPASSWD_PORT RADIUS_PORT PKI
 [kdcdefaults]
  kdc_listen = $BIND_ADDR:$3
  kdc_tcp_listen = $BIND_ADDR:$3
- restrict_anonymous_to_tgt = true
 
 [realms]
  $REALM = {
@@ -84,7 +83,21 @@ EOF
     echo "*/admin@$REALM *" > "$db/kadm5.acl"
 }
 
-write_client_conf() { # FILE KDC_PORT ANCHOR [ADMIN_PORT KPASSWD_PORT]
+write_client_conf() { # FILE KDC_PORT ANCHOR [ADMIN_PORT KPASSWD_PORT [OTHER_KDC_PORT]]
+    local other_realm="" capaths=""
+    if [ -n "${6:-}" ]; then
+        other_realm="$OTHER_REALM = {
+  kdc = 127.0.0.1:$6
+ }"
+        capaths="
+[capaths]
+ $OTHER_REALM = {
+  $REALM = .
+ }
+ $REALM = {
+  $OTHER_REALM = .
+ }"
+    fi
     cat > "$1" <<EOF
 [libdefaults]
  default_realm = $REALM
@@ -102,11 +115,33 @@ write_client_conf() { # FILE KDC_PORT ANCHOR [ADMIN_PORT KPASSWD_PORT]
   ${5:+kpasswd_server = 127.0.0.1:$5}
   pkinit_anchors = FILE:$3
  }
+ $other_realm
 
 [domain_realm]
  localhost = $REALM
  $HOSTNAME_FQDN = $REALM
+$capaths
 EOF
+}
+
+write_other_kdc_conf() { # DIR PORT: the second realm, which trusts ours and is trusted by it
+    cat > "$1/other/kdc.conf" <<EOF
+[kdcdefaults]
+ kdc_listen = $BIND_ADDR:$2
+ kdc_tcp_listen = $BIND_ADDR:$2
+
+[realms]
+ $OTHER_REALM = {
+  database_name = $1/other/principal
+  key_stash_file = $1/other/stash
+  acl_file = $1/other/kadm5.acl
+  supported_enctypes = aes256-cts-hmac-sha1-96:normal aes128-cts-hmac-sha1-96:normal
+ }
+
+[logging]
+ kdc = FILE:$1/other/kdc.log
+EOF
+    : > "$1/other/kadm5.acl"
 }
 
 make_certs() { # DIR
@@ -411,11 +446,13 @@ restart_kdc() { # DIR primary|replica: start a KDC again after it was stopped or
 up() {
     local dir=$1
     [ -e "$dir" ] && [ -n "$(ls -A "$dir" 2>/dev/null)" ] && die "$dir exists and is not empty"
-    mkdir -p "$dir/db" "$dir/rogue" "$dir/tokens"
+    mkdir -p "$dir/db" "$dir/rogue" "$dir/other" "$dir/tokens"
     dir=$(readlink -f "$dir")
     HOSTNAME_FQDN=$(hostname -f 2>/dev/null || hostname)
     HOSTNAME_FQDN=${HOSTNAME_FQDN,,}
-    read -r KDC_PORT KADMIN_PORT KPASSWD_PORT RADIUS_PORT ROGUE_KDC_PORT <<< "${FIXED_PORTS:-$(free_ports 5)}"
+    read -r KDC_PORT KADMIN_PORT KPASSWD_PORT RADIUS_PORT ROGUE_KDC_PORT OTHER_KDC_PORT <<< "${FIXED_PORTS:-$(free_ports 6)}"
+    [ -n "$OTHER_KDC_PORT" ] || die "FIXED_PORTS needs six ports: KDC KADMIN KPASSWD RADIUS ROGUE OTHER"
+    OTHER_REALM=OTHER.$REALM OTHER_USER=xuser OTHER_USER_PASSWORD=xuser-Passw0rd
     USER=alice USER_PASSWORD=alice-Passw0rd ROGUE_PASSWORD=attacker-Chosen1
     DISABLED_USER=disabled DISABLED_PASSWORD=disabled-Passw0rd EXPIRED_USER=expired EXPIRED_PASSWORD=expired-Passw0rd
     KEYTAB_CLIENT=kcuser PKINIT_USER=pkuser PKINIT_KEY_PASSPHRASE=pkinit-Phrase1
@@ -430,7 +467,8 @@ up() {
     write_kdc_conf "$dir" "$dir/rogue" "$ROGUE_KDC_PORT" 0 0 "$RADIUS_PORT"
     sed -i '/kadmind_listen\|kpasswd_listen\|pkinit_/d' "$dir/rogue/kdc.conf"
     ln -sf db/kdc.conf "$dir/kdc.conf"
-    write_client_conf "$dir/krb5.conf" "$KDC_PORT" "$dir/ca.pem" "$KADMIN_PORT" "$KPASSWD_PORT"
+    write_client_conf "$dir/krb5.conf" "$KDC_PORT" "$dir/ca.pem" "$KADMIN_PORT" "$KPASSWD_PORT" "$OTHER_KDC_PORT"
+    write_other_kdc_conf "$dir" "$OTHER_KDC_PORT"
     printf '\n[plugins]\n clpreauth = {\n  module = question:%s\n }\n' "$dir/preauth-question.so" >> "$dir/krb5.conf"
     write_client_conf "$dir/krb5-rogue.conf" "$ROGUE_KDC_PORT" "$dir/ca.pem"
     write_client_conf "$dir/krb5-otherca.conf" "$KDC_PORT" "$dir/otherca.pem"
@@ -471,6 +509,18 @@ up() {
         KRB5_CONFIG=$dir/krb5-rogue.conf KRB5_KDC_PROFILE=$dir/rogue/kdc.conf kadmin.local -r "$REALM" addprinc -randkey "$p" >/dev/null 2>&1 || true
     done
 
+    # The other realm: a user of its own, and a two-way trust with ours (the same krbtgt keys on both sides).
+    local trust; trust=$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
+    KRB5_KDC_PROFILE=$dir/other/kdc.conf kdb5_util create -s -r "$OTHER_REALM" -P "other-$master" >/dev/null
+    KRB5_KDC_PROFILE=$dir/other/kdc.conf kadmin.local -r "$OTHER_REALM" addprinc -pw "$OTHER_USER_PASSWORD" +requires_preauth "$OTHER_USER" >/dev/null
+    local side side_realm tgt
+    for side in other db; do
+        side_realm=$REALM; [ $side = other ] && side_realm=$OTHER_REALM
+        for tgt in "krbtgt/$REALM@$OTHER_REALM" "krbtgt/$OTHER_REALM@$REALM"; do
+            KRB5_KDC_PROFILE=$dir/$side/kdc.conf kadmin.local -r "$side_realm" addprinc -pw "$trust-$tgt" "$tgt" >/dev/null
+        done
+    done
+
     cat > "$dir/softhsm2.conf" <<EOF
 directories.tokendir = $dir/tokens
 objectstore.backend = file
@@ -492,6 +542,11 @@ KADMIN_PORT=$KADMIN_PORT
 KPASSWD_PORT=$KPASSWD_PORT
 RADIUS_PORT=$RADIUS_PORT
 ROGUE_KDC_PORT=$ROGUE_KDC_PORT
+OTHER_KDC_PORT=$OTHER_KDC_PORT
+OTHER_REALM=$OTHER_REALM
+OTHER_USER=$OTHER_USER
+OTHER_USER_PASSWORD=$OTHER_USER_PASSWORD
+OTHER_KDC_PROFILE=$dir/other/kdc.conf
 KRB5_CONFIG_FILE=$dir/krb5.conf
 KRB5_ROGUE_CONFIG_FILE=$dir/krb5-rogue.conf
 KRB5_OTHERCA_CONFIG_FILE=$dir/krb5-otherca.conf
@@ -544,9 +599,11 @@ start() { # DIR: start every daemon and wait until the realm answers
     KRB5_KDC_PROFILE=$dir/db/kdc.conf KRB5_CONFIG=$dir/krb5.conf krb5kdc -r "$REALM" -P "$dir/krb5kdc.pid"
     KRB5_KDC_PROFILE=$dir/db/kdc.conf KRB5_CONFIG=$dir/krb5.conf kadmind -r "$REALM" -P "$dir/kadmind.pid"
     KRB5_KDC_PROFILE=$dir/rogue/kdc.conf KRB5_CONFIG=$dir/krb5-rogue.conf krb5kdc -r "$REALM" -P "$dir/rogue.pid"
+    KRB5_KDC_PROFILE=$dir/other/kdc.conf KRB5_CONFIG=$dir/krb5.conf krb5kdc -r "$OTHER_REALM" -P "$dir/other.pid"
     start_radius "$dir"
-    if ! wait_kdc "$dir/krb5.conf" "$USER" "$USER_PASSWORD" || ! wait_kdc "$dir/krb5-rogue.conf" "$USER" "$ROGUE_PASSWORD"; then
-        tail -n 20 "$dir"/db/kdc.log "$dir"/rogue/kdc.log >&2 || true
+    if ! wait_kdc "$dir/krb5.conf" "$USER" "$USER_PASSWORD" || ! wait_kdc "$dir/krb5-rogue.conf" "$USER" "$ROGUE_PASSWORD" \
+        || ! wait_kdc "$dir/krb5.conf" "$OTHER_USER@$OTHER_REALM" "$OTHER_USER_PASSWORD"; then
+        tail -n 20 "$dir"/db/kdc.log "$dir"/rogue/kdc.log "$dir"/other/kdc.log >&2 || true
         down "$dir"; die "the KDCs did not come up"
     fi
     for _ in $(seq 50); do
@@ -561,7 +618,7 @@ start() { # DIR: start every daemon and wait until the realm answers
 down() {
     local dir=$1
     [ -d "$dir" ] || return 0
-    for p in krb5kdc kadmind rogue radius replica/krb5kdc replica/kpropd; do stop_pid "$dir/$p.pid"; done
+    for p in krb5kdc kadmind rogue other radius replica/krb5kdc replica/kpropd; do stop_pid "$dir/$p.pid"; done
 }
 
 # A realm served from a container (make test-docker) has DIR/container-exec, which runs a command inside

@@ -83,6 +83,34 @@ public final class Context {
         return String(cString: realm!)
     }
 
+    /// The realms named in the configuration's `[realms]` section, in file order.
+    ///
+    /// The corresponding C functions are `krb5_get_profile` and `profile_get_subsection_names`.
+    public func configuredRealms() throws(KerberosError) -> [String] {
+        var profile: profile_t?
+        try check(krb5_get_profile(raw, &profile))
+        defer { profile_release(profile) }
+        var names: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?
+        let code = withUnsafeTemporaryAllocation(of: UnsafePointer<CChar>?.self, capacity: 2) { path in
+            "realms".withCString { section in
+                path[0] = section
+                path[1] = nil
+                return profile_get_subsection_names(profile, path.baseAddress, &names)
+            }
+        }
+        // A configuration without a [realms] section is no error: it names no realm.
+        if code == PROF_NO_SECTION || code == PROF_NO_RELATION { return [] }
+        try check(krb5_error_code(truncatingIfNeeded: code))
+        defer { profile_free_list(names) }
+        var realms: [String] = []
+        var index = 0
+        while let name = names?[index] {
+            realms.append(String(cString: name))
+            index += 1
+        }
+        return realms
+    }
+
     /// Throws a ``KerberosError`` with this context's message when `code` is not zero.
     func check(_ code: krb5_error_code, reason: KerberosError.Reason? = nil, file: String = #fileID, line: Int = #line) throws(KerberosError) {
         if code != 0 {

@@ -31,7 +31,7 @@ public struct SaslauthdRequest: Sendable {
     }
 
     /// Whether `name` contains an `@` that is not escaped with a backslash.
-    static func hasRealm(_ name: String) -> Bool {
+    package static func hasRealm(_ name: String) -> Bool {
         var escaped = false
         for character in name.utf8 {
             if escaped { escaped = false; continue }

@@ -5,29 +5,63 @@ import Kerberos
 /// default salt failed. Both are public knowledge (the KDC tells anyone who asks), never secrets.
 ///
 /// Bounded: each table is forgotten wholesale when it reaches `capacity` names, which costs one more
-/// exchange per principal afterwards and nothing else.
+/// exchange per principal afterwards and nothing else. Etype info that arrived without FAST is kept only
+/// for `unarmoredLifetime`: anyone on the path could have chosen it.
 final class LearntPreauth: Sendable {
+    private struct Learnt {
+        var info: EncryptionInfo
+        /// When info learnt without FAST stops being used; nil for armored info.
+        var expires: ContinuousClock.Instant?
+    }
+
     private struct Tables {
-        var encryptionInfo: [String: EncryptionInfo] = [:]
+        var encryptionInfo: [String: Learnt] = [:]
         var optimisticRefusals: Set<String> = []
     }
 
     private let tables = Locked(Tables())
     private let capacity: Int
+    private let unarmoredLifetime: Duration
 
-    init(capacity: Int = 100_000) {
+    init(capacity: Int = 100_000, unarmoredLifetime: Duration = .seconds(300)) {
         self.capacity = capacity
+        self.unarmoredLifetime = unarmoredLifetime
     }
 
-    /// The etype info learnt for `principal`, if any.
-    func encryptionInfo(for principal: String) -> EncryptionInfo? {
-        tables.withLock { $0.encryptionInfo[principal] }
+    /// The etype info learnt for `principal`, if any and still trusted.
+    func encryptionInfo(for principal: String, now: ContinuousClock.Instant = .now) -> EncryptionInfo? {
+        tables.withLock { tables in
+            guard let learnt = tables.encryptionInfo[principal] else { return nil }
+            if let expires = learnt.expires, expires <= now {
+                tables.encryptionInfo[principal] = nil
+                return nil
+            }
+            return learnt.info
+        }
     }
 
-    func remember(_ info: EncryptionInfo, for principal: String) {
+    /// Remembers what the KDC said of `principal`'s key; `armored` when the answer came inside FAST.
+    func remember(_ info: EncryptionInfo, for principal: String, armored: Bool, now: ContinuousClock.Instant = .now) {
         tables.withLock { tables in
             if tables.encryptionInfo.count >= capacity { tables.encryptionInfo.removeAll() }
-            tables.encryptionInfo[principal] = info
+            tables.encryptionInfo[principal] = Learnt(info: info, expires: armored ? nil : now + unarmoredLifetime)
+        }
+    }
+
+    /// Runs `attempt` with the known etype info (learnt first when there is none). When the KDC refuses the
+    /// key, either the password is wrong or the principal's salt or enctype changed since it was learnt:
+    /// asking again counts no failure at the KDC, and the attempt is repeated once only if it changed. At
+    /// most one re-learn per login, however often the KDC's answer changes.
+    static func withOneRelearn<Result>(
+        known: EncryptionInfo?, learn: () throws -> EncryptionInfo, attempt: (EncryptionInfo) throws -> Result
+    ) throws -> Result {
+        let info = try known ?? learn()
+        do {
+            return try attempt(info)
+        } catch let error as KerberosError where error.reason == .badPassword {
+            let current = try learn()
+            guard current != info else { throw error }
+            return try attempt(current)
         }
     }
 

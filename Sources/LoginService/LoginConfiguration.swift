@@ -21,8 +21,18 @@ public struct LoginConfiguration: Sendable {
     public var serverPrincipal: String?
     /// The realm appended to names that have none; nil means the default realm.
     public var realm: String?
+    /// The realms whose principals may log in; names of any other realm are refused before any KDC is
+    /// contacted. nil means the default realm, ``realm``, and every realm named in krb5.conf's `[realms]`.
+    public var realms: [String]?
+    /// Settings of their own for logins of some realms (a keytab, server principal or armor that the
+    /// general ones do not cover), by realm name. ``applying(realm:)`` puts them in place.
+    public var realmSettings: [String: RealmSettings] = [:]
     /// FAST armor for each login.
     public var armor: ArmorSource
+    /// The keytab principal whose TGT armors logins when ``armor`` is `.keytab`; nil picks the keytab's
+    /// computer account (`NAME$@REALM`, as Active Directory requires) of the login's realm, else its first
+    /// entry of that realm, else its first entry.
+    public var armorPrincipal: String?
     /// Fail closed when the exchange cannot be protected by FAST.
     public var fastRequired: Bool
     /// Verify credentials against the keytab. Only a flag whose name says "insecure" may turn this off.
@@ -67,6 +77,38 @@ public struct LoginConfiguration: Sendable {
     /// results then carry the account's own name (`alice@AD.EXAMPLE` for a login as `ALICE`).
     public var canonicalize: Bool
 
+    /// What may differ for the logins of one realm; nil keeps the general setting.
+    public struct RealmSettings: Sendable, Hashable {
+        /// The keytab that verifies this realm's logins (and holds its keytab armor).
+        public var keytab: String?
+        /// The service principal this realm's logins are verified against.
+        public var serverPrincipal: String?
+        /// FAST armor for this realm's logins.
+        public var armor: ArmorSource?
+        /// The keytab principal whose TGT armors this realm's logins.
+        public var armorPrincipal: String?
+
+        /// Settings with the given members.
+        public init(keytab: String? = nil, serverPrincipal: String? = nil, armor: ArmorSource? = nil, armorPrincipal: String? = nil) {
+            self.keytab = keytab
+            self.serverPrincipal = serverPrincipal
+            self.armor = armor
+            self.armorPrincipal = armorPrincipal
+        }
+    }
+
+    /// This configuration as it applies to logins of `realm`: that realm's ``realmSettings`` over the
+    /// general ones.
+    public func applying(realm: String) -> LoginConfiguration {
+        guard let settings = realmSettings[realm] else { return self }
+        var configuration = self
+        if let keytab = settings.keytab { configuration.keytab = keytab }
+        if let server = settings.serverPrincipal { configuration.serverPrincipal = server }
+        if let armor = settings.armor { configuration.armor = armor }
+        if let principal = settings.armorPrincipal { configuration.armorPrincipal = principal }
+        return configuration
+    }
+
     /// One `krb5_get_init_creds_opt_set_pa` name and value.
     public struct PreauthOption: Sendable, Hashable {
         /// The option's name, such as `X509_user_identity`.
@@ -87,8 +129,11 @@ public struct LoginConfiguration: Sendable {
         armor: ArmorSource = .none, fastRequired: Bool = false, verify: Bool = true,
         ticketLifetime: Duration? = nil, renewLifetime: Duration? = nil, forwardable: Bool? = nil,
         preauthOptions: [PreauthOption] = [], outputCache: String? = nil, optimisticPreauth: Bool = false,
-        learnedPreauth: Bool = true, directVerificationTicket: Bool = true, enterpriseNames: Bool = false, canonicalize: Bool = false
+        learnedPreauth: Bool = true, directVerificationTicket: Bool = true, realms: [String]? = nil, armorPrincipal: String? = nil,
+        enterpriseNames: Bool = false, canonicalize: Bool = false
     ) {
+        self.realms = realms
+        self.armorPrincipal = armorPrincipal
         self.outputCache = outputCache
         self.krb5 = krb5
         self.keytab = keytab

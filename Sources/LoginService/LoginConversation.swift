@@ -51,6 +51,9 @@ public final class LoginConversation: Sendable {
 
     var answers: LoginAnswers { state.withLock { $0.answers } }
 
+    /// The password given so far (up front or in an answer), if any.
+    public var password: Secret? { answers.password }
+
     /// The answers given so far (for a relay that forwards them, such as `krb5-login --daemon`).
     public var initialAnswers: LoginAnswers { answers }
 

@@ -1,6 +1,7 @@
 public import Kerberos
 public import LoginProtocol
 import Foundation
+import Synchronization
 
 /// Verified logins on a pool of dedicated krb5 threads: initial credentials (armored as configured),
 /// then `krb5_verify_init_creds` with nofail against the keytab.
@@ -16,12 +17,37 @@ public final class LoginService: Sendable {
     public let resultCache: ResultCache?
     /// What earlier logins taught about principals' keys (shared by the workers).
     private let learnt = LearntPreauth()
+    /// The checks every name passes before a KDC exchange (realm allow-list, anonymous refusal).
+    private let names: LoginNames
+    /// A context of the service's own for ``resolve(_:)``, which callers use from any thread, one at a time.
+    private let resolver: Mutex<Context>
 
     /// Starts `threads` krb5 worker threads, each with its own context.
     public init(configuration: LoginConfiguration, threads: Int = 2, resultCacheTTL: Duration? = nil) throws {
         self.configuration = configuration
         self.executor = try KerberosExecutor(threads: threads, configuration: configuration.krb5)
         self.resultCache = resultCacheTTL.map { ResultCache(ttl: $0) }
+        let context = try Context(configuration.krb5)
+        self.names = try LoginNames(configuration: configuration, context: context)
+        self.resolver = Mutex(context)
+    }
+
+    /// The realms whose principals may log in (``LoginConfiguration/realms`` or its default).
+    public var allowedRealms: Set<String> { names.allowedRealms }
+
+    /// The canonical name of the principal `name` stands for (`alice@REALM`, as `krb5_unparse_name` writes
+    /// it), or the answer that refuses the login without any KDC exchange: an empty or malformed name,
+    /// `WELLKNOWN/ANONYMOUS`, a realm outside ``allowedRealms``.
+    ///
+    /// Parsing reads only the loaded configuration (no I/O), so an event loop may call this.
+    public func resolve(_ name: String) -> ResolvedName {
+        resolver.withLock { context in
+            do throws(LoginRefusal) {
+                return .principal(try names.client(name, in: context).name())
+            } catch {
+                return .refused(error.result)
+            }
+        }
     }
 
     /// Finishes queued work and stops the threads.
@@ -37,7 +63,8 @@ public final class LoginService: Sendable {
     }
 
     /// Logs in with a password only and calls `completion` on a worker thread; never touches Swift's
-    /// cooperative pool, so an event loop can use it directly.
+    /// cooperative pool, so an event loop can use it directly. The result cache, when on, is keyed on
+    /// `principal` as given: callers pass the canonical name from ``resolve(_:)``.
     public func verifyPassword(principal: String, password: Secret, completion: @escaping @Sendable (LoginResult) -> Void) {
         if let cached = resultCache?.lookup(principal: principal, password: password) {
             completion(cached)
@@ -74,8 +101,9 @@ public final class LoginService: Sendable {
                 completion(.finished(.failed(.internal, "The login service is shutting down", principal: conversation.principal), info: []))
                 return
             }
-            let step = LoginAttempt(context: context, configuration: configuration, conversation: conversation, learnt: self.learnt, passwordOnly: passwordOnly).run()
-            if case .finished(let result, _) = step, !result.ok { self.resultCache?.invalidate(principal: conversation.principal) }
+            let step = LoginAttempt(context: context, configuration: configuration, names: self.names, conversation: conversation,
+                                    learnt: self.learnt, passwordOnly: passwordOnly).run()
+            if case .finished(let result, _) = step, !result.ok { self.resultCache?.invalidate(principal: result.principal ?? conversation.principal) }
             completion(step)
         }
     }
@@ -85,7 +113,12 @@ public final class LoginService: Sendable {
     ///
     /// > Warning: Blocks; never call from Swift's cooperative pool.
     public static func stepBlocking(_ conversation: LoginConversation, configuration: LoginConfiguration, context: Context) -> LoginStep {
-        LoginAttempt(context: context, configuration: configuration, conversation: conversation, learnt: LearntPreauth(), passwordOnly: false).run()
+        let names: LoginNames
+        do throws(KerberosError) { names = try LoginNames(configuration: configuration, context: context) } catch {
+            return .finished(.failed(.internal, "Cannot read the krb5 configuration: \(error.message)", principal: conversation.principal), info: [])
+        }
+        return LoginAttempt(context: context, configuration: configuration, names: names, conversation: conversation,
+                            learnt: LearntPreauth(), passwordOnly: false).run()
     }
 }
 
@@ -95,18 +128,32 @@ private struct NeedsAnswers: Error {}
 /// One replay of the exchange on a worker thread.
 struct LoginAttempt {
     let context: Context
-    let configuration: LoginConfiguration
+    /// The service's configuration; once the client is known, as it applies to the client's realm.
+    var configuration: LoginConfiguration
+    let names: LoginNames
     let conversation: LoginConversation
     let learnt: LearntPreauth
     /// A login that can answer nothing but the password (saslauthd): no question will follow.
     let passwordOnly: Bool
 
     func run() -> LoginStep {
+        let client: Principal
+        do throws(LoginRefusal) {
+            client = try names.client(conversation.principal, in: context)
+        } catch {
+            return .finished(error.result, info: [])
+        }
+        var attempt = self
+        attempt.configuration = configuration.applying(realm: client.realm)
+        return attempt.run(for: client)
+    }
+
+    private func run(for client: Principal) -> LoginStep {
         var info: [String] = []
         var missing: [LoginQuestion] = []
         let answers = conversation.answers
+        let principal = client.name()
         do {
-            let client = try clientPrincipal()
             var options = try baseOptions(for: client)
             options.responder = Responder { questions in
                 try respond(questions, answers: answers, missing: &missing)
@@ -118,9 +165,12 @@ struct LoginAttempt {
             options.expireCallback = { expiry in
                 if let message = Self.expiryMessage(expiry) { info.append(message) }
             }
-            // Not with canonicalization: AD then answers with the service's canonical name, which MIT refuses
+            // A ticket straight from the AS only for the server's own realm: a user of another realm is
+            // verified through the TGS path (cross-realm), since the AS of the user's realm cannot issue it.
+            // Nor with canonicalization: AD then answers with the service's canonical name, which MIT refuses
             // for any AS service but krbtgt ("KDC reply did not match expectations").
-            if configuration.verify && configuration.directVerificationTicket && configuration.outputCache == nil && options.canonicalize != true {
+            if configuration.verify && configuration.directVerificationTicket && configuration.outputCache == nil,
+               options.canonicalize != true, try verificationServer().realm == client.realm {
                 options.service = try verificationServer().name()
             }
             let credentials: Credentials
@@ -128,6 +178,11 @@ struct LoginAttempt {
                 credentials = try initialCredentials(client: client, password: answers.password, options: options)
             } catch is NeedsAnswers {
                 return .questions(id: conversation.await(missing), missing, info: info)
+            }
+            // The ticket must be for the principal asked for (or the KDC's canonical spelling of it when
+            // canonicalization was asked for), whatever the KDC chose to answer.
+            if options.canonicalize != true && credentials.client != principal {
+                return .finished(.failed(.badCredentials, "The KDC issued credentials for \(credentials.client), not \(principal)", principal: principal), info: info)
             }
             if configuration.verify {
                 try context.verify(credentials, options: verificationOptions())
@@ -141,11 +196,11 @@ struct LoginAttempt {
         } catch let error as KerberosError {
             if error.reason == .verificationFailed || error.reason == .kdcUnreachable {
                 // A cached armor ticket may be what failed; get a fresh one next time.
-                context.discardReusable(ArmorCache.key)
+                context.discardReusable(ArmorCache.key(client.realm))
             }
-            return .finished(.failed(LoginResult.Failure(error.reason), Self.message(for: error), principal: conversation.principal), info: info)
+            return .finished(.failed(LoginResult.Failure(error.reason), Self.message(for: error), principal: principal), info: info)
         } catch {
-            return .finished(.failed(.internal, "Unexpected error", principal: conversation.principal), info: info)
+            return .finished(.failed(.internal, "Unexpected error", principal: principal), info: info)
         }
     }
 
@@ -158,24 +213,19 @@ struct LoginAttempt {
             return try context.initialCredentials(for: client, password: nil, options: options)
         }
         if passwordOnly && configuration.learnedPreauth {
-            var info = try learnt.encryptionInfo(for: name) ?? learn(client, options: options)
-            while true {
-                guard info.allowsOptimisticPreauth else {
-                    return try context.initialCredentials(for: client, password: password, options: options)
-                }
-                options.preauthTypes = [.encryptedTimestamp]
-                options.encryptionTypes = [info.encryptionType]
-                options.salt = info.salt
-                do {
+            return try LearntPreauth.withOneRelearn(
+                known: learnt.encryptionInfo(for: name),
+                learn: { try learn(client, options: options) },
+                attempt: { info in
+                    guard info.allowsOptimisticPreauth else {
+                        return try context.initialCredentials(for: client, password: password, options: options)
+                    }
+                    var options = options
+                    options.preauthTypes = [.encryptedTimestamp]
+                    options.encryptionTypes = [info.encryptionType]
+                    options.salt = info.salt
                     return try initialCredentials(client: client, password: password, info: info, options: options)
-                } catch let error as KerberosError where error.reason == .badPassword {
-                    // Either the password is wrong or the principal's key changed salt or enctype since it
-                    // was learnt. Asking again counts no failure at the KDC; retry only when it changed.
-                    let current = try learn(client, options: options)
-                    guard current != info else { throw error }
-                    info = current
-                }
-            }
+                })
         }
         let optimistic = configuration.optimisticPreauth && !learnt.refusesOptimistic(name)
         guard optimistic else {
@@ -217,32 +267,10 @@ struct LoginAttempt {
         request.encryptionTypes = nil
         request.salt = nil
         let info = try context.encryptionInfo(for: client, options: request)
-        learnt.remember(info, for: client.name())
+        // Etype info that came without FAST could have been chosen by whoever sits on the path: it is
+        // trusted only for a while, so one downgrade does not persist.
+        learnt.remember(info, for: client.name(), armored: request.armor != nil)
         return info
-    }
-
-    private func clientPrincipal() throws -> Principal {
-        let name = conversation.principal
-        guard !name.isEmpty else {
-            throw KerberosError(code: -1, message: "The principal is empty", reason: .invalidRequest)
-        }
-        if configuration.enterpriseNames, let enterprise = try enterprisePrincipal(name) { return enterprise }
-        if let realm = configuration.realm, !name.contains("@") {
-            return try Principal(parsing: "\(name)@\(realm)", in: context)
-        }
-        return try Principal(parsing: name, in: context)
-    }
-
-    /// `user@suffix` (or `user@suffix@REALM`) as an NT-ENTERPRISE name; nil for a name without `@` or whose
-    /// suffix is the realm itself, which stay ordinary names.
-    private func enterprisePrincipal(_ name: String) throws -> Principal? {
-        let parts = name.split(separator: "@", omittingEmptySubsequences: false)
-        guard parts.count == 2 || parts.count == 3, !parts[0].isEmpty, !parts[1].isEmpty, !name.contains("\\") else { return nil }
-        let realm = configuration.realm ?? (try? context.defaultRealm())
-        if parts.count == 2, let realm, parts[1].caseInsensitiveCompare(realm) == .orderedSame { return nil }
-        var qualified = name
-        if parts.count == 2, let configured = configuration.realm { qualified += "@\(configured)" }
-        return try Principal(parsing: qualified, in: context, options: .enterprise)
     }
 
     private func baseOptions(for client: Principal) throws -> InitialCredentialsOptions {
@@ -257,10 +285,11 @@ struct LoginAttempt {
         return options
     }
 
-    /// The worker's armor cache for this realm, renewed a minute before its ticket expires.
+    /// The worker's armor cache for the client's realm (a realm's KDC accepts only its own armor),
+    /// renewed a minute before its ticket expires.
     private func armorCache(for client: Principal) throws -> CredentialCache? {
         guard configuration.armor != .none else { return nil }
-        let key = ArmorCache.key
+        let key = ArmorCache.key(client.realm)
         if let cached = context.reusable(key, make: { ArmorCache(cache: nil, expires: .distantPast) }) as ArmorCache?,
            let cache = cached.cache, cached.expires.timeIntervalSinceNow > 60 {
             return cache
@@ -272,8 +301,8 @@ struct LoginAttempt {
                 getTicket = { try context.anonymousCredentials(realm: client.realm, options: $0) }
             case .keytab:
                 let keytab = try verificationKeytab()
-                let service = try configuration.serverPrincipal == nil ? firstKeytabPrincipal(keytab) : verificationServer()
-                getTicket = { try context.initialCredentials(for: service, keytab: keytab, options: $0) }
+                let armorClient = try armorPrincipal(in: keytab, realm: client.realm)
+                getTicket = { try context.initialCredentials(for: armorClient, keytab: keytab, options: $0) }
             case .none:
                 return nil
             }
@@ -292,15 +321,22 @@ struct LoginAttempt {
         }
     }
 
-    private func firstKeytabPrincipal(_ keytab: Keytab) throws -> Principal {
-        guard let entry = try keytab.entries().first else {
+    /// Whose TGT armors logins of `realm` with keytab armor: ``LoginConfiguration/armorPrincipal``, else the
+    /// keytab's computer account of that realm (`NAME$@REALM`: Active Directory refuses service principals
+    /// as clients), else its first entry of that realm, else its first entry.
+    private func armorPrincipal(in keytab: Keytab, realm: String) throws -> Principal {
+        if let name = configuration.armorPrincipal { return try Principal(parsing: name, in: context) }
+        let principals = try keytab.entries().map(\.principal)
+        let ofRealm = principals.filter { $0.hasSuffix("@\(realm)") }
+        let computer = ofRealm.first { $0.dropLast(realm.utf8.count + 1).hasSuffix("$") }
+        guard let name = computer ?? ofRealm.first ?? principals.first else {
             throw KerberosError(code: -1, message: "Keytab \(keytab.name) has no entries", reason: .invalidRequest)
         }
-        return try Principal(parsing: entry.principal, in: context)
+        return try Principal(parsing: name, in: context)
     }
 
     private func verificationKeytab() throws -> Keytab {
-        try context.reusable("verify.keytab") {
+        try context.reusable("verify.keytab.\(configuration.keytab ?? "")") {
             if let name = configuration.keytab { return try Keytab(resolving: name, in: context) }
             return try Keytab.default(in: context)
         }
@@ -308,7 +344,7 @@ struct LoginAttempt {
 
     /// The configured service principal, else `host/<this host>` as krb5 canonicalises it.
     private func verificationServer() throws -> Principal {
-        try context.reusable("verify.server") {
+        try context.reusable("verify.server.\(configuration.serverPrincipal ?? "")") {
             guard let name = configuration.serverPrincipal else { return try Principal.service("host", in: context) }
             return try Principal(parsing: name, in: context)
         }
@@ -401,7 +437,8 @@ struct LoginAttempt {
 
 /// A worker's FAST armor cache and when its ticket expires.
 final class ArmorCache {
-    static let key = "login.armor"
+    /// The reusable's key for `realm`'s armor.
+    static func key(_ realm: String) -> String { "login.armor.\(realm)" }
     let cache: CredentialCache?
     let expires: Date
     init(cache: CredentialCache?, expires: Date) {

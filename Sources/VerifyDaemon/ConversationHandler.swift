@@ -22,6 +22,8 @@ final class ConversationHandler: ChannelInboundHandler {
     private var framer = LineFramer(maximumLength: 64 * 1024)
     private var phase = Phase.awaitingLogin
     private var conversation: LoginConversation?
+    /// The login as the gate admitted it (canonical principal), once the login line arrived.
+    private var login: LoginGate.Login?
     private var peer: PeerCredentials?
     private var started = NIODeadline.now()
     /// When the last exchange with the KDC began: the failure floor counts from here, so a person's
@@ -97,13 +99,14 @@ final class ConversationHandler: ChannelInboundHandler {
         case (.awaitingLogin, .success(.login(let request))):
             started = .now()
             roundStarted = started
-            let peerKey = "uid:\(peer?.uid ?? 0)"
-            if let key = daemon.throttle.blocked([request.principal, peerKey]) {
-                finish(.failed(.badCredentials, "throttled after repeated failures (\(key))", principal: request.principal), context: context)
-                return
+            switch daemon.gate.admit(name: request.principal, clientAddress: nil) {
+            case .success(let admitted):
+                login = admitted
+                conversation = LoginConversation(principal: admitted.principal, password: request.password, service: request.service)
+                step(context: context)
+            case .failure(let refusal):
+                finish(refusal.result, floor: refusal.delay, context: context)
             }
-            conversation = LoginConversation(principal: request.principal, password: request.password, service: request.service)
-            step(context: context)
         case (.awaitingAnswers(let round), .success(.answers(let id, let answers))):
             guard id == round, let conversation else {
                 finish(.failed(.invalidRequest, "answers for round \(id), but round \(round) is awaited"), context: context)
@@ -128,27 +131,44 @@ final class ConversationHandler: ChannelInboundHandler {
         }
     }
 
-    /// Runs one replay of the exchange on the login service's threads.
+    /// Runs one replay of the exchange on the login service's threads, if the gate lets it through.
+    ///
+    /// Its outcome is accounted for (throttle, metrics, log) even when the client has gone or broke the
+    /// protocol meanwhile: a guess must count whether or not anyone waits for its answer.
     private func step(context: ChannelHandlerContext) {
-        guard let conversation else { return }
+        guard let conversation, let login else { return }
         phase = .running
         roundStarted = .now()
         timer?.cancel()
+        let password = conversation.password
+        let reservation: LoginGate.Reservation
+        switch daemon.gate.reserve(login, password: password) {
+        case .success(let granted): reservation = granted
+        case .failure(let refusal): return finish(refusal.result, floor: refusal.delay, context: context)
+        }
         daemon.loginStarted()
         let daemon = self.daemon
         let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
         let contextBox = NIOLoopBound(context, eventLoop: context.eventLoop)
         let loop = context.eventLoop
+        let peer = self.peer
+        let started = self.started
         daemon.service.step(conversation) { step in
             loop.execute {
                 daemon.loginEnded()
-                handler.value.stepped(step, context: contextBox.value)
+                let result: LoginResult? = if case .finished(let result, _) = step { result } else { nil }
+                daemon.gate.release(login, reservation, result: result, password: password)
+                // When nobody is left to answer, the outcome is still counted and logged.
+                if !handler.value.stepped(step, context: contextBox.value), let result {
+                    daemon.log(listener: "conversation", principal: login.principal, peer: peer, result: result, started: started)
+                }
             }
         }
     }
 
-    private func stepped(_ step: LoginStep, context: ChannelHandlerContext) {
-        guard case .running = phase, context.channel.isActive else { return }
+    /// Delivers a step's outcome; false when the conversation already ended (the client left or broke the protocol).
+    private func stepped(_ step: LoginStep, context: ChannelHandlerContext) -> Bool {
+        guard case .running = phase, context.channel.isActive else { return false }
         switch step {
         case .finished(let result, let info):
             for message in info { write(.info(message), context: context) }
@@ -156,7 +176,7 @@ final class ConversationHandler: ChannelInboundHandler {
         case .questions(let id, let questions, let info):
             guard daemon.park() else {
                 finish(.failed(.internal, "too many conversations waiting for answers"), context: context)
-                return
+                return true
             }
             isParked = true
             for message in info { write(.info(message), context: context) }
@@ -167,10 +187,12 @@ final class ConversationHandler: ChannelInboundHandler {
                 handler.finish(.failed(.timeout, "no answers within the round timeout", principal: handler.conversation?.principal), context: context)
             }
         }
+        return true
     }
 
-    /// Sends the result (failures no sooner than the floor), records it and closes.
-    private func finish(_ result: LoginResult, context: ChannelHandlerContext) {
+    /// Sends the result (failures no sooner than the floor, or `floor` when a refusal sets a longer one),
+    /// records it and closes. Throttle accounting happens where KDC exchanges end, not here.
+    private func finish(_ result: LoginResult, floor: Duration? = nil, context: ChannelHandlerContext) {
         if case .finished = phase { return }
         phase = .finished
         timer?.cancel()
@@ -178,18 +200,10 @@ final class ConversationHandler: ChannelInboundHandler {
         unpark()
         let principal = conversation?.principal ?? result.principal ?? "-"
         conversation = nil
-        let peerKey = "uid:\(peer?.uid ?? 0)"
-        if result.ok {
-            daemon.throttle.recordSuccess(principal)
-        } else if result.failure == .badCredentials || result.failure == .unknownPrincipal, !(result.message ?? "").hasPrefix("throttled") {
-            for key in daemon.throttle.recordFailure([principal, peerKey]) {
-                daemon.logger.warning("throttling engaged", metadata: ["key": .string(key)])
-            }
-        }
         daemon.log(listener: "conversation", principal: principal, peer: peer, result: result, started: started)
         let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
         let contextBox = NIOLoopBound(context, eventLoop: context.eventLoop)
-        daemon.afterFloor(result, started: roundStarted, on: context.eventLoop) {
+        daemon.afterFloor(result, started: roundStarted, floor: floor, on: context.eventLoop) {
             let context = contextBox.value
             handler.value.write(.result(result), context: context)
             context.flush()

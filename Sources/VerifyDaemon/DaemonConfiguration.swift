@@ -39,6 +39,9 @@ public struct DaemonConfiguration: Sendable {
     public var throttleBackoff: Duration = .seconds(5)
     /// The longest refusal period.
     public var throttleMaxBackoff: Duration = .seconds(300)
+    /// How long the first refused guess waits for its answer; each further refusal in the window doubles
+    /// it, up to 16 times this or 15 s (Dovecot's auth penalty).
+    public var throttlePenalty: Duration = .seconds(1)
     /// Only these peer uids / gids may connect (empty: anyone who can open the socket).
     public var allowedUIDs: [UInt32] = []
     /// Peer gids that may connect; a peer is let in when its uid or its gid is listed.
@@ -58,9 +61,9 @@ public struct DaemonConfiguration: Sendable {
     /// Every key the configuration file accepts.
     public static let keys: Set<String> = [
         "sasl_socket", "socket", "socket_mode", "socket_group", "krb5_config", "keytab", "server_principal", "realm",
-        "armor", "fast_required", "workers", "max_connections", "read_timeout", "idle_timeout", "round_timeout",
+        "realms", "armor", "armor_principal", "fast_required", "workers", "max_connections", "read_timeout", "idle_timeout", "round_timeout",
         "max_parked_conversations", "failure_floor", "throttle_failures", "throttle_window", "throttle_backoff",
-        "throttle_max_backoff", "allowed_uids", "allowed_gids", "metrics_listen", "log_level", "insecure_skip_verification",
+        "throttle_max_backoff", "throttle_penalty", "allowed_uids", "allowed_gids", "metrics_listen", "log_level", "insecure_skip_verification",
         "ticket_lifetime", "optimistic_preauth", "learned_preauth", "direct_verification_ticket", "result_cache_ttl",
         "enterprise_names", "canonicalize",
     ]
@@ -127,6 +130,16 @@ public struct DaemonConfiguration: Sendable {
         login.keytab = try string("keytab") ?? login.keytab
         login.serverPrincipal = try string("server_principal") ?? login.serverPrincipal
         login.realm = try string("realm") ?? login.realm
+        if let value = table["realms"] {
+            if let array = value.array, array.allSatisfy({ $0.string != nil }) {
+                login.realms = array.compactMap { $0.string }
+            } else if let realms = value.table {
+                try loadRealmSettings(realms, source: source)
+            } else {
+                throw ConfigurationError("\(source): realms must be an array of realm names or a table of realms")
+            }
+        }
+        login.armorPrincipal = try string("armor_principal") ?? login.armorPrincipal
         if let armor = try string("armor") {
             guard let parsed = LoginConfiguration.ArmorSource(rawValue: armor) else { throw ConfigurationError("\(source): armor must be anonymous, keytab or none") }
             login.armor = parsed
@@ -150,6 +163,7 @@ public struct DaemonConfiguration: Sendable {
         throttleWindow = try duration("throttle_window") ?? throttleWindow
         throttleBackoff = try duration("throttle_backoff") ?? throttleBackoff
         throttleMaxBackoff = try duration("throttle_max_backoff") ?? throttleMaxBackoff
+        throttlePenalty = try duration("throttle_penalty") ?? throttlePenalty
         allowedUIDs = try ids("allowed_uids") ?? allowedUIDs
         allowedGIDs = try ids("allowed_gids") ?? allowedGIDs
         metricsListen = try string("metrics_listen") ?? metricsListen
@@ -161,6 +175,36 @@ public struct DaemonConfiguration: Sendable {
         try validate()
     }
 
+    /// The keys a `[realms."NAME"]` table accepts.
+    public static let realmKeys: Set<String> = ["keytab", "server_principal", "armor", "armor_principal"]
+
+    /// `[realms."NAME"]` tables: the realms allowed, each with settings of its own.
+    private mutating func loadRealmSettings(_ realms: TOMLTable, source: String) throws(ConfigurationError) {
+        var names: [String] = []
+        for name in realms.keys.sorted() {
+            guard let entry = realms[name]?.table else { throw ConfigurationError("\(source): realms.\(name) must be a table") }
+            for key in entry.keys where !Self.realmKeys.contains(key) {
+                throw ConfigurationError("\(source): unknown key \"\(key)\" in realms.\(name)")
+            }
+            func string(_ key: String) throws(ConfigurationError) -> String? {
+                guard let value = entry[key] else { return nil }
+                guard let text = value.string else { throw ConfigurationError("\(source): realms.\(name).\(key) must be a string") }
+                return text
+            }
+            var settings = LoginConfiguration.RealmSettings(keytab: try string("keytab"), serverPrincipal: try string("server_principal"),
+                                                            armorPrincipal: try string("armor_principal"))
+            if let armor = try string("armor") {
+                guard let parsed = LoginConfiguration.ArmorSource(rawValue: armor) else {
+                    throw ConfigurationError("\(source): realms.\(name).armor must be anonymous, keytab or none")
+                }
+                settings.armor = parsed
+            }
+            names.append(name)
+            login.realmSettings[name] = settings
+        }
+        login.realms = names
+    }
+
     /// Checks values that make no sense together.
     public func validate() throws(ConfigurationError) {
         if saslSocket == nil && socket == nil { throw ConfigurationError("no listener: give --sasl-socket and/or --socket") }
@@ -170,6 +214,10 @@ public struct DaemonConfiguration: Sendable {
         if maxParkedConversations < 0 { throw ConfigurationError("max_parked_conversations must not be negative") }
         for (key, value) in [("read_timeout", readTimeout), ("idle_timeout", idleTimeout), ("round_timeout", roundTimeout)] where value <= .zero {
             throw ConfigurationError("\(key) must be longer than zero")
+        }
+        if login.realms?.isEmpty == true { throw ConfigurationError("realms must name at least one realm") }
+        for (realm, settings) in login.realmSettings where login.fastRequired && settings.armor == LoginConfiguration.ArmorSource.none {
+            throw ConfigurationError("fast_required needs armor for realm \(realm) too")
         }
         if login.fastRequired && login.armor == .none { throw ConfigurationError("fast_required needs armor = anonymous or keytab") }
         for path in [saslSocket, socket].compactMap({ $0 }) where path.utf8.count >= 108 {

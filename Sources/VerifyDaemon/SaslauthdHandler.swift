@@ -12,7 +12,6 @@ final class SaslauthdHandler: ChannelInboundHandler {
     private let daemon: VerifyDaemon
     private var decoder: SaslauthdDecoder
     private var peer: PeerCredentials?
-    private var started = NIODeadline.now()
     private var answered = false
     private var readTimeout: Scheduled<Void>?
     private var idleTimeout: Scheduled<Void>?
@@ -24,7 +23,6 @@ final class SaslauthdHandler: ChannelInboundHandler {
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        started = .now()
         let loop = context.eventLoop
         let handler = NIOLoopBound(self, eventLoop: loop)
         let contextBox = NIOLoopBound(context, eventLoop: loop)
@@ -96,40 +94,39 @@ final class SaslauthdHandler: ChannelInboundHandler {
         answered = true
         readTimeout?.cancel()
         idleTimeout?.cancel()
-        let principal = request.principal
-        let peerKey = request.clientAddress.flatMap { $0.isEmpty ? nil : "addr:\($0)" } ?? "uid:\(peer?.uid ?? 0)"
+        // The failure floor counts from the request's arrival: time spent connected before sending it
+        // must not use the floor up and let the KDC's timing show.
+        let started = NIODeadline.now()
         let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
         let contextBox = NIOLoopBound(context, eventLoop: context.eventLoop)
         let daemon = self.daemon
-        let started = self.started
         let peer = self.peer
-        let finish: @Sendable (LoginResult) -> Void = { result in
+        let finish: @Sendable (LoginResult, String, Duration?) -> Void = { result, principal, floor in
             daemon.log(listener: "sasl", principal: principal, peer: peer, result: result, started: started)
-            daemon.afterFloor(result, started: started, on: contextBox.value.eventLoop) {
+            daemon.afterFloor(result, started: started, floor: floor, on: contextBox.value.eventLoop) {
                 handler.value.send(result.ok ? .ok : .no(VerifyDaemon.saslReason(result)), context: contextBox.value)
             }
         }
-        if request.password.isEmpty {
-            finish(.failed(.badCredentials, "empty password", principal: principal))
-            return
+        let login: LoginGate.Login
+        switch daemon.gate.admit(name: request.principal, clientAddress: request.clientAddress) {
+        case .success(let admitted): login = admitted
+        case .failure(let refusal): return finish(refusal.result, request.principal, refusal.delay)
         }
-        if let key = daemon.throttle.blocked([principal, peerKey]) {
-            finish(.failed(.badCredentials, "throttled after repeated failures (\(key))", principal: principal))
-            return
+        let password = request.password
+        if password.isEmpty {
+            return finish(.failed(.badCredentials, "empty password", principal: login.principal), login.principal, nil)
+        }
+        let reservation: LoginGate.Reservation
+        switch daemon.gate.reserve(login, password: password) {
+        case .success(let granted): reservation = granted
+        case .failure(let refusal): return finish(refusal.result, login.principal, refusal.delay)
         }
         daemon.loginStarted()
-        let password = request.password
         let loop = context.eventLoop
-        daemon.service.verifyPassword(principal: principal, password: password) { result in loop.execute {
+        daemon.service.verifyPassword(principal: login.principal, password: password) { result in loop.execute {
             daemon.loginEnded()
-            if result.ok {
-                daemon.throttle.recordSuccess(principal)
-            } else if result.failure == .badCredentials || result.failure == .unknownPrincipal {
-                for key in daemon.throttle.recordFailure([principal, peerKey]) {
-                    daemon.logger.warning("throttling engaged", metadata: ["key": .string(key)])
-                }
-            }
-            finish(result)
+            daemon.gate.release(login, reservation, result: result, password: password)
+            finish(result, login.principal, nil)
         } }
     }
 

@@ -1,24 +1,48 @@
 import Kerberos
 import NIOCore
 
-/// Counts failures per key (a principal, a peer) and refuses a key for a growing while once it fails
-/// too often, without contacting the KDC. Memory is bounded: entries that no longer matter (window over,
-/// not blocked, no recent strike) are swept out as failures arrive, and past `capacity` the least recently
-/// seen go first.
+/// Counts failed logins per key (a canonical principal, a client address) and refuses a key, without
+/// contacting the KDC, once it has failed `failures` times within the window: until the window is over,
+/// and for at least the backoff, which doubles with each such burst up to the maximum.
+///
+/// An attempt counts from the moment it is reserved, not from its failure: a key is refused while its
+/// failures plus its attempts in flight reach the limit, so `N` parallel guesses cause at most `failures`
+/// KDC failures. Every refusal is answered after a penalty that doubles with each refusal in the window
+/// (with the default 1 s: 1, 2, 4, 8, then 15 s, as Dovecot's auth penalty does), which slows a guesser
+/// down without holding a thread.
+///
+/// Memory is bounded: entries that no longer matter (window over, not blocked, nothing in flight, no
+/// recent strike) are swept out as failures arrive, and past `capacity` the least recently seen go first.
 final class Throttle: Sendable {
     struct Policy: Sendable {
         var failures: Int
         var window: Duration
         var backoff: Duration
         var maxBackoff: Duration
+        /// The first refusal's penalty; it doubles per refusal in the window, up to 16 times this or 15 s.
+        var penalty: Duration = .seconds(1)
+    }
+
+    /// Whether a key may go on to the KDC.
+    enum Verdict: Equatable {
+        case allowed
+        /// Refused; answer no sooner than `penalty` after the request arrived.
+        case refused(penalty: Duration)
     }
 
     private struct Entry {
         var windowStart: NIODeadline
-        var failures: Int
-        var blockedUntil: NIODeadline
-        var strikes: Int
+        var failures = 0
+        var inFlight = 0
+        var refusals = 0
+        var blockedUntil = NIODeadline.distantPast
+        var strikes = 0
         var lastSeen: NIODeadline
+
+        init(now: NIODeadline) {
+            windowStart = now
+            lastSeen = now
+        }
     }
 
     private let policy: Policy
@@ -36,62 +60,122 @@ final class Throttle: Sendable {
         self.capacity = capacity
     }
 
-    /// The first of `keys` that is currently refused, if any.
-    func blocked(_ keys: [String], now: NIODeadline = .now()) -> String? {
-        table.withLock { table in keys.first { (table.entries[$0]?.blockedUntil ?? .distantPast) > now } }
-    }
-
-    /// Records a failed login for each key; returns the keys that this failure put into backoff.
-    @discardableResult
-    func recordFailure(_ keys: [String], now: NIODeadline = .now()) -> [String] {
+    /// Whether `key` is refused now, reserving nothing (for keys that are only ever blocked, such as peers).
+    func check(_ key: String, now: NIODeadline = .now()) -> Verdict {
         table.withLock { table in
-            var newlyBlocked: [String] = []
-            for key in keys {
-                var entry = table.entries[key] ?? Entry(windowStart: now, failures: 0, blockedUntil: .distantPast, strikes: 0, lastSeen: now)
-                if now - entry.windowStart > TimeAmount(policy.window) {
-                    entry.windowStart = now
-                    entry.failures = 0
-                }
-                entry.failures += 1
-                entry.lastSeen = now
-                if entry.failures >= policy.failures {
-                    let factor = Int64(1) << Int64(min(entry.strikes, 20))
-                    let backoff = min(TimeAmount(policy.backoff) * factor, TimeAmount(policy.maxBackoff))
-                    entry.blockedUntil = now + backoff
-                    entry.strikes += 1
-                    entry.failures = 0
-                    entry.windowStart = now
-                    newlyBlocked.append(key)
-                }
-                table.entries[key] = entry
-            }
-            if table.entries.count > 1024 { sweep(&table, now: now) }
-            if table.entries.count > capacity { evict(&table.entries) }
-            return newlyBlocked
+            guard var entry = table.entries[key], entry.blockedUntil > now else { return .allowed }
+            let verdict = refuse(&entry)
+            table.entries[key] = entry
+            return verdict
         }
     }
 
-    /// A success clears the principal's record.
-    func recordSuccess(_ key: String) {
-        _ = table.withLock { $0.entries.removeValue(forKey: key) }
+    /// Reserves one attempt for `key`: allowed while it is not blocked and its failures in the window plus
+    /// its attempts in flight stay under the limit. Every `.allowed` must be followed by one ``release(_:failed:now:)``.
+    func reserve(_ key: String, now: NIODeadline = .now()) -> Verdict {
+        table.withLock { table in
+            var entry = table.entries[key] ?? Entry(now: now)
+            if entry.blockedUntil <= now { restartWindowIfOver(&entry, now: now) }
+            entry.lastSeen = now
+            let verdict: Verdict
+            if entry.blockedUntil > now || entry.failures + entry.inFlight >= policy.failures {
+                verdict = refuse(&entry)
+            } else {
+                entry.inFlight += 1
+                verdict = .allowed
+            }
+            table.entries[key] = entry
+            return verdict
+        }
+    }
+
+    /// Ends an attempt reserved with ``reserve(_:now:)``: `failed` true for a failure that counts, false for a
+    /// success (which clears the key's record), nil for an outcome that says nothing about guessing.
+    /// Returns whether this failure put the key into backoff.
+    @discardableResult
+    func release(_ key: String, failed: Bool?, now: NIODeadline = .now()) -> Bool {
+        table.withLock { table in
+            guard var entry = table.entries[key] else { return false }
+            entry.inFlight = max(0, entry.inFlight - 1)
+            var blocked = false
+            switch failed {
+            case true?:
+                blocked = fail(&entry, now: now)
+            case false?:
+                // A success clears the record; attempts still in flight keep their reservations.
+                let inFlight = entry.inFlight
+                entry = Entry(now: now)
+                entry.inFlight = inFlight
+            case nil:
+                break
+            }
+            table.entries[key] = failed == false && entry.inFlight == 0 ? nil : entry
+            tidy(&table, now: now)
+            return blocked
+        }
+    }
+
+    /// Records a failure for a key that reserves nothing (a peer); returns whether it put the key into backoff.
+    @discardableResult
+    func recordFailure(_ key: String, now: NIODeadline = .now()) -> Bool {
+        table.withLock { table in
+            var entry = table.entries[key] ?? Entry(now: now)
+            let blocked = fail(&entry, now: now)
+            table.entries[key] = entry
+            tidy(&table, now: now)
+            return blocked
+        }
+    }
+
+    private func restartWindowIfOver(_ entry: inout Entry, now: NIODeadline) {
+        if now - entry.windowStart > TimeAmount(policy.window) {
+            entry.windowStart = now
+            entry.failures = 0
+            entry.refusals = 0
+        }
+    }
+
+    /// Counts a failure; one at or past the limit, while no backoff runs, starts the next backoff. The
+    /// failures stay counted until the window is over, so a reserving key is refused at least that long.
+    private func fail(_ entry: inout Entry, now: NIODeadline) -> Bool {
+        if entry.blockedUntil <= now { restartWindowIfOver(&entry, now: now) }
+        entry.failures += 1
+        entry.lastSeen = now
+        guard entry.failures >= policy.failures, entry.blockedUntil <= now else { return false }
+        let factor = Int64(1) << Int64(min(entry.strikes, 20))
+        let backoff = min(TimeAmount(policy.backoff) * factor, TimeAmount(policy.maxBackoff))
+        entry.blockedUntil = now + backoff
+        entry.strikes += 1
+        return true
+    }
+
+    private func refuse(_ entry: inout Entry) -> Verdict {
+        entry.refusals += 1
+        let penalty = policy.penalty * (1 << min(entry.refusals - 1, 4))
+        return .refused(penalty: min(penalty, max(policy.penalty, .seconds(15))))
+    }
+
+    private func tidy(_ table: inout Table, now: NIODeadline) {
+        if table.entries.count > 1024 { sweep(&table, now: now) }
+        if table.entries.count > capacity { evict(&table.entries, now: now) }
     }
 
     /// Drops, at most once a second, the entries that no longer count for anything: their window is over,
-    /// they are not blocked, and any strike they had is older than the longest backoff. Under a steady
-    /// stream of failures for ever new names the table then holds one window's worth, not `capacity`.
+    /// nothing is in flight, they are not blocked, and any strike they had is older than the longest backoff.
+    /// Under a steady stream of failures for ever new names the table then holds one window's worth.
     private func sweep(_ table: inout Table, now: NIODeadline) {
         guard now - table.lastSweep > .seconds(1) else { return }
         table.lastSweep = now
         let window = TimeAmount(policy.window), memory = TimeAmount(policy.maxBackoff)
         table.entries = table.entries.filter { _, entry in
-            entry.blockedUntil > now || now - entry.windowStart <= window || (entry.strikes > 0 && now - entry.lastSeen <= memory)
+            entry.inFlight > 0 || entry.blockedUntil > now || now - entry.windowStart <= window
+                || (entry.strikes > 0 && now - entry.lastSeen <= memory)
         }
     }
 
-    /// Drops the least recently seen tenth of the entries that are not blocked.
-    private func evict(_ entries: inout [String: Entry]) {
-        let now = NIODeadline.now()
-        let candidates = entries.filter { $0.value.blockedUntil <= now }.sorted { $0.value.lastSeen < $1.value.lastSeen }
+    /// Drops the least recently seen tenth of the entries that are neither blocked nor in flight.
+    private func evict(_ entries: inout [String: Entry], now: NIODeadline) {
+        let candidates = entries.filter { $0.value.blockedUntil <= now && $0.value.inFlight == 0 }.sorted { $0.value.lastSeen < $1.value.lastSeen }
         for (key, _) in candidates.prefix(max(1, capacity / 10)) { entries.removeValue(forKey: key) }
     }
 

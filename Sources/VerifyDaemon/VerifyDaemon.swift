@@ -19,7 +19,8 @@ public final class VerifyDaemon: Service, Sendable {
     let logger: Logger
     /// The login engine (its worker threads and the optional result cache).
     public let service: LoginService
-    let throttle: Throttle
+    /// The policy in front of both listeners: name checks, throttles, outcome accounting.
+    let gate: LoginGate
     let metrics = DaemonMetrics()
     private let group: MultiThreadedEventLoopGroup
     private let state = Locked(State())
@@ -55,12 +56,13 @@ public final class VerifyDaemon: Service, Sendable {
     public init(configuration: DaemonConfiguration, logger: Logger = Logger(label: "krb5-verifyd")) throws {
         try configuration.validate()
         self.configuration = configuration
-        var logger = logger
+        // Every field the daemon logs may carry what a client sent: control characters are escaped.
+        let base = logger.handler
+        var logger = Logger(label: logger.label) { _ in EscapingLogHandler(wrapping: base) }
         logger.logLevel = configuration.logLevel
         self.logger = logger
         self.service = try LoginService(configuration: configuration.login, threads: configuration.workers, resultCacheTTL: configuration.resultCacheTTL)
-        self.throttle = Throttle(policy: .init(failures: configuration.throttleFailures, window: configuration.throttleWindow,
-                                               backoff: configuration.throttleBackoff, maxBackoff: configuration.throttleMaxBackoff))
+        self.gate = LoginGate(configuration: configuration, service: service, logger: logger)
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     }
 
@@ -251,9 +253,13 @@ public final class VerifyDaemon: Service, Sendable {
         logger.log(level: level, "login", metadata: metadata)
     }
 
-    /// Applies the failure floor: `reply` runs no sooner than `failureFloor` after `started`.
-    func afterFloor(_ result: LoginResult, started: NIODeadline, on loop: any EventLoop, _ reply: @escaping @Sendable () -> Void) {
-        let remaining = started + TimeAmount(configuration.failureFloor) - .now()
+    /// Applies the failure floor: `reply` runs no sooner than `floor` (the failure floor, or a throttle's
+    /// penalty) after `started`, the request's arrival. While half of `max_connections` already wait out a
+    /// delay, a further one waits out only the failure floor, so penalties cannot fill the daemon.
+    func afterFloor(_ result: LoginResult, started: NIODeadline, floor: Duration? = nil, on loop: any EventLoop, _ reply: @escaping @Sendable () -> Void) {
+        let crowded = state.withLock { $0.delayedReplies >= configuration.maxConnections / 2 }
+        let floor = crowded ? configuration.failureFloor : max(floor ?? .zero, configuration.failureFloor)
+        let remaining = started + TimeAmount(floor) - .now()
         if result.ok || remaining <= .zero {
             reply()
         } else {

@@ -27,6 +27,10 @@ struct VerifyDaemonCommand: AsyncParsableCommand {
     @Option(help: "Keytab that verifies logins (default: krb5's default keytab).") var keytab: String?
     @Option(name: .customLong("server-principal"), help: "Service principal to verify against (default host/<this host>).") var serverPrincipal: String?
     @Option(help: "Realm for names without one.") var realm: String?
+    @Option(name: .customLong("allow-realm"), parsing: .singleValue, help: "A realm whose users may log in (repeatable; default: the default realm and the realms in krb5.conf).")
+    var allowRealms: [String] = []
+    @Option(name: .customLong("armor-principal"), help: "Keytab principal for keytab armor (default: the keytab's computer account NAME$, else its first entry).")
+    var armorPrincipal: String?
     @Option(help: "FAST armor: anonymous, keytab or none.") var armor: String?
     @Flag(name: .customLong("fast-required"), inversion: .prefixedNo, help: "Fail closed unless the exchange is armored.") var fastRequired: Bool?
     @Option(name: .customLong("ticket-lifetime"), help: "Requested TGT lifetime.") var ticketLifetime: String?
@@ -56,6 +60,7 @@ struct VerifyDaemonCommand: AsyncParsableCommand {
     @Option(name: .customLong("throttle-window"), help: "Window in which failures are counted.") var throttleWindow: String?
     @Option(name: .customLong("throttle-backoff"), help: "First refusal period; it doubles.") var throttleBackoff: String?
     @Option(name: .customLong("throttle-max-backoff"), help: "Longest refusal period.") var throttleMaxBackoff: String?
+    @Option(name: .customLong("throttle-penalty"), help: "Delay of the first refused guess's answer; it doubles per refusal (default 1s).") var throttlePenalty: String?
     @Option(name: .customLong("allowed-uids"), parsing: .singleValue, help: "Peer uid allowed to connect (repeatable; default anyone).") var allowedUIDs: [UInt32] = []
     @Option(name: .customLong("allowed-gids"), parsing: .singleValue, help: "Peer gid allowed to connect (repeatable; default anyone).") var allowedGIDs: [UInt32] = []
 
@@ -103,6 +108,8 @@ struct VerifyDaemonCommand: AsyncParsableCommand {
         if let keytab { configuration.login.keytab = keytab }
         if let serverPrincipal { configuration.login.serverPrincipal = serverPrincipal }
         if let realm { configuration.login.realm = realm }
+        if !allowRealms.isEmpty { configuration.login.realms = allowRealms }
+        if let armorPrincipal { configuration.login.armorPrincipal = armorPrincipal }
         if let armor {
             guard let source = LoginConfiguration.ArmorSource(rawValue: armor) else { throw ValidationError("--armor must be anonymous, keytab or none") }
             configuration.login.armor = source
@@ -127,6 +134,7 @@ struct VerifyDaemonCommand: AsyncParsableCommand {
         if let value = try duration(throttleWindow, "throttle-window") { configuration.throttleWindow = value }
         if let value = try duration(throttleBackoff, "throttle-backoff") { configuration.throttleBackoff = value }
         if let value = try duration(throttleMaxBackoff, "throttle-max-backoff") { configuration.throttleMaxBackoff = value }
+        if let value = try duration(throttlePenalty, "throttle-penalty") { configuration.throttlePenalty = value }
         if !allowedUIDs.isEmpty { configuration.allowedUIDs = allowedUIDs }
         if !allowedGIDs.isEmpty { configuration.allowedGIDs = allowedGIDs }
         if let metricsListen { configuration.metricsListen = metricsListen }

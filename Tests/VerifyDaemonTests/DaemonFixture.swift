@@ -43,6 +43,18 @@ struct DaemonFixture {
 
     func stop() async { await daemon.shutdown() }
 
+    /// Runs `body` with a daemon that is stopped however `body` ends.
+    static func with(configure: (inout DaemonConfiguration, TestRealm) -> Void = { _, _ in }, _ body: (DaemonFixture) async throws -> Void) async throws {
+        let fixture = try await start(configure: configure)
+        do {
+            try await body(fixture)
+            await fixture.stop()
+        } catch {
+            await fixture.stop()
+            throw error
+        }
+    }
+
     /// One saslauthd-protocol request with our own client.
     func sasl(_ login: String, _ password: String, realm: String = "", fields: Int = 5, address: String = "192.0.2.7") throws -> SaslauthdReply {
         let client = try SocketClient(path: saslSocket)
@@ -86,6 +98,8 @@ struct Conversation {
 final class LogCapture: Sendable {
     private let lines = Locked<[String]>([])
     var text: String { lines.withLock { $0.joined(separator: "\n") } }
+    /// Every entry so far, one string each.
+    var entries: [String] { lines.withLock { $0 } }
     func append(_ line: String) { lines.withLock { $0.append(line) } }
     func handler() -> some LogHandler { CapturingHandler(capture: self) }
 

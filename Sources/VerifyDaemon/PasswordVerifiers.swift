@@ -1,0 +1,74 @@
+import Crypto
+import Foundation
+import Kerberos
+
+/// For each principal, a keyed verifier of the password that last logged it in: HMAC-SHA-256 under a key
+/// drawn at start-up and held only in memory. While a principal is throttled (someone is guessing), a login
+/// with that password still goes to the KDC, so an attack on a name never locks its owner out.
+///
+/// The verifier only opens the way to the KDC, which still decides: a password changed or an account
+/// disabled elsewhere fails there, and that failure drops the verifier. Bounded: past `capacity`
+/// principals the table is emptied (costing only the bypass, until each principal's next success).
+/// Replaced and dropped verifiers are wiped.
+final class PasswordVerifiers: Sendable {
+    // Immutable after init; HMAC only reads it (swift-crypto does not mark SymmetricKey Sendable).
+    nonisolated(unsafe) private let key = SymmetricKey(size: .bits256)
+    private let capacity: Int
+    private let table = Locked<[String: Verifier]>([:])
+
+    /// 32 bytes in storage of their own, overwritten when the verifier goes.
+    private final class Verifier: @unchecked Sendable {
+        // Written once in init and wiped in deinit: immutable while anyone holds a reference to read it.
+        let bytes: UnsafeMutableRawBufferPointer
+        init(_ code: HMAC<SHA256>.MAC) {
+            bytes = .allocate(byteCount: SHA256.byteCount, alignment: 1)
+            code.withUnsafeBytes { bytes.copyMemory(from: $0) }
+        }
+        func matches(_ code: HMAC<SHA256>.MAC) -> Bool {
+            // HMAC's own `==` compares in constant time; compare the same way.
+            code.withUnsafeBytes { other in
+                var difference: UInt8 = 0
+                for index in 0..<SHA256.byteCount { difference |= bytes[index] ^ other[index] }
+                return difference == 0
+            }
+        }
+        deinit {
+            Secret.wipe(bytes)
+            bytes.deallocate()
+        }
+    }
+
+    init(capacity: Int = 100_000) {
+        self.capacity = capacity
+    }
+
+    /// Remembers `password` as the one that last logged `principal` in.
+    func remember(_ password: Secret, for principal: String) {
+        let verifier = Verifier(code(password, principal))
+        table.withLock { table in
+            if table.count >= capacity && table[principal] == nil { table.removeAll() }
+            table[principal] = verifier
+        }
+    }
+
+    /// Whether `password` is the one that last logged `principal` in.
+    func matches(_ password: Secret, for principal: String) -> Bool {
+        guard let verifier = table.withLock({ $0[principal] }) else { return false }
+        return verifier.matches(code(password, principal))
+    }
+
+    /// Forgets `principal`'s verifier (its password failed at the KDC).
+    func forget(_ principal: String) {
+        _ = table.withLock { $0.removeValue(forKey: principal) }
+    }
+
+    var count: Int { table.withLock { $0.count } }
+
+    private func code(_ password: Secret, _ principal: String) -> HMAC<SHA256>.MAC {
+        var hmac = HMAC<SHA256>(key: key)
+        password.withUnsafeBytes { hmac.update(data: $0) }
+        hmac.update(data: [0])
+        hmac.update(data: Array(principal.utf8))
+        return hmac.finalize()
+    }
+}
