@@ -42,7 +42,9 @@ print(" ".join(str(s.getsockname()[1]) for s in ss))')
 # The host's network (the replica KDC and kpropd of the failover suite, started through container-exec,
 # listen on 127.0.0.1 like the rest); the realm directory has the same path inside and outside, so
 # realm.env's paths are right on both sides.
-"${podman[@]}" run -d --name "$name" --network host -v "$realm:$realm" \
+# The host's /tmp is the container's too: the realm directory lives there, and so do the keytabs and caches
+# the suites write to their temporary directory and then ask the container's kadmin.local to fill.
+"${podman[@]}" run -d --name "$name" --network host -v /tmp:/tmp \
     -e FIXED_PORTS="$ports" -e BIND_ADDR=127.0.0.1 -e REALM_IN_CONTAINER=1 \
     --entrypoint /usr/local/bin/realm.sh "$image" run "$realm" >/dev/null
 trap '"${podman[@]}" rm -f "$name" >/dev/null 2>&1 || true; rm -rf "$realm"' EXIT
