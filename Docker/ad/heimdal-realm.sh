@@ -131,9 +131,8 @@ start() {
     local dir=$1
     load() { set -a; . "$dir/realm.env"; set +a; }
     load
-    in_root "$dir" "$(heimdal_kdc)" --config-file="$dir/heimdal.conf" --addresses=127.0.0.1 --ports="$KDC_PORT" \
-        </dev/null >>"$dir/kdc.out" 2>&1 &
-    echo $! > "$dir/kdc.pid"
+    in_root_daemon "$dir" "$(heimdal_kdc)" --config-file="$dir/heimdal.conf" --addresses=127.0.0.1 --ports="$KDC_PORT" \
+        </dev/null 2>>"$dir/kdc.out" > "$dir/kdc.pid"
     if ! wait_kdc "$dir/krb5.conf" "$USER" "$USER_PASSWORD"; then
         tail -n 20 "$dir/kdc.log" "$dir/kdc.out" >&2 2>/dev/null || true
         down "$dir"; die "the Heimdal KDC did not come up"
@@ -145,9 +144,10 @@ down() {
     local dir=$1
     [ -f "$dir/kdc.pid" ] || return 0
     local pid; pid=$(cat "$dir/kdc.pid")
-    if kill "$pid" 2>/dev/null; then
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$pid" 2>/dev/null || true
+    # The kdc forks workers: stop its whole process group.
+    if kill -- "-$pid" 2>/dev/null; then
+        for _ in $(seq 50); do kill -0 -- "-$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -9 -- "-$pid" 2>/dev/null || true
     fi
     rm -f "$dir/kdc.pid"
     rmdir -p "$KDC_ROOT$dir" 2>/dev/null || true

@@ -40,6 +40,19 @@ in_root() { # BIND_DIR CMD... — run CMD chrooted into $KDC_ROOT with BIND_DIR 
         exec chroot "$root" "$@"' in_root "$KDC_ROOT" "$bind" "$@"
 }
 
+in_root_daemon() { # BIND_DIR CMD... — in_root in the background as a process group of its own (its pid is
+    # the group's id: kill -- -PID stops the daemon and the children it forks); prints the pid
+    local bind=$1; shift
+    setsid unshare --mount --propagation private /bin/bash -c '
+        set -e
+        root=$1 bind=$2; shift 2
+        mount -t proc proc "$root/proc"
+        mount --rbind /dev "$root/dev"
+        if [ -n "$bind" ]; then mkdir -p "$root$bind"; mount --bind "$bind" "$root$bind"; fi
+        exec chroot "$root" "$@"' in_root "$KDC_ROOT" "$bind" "$@" >&2 &
+    echo $!
+}
+
 ensure_root() {
     [ "$(id -u)" = 0 ] || root_die "needs root (debootstrap, chroot, a loopback address)"
     [ -f "$KDC_ROOT/.packages" ] && [ "$(cat "$KDC_ROOT/.packages")" = "$KDC_ROOT_PACKAGES" ] && return 0
