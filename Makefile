@@ -7,9 +7,9 @@ SWIFT ?= swift
 SWIFT_FLAGS ?=
 APT_PACKAGES := libkrb5-dev krb5-kdc krb5-admin-server krb5-pkinit krb5-otp krb5-user krb5-kpropd \
 	freeradius freeradius-utils softhsm2 opensc sasl2-bin pamtester openssl libpam-modules libpam-runtime procps faketime valgrind curl python3-pexpect gcc libp11-kit-dev strace time \
-	openssh-server openssh-client python3-paramiko
+	openssh-server openssh-client python3-paramiko debootstrap iproute2 util-linux
 
-.PHONY: release-static all deps build release install docs docs-coverage test test-docker test-unit demo bench bench-micro fuzz soak valgrind asan tsan kdc-up kdc-down error-names clean
+.PHONY: release-static all deps build release install docs docs-coverage test ad-up ad-down test-docker test-unit demo bench bench-micro fuzz soak valgrind asan tsan kdc-up kdc-down error-names clean
 
 all: build
 
@@ -59,12 +59,34 @@ kdc-up: deps
 kdc-down:
 	@if [ -d $(REALM_DIR) ]; then Docker/kdc/realm.sh down $(REALM_DIR); rm -rf $(REALM_DIR); fi
 
-## test: everything, against a fresh throwaway realm that is stopped afterwards.
+## test: everything, against fresh throwaway realms that are stopped afterwards: the MIT realm, a Samba AD DC
+## and a Heimdal KDC (these two run from a cached Debian root, Docker/ad/kdc-root.sh, built once while the
+## tests compile; they need root: a chroot and the address 127.0.0.2).
 test: deps
-	$(SWIFT) build --build-tests $(SWIFT_FLAGS)
-	@rm -rf $(REALM_DIR).test; Docker/kdc/realm.sh up $(REALM_DIR).test; \
-	KRB5_TEST_REALM=$(REALM_DIR).test $(SWIFT) test --skip-build $(SWIFT_FLAGS); status=$$?; \
-	Docker/kdc/realm.sh down $(REALM_DIR).test; rm -rf $(REALM_DIR).test; exit $$status
+	@rm -rf $(REALM_DIR).test $(REALM_DIR).ad $(REALM_DIR).heimdal; \
+	Docker/ad/ad-realm.sh root >$(REALM_DIR).root.log 2>&1 & root=$$!; \
+	$(SWIFT) build --build-tests $(SWIFT_FLAGS) || { wait $$root; exit 1; }; \
+	wait $$root || { cat $(REALM_DIR).root.log >&2; exit 1; }; cat $(REALM_DIR).root.log; \
+	down() { Docker/kdc/realm.sh down $(REALM_DIR).test; Docker/ad/ad-realm.sh down $(REALM_DIR).ad; \
+		Docker/ad/heimdal-realm.sh down $(REALM_DIR).heimdal; rm -rf $(REALM_DIR).test $(REALM_DIR).ad $(REALM_DIR).heimdal; }; \
+	started=$$SECONDS; \
+	Docker/kdc/realm.sh up $(REALM_DIR).test && Docker/ad/ad-realm.sh up $(REALM_DIR).ad \
+		&& Docker/ad/heimdal-realm.sh up $(REALM_DIR).heimdal || { down; exit 1; }; \
+	echo "test: realms up in $$((SECONDS - started)) s"; \
+	KRB5_TEST_REALM=$(REALM_DIR).test KRB5_TEST_AD=$(REALM_DIR).ad KRB5_TEST_HEIMDAL=$(REALM_DIR).heimdal \
+		$(SWIFT) test --skip-build $(SWIFT_FLAGS); status=$$?; \
+	down; exit $$status
+
+## ad-up / ad-down: the Samba AD DC and the Heimdal KDC of the tests in $(REALM_DIR).ad and $(REALM_DIR).heimdal
+## (as root); the suites use them with KRB5_TEST_AD=$(REALM_DIR).ad KRB5_TEST_HEIMDAL=$(REALM_DIR).heimdal.
+ad-up:
+	Docker/ad/ad-realm.sh up $(REALM_DIR).ad
+	Docker/ad/heimdal-realm.sh up $(REALM_DIR).heimdal
+
+ad-down:
+	-Docker/ad/ad-realm.sh down $(REALM_DIR).ad
+	-Docker/ad/heimdal-realm.sh down $(REALM_DIR).heimdal
+	rm -rf $(REALM_DIR).ad $(REALM_DIR).heimdal
 
 ## test-docker: the integration suites against the realm running in the Docker/kdc image (podman).
 test-docker: deps
@@ -123,4 +145,4 @@ error-names:
 	scripts/gen-error-names.sh
 
 clean:
-	rm -rf .build $(REALM_DIR) $(REALM_DIR).test $(REALM_DIR).demo
+	rm -rf .build $(REALM_DIR) $(REALM_DIR).test $(REALM_DIR).demo $(REALM_DIR).ad $(REALM_DIR).heimdal $(REALM_DIR).root.log

@@ -621,6 +621,16 @@ down() {
     for p in krb5kdc kadmind rogue other radius replica/krb5kdc replica/kpropd; do stop_pid "$dir/$p.pid"; done
 }
 
+# A realm served from a container (make test-docker) has DIR/container-exec, which runs a command inside
+# it: the administrative commands run there, against the database and tokens the container owns, so the
+# host needs no MIT server tools or SoftHSM utilities. DIR has the same path inside and out.
+case ${1:-} in
+    kadmin|add-otp-user|new-token|replica|propagate|restart-kdc)
+        if [ $# -ge 2 ] && [ -x "$2/container-exec" ] && [ -z "${REALM_IN_CONTAINER:-}" ]; then
+            exec "$2/container-exec" /usr/local/bin/realm.sh "$@"
+        fi ;;
+esac
+
 case ${1:-} in
     up) [ $# -eq 2 ] || die "usage: realm.sh up DIR"; up "$2" ;;
     down) [ $# -eq 2 ] || die "usage: realm.sh down DIR"; down "$2" ;;

@@ -80,8 +80,20 @@ final class LearntPreauth: Sendable {
 
 extension EncryptionInfo {
     /// Whether MIT's optimistic preauth can make the right key from this: it takes the enctype and salt
-    /// from the options but always uses the enctype's default string-to-key parameters.
+    /// from the options but always uses the enctype's default string-to-key parameters. Parameters that
+    /// spell out the default count as none: Active Directory (and Samba) send the AES iteration count
+    /// 4096 explicitly with every etype info.
     var allowsOptimisticPreauth: Bool {
-        encryptionType != .null && parameters.isEmpty
+        encryptionType != .null && (parameters.isEmpty || parameters == Self.defaultParameters(encryptionType))
+    }
+
+    /// The string-to-key parameters an enctype uses when none are given (RFC 3962, RFC 8009, RFC 6803:
+    /// the iteration count, four bytes big-endian); nil for enctypes without parameters.
+    static func defaultParameters(_ encryptionType: EncryptionType) -> [UInt8]? {
+        switch encryptionType {
+        case .aes128CTSHMACSHA196, .aes256CTSHMACSHA196: [0x00, 0x00, 0x10, 0x00]   // 4096
+        case .aes128CTSHMACSHA256128, .aes256CTSHMACSHA384192, .camellia128CTSCMAC, .camellia256CTSCMAC: [0x00, 0x00, 0x80, 0x00]   // 32768
+        default: nil
+        }
     }
 }

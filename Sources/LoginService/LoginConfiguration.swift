@@ -72,6 +72,16 @@ public struct LoginConfiguration: Sendable {
     /// The default ``loginTimeout``: 6 s, SSSD's default, which leaves room for the KDC's own RADIUS round trips
     /// of an OTP login.
     public static let defaultLoginTimeout: Duration = .seconds(6)
+    /// Names of the form `user@suffix` are enterprise names (`KRB5_NT_ENTERPRISE_PRINCIPAL`, what
+    /// `kinit -E` sends): the whole `user@suffix` is one name component, asked for in ``realm`` (or the
+    /// default realm), and the KDC, which must canonicalize, maps it to the account. Active Directory's
+    /// UPN logins (`carol@example.com` where example.com is a UPN suffix, not a realm) need this. A name
+    /// whose suffix is the realm itself (`alice@AD.EXAMPLE`, any case) and a name without `@` are parsed as
+    /// before; `user@suffix@REALM` names the realm. Implies ``canonicalize``.
+    public var enterpriseNames: Bool
+    /// Ask the KDC to canonicalize the client name (`krb5_get_init_creds_opt_set_canonicalize`, `kinit -C`):
+    /// results then carry the account's own name (`alice@AD.EXAMPLE` for a login as `ALICE`).
+    public var canonicalize: Bool
 
     /// What may differ for the logins of one realm; nil keeps the general setting.
     public struct RealmSettings: Sendable, Hashable {
@@ -125,7 +135,8 @@ public struct LoginConfiguration: Sendable {
         armor: ArmorSource = .none, fastRequired: Bool = false, verify: Bool = true,
         ticketLifetime: Duration? = nil, renewLifetime: Duration? = nil, forwardable: Bool? = nil,
         preauthOptions: [PreauthOption] = [], outputCache: String? = nil, optimisticPreauth: Bool = false,
-        learnedPreauth: Bool = true, directVerificationTicket: Bool = true, realms: [String]? = nil, armorPrincipal: String? = nil
+        learnedPreauth: Bool = true, directVerificationTicket: Bool = true, realms: [String]? = nil, armorPrincipal: String? = nil,
+        enterpriseNames: Bool = false, canonicalize: Bool = false
     ) {
         self.realms = realms
         self.armorPrincipal = armorPrincipal
@@ -144,5 +155,7 @@ public struct LoginConfiguration: Sendable {
         self.optimisticPreauth = optimisticPreauth
         self.learnedPreauth = learnedPreauth
         self.directVerificationTicket = directVerificationTicket
+        self.enterpriseNames = enterpriseNames
+        self.canonicalize = canonicalize
     }
 }

@@ -1,5 +1,6 @@
 public import Kerberos
 public import LoginProtocol
+import Foundation
 
 /// The checks every login name passes before any KDC is contacted, on every front end: the name is
 /// parsed as krb5 parses it (the configured realm added when it names none), `WELLKNOWN/ANONYMOUS` is
@@ -13,11 +14,14 @@ struct LoginNames: Sendable {
     let allowedRealms: Set<String>
     /// The realm added to names that have none (nil: krb5's default realm).
     let realm: String?
+    /// `user@suffix` names are enterprise names (``LoginConfiguration/enterpriseNames``).
+    let enterpriseNames: Bool
 
     /// The allow-list ``LoginConfiguration/realms``, or when that is nil the default realm, the
     /// configured realm and every realm named in krb5.conf's `[realms]` section.
     init(configuration: LoginConfiguration, context: Context) throws(KerberosError) {
         realm = configuration.realm
+        enterpriseNames = configuration.enterpriseNames
         if let realms = configuration.realms {
             allowedRealms = Set(realms)
         } else {
@@ -35,7 +39,9 @@ struct LoginNames: Sendable {
         }
         let principal: Principal
         do throws(KerberosError) {
-            if let realm, !SaslauthdRequest.hasRealm(name) {
+            if enterpriseNames, let enterprise = try enterprisePrincipal(name, in: context) {
+                principal = enterprise
+            } else if let realm, !SaslauthdRequest.hasRealm(name) {
                 principal = try Principal(parsing: "\(name)@\(realm)", in: context)
             } else {
                 principal = try Principal(parsing: name, in: context)
@@ -51,6 +57,20 @@ struct LoginNames: Sendable {
             throw LoginRefusal(.failed(.unknownPrincipal, "Realm \(principal.realm) is not one this service logs in to", principal: name))
         }
         return principal
+    }
+
+    /// `user@suffix` (or `user@suffix@REALM`) as an NT-ENTERPRISE name in the configured or default realm;
+    /// nil for a name without `@`, with other escapes, or whose suffix is the realm itself: those stay ordinary
+    /// names. `user\@suffix@REALM`, the form `krb5_unparse_name` gives an enterprise name (and ``LoginService/resolve(_:)``
+    /// hands back), is the same name.
+    private func enterprisePrincipal(_ typed: String, in context: Context) throws(KerberosError) -> Principal? {
+        let name = typed.replacingOccurrences(of: "\\@", with: "@")
+        let parts = name.split(separator: "@", omittingEmptySubsequences: false)
+        guard parts.count == 2 || parts.count == 3, !parts[0].isEmpty, !parts[1].isEmpty, !name.contains("\\") else { return nil }
+        if parts.count == 2, let realm = realm ?? (try? context.defaultRealm()), parts[1].uppercased() == realm.uppercased() { return nil }
+        var qualified = name
+        if parts.count == 2, let realm { qualified += "@\(realm)" }
+        return try Principal(parsing: qualified, in: context, options: .enterprise)
     }
 }
 

@@ -254,9 +254,15 @@ struct LoginAttempt: Sendable {
         let configuration = self.configuration
         let answers = conversation.answers
         let asked = conversation.principal
+        let names = self.names
         return { context, password in
-            let client = try Principal(parsing: principal, in: context)
+            // Parsed as the name checks parsed it, so an enterprise name stays one.
+            let client: Principal
+            do throws(LoginRefusal) { client = try names.client(principal, in: context) } catch {
+                throw KerberosError(code: -1765328250, message: error.result.message ?? "Not a principal name", reason: .invalidRequest)  // KRB5_PARSE_MALFORMED
+            }
             var options = InitialCredentialsOptions()
+            if configuration.canonicalize || configuration.enterpriseNames { options.canonicalize = true }
             options.ticketLifetime = configuration.ticketLifetime
             options.renewLifetime = configuration.renewLifetime
             options.forwardable = configuration.forwardable
@@ -278,7 +284,9 @@ struct LoginAttempt: Sendable {
             }
             // A ticket straight from the AS only for the server's own realm: a user of another realm is
             // verified through the TGS path (cross-realm), since the AS of the user's realm cannot issue it.
-            if directVerification {
+            // Nor with canonicalization: AD then answers with the service's canonical name, which MIT refuses
+            // for any AS service but krbtgt ("KDC reply did not match expectations").
+            if directVerification && options.canonicalize != true {
                 let server = try Self.verificationServer(configuration, context)
                 if server.realm == client.realm { options.service = server.name() }
             }

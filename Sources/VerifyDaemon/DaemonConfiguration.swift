@@ -65,6 +65,8 @@ public struct DaemonConfiguration: Sendable {
         "max_parked_conversations", "failure_floor", "throttle_failures", "throttle_window", "throttle_backoff",
         "throttle_max_backoff", "throttle_penalty", "allowed_uids", "allowed_gids", "metrics_listen", "log_level", "insecure_skip_verification",
         "ticket_lifetime", "login_timeout", "optimistic_preauth", "learned_preauth", "direct_verification_ticket", "result_cache_ttl",
+        "ticket_lifetime", "optimistic_preauth", "learned_preauth", "direct_verification_ticket", "result_cache_ttl",
+        "enterprise_names", "canonicalize",
     ]
 
     /// Reads a TOML file over the defaults; unknown keys and wrong types are errors that name the key.
@@ -150,6 +152,8 @@ public struct DaemonConfiguration: Sendable {
         login.directVerificationTicket = try bool("direct_verification_ticket") ?? login.directVerificationTicket
         login.ticketLifetime = try duration("ticket_lifetime") ?? login.ticketLifetime
         login.loginTimeout = try duration("login_timeout") ?? login.loginTimeout
+        login.enterpriseNames = try bool("enterprise_names") ?? login.enterpriseNames
+        login.canonicalize = try bool("canonicalize") ?? login.canonicalize
         workers = try int("workers") ?? workers
         maxConnections = try int("max_connections") ?? maxConnections
         readTimeout = try duration("read_timeout") ?? readTimeout

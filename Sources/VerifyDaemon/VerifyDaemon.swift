@@ -250,6 +250,8 @@ public final class VerifyDaemon: Service, Sendable {
             "listener": .string(listener), "outcome": .string(outcome), "principal": .string(principal),
             "latency_ms": .stringConvertible(Double(latency.nanoseconds) / 1e6),
         ]
+        // The name the KDC gave the ticket, when it differs from the one asked for (canonicalization, UPNs).
+        if result.ok, let canonical = result.principal, canonical != principal { metadata["canonical_principal"] = .string(canonical) }
         if let peer { metadata["peer_uid"] = .stringConvertible(peer.uid); metadata["peer_pid"] = .stringConvertible(peer.pid) }
         if let message = result.message { metadata["reason"] = .string(message) }
         logger.log(level: level, "login", metadata: metadata)

@@ -52,6 +52,10 @@ struct LoginCommand: ParsableCommand {
     var armor: LoginConfiguration.ArmorSource = .none
     @Flag(name: .customLong("fast-required"), help: "Fail unless the exchange is armored with FAST.")
     var fastRequired = false
+    @Flag(name: .customLong("enterprise-names"), help: "Send a user@suffix name (an Active Directory UPN) as an enterprise name, canonicalized (kinit -E).")
+    var enterpriseNames = false
+    @Flag(help: "Ask the KDC to canonicalize the client name (kinit -C).")
+    var canonicalize = false
     @Option(name: .customLong("pkinit-identity"), help: "PKINIT identity, such as PKCS11:module_name=…:token=… or FILE:cert,key.")
     var pkinitIdentity: String?
     @Option(name: .customLong("preauth-option"), help: "Any other pre-authentication option NAME=VALUE (repeatable).")
@@ -103,7 +107,8 @@ struct LoginCommand: ParsableCommand {
             krb5: Context.Configuration(files: krb5Config, secure: secure),
             keytab: keytab, serverPrincipal: serverPrincipal, realm: realm, armor: armor, fastRequired: fastRequired,
             ticketLifetime: lifetime.flatMap(parseLifetime), renewLifetime: renewLifetime.flatMap(parseLifetime),
-            forwardable: forwardable, preauthOptions: preauth, outputCache: ccache)
+            forwardable: forwardable, preauthOptions: preauth, outputCache: ccache,
+            enterpriseNames: enterpriseNames, canonicalize: canonicalize)
         if let timeout = loginTimeout.flatMap(parseLifetime) { configuration.loginTimeout = timeout }
         return LoginHelper.Options(mode: mode, principal: principal, configuration: configuration, daemonSocket: daemon,
                                    cacheOwner: uid.map { ($0, gid!) }, authorize: !noAuthorize, principalFormat: principalFormat,

@@ -40,6 +40,9 @@ struct VerifyDaemonCommand: AsyncParsableCommand {
     var learnedPreauth: Bool?
     @Flag(name: .customLong("direct-verification-ticket"), inversion: .prefixedNo, help: "Ask the AS directly for the verification ticket, skipping the TGS exchange (default on).")
     var directVerificationTicket: Bool?
+    @Flag(name: .customLong("enterprise-names"), inversion: .prefixedNo, help: "Send user@suffix names (Active Directory UPNs) as enterprise names, canonicalized (kinit -E).")
+    var enterpriseNames: Bool?
+    @Flag(inversion: .prefixedNo, help: "Ask the KDC to canonicalize the client name (kinit -C).") var canonicalize: Bool?
     @Option(name: .customLong("result-cache-ttl"), help: "Cache successful password logins this long, such as 30s (like saslauthd -c; off by default).") var resultCacheTTL: String?
     @Flag(name: .customLong("insecure-skip-verification"), help: "INSECURE: accept credentials without verifying them against the keytab.")
     var insecureSkipVerification = false
@@ -116,6 +119,8 @@ struct VerifyDaemonCommand: AsyncParsableCommand {
         if let optimisticPreauth { configuration.login.optimisticPreauth = optimisticPreauth }
         if let learnedPreauth { configuration.login.learnedPreauth = learnedPreauth }
         if let directVerificationTicket { configuration.login.directVerificationTicket = directVerificationTicket }
+        if let enterpriseNames { configuration.login.enterpriseNames = enterpriseNames }
+        if let canonicalize { configuration.login.canonicalize = canonicalize }
         if let value = try duration(ticketLifetime, "ticket-lifetime") { configuration.login.ticketLifetime = value }
         if let value = try duration(loginTimeout, "login-timeout") { configuration.login.loginTimeout = value }
         if let value = try duration(resultCacheTTL, "result-cache-ttl") { configuration.resultCacheTTL = value }
