@@ -177,16 +177,7 @@ private final class SendOperation: @unchecked Sendable {
                     }
                 }
                 .connect(to: target.address)
-                .whenComplete { [self] result in
-                    switch result {
-                    case .success(let channel):
-                        guard !closed else { channel.close(promise: nil); return }
-                        channels[index, default: []].append(channel)
-                        write(channel, index: index, udp: false)
-                    case .failure:
-                        failedTarget(index)
-                    }
-                }
+                .whenComplete { [self] result in connected(result, index: index, udp: false) }
         } else {
             udpTargets.insert(index)
             DatagramBootstrap(group: loop)
@@ -198,16 +189,19 @@ private final class SendOperation: @unchecked Sendable {
                     }
                 }
                 .connect(to: target.address)
-                .whenComplete { [self] result in
-                    switch result {
-                    case .success(let channel):
-                        guard !closed else { channel.close(promise: nil); return }
-                        channels[index, default: []].append(channel)
-                        write(channel, index: index, udp: true)
-                    case .failure:
-                        failedTarget(index)
-                    }
-                }
+                .whenComplete { [self] result in connected(result, index: index, udp: true) }
+        }
+    }
+
+    /// A connection (or a connected datagram socket) to target `index` is ready, or could not be made.
+    private func connected(_ result: Result<any Channel, any Error>, index: Int, udp: Bool) {
+        switch result {
+        case .success(let channel):
+            guard !closed else { channel.close(promise: nil); return }
+            channels[index, default: []].append(channel)
+            write(channel, index: index, udp: udp)
+        case .failure:
+            failedTarget(index)
         }
     }
 

@@ -218,7 +218,8 @@ struct LoginAttempt: Sendable {
             // The ticket must be for the principal asked for (or the KDC's canonical spelling of it when
             // canonicalization was asked for), whatever the KDC chose to answer.
             let issued = try await session.run(credentials) { _, credentials in credentials.client }
-            if issued != principal {
+            let canonicalized = configuration.canonicalize || configuration.enterpriseNames
+            if issued != principal && !canonicalized {
                 return .finished(.failed(.badCredentials, "The KDC issued credentials for \(issued), not \(principal)", principal: principal), info: notes.info)
             }
             if configuration.verify {
@@ -301,7 +302,8 @@ struct LoginAttempt: Sendable {
                                     notes: AttemptNotes) async throws(KerberosError) -> Pinned<Credentials> {
         do {
             return try await exchange(principal: principal, password: password, setup: setup)
-        } catch where error.reason == .passwordExpired && error.name == "KRB5KDC_ERR_KEY_EXP" {
+        } catch where error.reason == .passwordExpired && error.name == "KRB5KDC_ERR_KEY_EXP" && !passwordOnly {
+            // (A password-only login cannot answer the new-password questions: it ends as password-expired.)
             // The password change is not steppable in MIT 1.20: krb5_get_init_creds_password asks the prompter for
             // the new password, changes it through kpasswd and logs in. It blocks the worker on the network; the
             // session's deadline still bounds the answer.

@@ -20,7 +20,9 @@ struct ActiveDirectoryHelperTests {
     }
 
     func pamExec(_ user: String, _ password: String, _ extra: [String] = []) throws -> (status: Int32, output: String) {
-        try TestRealm.run(base + ["--pam-exec"] + extra, environment: ["PAM_USER": user, "PAM_TYPE": "auth", "PAM_SERVICE": "login"],
+        // The AD test users have no local accounts, so krb5_kuserok would refuse them (as pam-krb5 would):
+        // authorization is proven against real .k5login files in PAMExecTests; here only the login is.
+        try TestRealm.run(base + ["--pam-exec", "--no-authorize"] + extra, environment: ["PAM_USER": user, "PAM_TYPE": "auth", "PAM_SERVICE": "login"],
                           inputBytes: Array(password.utf8) + [0])
     }
 
@@ -84,7 +86,7 @@ struct ActiveDirectoryHelperTests {
         let user = try ad.addUser(prefix: "hchg", password: "Old-Passw0rd1", options: ["must-change"])
         let refused = try pamExec(user, "Old-Passw0rd1")
         #expect(refused.status == 1, "\(refused.output)")
-        #expect(refused.output.contains("new password"), "\(refused.output)")
+        #expect(refused.output.contains("password has expired and must be changed"), "\(refused.output)")
         let input = """
         {"type":"login","principal":"\(user)","password":"Old-Passw0rd1"}
         {"type":"answers","id":1,"answers":{"new-password":"New-Passw0rd-7","new-password-again":"New-Passw0rd-7"}}
