@@ -41,6 +41,7 @@ struct Soak: ParsableCommand {
     func run() throws {
         let realm = try realmValues(realmEnv)
         let wrong = Atomic<Int>(0)
+        let wrongAnswers = Locked<[String]>([])
         let done = Atomic<Int>(0)
         let tally = Locked<[Case: Int]>([:])
         let early = Locked<(rss: Int, fds: Int)?>(nil)
@@ -55,8 +56,9 @@ struct Soak: ParsableCommand {
             {
                 let index = done.add(1, ordering: .relaxed).newValue
                 let kind = selected[index % selected.count]
-                if !Self.check(kind, realm: realm, sasl: sasl, conversation: conversation, otpUser: otpUser) {
+                if let answer = Self.check(kind, realm: realm, sasl: sasl, conversation: conversation, otpUser: otpUser) {
                     wrong.add(1, ordering: .relaxed)
+                    wrongAnswers.withLock { if $0.count < 10 { $0.append("\(kind): \(answer)") } }
                 }
                 tally.withLock { $0[kind, default: 0] += 1 }
                 if index == max(1, count / 10) { early.withLock { $0 = (Self.rss(pid), Self.fds(pid)) } }
@@ -64,35 +66,56 @@ struct Soak: ParsableCommand {
         }
         let first: (rss: Int, fds: Int) = early.withLock { $0 } ?? (0, 0)
         let counts = tally.withLock { $0 }.map { "\"\($0.key)\":\($0.value)" }.sorted().joined(separator: ",")
-        print(#"{"logins":\#(done.load(ordering: .relaxed)),"seconds":\#(String(format: "%.1f", elapsed)),"wrong":\#(wrong.load(ordering: .relaxed)),"rss_kb_at_10pct":\#(first.rss),"rss_kb_at_end":\#(Self.rss(pid)),"fds_at_10pct":\#(first.fds),"fds_at_end":\#(Self.fds(pid)),"cases":{\#(counts)}}"#)
+        let answers = wrongAnswers.withLock { $0 }.map { "\"\(Self.jsonEscaped($0))\"" }.joined(separator: ",")
+        print(#"{"logins":\#(done.load(ordering: .relaxed)),"seconds":\#(String(format: "%.1f", elapsed)),"wrong":\#(wrong.load(ordering: .relaxed)),"rss_kb_at_10pct":\#(first.rss),"rss_kb_at_end":\#(Self.rss(pid)),"fds_at_10pct":\#(first.fds),"fds_at_end":\#(Self.fds(pid)),"cases":{\#(counts)},"wrong_answers":[\#(answers)]}"#)
         if wrong.load(ordering: .relaxed) > 0 { throw ExitCode(1) }
     }
 
-    /// One login of `kind`; whether the daemon's answer is the expected one.
-    static func check(_ kind: Case, realm: [String: String], sasl: String, conversation: String, otpUser: String) -> Bool {
-        func saslReply(_ login: String, _ password: String) -> SaslauthdReply? {
+    /// One login of `kind`: nil when the daemon's answer is the expected one, else what it answered.
+    static func check(_ kind: Case, realm: [String: String], sasl: String, conversation: String, otpUser: String) -> String? {
+        func saslAnswer(_ login: String, _ password: String, expect expected: SaslauthdReply) -> String? {
             let request = SaslauthdRequest(login: login, password: Secret(password), service: "soak", realm: "", clientAddress: "127.0.0.\(kind.rawValue + 1)")
-            return try? SaslauthdReply(decoding: SaslLoad.exchange(path: sasl, request: request.encoded()))
+            let reply = try? SaslauthdReply(decoding: SaslLoad.exchange(path: sasl, request: request.encoded()))
+            return reply == expected ? nil : reply.map { "\($0)" } ?? "no reply"
         }
         switch kind {
-        case .good: return saslReply(realm["USER"]!, realm["USER_PASSWORD"]!) == .ok
-        case .bad: return saslReply(realm["USER"]!, "wrong-\(UInt32.random(in: 0...UInt32.max))") == .no("authentication failed")
-        case .unknown: return saslReply("nobody\(UInt32.random(in: 0...UInt32.max))", "x") == .no("authentication failed")
-        case .disabled: return saslReply(realm["DISABLED_USER"]!, realm["DISABLED_PASSWORD"]!) == .no("account disabled")
+        case .good: return saslAnswer(realm["USER"]!, realm["USER_PASSWORD"]!, expect: .ok)
+        case .bad: return saslAnswer(realm["USER"]!, "wrong-\(UInt32.random(in: 0...UInt32.max))", expect: .no("authentication failed"))
+        case .unknown: return saslAnswer("nobody\(UInt32.random(in: 0...UInt32.max))", "x", expect: .no("authentication failed"))
+        case .disabled: return saslAnswer(realm["DISABLED_USER"]!, realm["DISABLED_PASSWORD"]!, expect: .no("account disabled"))
         case .otpGood, .otpBad:
-            let code = kind == .otpGood
-                ? TOTP.code(secret: TOTP.base32Decode(realm["OTP_SECRET"]!), time: UInt64(Date().timeIntervalSince1970))
-                : "000000"
-            guard let result = otpLogin(conversation, user: otpUser, code: code) else { return false }
-            // A code computed at a step boundary may be refused; that is the KDC being right, not the daemon wrong.
-            if kind == .otpGood && !result.ok { return result.failure == .badCredentials && nearStepBoundary() }
-            return kind == .otpGood ? result.ok && result.verified : result.failure == .badCredentials
+            let asked = Date().timeIntervalSince1970
+            let code = kind == .otpGood ? TOTP.code(secret: TOTP.base32Decode(realm["OTP_SECRET"]!), time: UInt64(asked)) : "000000"
+            guard let result = otpLogin(conversation, user: otpUser, code: code) else { return "no result" }
+            let right: Bool
+            if kind == .otpGood {
+                // A code made near a step's end may reach the KDC in the next step and be refused: that is the
+                // KDC being right, not the daemon wrong.
+                right = result.ok && result.verified
+                    || result.failure == .badCredentials && Self.stepChanged(since: asked)
+            } else {
+                right = result.failure == .badCredentials
+            }
+            return right ? nil : "\(result)"
         }
     }
 
-    static func nearStepBoundary() -> Bool {
-        let phase = Date().timeIntervalSince1970.truncatingRemainder(dividingBy: 30)
-        return phase < 2 || phase > 28
+    /// Whether a TOTP step (30 s) began between `time` (less 2 s) and now.
+    static func stepChanged(since time: Double) -> Bool {
+        Int((time - 2) / 30) != Int(Date().timeIntervalSince1970 / 30)
+    }
+
+    static func jsonEscaped(_ text: String) -> String {
+        var escaped = ""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": escaped += "\\\""
+            case "\\": escaped += "\\\\"
+            case _ where scalar.value < 0x20: escaped += String(format: "\\u%04x", scalar.value)
+            default: escaped.unicodeScalars.append(scalar)
+            }
+        }
+        return escaped
     }
 
     static func otpLogin(_ path: String, user: String, code: String) -> LoginResult? {

@@ -69,8 +69,22 @@ public final class ChildProcess: @unchecked Sendable {
         let argv = (["/usr/bin/env"] + arguments).map { strdup($0) } + [nil]
         let envp = merged.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer { (argv + envp).forEach { free($0) } }
+        // The child starts with no signal blocked and every signal at its default action, whatever the calling
+        // thread blocks and the test process ignores (SwiftNIO ignores SIGPIPE): sshd, pam_exec and the realm's
+        // daemons wait for their own children and rely on the defaults.
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var noSignals = sigset_t()
+        sigemptyset(&noSignals)
+        var allSignals = sigset_t()
+        sigemptyset(&allSignals)
+        for signal in 1..<SIGSYS + 1 where signal != SIGKILL && signal != SIGSTOP { sigaddset(&allSignals, signal) }
+        posix_spawnattr_setsigmask(&attributes, &noSignals)
+        posix_spawnattr_setsigdefault(&attributes, &allSignals)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
         var child: pid_t = 0
-        let spawned = posix_spawn(&child, "/usr/bin/env", &actions, nil, argv, envp)
+        let spawned = posix_spawn(&child, "/usr/bin/env", &actions, &attributes, argv, envp)
         Self.close([inputPipe[0], outputPipe[1]])
         guard spawned == 0 else {
             Self.close([inputPipe[1], outputPipe[0]])
