@@ -79,7 +79,7 @@ let package = Package(
         .target(name: "LoginHelper", dependencies: ["LoginService", "LoginProtocol"], swiftSettings: strict),
         .executableTarget(
             name: "krb5-login",
-            dependencies: ["LoginHelper", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["LoginHelper"],
             swiftSettings: strict
         ),
 
