@@ -172,27 +172,23 @@ final class LoginGate: Sendable {
     /// throttles, the password-only login, the outcome's accounting; `reply` runs on `loop` with the result,
     /// logged and no sooner than its floor.
     func verifyPassword(_ request: SaslauthdRequest, peer: PeerCredentials?, on loop: any EventLoop, _ reply: @escaping @Sendable (LoginResult) -> Void) {
-        let arrived = Request(listener: .sasl, principal: request.principal, peer: peer, arrived: .now())
+        let arrived = NIODeadline.now()
+        /// The request's answer, logged under `principal`.
+        func answering(as principal: String) -> @Sendable (LoginResult, Duration?) -> Void {
+            let entry = Request(listener: .sasl, principal: principal, peer: peer, arrived: arrived)
+            return { result, floor in self.answer(result, entry, on: loop, floor: floor) { reply(result) } }
+        }
         let login: Login
         switch admit(name: request.principal, clientAddress: request.clientAddress) {
         case .success(let admitted): login = admitted
-        case .failure(let refusal): return self.answer(refusal.result, arrived, on: loop, floor: refusal.delay) { reply(refusal.result) }
+        case .failure(let refusal): return answering(as: request.principal)(refusal.result, refusal.delay)
         }
-        var admitted = arrived
-        admitted.principal = login.principal
-        let answer = admitted
+        let finish = answering(as: login.principal)
         let password = request.password
-        if password.isEmpty {
-            let result = LoginResult.failed(.badCredentials, "empty password", principal: login.principal)
-            return self.answer(result, answer, on: loop) { reply(result) }
-        }
+        if password.isEmpty { return finish(.failed(.badCredentials, "empty password", principal: login.principal), nil) }
         exchange(login, password: password, on: loop, { done in
             service.verifyPassword(principal: login.principal, password: password) { done($0, $0) }
-        }, refused: { refusal in
-            self.answer(refusal.result, answer, on: loop, floor: refusal.delay) { reply(refusal.result) }
-        }, ended: { result in
-            self.answer(result, answer, on: loop) { reply(result) }
-        })
+        }, refused: { finish($0.result, $0.delay) }, ended: { finish($0, nil) })
     }
 
     /// One replay of a conversation's exchange, if the throttles let it through; `ended` runs on `loop` with the
