@@ -77,22 +77,26 @@ struct DaemonStateMachineTests {
         #expect(machine.loginEnded() == nil && machine.inFlight == 0)
     }
 
-    @Test("the deadline ends the drain with logins still in flight; an early timer does not")
-    func deadline() {
+    /// A machine whose shutdown ("shutdown", deadline in 30 s) waits for one login in flight.
+    private func drainingWithOneLogin() -> Machine {
         var machine = Machine(maxConnections: 10, maxParked: 1)
         machine.loginStarted()
         _ = machine.shutdown(deadline: now + .seconds(30), now: now)
-        #expect(machine.waitForDrain("shutdown", now: now) == nil)
+        let waiting = machine.waitForDrain("shutdown", now: now)
+        #expect(waiting == nil)
+        return machine
+    }
+
+    @Test("the deadline ends the drain with logins still in flight; an early timer does not")
+    func deadline() {
+        var machine = drainingWithOneLogin()
         #expect(machine.deadlineReached(now: now + .seconds(29)) == nil)
         #expect(machine.deadlineReached(now: now + .seconds(30)) == "shutdown")
     }
 
     @Test("a second shutdown with no grace (cancellation) resumes the waiting drain at once")
     func cancellationShortensTheWait() {
-        var machine = Machine(maxConnections: 10, maxParked: 1)
-        machine.loginStarted()
-        _ = machine.shutdown(deadline: now + .seconds(30), now: now)
-        #expect(machine.waitForDrain("shutdown", now: now) == nil)
+        var machine = drainingWithOneLogin()
         guard case .resume(let waiter) = machine.shutdown(deadline: now, now: now) else {
             Issue.record("the waiting shutdown is resumed")
             return
@@ -102,10 +106,7 @@ struct DaemonStateMachineTests {
 
     @Test("a second shutdown with a shorter grace still ahead asks for a timer at the new deadline")
     func shorterGrace() {
-        var machine = Machine(maxConnections: 10, maxParked: 1)
-        machine.loginStarted()
-        _ = machine.shutdown(deadline: now + .seconds(30), now: now)
-        #expect(machine.waitForDrain("shutdown", now: now) == nil)
+        var machine = drainingWithOneLogin()
         guard case .wakeAt(let deadline) = machine.shutdown(deadline: now + .seconds(5), now: now) else {
             Issue.record("a timer for the shorter deadline")
             return

@@ -70,14 +70,20 @@ struct LifecycleTests {
         await daemon.stopped()
     }
 
-    @Test("the drain ends when the last delayed reply is out, not at the grace deadline")
-    func drainEndsWithLastReply() async throws {
-        let realm = try TestRealm.shared()
-        let daemon = try Self.daemon(realm, floor: .milliseconds(700))
+    /// A started daemon with one wrong password's reply waiting out `floor`, and the client waiting for it.
+    static func startedWithDelayedReply(_ realm: TestRealm, floor: Duration) async throws -> (VerifyDaemon, SocketClient) {
+        let daemon = try Self.daemon(realm, floor: floor)
         let path = try #require(try await daemon.start().saslSocket)
         let client = try SocketClient(path: path)
         client.send(SaslauthdRequest(login: realm["USER"], password: Secret("Wrong-Passw0rd"), service: "imap", realm: "", clientAddress: "").encoded())
-        try await Task.sleep(for: .milliseconds(200))
+        try await Task.sleep(for: .milliseconds(300))
+        return (daemon, client)
+    }
+
+    @Test("the drain ends when the last delayed reply is out, not at the grace deadline")
+    func drainEndsWithLastReply() async throws {
+        let realm = try TestRealm.shared()
+        let (daemon, client) = try await Self.startedWithDelayedReply(realm, floor: .milliseconds(700))
         let start = ContinuousClock.now
         await daemon.shutdown(grace: .seconds(60))
         #expect(ContinuousClock.now - start < .seconds(30), "resumed by the reply, long before the 60 s grace")
@@ -87,11 +93,7 @@ struct LifecycleTests {
     @Test("a second shutdown without grace cuts the first one's drain short")
     func secondShutdownShortensTheDrain() async throws {
         let realm = try TestRealm.shared()
-        let daemon = try Self.daemon(realm, floor: .seconds(60))
-        let path = try #require(try await daemon.start().saslSocket)
-        let client = try SocketClient(path: path)
-        client.send(SaslauthdRequest(login: realm["USER"], password: Secret("Wrong-Passw0rd"), service: "imap", realm: "", clientAddress: "").encoded())
-        try await Task.sleep(for: .milliseconds(300))
+        let (daemon, client) = try await Self.startedWithDelayedReply(realm, floor: .seconds(60))
         let start = ContinuousClock.now
         let first = Task { await daemon.shutdown(grace: .seconds(120)) }
         try await Task.sleep(for: .milliseconds(200))
