@@ -106,7 +106,7 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "LoginProtocolTests", dependencies: ["LoginProtocol"], swiftSettings: strict),
-        .testTarget(name: "LoginServiceTests", dependencies: ["LoginService", "Kerberos", "CKrb5"], swiftSettings: strict),
+        .testTarget(name: "LoginServiceTests", dependencies: ["LoginService", "LoginProtocol", "Kerberos", "CKrb5"], swiftSettings: strict),
         .testTarget(name: "TOTPTests", dependencies: ["TOTP"], swiftSettings: strict),
         .testTarget(
             name: "VerifyDaemonTests",

@@ -53,15 +53,18 @@ final class LearntPreauth: Sendable {
     /// asking again counts no failure at the KDC, and the attempt is repeated once only if it changed. At
     /// most one re-learn per login, however often the KDC's answer changes.
     static func withOneRelearn<Result>(
-        known: EncryptionInfo?, learn: () throws -> EncryptionInfo, attempt: (EncryptionInfo) throws -> Result
-    ) throws -> Result {
-        let info = try known ?? learn()
+        known: EncryptionInfo?,
+        learn: () async throws(KerberosError) -> EncryptionInfo,
+        attempt: (EncryptionInfo) async throws(KerberosError) -> Result
+    ) async throws(KerberosError) -> Result {
+        let info: EncryptionInfo
+        if let known { info = known } else { info = try await learn() }
         do {
-            return try attempt(info)
-        } catch let error as KerberosError where error.reason == .badPassword {
-            let current = try learn()
+            return try await attempt(info)
+        } catch where error.reason == .badPassword {
+            let current = try await learn()
             guard current != info else { throw error }
-            return try attempt(current)
+            return try await attempt(current)
         }
     }
 

@@ -14,18 +14,20 @@ final class ConversationHandler: ChannelInboundHandler {
     private enum Phase {
         case awaitingLogin
         case running
-        case awaitingAnswers(round: Int)
+        /// Parked at a question; the round awaited is the conversation's (``LoginConversation/awaitedRound``).
+        case awaitingAnswers
         case finished
     }
 
-    private let daemon: VerifyDaemon
+    private let gate: LoginGate
+    private let timeouts: ListenerTimeouts
     private var framer = LineFramer(maximumLength: 64 * 1024)
     private var phase = Phase.awaitingLogin
     private var conversation: LoginConversation?
     /// The login as the gate admitted it (canonical principal), once the login line arrived.
     private var login: LoginGate.Login?
-    private var peer: PeerCredentials?
-    private var started = NIODeadline.now()
+    /// Where the result goes: logged under the canonical principal once admitted, timed from the login line.
+    private var request = LoginGate.Request(listener: .conversation, principal: "-", peer: nil, arrived: .now())
     /// When the last exchange with the KDC began: the failure floor counts from here, so a person's
     /// thinking time between rounds never uses up the floor that hides how fast the KDC said no.
     private var roundStarted = NIODeadline.now()
@@ -33,22 +35,19 @@ final class ConversationHandler: ChannelInboundHandler {
     private var idleTimer: Scheduled<Void>?
     private var isParked = false
 
-    init(daemon: VerifyDaemon) {
-        self.daemon = daemon
+    init(gate: LoginGate, timeouts: ListenerTimeouts) {
+        self.gate = gate
+        self.timeouts = timeouts
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
-        let contextBox = NIOLoopBound(context, eventLoop: context.eventLoop)
-        let daemon = self.daemon
-        PeerCredentials.of(context.channel).whenSuccess { peer in
-            handler.value.peer = peer
-            if !PeerCredentials.admits(peer, uids: daemon.configuration.allowedUIDs, gids: daemon.configuration.allowedGIDs) {
-                daemon.logger.warning("conversation refused", metadata: ["peer": .string(peer?.description ?? "unknown (SO_PEERCRED unreadable)")])
-                handler.value.finish(.failed(.invalidRequest, "peer not allowed"), context: contextBox.value)
+        PeerCredentials.of(context.channel).whenSuccess(context.onLoop(self) { handler, context, peer in
+            handler.request.peer = peer
+            if !handler.gate.admitPeer(peer, listener: .conversation) {
+                handler.finish(.failed(.invalidRequest, "peer not allowed"), context: context)
             }
-        }
-        arm(daemon.configuration.readTimeout, context: context) { handler, context in
+        })
+        arm(timeouts.read, context: context) { handler, context in
             handler.finish(.failed(.timeout, "no login request within the read timeout"), context: context)
         }
         armIdleTimer(context: context)
@@ -66,10 +65,8 @@ final class ConversationHandler: ChannelInboundHandler {
         case .awaitingAnswers where framer.hasPartialLine: break
         default: return
         }
-        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
-        let contextBox = NIOLoopBound(context, eventLoop: context.eventLoop)
-        idleTimer = context.eventLoop.scheduleTask(in: TimeAmount(daemon.configuration.idleTimeout)) {
-            handler.value.finish(.failed(.timeout, "nothing arrived within the idle timeout"), context: contextBox.value)
+        idleTimer = context.schedule(in: timeouts.idle, self) { handler, context in
+            handler.finish(.failed(.timeout, "nothing arrived within the idle timeout"), context: context)
         }
     }
 
@@ -96,29 +93,30 @@ final class ConversationHandler: ChannelInboundHandler {
         switch (phase, message) {
         case (_, .failure(let error)):
             finish(.failed(.invalidRequest, error.reason), context: context)
-        case (.awaitingLogin, .success(.login(let request))):
-            started = .now()
-            roundStarted = started
-            switch daemon.gate.admit(name: request.principal, clientAddress: nil) {
+        case (.awaitingLogin, .success(.login(let loginRequest))):
+            request.principal = loginRequest.principal
+            request.arrived = .now()
+            roundStarted = request.arrived
+            switch gate.admit(name: loginRequest.principal, clientAddress: nil) {
             case .success(let admitted):
                 login = admitted
-                conversation = LoginConversation(principal: admitted.principal, password: request.password, service: request.service)
+                request.principal = admitted.principal
+                conversation = LoginConversation(principal: admitted.principal, password: loginRequest.password, service: loginRequest.service)
                 step(context: context)
             case .failure(let refusal):
                 finish(refusal.result, floor: refusal.delay, context: context)
             }
-        case (.awaitingAnswers(let round), .success(.answers(let id, let answers))):
-            guard id == round, let conversation else {
-                finish(.failed(.invalidRequest, "answers for round \(id), but round \(round) is awaited"), context: context)
+        case (.awaitingAnswers, .success(.answers(let id, let answers))):
+            guard let conversation else { return }
+            // The conversation keeps the round: answers for any other one are refused there.
+            let awaited = conversation.awaitedRound
+            do { try conversation.answer(answers, round: id) } catch {
+                finish(.failed(.invalidRequest, "answers for round \(id), but round \(awaited.map(String.init) ?? "none") is awaited"), context: context)
                 return
             }
             unpark()
             guard !answers.isEmpty else {
                 finish(.failed(.badCredentials, "the questions were declined", principal: conversation.principal), context: context)
-                return
-            }
-            do { try conversation.answer(answers, round: id) } catch {
-                finish(.failed(.invalidRequest, "\(error)"), context: context)
                 return
             }
             step(context: context)
@@ -133,37 +131,25 @@ final class ConversationHandler: ChannelInboundHandler {
 
     /// Runs one replay of the exchange on the login service's threads, if the gate lets it through.
     ///
-    /// Its outcome is accounted for (throttle, metrics, log) even when the client has gone or broke the
+    /// The gate accounts for its outcome (throttle, in flight) even when the client has gone or broke the
     /// protocol meanwhile: a guess must count whether or not anyone waits for its answer.
     private func step(context: ChannelHandlerContext) {
         guard let conversation, let login else { return }
         phase = .running
         roundStarted = .now()
         timer?.cancel()
-        let password = conversation.password
-        let reservation: LoginGate.Reservation
-        switch daemon.gate.reserve(login, password: password) {
-        case .success(let granted): reservation = granted
-        case .failure(let refusal): return finish(refusal.result, floor: refusal.delay, context: context)
-        }
-        daemon.loginStarted()
-        let daemon = self.daemon
-        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
-        let contextBox = NIOLoopBound(context, eventLoop: context.eventLoop)
-        let loop = context.eventLoop
-        let peer = self.peer
-        let started = self.started
-        daemon.service.step(conversation) { step in
-            loop.execute {
-                daemon.loginEnded()
-                let result: LoginResult? = if case .finished(let result, _) = step { result } else { nil }
-                daemon.gate.release(login, reservation, result: result, password: password)
-                // When nobody is left to answer, the outcome is still counted and logged.
-                if !handler.value.stepped(step, context: contextBox.value), let result {
-                    daemon.log(listener: "conversation", principal: login.principal, peer: peer, result: result, started: started)
+        let request = self.request
+        gate.step(login, conversation, on: context.eventLoop, context.onLoop(self) { handler, context, outcome in
+            switch outcome {
+            case .failure(let refusal):
+                handler.finish(refusal.result, floor: refusal.delay, context: context)
+            case .success(let step):
+                // When nobody is left to answer, the outcome is still logged.
+                if !handler.stepped(step, context: context), case .finished(let result, _) = step {
+                    handler.gate.log(result, request)
                 }
             }
-        }
+        })
     }
 
     /// Delivers a step's outcome; false when the conversation already ended (the client left or broke the protocol).
@@ -174,15 +160,15 @@ final class ConversationHandler: ChannelInboundHandler {
             for message in info { write(.info(message), context: context) }
             finish(result, context: context)
         case .questions(let id, let questions, let info):
-            guard daemon.park() else {
+            guard gate.park() else {
                 finish(.failed(.internal, "too many conversations waiting for answers"), context: context)
                 return true
             }
             isParked = true
             for message in info { write(.info(message), context: context) }
             write(.questions(id: id, questions), context: context)
-            phase = .awaitingAnswers(round: id)
-            arm(daemon.configuration.roundTimeout, context: context) { handler, context in
+            phase = .awaitingAnswers
+            arm(timeouts.round, context: context) { handler, context in
                 handler.unpark()
                 handler.finish(.failed(.timeout, "no answers within the round timeout", principal: handler.conversation?.principal), context: context)
             }
@@ -198,17 +184,15 @@ final class ConversationHandler: ChannelInboundHandler {
         timer?.cancel()
         idleTimer?.cancel()
         unpark()
-        let principal = conversation?.principal ?? result.principal ?? "-"
+        var request = self.request
+        request.principal = conversation?.principal ?? result.principal ?? "-"
         conversation = nil
-        daemon.log(listener: "conversation", principal: principal, peer: peer, result: result, started: started)
-        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
-        let contextBox = NIOLoopBound(context, eventLoop: context.eventLoop)
-        daemon.afterFloor(result, started: roundStarted, floor: floor, on: context.eventLoop) {
-            let context = contextBox.value
-            handler.value.write(.result(result), context: context)
+        let reply = context.onLoop(self) { (handler: ConversationHandler, context: ChannelHandlerContext) in
+            handler.write(.result(result), context: context)
             context.flush()
             context.close(promise: nil)
         }
+        gate.answer(result, request, on: context.eventLoop, floor: floor, started: roundStarted, reply)
     }
 
     private func write(_ message: ServerMessage, context: ChannelHandlerContext) {
@@ -218,18 +202,13 @@ final class ConversationHandler: ChannelInboundHandler {
 
     private func arm(_ timeout: Duration, context: ChannelHandlerContext, _ fire: @escaping (ConversationHandler, ChannelHandlerContext) -> Void) {
         timer?.cancel()
-        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
-        let contextBox = NIOLoopBound(context, eventLoop: context.eventLoop)
-        let fireBox = NIOLoopBound(fire, eventLoop: context.eventLoop)
-        timer = context.eventLoop.scheduleTask(in: TimeAmount(timeout)) {
-            fireBox.value(handler.value, contextBox.value)
-        }
+        timer = context.schedule(in: timeout, self, fire)
     }
 
     private func unpark() {
         if isParked {
             isParked = false
-            daemon.unpark()
+            gate.unpark()
         }
     }
 

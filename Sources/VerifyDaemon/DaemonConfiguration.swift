@@ -248,3 +248,22 @@ public struct ConfigurationError: Error, CustomStringConvertible, Equatable {
     /// An error with the given text.
     public init(_ description: String) { self.description = description }
 }
+
+/// The timers of one connection: all a listener's handler reads of the configuration.
+struct ListenerTimeouts: Sendable {
+    /// For the whole request (`read_timeout`).
+    var read: Duration
+    /// For silence while a request or a begun line is awaited (`idle_timeout`).
+    var idle: Duration
+    /// How long a four-field saslauthd request waits for a fifth field (`four_field_grace`).
+    var fourFieldGrace: Duration
+    /// For a person's answers to one round of questions (`round_timeout`).
+    var round: Duration
+
+    init(_ configuration: DaemonConfiguration) {
+        read = configuration.readTimeout
+        idle = configuration.idleTimeout
+        fourFieldGrace = configuration.fourFieldGrace
+        round = configuration.roundTimeout
+    }
+}

@@ -4,22 +4,34 @@ import LoginProtocol
 import LoginService
 import NIOCore
 
-/// The one policy in front of both listeners: what a login passes before the KDC sees it, and what its
-/// outcome changes afterwards.
+/// The one policy in front of both listeners: what a connection and a login pass before the KDC sees them, what
+/// their outcome changes afterwards, and how the answer goes out. The handlers only move bytes and keep their
+/// timers; everything else they ask of the gate.
 ///
-/// - At its arrival (``admit(name:clientAddress:)``): the name's checks (``LoginService/resolve(_:)``: empty,
-///   malformed, `WELLKNOWN/ANONYMOUS`, a realm outside the allow-list), answered at once.
+/// - A connection's peer (``admitPeer(_:listener:)``): `allowed_uids` / `allowed_gids`.
+/// - At a login's arrival (``admit(name:clientAddress:)``): the name's checks (``LoginService/resolve(_:)``:
+///   empty, malformed, `WELLKNOWN/ANONYMOUS`, a realm outside the allow-list), answered at once.
 /// - Before each KDC exchange (``reserve(_:password:)``): the client address's throttle, then the canonical
 ///   principal's, which counts the attempt as it starts. A throttled principal whose password is the one
 ///   that last logged it in goes on anyway (``PasswordVerifiers``); anything else throttled is refused
-///   without the KDC, after a penalty.
+///   without the KDC (a typed ``Refusal``), after a penalty.
+/// - The exchange itself (``verifyPassword(_:password:on:_:)``, ``step(_:_:on:_:)``), counted in flight.
 /// - After it (``release(_:_:result:password:)``): wrong credentials count against the principal and the
 ///   address, `kdc-unreachable` against the address; a success clears the principal and remembers its
 ///   password's verifier.
+/// - The answer (``answer(_:_:on:floor:_:)``): logged and counted, and a failure sent no sooner than the
+///   failure floor after the exchange began.
+/// - Conversations parked at a question (``park()``, ``unpark()``).
 ///
 /// A peer's uid is never a throttle key: a mail server logs in all its users from one uid, and one user's
 /// typos must not lock out the others.
 final class LoginGate: Sendable {
+    /// The listener a request came through, as logs and metrics name it.
+    enum Listener: String, Sendable {
+        case sasl
+        case conversation
+    }
+
     /// A login that passed the checks at its arrival.
     struct Login: Sendable {
         /// The canonical principal name: the throttle's and the result cache's key, and what is logged.
@@ -38,8 +50,25 @@ final class LoginGate: Sendable {
 
     /// A login refused without a KDC exchange; answered no sooner than `delay` after it arrived.
     struct Refusal: Error {
+        /// Why: the name's checks or the throttle.
+        enum Kind: Sendable, Equatable {
+            /// The name failed its checks (``LoginService/resolve(_:)``).
+            case name
+            /// The principal or the client address is throttled.
+            case throttled
+        }
+        let kind: Kind
         let result: LoginResult
         let delay: Duration
+    }
+
+    /// Where one request's answer goes: its listener, the principal it is logged under, the peer, and when it
+    /// arrived (the logged latency counts from here).
+    struct Request: Sendable {
+        let listener: Listener
+        var principal: String
+        var peer: PeerCredentials?
+        var arrived: NIODeadline
     }
 
     private let service: LoginService
@@ -47,9 +76,15 @@ final class LoginGate: Sendable {
     private let peers: Throttle
     private let verifiers = PasswordVerifiers()
     private let failureFloor: Duration
+    private let allowedUIDs: [UInt32]
+    private let allowedGIDs: [UInt32]
     private let logger: Logger
+    private let metrics: DaemonMetrics
+    /// The daemon's state (shared with ``VerifyDaemon``, one lock): in-flight, parked and delayed counts.
+    private let state: Locked<DaemonStateMachine<CheckedContinuation<Void, Never>>>
 
-    init(configuration: DaemonConfiguration, service: LoginService, logger: Logger) {
+    init(configuration: DaemonConfiguration, service: LoginService, logger: Logger, metrics: DaemonMetrics,
+         state: Locked<DaemonStateMachine<CheckedContinuation<Void, Never>>>) {
         let policy = Throttle.Policy(failures: configuration.throttleFailures, window: configuration.throttleWindow,
                                      backoff: configuration.throttleBackoff, maxBackoff: configuration.throttleMaxBackoff,
                                      penalty: configuration.throttlePenalty)
@@ -57,7 +92,26 @@ final class LoginGate: Sendable {
         self.principals = Throttle(policy: policy)
         self.peers = Throttle(policy: policy)
         self.failureFloor = configuration.failureFloor
+        self.allowedUIDs = configuration.allowedUIDs
+        self.allowedGIDs = configuration.allowedGIDs
         self.logger = logger
+        self.metrics = metrics
+        self.state = state
+    }
+
+    /// Whether the process at the other end of a new connection may use it (`nil`: `SO_PEERCRED` unreadable);
+    /// a refusal is logged.
+    func admitPeer(_ peer: PeerCredentials?, listener: Listener) -> Bool {
+        guard !PeerCredentials.admits(peer, uids: allowedUIDs, gids: allowedGIDs) else { return true }
+        let what = listener == .sasl ? "saslauthd connection refused" : "conversation refused"
+        logger.warning("\(what)", metadata: ["peer": .string(peer?.description ?? "unknown (SO_PEERCRED unreadable)")])
+        return false
+    }
+
+    /// Logs and counts a saslauthd request that could not be decoded.
+    func invalidRequest(_ error: any Error, peer: PeerCredentials?) {
+        logger.notice("invalid saslauthd request", metadata: ["reason": .string("\(error)"), "peer": .string(peer?.description ?? "-")])
+        metrics.record(listener: Listener.sasl.rawValue, outcome: "invalid-request", latency: .zero)
     }
 
     /// The checks at a request's arrival: the login's canonical principal, or the answer refusing it.
@@ -66,13 +120,13 @@ final class LoginGate: Sendable {
         case .principal(let principal):
             return .success(Login(principal: principal, peer: clientAddress.flatMap { $0.isEmpty ? nil : "addr:\($0)" }))
         case .refused(let result):
-            return .failure(Refusal(result: result, delay: failureFloor))
+            return .failure(Refusal(kind: .name, result: result, delay: failureFloor))
         }
     }
 
     /// Lets one KDC exchange of `login` go ahead, or refuses it because its address or its principal is
     /// throttled. Every success must be followed by one ``release(_:_:result:password:)``.
-    func reserve(_ login: Login, password: Secret?) -> Result<Reservation, Refusal> {
+    private func reserve(_ login: Login, password: Secret?) -> Result<Reservation, Refusal> {
         var verdict = login.peer.map { peers.check($0) } ?? .allowed
         var throttled = login.peer ?? ""
         if verdict == .allowed {
@@ -87,12 +141,12 @@ final class LoginGate: Sendable {
         logger.notice("refused without asking the KDC: throttled", metadata: [
             "principal": .string(login.principal), "key": .string(throttled), "penalty_ms": .stringConvertible(penalty.milliseconds),
         ])
-        return .failure(Refusal(result: .failed(.badCredentials, "Authentication failed", principal: login.principal),
+        return .failure(Refusal(kind: .throttled, result: .failed(.badCredentials, "Authentication failed", principal: login.principal),
                                 delay: max(penalty, failureFloor)))
     }
 
     /// Ends an exchange let through by ``reserve(_:password:)``; `result` is nil when it ended at questions.
-    func release(_ login: Login, _ reservation: Reservation, result: LoginResult?, password: Secret?) {
+    private func release(_ login: Login, _ reservation: Reservation, result: LoginResult?, password: Secret?) {
         let guessing = result?.failure == .badCredentials || result?.failure == .unknownPrincipal
         switch reservation {
         case .counted:
@@ -110,6 +164,122 @@ final class LoginGate: Sendable {
         if let peer = login.peer, guessing || result?.failure == .kdcUnreachable, peers.recordFailure(peer) {
             logger.warning("throttling engaged", metadata: ["key": .string(peer)])
         }
+    }
+
+    // MARK: Exchanges
+
+    /// A saslauthd request from its arrival to its answer: the name's checks, an empty password refused, the
+    /// throttles, the password-only login, the outcome's accounting; `reply` runs on `loop` with the result,
+    /// logged and no sooner than its floor.
+    func verifyPassword(_ request: SaslauthdRequest, peer: PeerCredentials?, on loop: any EventLoop, _ reply: @escaping @Sendable (LoginResult) -> Void) {
+        let arrived = NIODeadline.now()
+        /// The request's answer, logged under `principal`.
+        func answering(as principal: String) -> @Sendable (LoginResult, Duration?) -> Void {
+            let entry = Request(listener: .sasl, principal: principal, peer: peer, arrived: arrived)
+            return { result, floor in self.answer(result, entry, on: loop, floor: floor) { reply(result) } }
+        }
+        let login: Login
+        switch admit(name: request.principal, clientAddress: request.clientAddress) {
+        case .success(let admitted): login = admitted
+        case .failure(let refusal): return answering(as: request.principal)(refusal.result, refusal.delay)
+        }
+        let finish = answering(as: login.principal)
+        let password = request.password
+        if password.isEmpty { return finish(.failed(.badCredentials, "empty password", principal: login.principal), nil) }
+        exchange(login, password: password, on: loop, { done in
+            service.verifyPassword(principal: login.principal, password: password) { done($0, $0) }
+        }, refused: { finish($0.result, $0.delay) }, ended: { finish($0, nil) })
+    }
+
+    /// One replay of a conversation's exchange, if the throttles let it through; `ended` runs on `loop` with the
+    /// step, or with the refusal. Its outcome is accounted for (throttle, in-flight count) whether or not anyone
+    /// is left to hear it.
+    func step(_ login: Login, _ conversation: LoginConversation, on loop: any EventLoop, _ ended: @escaping @Sendable (Result<LoginStep, Refusal>) -> Void) {
+        exchange(login, password: conversation.password, on: loop, { done in
+            service.step(conversation) { step in
+                let result: LoginResult? = if case .finished(let result, _) = step { result } else { nil }
+                done(result, step)
+            }
+        }, refused: { ended(.failure($0)) }, ended: { ended(.success($0)) })
+    }
+
+    /// Reserve, count in flight, run `body` on the service, release with its result, hop back to `loop`.
+    private func exchange<Outcome: Sendable>(
+        _ login: Login, password: Secret?, on loop: any EventLoop,
+        _ body: (_ done: @escaping @Sendable (LoginResult?, Outcome) -> Void) -> Void,
+        refused: (Refusal) -> Void, ended: @escaping @Sendable (Outcome) -> Void
+    ) {
+        let reservation: Reservation
+        switch reserve(login, password: password) {
+        case .success(let granted): reservation = granted
+        case .failure(let refusal): return refused(refusal)
+        }
+        state.withLock { $0.loginStarted() }
+        metrics.inFlight.increment()
+        body { result, outcome in
+            loop.execute {
+                self.state.withLock { $0.loginEnded() }?.resume()
+                self.metrics.inFlight.decrement()
+                self.release(login, reservation, result: result, password: password)
+                ended(outcome)
+            }
+        }
+    }
+
+    // MARK: Answers
+
+    /// Logs and counts one finished request, then runs `reply` on `loop`: at once for a success, else no sooner
+    /// than `floor` (the failure floor, or a throttle's penalty) after `started` (default: the request's arrival;
+    /// a conversation passes when its last exchange began). While half of `max_connections` already wait out a
+    /// delay, a further one waits out only the failure floor, so penalties cannot fill the daemon.
+    func answer(_ result: LoginResult, _ request: Request, on loop: any EventLoop, floor: Duration? = nil, started: NIODeadline? = nil,
+                _ reply: @escaping @Sendable () -> Void) {
+        log(result, request)
+        let crowded = state.withLock { $0.isCrowdedWithDelays }
+        let floor = crowded ? failureFloor : max(floor ?? .zero, failureFloor)
+        let remaining = (started ?? request.arrived) + TimeAmount(floor) - .now()
+        if result.ok || remaining <= .zero {
+            reply()
+            return
+        }
+        state.withLock { $0.replyDelayed() }
+        loop.scheduleTask(in: remaining) { [self] in
+            reply()
+            state.withLock { $0.delayedReplySent() }?.resume()
+        }
+    }
+
+    /// Logs and counts one finished request; never with a secret.
+    func log(_ result: LoginResult, _ request: Request) {
+        let latency = NIODeadline.now() - request.arrived
+        let outcome = result.failure?.rawValue ?? "ok"
+        metrics.record(listener: request.listener.rawValue, outcome: outcome, latency: .nanoseconds(latency.nanoseconds))
+        let level: Logger.Level = result.ok ? .info : .notice
+        guard logger.logLevel <= level else { return }
+        var metadata: Logger.Metadata = [
+            "listener": .string(request.listener.rawValue), "outcome": .string(outcome), "principal": .string(request.principal),
+            "latency_ms": .stringConvertible(Double(latency.nanoseconds) / 1e6),
+        ]
+        // The name the KDC gave the ticket, when it differs from the one asked for (canonicalization, UPNs).
+        if result.ok, let canonical = result.principal, canonical != request.principal { metadata["canonical_principal"] = .string(canonical) }
+        if let peer = request.peer { metadata["peer_uid"] = .stringConvertible(peer.uid); metadata["peer_pid"] = .stringConvertible(peer.pid) }
+        if let message = result.message { metadata["reason"] = .string(message) }
+        logger.log(level: level, "login", metadata: metadata)
+    }
+
+    // MARK: Parked conversations
+
+    /// Reserves a parking place for a conversation at a question; false when the daemon is full.
+    func park() -> Bool {
+        guard state.withLock({ $0.park() }) else { return false }
+        metrics.parked.increment()
+        return true
+    }
+
+    /// Frees a place reserved by ``park()``.
+    func unpark() {
+        state.withLock { $0.unpark() }
+        metrics.parked.decrement()
     }
 }
 

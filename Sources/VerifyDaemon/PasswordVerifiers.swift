@@ -14,29 +14,9 @@ final class PasswordVerifiers: Sendable {
     // Immutable after init; HMAC only reads it (swift-crypto does not mark SymmetricKey Sendable).
     nonisolated(unsafe) private let key = SymmetricKey(size: .bits256)
     private let capacity: Int
-    private let table = Locked<[String: Verifier]>([:])
-
-    /// 32 bytes in storage of their own, overwritten when the verifier goes.
-    private final class Verifier: @unchecked Sendable {
-        // Written once in init and wiped in deinit: immutable while anyone holds a reference to read it.
-        let bytes: UnsafeMutableRawBufferPointer
-        init(_ code: HMAC<SHA256>.MAC) {
-            bytes = .allocate(byteCount: SHA256.byteCount, alignment: 1)
-            code.withUnsafeBytes { bytes.copyMemory(from: $0) }
-        }
-        func matches(_ code: HMAC<SHA256>.MAC) -> Bool {
-            // HMAC's own `==` compares in constant time; compare the same way.
-            code.withUnsafeBytes { other in
-                var difference: UInt8 = 0
-                for index in 0..<SHA256.byteCount { difference |= bytes[index] ^ other[index] }
-                return difference == 0
-            }
-        }
-        deinit {
-            Secret.wipe(bytes)
-            bytes.deallocate()
-        }
-    }
+    /// The verifiers: 32 bytes each, in ``Secret``s, so they are wiped when replaced or dropped and compared
+    /// in constant time.
+    private let table = Locked<[String: Secret]>([:])
 
     init(capacity: Int = 100_000) {
         self.capacity = capacity
@@ -44,7 +24,7 @@ final class PasswordVerifiers: Sendable {
 
     /// Remembers `password` as the one that last logged `principal` in.
     func remember(_ password: Secret, for principal: String) {
-        let verifier = Verifier(code(password, principal))
+        let verifier = code(password, principal)
         table.withLock { table in
             if table.count >= capacity && table[principal] == nil { table.removeAll() }
             table[principal] = verifier
@@ -54,7 +34,7 @@ final class PasswordVerifiers: Sendable {
     /// Whether `password` is the one that last logged `principal` in.
     func matches(_ password: Secret, for principal: String) -> Bool {
         guard let verifier = table.withLock({ $0[principal] }) else { return false }
-        return verifier.matches(code(password, principal))
+        return verifier.constantTimeEquals(code(password, principal))
     }
 
     /// Forgets `principal`'s verifier (its password failed at the KDC).
@@ -64,11 +44,11 @@ final class PasswordVerifiers: Sendable {
 
     var count: Int { table.withLock { $0.count } }
 
-    private func code(_ password: Secret, _ principal: String) -> HMAC<SHA256>.MAC {
+    private func code(_ password: Secret, _ principal: String) -> Secret {
         var hmac = HMAC<SHA256>(key: key)
         password.withUnsafeBytes { hmac.update(data: $0) }
         hmac.update(data: [0])
         hmac.update(data: Array(principal.utf8))
-        return hmac.finalize()
+        return hmac.finalize().withUnsafeBytes { Secret(copying: $0) }
     }
 }

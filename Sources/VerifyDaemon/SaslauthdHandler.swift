@@ -1,3 +1,4 @@
+import Foundation
 import Kerberos
 import LoginProtocol
 import LoginService
@@ -9,7 +10,8 @@ final class SaslauthdHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
-    private let daemon: VerifyDaemon
+    private let gate: LoginGate
+    private let timeouts: ListenerTimeouts
     private var decoder: SaslauthdDecoder
     private var peer: PeerCredentials?
     private var answered = false
@@ -17,25 +19,21 @@ final class SaslauthdHandler: ChannelInboundHandler {
     private var idleTimeout: Scheduled<Void>?
     private var fourFieldTimer: Scheduled<Void>?
 
-    init(daemon: VerifyDaemon) {
-        self.daemon = daemon
+    init(gate: LoginGate, timeouts: ListenerTimeouts) {
+        self.gate = gate
+        self.timeouts = timeouts
         self.decoder = SaslauthdDecoder(maximumFieldLength: 256)
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        let loop = context.eventLoop
-        let handler = NIOLoopBound(self, eventLoop: loop)
-        let contextBox = NIOLoopBound(context, eventLoop: loop)
-        let daemon = self.daemon
-        PeerCredentials.of(context.channel).whenSuccess { peer in
-            handler.value.peer = peer
-            if !PeerCredentials.admits(peer, uids: daemon.configuration.allowedUIDs, gids: daemon.configuration.allowedGIDs) {
-                daemon.logger.warning("saslauthd connection refused", metadata: ["peer": .string(peer?.description ?? "unknown (SO_PEERCRED unreadable)")])
-                handler.value.reply(.no("not allowed"), context: contextBox.value)
+        PeerCredentials.of(context.channel).whenSuccess(context.onLoop(self) { handler, context, peer in
+            handler.peer = peer
+            if !handler.gate.admitPeer(peer, listener: .sasl) {
+                handler.reply(.no("not allowed"), context: context)
             }
-        }
-        readTimeout = loop.scheduleTask(in: TimeAmount(daemon.configuration.readTimeout)) {
-            handler.value.reply(.no("timeout"), context: contextBox.value)
+        })
+        readTimeout = context.schedule(in: timeouts.read, self) { handler, context in
+            handler.reply(.no("timeout"), context: context)
         }
         armIdleTimeout(context: context)
         context.fireChannelActive()
@@ -44,10 +42,8 @@ final class SaslauthdHandler: ChannelInboundHandler {
     /// Closes a connection on which nothing arrives for `idle_timeout` (the whole request has `read_timeout`).
     private func armIdleTimeout(context: ChannelHandlerContext) {
         idleTimeout?.cancel()
-        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
-        let contextBox = NIOLoopBound(context, eventLoop: context.eventLoop)
-        idleTimeout = context.eventLoop.scheduleTask(in: TimeAmount(daemon.configuration.idleTimeout)) {
-            handler.value.reply(.no("timeout"), context: contextBox.value)
+        idleTimeout = context.schedule(in: timeouts.idle, self) { handler, context in
+            handler.reply(.no("timeout"), context: context)
         }
     }
 
@@ -67,10 +63,8 @@ final class SaslauthdHandler: ChannelInboundHandler {
             case .request(let request):
                 verify(request, context: context)
             case .fourFields:
-                let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
-                let contextBox = NIOLoopBound(context, eventLoop: context.eventLoop)
-                fourFieldTimer = context.eventLoop.scheduleTask(in: TimeAmount(daemon.configuration.fourFieldGrace)) {
-                    handler.value.acceptFourFields(context: contextBox.value)
+                fourFieldTimer = context.schedule(in: timeouts.fourFieldGrace, self) { handler, context in
+                    handler.acceptFourFields(context: context)
                 }
             }
         } catch {
@@ -84,8 +78,7 @@ final class SaslauthdHandler: ChannelInboundHandler {
     }
 
     private func invalid(_ error: any Error, context: ChannelHandlerContext) {
-        daemon.logger.notice("invalid saslauthd request", metadata: ["reason": .string("\(error)"), "peer": .string(peer?.description ?? "-")])
-        daemon.metrics.record(listener: "sasl", outcome: "invalid-request", latency: .zero)
+        gate.invalidRequest(error, peer: peer)
         reply(.no("invalid request"), context: context)
     }
 
@@ -94,40 +87,18 @@ final class SaslauthdHandler: ChannelInboundHandler {
         answered = true
         readTimeout?.cancel()
         idleTimeout?.cancel()
-        // The failure floor counts from the request's arrival: time spent connected before sending it
-        // must not use the floor up and let the KDC's timing show.
-        let started = NIODeadline.now()
-        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
-        let contextBox = NIOLoopBound(context, eventLoop: context.eventLoop)
-        let daemon = self.daemon
-        let peer = self.peer
-        let finish: @Sendable (LoginResult, String, Duration?) -> Void = { result, principal, floor in
-            daemon.log(listener: "sasl", principal: principal, peer: peer, result: result, started: started)
-            daemon.afterFloor(result, started: started, floor: floor, on: contextBox.value.eventLoop) {
-                handler.value.send(result.ok ? .ok : .no(VerifyDaemon.saslReason(result)), context: contextBox.value)
-            }
+        gate.verifyPassword(request, peer: peer, on: context.eventLoop, context.onLoop(self) { handler, context, result in
+            handler.send(result.ok ? .ok : .no(Self.reason(result)), context: context)
+        })
+    }
+
+    /// The saslauthd-style reply text for a failed login.
+    static func reason(_ result: LoginResult) -> String {
+        switch result.failure {
+        case .badCredentials?, .unknownPrincipal?: "authentication failed"
+        case let failure?: failure.rawValue.replacingOccurrences(of: "-", with: " ")
+        case nil: ""
         }
-        let login: LoginGate.Login
-        switch daemon.gate.admit(name: request.principal, clientAddress: request.clientAddress) {
-        case .success(let admitted): login = admitted
-        case .failure(let refusal): return finish(refusal.result, request.principal, refusal.delay)
-        }
-        let password = request.password
-        if password.isEmpty {
-            return finish(.failed(.badCredentials, "empty password", principal: login.principal), login.principal, nil)
-        }
-        let reservation: LoginGate.Reservation
-        switch daemon.gate.reserve(login, password: password) {
-        case .success(let granted): reservation = granted
-        case .failure(let refusal): return finish(refusal.result, login.principal, refusal.delay)
-        }
-        daemon.loginStarted()
-        let loop = context.eventLoop
-        daemon.service.verifyPassword(principal: login.principal, password: password) { result in loop.execute {
-            daemon.loginEnded()
-            daemon.gate.release(login, reservation, result: result, password: password)
-            finish(result, login.principal, nil)
-        } }
     }
 
     /// Replies once and closes (also used for timeouts and refusals before any request).

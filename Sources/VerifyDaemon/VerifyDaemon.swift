@@ -19,25 +19,14 @@ public final class VerifyDaemon: Service, Sendable {
     let logger: Logger
     /// The login engine (its worker threads and the optional result cache).
     public let service: LoginService
-    /// The policy in front of both listeners: name checks, throttles, outcome accounting.
+    /// The policy in front of both listeners: peer and name checks, throttles, the exchanges, outcome
+    /// accounting, the failure floor, logging.
     let gate: LoginGate
     let metrics = DaemonMetrics()
     private let group: MultiThreadedEventLoopGroup
-    private let state = Locked(State())
-
-    private struct State {
-        var listeners: [any Channel] = []
-        var connections: [ObjectIdentifier: any Channel] = [:]
-        var inFlight = 0
-        /// Failure replies waiting out the failure floor; shutdown lets them go out too.
-        var delayedReplies = 0
-        var boundPaths: [String] = []
-        var parked = 0
-        var shuttingDown = false
-        var stopped = false
-        var drainDeadline = ContinuousClock.Instant.now
-        var drained: [CheckedContinuation<Void, Never>] = []
-    }
+    /// Listeners, connections, logins in flight, parked conversations and the shutdown, under one lock (shared
+    /// with the gate).
+    private let state: Locked<DaemonStateMachine<CheckedContinuation<Void, Never>>>
 
     /// Where the daemon listens once started.
     public struct Endpoints: Sendable {
@@ -62,7 +51,8 @@ public final class VerifyDaemon: Service, Sendable {
         logger.logLevel = configuration.logLevel
         self.logger = logger
         self.service = try LoginService(configuration: configuration.login, threads: configuration.workers, resultCacheTTL: configuration.resultCacheTTL)
-        self.gate = LoginGate(configuration: configuration, service: service, logger: logger)
+        self.state = Locked(DaemonStateMachine(maxConnections: configuration.maxConnections, maxParked: configuration.maxParkedConversations))
+        self.gate = LoginGate(configuration: configuration, service: service, logger: logger, metrics: metrics, state: state)
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     }
 
@@ -72,13 +62,13 @@ public final class VerifyDaemon: Service, Sendable {
         var endpoints = Endpoints()
         if let path = configuration.saslSocket {
             try await listen(path) { [self] channel in
-                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(SaslauthdHandler(daemon: self)) }
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(makeSaslauthdHandler()) }
             }
             endpoints.saslSocket = path
         }
         if let path = configuration.socket {
             try await listen(path) { [self] channel in
-                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(ConversationHandler(daemon: self)) }
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(makeConversationHandler()) }
             }
             endpoints.socket = path
         }
@@ -92,7 +82,7 @@ public final class VerifyDaemon: Service, Sendable {
                     channel.pipeline.configureHTTPServerPipeline().flatMap { channel.pipeline.addHandler(MetricsHTTPHandler(metrics: metrics)) }
                 }
                 .bind(host: String(parts[0]), port: port).get()
-            state.withLock { $0.listeners.append(channel) }
+            state.withLock { $0.listening(channel, path: nil) }
             endpoints.metrics = "\(parts[0]):\(channel.localAddress?.port ?? port)"
         }
         logger.info("krb5-verifyd listening", metadata: [
@@ -104,6 +94,16 @@ public final class VerifyDaemon: Service, Sendable {
             logger.warning("verification is OFF (insecure_skip_verification): a forged KDC reply would be accepted")
         }
         return endpoints
+    }
+
+    /// A saslauthd connection's handler: the gate and the timeouts are all it sees of the daemon.
+    func makeSaslauthdHandler() -> SaslauthdHandler {
+        SaslauthdHandler(gate: gate, timeouts: ListenerTimeouts(configuration))
+    }
+
+    /// A conversation connection's handler: the gate and the timeouts are all it sees of the daemon.
+    func makeConversationHandler() -> ConversationHandler {
+        ConversationHandler(gate: gate, timeouts: ListenerTimeouts(configuration))
     }
 
     private func listen(_ path: String, _ initializer: @escaping @Sendable (any Channel) -> EventLoopFuture<Void>) async throws {
@@ -121,23 +121,16 @@ public final class VerifyDaemon: Service, Sendable {
         } close: { channel in
             try? await channel.close()
         }
-        state.withLock {
-            $0.listeners.append(channel)
-            $0.boundPaths.append(path)
-        }
+        state.withLock { $0.listening(channel, path: path) }
     }
 
     /// Counts the connection in, or refuses it when the daemon is full or shutting down.
     private func admit(_ channel: any Channel) -> Bool {
-        let admitted = state.withLock { state -> Bool in
-            guard !state.shuttingDown, state.connections.count < configuration.maxConnections else { return false }
-            state.connections[ObjectIdentifier(channel)] = channel
-            return true
-        }
+        let admitted = state.withLock { $0.connectionOpened(channel) }
         if admitted {
             metrics.connections.increment()
             channel.closeFuture.whenComplete { [self] _ in
-                state.withLock { _ = $0.connections.removeValue(forKey: ObjectIdentifier(channel)) }
+                state.withLock { $0.connectionClosed(channel) }
                 metrics.connections.decrement()
             }
         } else {
@@ -164,114 +157,54 @@ public final class VerifyDaemon: Service, Sendable {
     /// Returns once ``shutdown(grace:)`` has finished (at once if it already has).
     public func stopped() async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let done = state.withLock { state -> Bool in
-                if state.stopped { return true }
-                state.drained.append(continuation)
-                return false
-            }
-            if done { continuation.resume() }
+            state.withLock { $0.waitForStop(continuation) }?.resume()
         }
     }
 
     /// Stops accepting, lets logins in flight finish (up to `grace`), closes the rest and stops the workers.
+    ///
+    /// A second call (cancellation during a graceful shutdown) only moves the first call's deadline earlier.
     public func shutdown(grace: Duration = .seconds(30)) async {
-        // A second call (cancellation during a graceful shutdown) only shortens the wait.
-        let listeners = state.withLock { state -> [any Channel]? in
-            let deadline = ContinuousClock.now + grace
-            guard !state.shuttingDown else {
-                state.drainDeadline = min(state.drainDeadline, deadline)
-                return nil
+        let now = ContinuousClock.now
+        let deadline = now + grace
+        switch state.withLock({ $0.shutdown(deadline: deadline, now: now) }) {
+        case .none:
+            return
+        case .resume(let waiter):
+            waiter.resume()
+            return
+        case .wakeAt(let deadline):
+            Task { [state] in
+                try await Task.sleep(until: deadline)
+                state.withLock { $0.deadlineReached(now: .now) }?.resume()
             }
-            state.shuttingDown = true
-            state.drainDeadline = deadline
-            return state.listeners
+            return
+        case .drain(let listeners, let paths):
+            logger.info("shutting down: finishing logins in flight")
+            for channel in listeners { try? await channel.close() }
+            for path in paths { unlink(path) }
         }
-        guard let listeners else { return }
-        logger.info("shutting down: finishing logins in flight")
-        for channel in listeners { try? await channel.close() }
-        for path in state.withLock({ $0.boundPaths }) { unlink(path) }
-        while true {
-            let (busy, deadline) = state.withLock { ($0.inFlight + $0.delayedReplies, $0.drainDeadline) }
-            guard busy > 0, ContinuousClock.now < deadline else { break }
-            try? await Task.sleep(for: .milliseconds(20))
+        // Logins in flight and delayed replies resume the drain as the last one ends; the deadline's timer if
+        // they take too long.
+        await withTaskGroup(of: Void.self) { timers in
+            timers.addTask { [state] in
+                guard (try? await Task.sleep(until: deadline)) != nil else { return }
+                state.withLock { $0.deadlineReached(now: .now) }?.resume()
+            }
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                state.withLock { $0.waitForDrain(continuation, now: .now) }?.resume()
+            }
+            timers.cancelAll()
         }
-        let open = state.withLock { Array($0.connections.values) }
-        for channel in open { try? await channel.close() }
+        for channel in state.withLock({ $0.closing() }) { try? await channel.close() }
         service.shutdown()
         try? await group.shutdownGracefully()
-        let waiting = state.withLock { state in
-            defer { state.drained = []; state.stopped = true }
-            return state.drained
-        }
-        for continuation in waiting { continuation.resume() }
+        for waiter in state.withLock({ $0.stopped() }) { waiter.resume() }
         logger.info("krb5-verifyd stopped")
     }
 
-    // MARK: Bookkeeping shared by the handlers
-
-    func loginStarted() { state.withLock { $0.inFlight += 1 }; metrics.inFlight.increment() }
-    func loginEnded() { state.withLock { $0.inFlight -= 1 }; metrics.inFlight.decrement() }
-
-    /// Reserves a parking place for a conversation at a question; false when the daemon is full.
-    func park() -> Bool {
-        let parked = state.withLock { state -> Bool in
-            guard state.parked < configuration.maxParkedConversations else { return false }
-            state.parked += 1
-            return true
-        }
-        if parked { metrics.parked.increment() }
-        return parked
-    }
-
-    func unpark() { state.withLock { $0.parked -= 1 }; metrics.parked.decrement() }
-
     /// Numbers for tests and logs.
     public var counts: (connections: Int, inFlight: Int, parked: Int) {
-        state.withLock { ($0.connections.count, $0.inFlight, $0.parked) }
-    }
-
-    /// The saslauthd-style reply text for a failed login.
-    static func saslReason(_ result: LoginResult) -> String {
-        switch result.failure {
-        case .badCredentials?, .unknownPrincipal?: "authentication failed"
-        case let failure?: failure.rawValue.replacingOccurrences(of: "-", with: " ")
-        case nil: ""
-        }
-    }
-
-    /// Logs one finished request; never with a secret.
-    func log(listener: String, principal: String, peer: PeerCredentials?, result: LoginResult, started: NIODeadline) {
-        let latency = NIODeadline.now() - started
-        let outcome = result.failure?.rawValue ?? "ok"
-        metrics.record(listener: listener, outcome: outcome, latency: .nanoseconds(latency.nanoseconds))
-        let level: Logger.Level = result.ok ? .info : .notice
-        guard logger.logLevel <= level else { return }
-        var metadata: Logger.Metadata = [
-            "listener": .string(listener), "outcome": .string(outcome), "principal": .string(principal),
-            "latency_ms": .stringConvertible(Double(latency.nanoseconds) / 1e6),
-        ]
-        // The name the KDC gave the ticket, when it differs from the one asked for (canonicalization, UPNs).
-        if result.ok, let canonical = result.principal, canonical != principal { metadata["canonical_principal"] = .string(canonical) }
-        if let peer { metadata["peer_uid"] = .stringConvertible(peer.uid); metadata["peer_pid"] = .stringConvertible(peer.pid) }
-        if let message = result.message { metadata["reason"] = .string(message) }
-        logger.log(level: level, "login", metadata: metadata)
-    }
-
-    /// Applies the failure floor: `reply` runs no sooner than `floor` (the failure floor, or a throttle's
-    /// penalty) after `started`, the request's arrival. While half of `max_connections` already wait out a
-    /// delay, a further one waits out only the failure floor, so penalties cannot fill the daemon.
-    func afterFloor(_ result: LoginResult, started: NIODeadline, floor: Duration? = nil, on loop: any EventLoop, _ reply: @escaping @Sendable () -> Void) {
-        let crowded = state.withLock { $0.delayedReplies >= configuration.maxConnections / 2 }
-        let floor = crowded ? configuration.failureFloor : max(floor ?? .zero, configuration.failureFloor)
-        let remaining = started + TimeAmount(floor) - .now()
-        if result.ok || remaining <= .zero {
-            reply()
-        } else {
-            state.withLock { $0.delayedReplies += 1 }
-            loop.scheduleTask(in: remaining) { [self] in
-                reply()
-                state.withLock { $0.delayedReplies -= 1 }
-            }
-        }
+        state.withLock { ($0.connectionCount, $0.inFlight, $0.parked) }
     }
 }

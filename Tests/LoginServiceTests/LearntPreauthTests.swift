@@ -12,22 +12,22 @@ struct LearntPreauthTests {
     }
 
     @Test("a KDC whose etype info keeps changing gets one re-learn per login, not a loop")
-    func oneRelearnPerLogin() throws {
+    func oneRelearnPerLogin() async throws {
         var learns = 0, attempts = 0
-        #expect(throws: KerberosError.self) {
-            try LearntPreauth.withOneRelearn(
+        await #expect(throws: KerberosError.self) {
+            try await LearntPreauth.withOneRelearn(
                 known: Self.aes256,
-                learn: { learns += 1; return Self.changed(learns) },
-                attempt: { _ -> Int in attempts += 1; throw KerberosError(code: -1, message: "wrong", reason: .badPassword) })
+                learn: { () throws(KerberosError) in learns += 1; return Self.changed(learns) },
+                attempt: { _ throws(KerberosError) -> Int in attempts += 1; throw KerberosError(code: -1, message: "wrong", reason: .badPassword) })
         }
         #expect(learns == 1 && attempts == 2)
     }
 
     @Test("unchanged etype info after a refusal means a wrong password: no second attempt")
-    func unchangedMeansWrongPassword() throws {
+    func unchangedMeansWrongPassword() async throws {
         var attempts = 0
-        #expect(throws: KerberosError.self) {
-            try LearntPreauth.withOneRelearn(known: Self.aes256, learn: { Self.aes256 }, attempt: { _ -> Int in
+        await #expect(throws: KerberosError.self) {
+            try await LearntPreauth.withOneRelearn(known: Self.aes256, learn: { Self.aes256 }, attempt: { _ throws(KerberosError) -> Int in
                 attempts += 1
                 throw KerberosError(code: -1, message: "wrong", reason: .badPassword)
             })
@@ -36,8 +36,8 @@ struct LearntPreauthTests {
     }
 
     @Test("a changed salt is learnt again and the login succeeds with it")
-    func changedSaltSucceeds() throws {
-        let result = try LearntPreauth.withOneRelearn(known: Self.aes256, learn: { Self.changed(1) }, attempt: { info -> String in
+    func changedSaltSucceeds() async throws {
+        let result = try await LearntPreauth.withOneRelearn(known: Self.aes256, learn: { Self.changed(1) }, attempt: { info throws(KerberosError) -> String in
             guard info == Self.changed(1) else { throw KerberosError(code: -1, message: "wrong", reason: .badPassword) }
             return "ok"
         })
@@ -53,5 +53,52 @@ struct LearntPreauthTests {
         #expect(learnt.encryptionInfo(for: "plain@R", now: now + .seconds(299)) == Self.aes256)
         #expect(learnt.encryptionInfo(for: "plain@R", now: now + .seconds(301)) == nil)
         #expect(learnt.encryptionInfo(for: "armored@R", now: now + .seconds(86_400)) == Self.aes256)
+    }
+
+    @Test("known etype info is used without asking the KDC; unknown info is learnt first")
+    func learnsOnlyWhenUnknown() async throws {
+        var learns = 0
+        let known = try await LearntPreauth.withOneRelearn(known: Self.aes256, learn: { () throws(KerberosError) in learns += 1; return Self.changed(1) },
+                                                           attempt: { info throws(KerberosError) in info })
+        #expect(known == Self.aes256 && learns == 0)
+        let learnt = try await LearntPreauth.withOneRelearn(known: nil, learn: { () throws(KerberosError) in learns += 1; return Self.changed(1) },
+                                                            attempt: { info throws(KerberosError) in info })
+        #expect(learnt == Self.changed(1) && learns == 1)
+    }
+
+    @Test("failures other than a refused key are not retried")
+    func otherFailuresPassThrough() async {
+        var learns = 0, attempts = 0
+        await #expect(throws: KerberosError.self) {
+            try await LearntPreauth.withOneRelearn(known: Self.aes256, learn: { () throws(KerberosError) in learns += 1; return Self.changed(1) },
+                                                   attempt: { _ throws(KerberosError) -> Int in
+                attempts += 1
+                throw KerberosError(code: -1, message: "no KDC", reason: .kdcUnreachable)
+            })
+        }
+        #expect(learns == 0 && attempts == 1)
+    }
+
+    @Test("principals whose optimistic preauth failed are remembered, and the table is bounded")
+    func optimisticRefusals() {
+        let learnt = LearntPreauth(capacity: 2)
+        #expect(!learnt.refusesOptimistic("a@R"))
+        learnt.refuseOptimistic("a@R")
+        learnt.refuseOptimistic("b@R")
+        #expect(learnt.refusesOptimistic("a@R") && learnt.refusesOptimistic("b@R"))
+        learnt.refuseOptimistic("c@R")
+        #expect(learnt.refusesOptimistic("c@R"))
+        #expect(!learnt.refusesOptimistic("a@R") && !learnt.refusesOptimistic("b@R"), "forgotten wholesale at capacity")
+    }
+
+    @Test("the etype info table is bounded, and newer info replaces older for a principal")
+    func encryptionInfoBounded() {
+        let learnt = LearntPreauth(capacity: 2)
+        learnt.remember(Self.aes256, for: "a@R", armored: true)
+        learnt.remember(Self.changed(1), for: "a@R", armored: true)
+        #expect(learnt.encryptionInfo(for: "a@R") == Self.changed(1))
+        learnt.remember(Self.aes256, for: "b@R", armored: true)
+        learnt.remember(Self.aes256, for: "c@R", armored: true)
+        #expect(learnt.encryptionInfo(for: "a@R") == nil && learnt.encryptionInfo(for: "c@R") == Self.aes256)
     }
 }

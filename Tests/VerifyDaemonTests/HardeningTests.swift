@@ -10,7 +10,7 @@ import Testing
 @testable import VerifyDaemon
 
 /// A daemon that needs no KDC: its own small krb5.conf, nothing started unless the test starts it.
-private struct OfflineDaemon {
+struct OfflineDaemon {
     let directory: String
     let daemon: VerifyDaemon
 
@@ -81,25 +81,25 @@ struct PeerCheckTests {
     @Test("saslauthd listener: a peer whose credentials cannot be read is refused with allowed_uids set")
     func saslauthdUnknownPeer() async throws {
         let restricted = try OfflineDaemon { $0.allowedUIDs = [getuid()] }
-        let reply = try Self.firstReply(SaslauthdHandler(daemon: restricted.daemon))
+        let reply = try Self.firstReply(restricted.daemon.makeSaslauthdHandler())
         #expect(reply.map { try? SaslauthdReply(decoding: Array($0.readableBytesView)) } == .no("not allowed"))
         await restricted.stop()
 
         let open = try OfflineDaemon()
-        #expect(try Self.firstReply(SaslauthdHandler(daemon: open.daemon)) == nil)
+        #expect(try Self.firstReply(open.daemon.makeSaslauthdHandler()) == nil)
         await open.stop()
     }
 
     @Test("conversation listener: a peer whose credentials cannot be read is refused with allowed_gids set")
     func conversationUnknownPeer() async throws {
         let restricted = try OfflineDaemon { $0.allowedGIDs = [getgid()] }
-        let reply = try Self.firstReply(ConversationHandler(daemon: restricted.daemon))
+        let reply = try Self.firstReply(restricted.daemon.makeConversationHandler())
         let text = reply.map { String(decoding: $0.readableBytesView, as: UTF8.self) } ?? ""
         #expect(text.contains(#""ok":false"#) && text.contains("peer not allowed"), "\(text)")
         await restricted.stop()
 
         let open = try OfflineDaemon()
-        #expect(try Self.firstReply(ConversationHandler(daemon: open.daemon)) == nil)
+        #expect(try Self.firstReply(open.daemon.makeConversationHandler()) == nil)
         await open.stop()
     }
 }

@@ -70,6 +70,40 @@ struct LifecycleTests {
         await daemon.stopped()
     }
 
+    /// A started daemon with one wrong password's reply waiting out `floor`, and the client waiting for it.
+    static func startedWithDelayedReply(_ realm: TestRealm, floor: Duration) async throws -> (VerifyDaemon, SocketClient) {
+        let daemon = try Self.daemon(realm, floor: floor)
+        let path = try #require(try await daemon.start().saslSocket)
+        let client = try SocketClient(path: path)
+        client.send(SaslauthdRequest(login: realm["USER"], password: Secret("Wrong-Passw0rd"), service: "imap", realm: "", clientAddress: "").encoded())
+        try await Task.sleep(for: .milliseconds(300))
+        return (daemon, client)
+    }
+
+    @Test("the drain ends when the last delayed reply is out, not at the grace deadline")
+    func drainEndsWithLastReply() async throws {
+        let realm = try TestRealm.shared()
+        let (daemon, client) = try await Self.startedWithDelayedReply(realm, floor: .milliseconds(700))
+        let start = ContinuousClock.now
+        await daemon.shutdown(grace: .seconds(60))
+        #expect(ContinuousClock.now - start < .seconds(30), "resumed by the reply, long before the 60 s grace")
+        #expect(try SaslauthdReply(decoding: client.readAll()) == .no("authentication failed"), "the delayed reply went out first")
+    }
+
+    @Test("a second shutdown without grace cuts the first one's drain short")
+    func secondShutdownShortensTheDrain() async throws {
+        let realm = try TestRealm.shared()
+        let (daemon, client) = try await Self.startedWithDelayedReply(realm, floor: .seconds(60))
+        let start = ContinuousClock.now
+        let first = Task { await daemon.shutdown(grace: .seconds(120)) }
+        try await Task.sleep(for: .milliseconds(200))
+        await daemon.shutdown(grace: .zero)
+        await first.value
+        #expect(ContinuousClock.now - start < .seconds(45), "well before the 60 s floor and the 120 s grace")
+        await daemon.stopped()
+        _ = client
+    }
+
     @Test("stopped() returns once shutdown has finished, also when run() never waited")
     func stoppedAfterShutdown() async throws {
         let realm = try TestRealm.shared()

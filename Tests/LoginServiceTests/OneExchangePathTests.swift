@@ -4,7 +4,7 @@ import Testing
 
 /// Which learnt etype info may take the one-exchange path (no KDC needed).
 @Suite("LoginService: learnt etype info and the one-exchange path")
-struct LearntPreauthTests {
+struct OneExchangePathTests {
     static let salt = Array("AD.EXAMPLEalice".utf8)
 
     @Test("AES with no parameters, or with the default 4096 spelt out as Active Directory sends it, takes the one-exchange path")

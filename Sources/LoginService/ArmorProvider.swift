@@ -1,0 +1,105 @@
+import Kerberos
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// The service's FAST armor: each worker keeps one armor cache per realm (a realm's KDC accepts only its own
+/// armor), fetched through the engine with anonymous PKINIT or the keytab and renewed a minute before its
+/// ticket expires; the FAST fallback (a login goes on unarmored when no armor can be had, unless FAST is
+/// required); and dropping a cache that may be what failed.
+///
+/// The only armor code the login service uses: requests name the worker's cache (``cache(realm:in:)``), never
+/// an armor source for krb5 to fetch.
+struct ArmorProvider: Sendable {
+    let session: KerberosSession
+    let configuration: LoginConfiguration
+
+    /// Makes sure the worker holds a valid armor cache for `realm`; returns whether there is one.
+    ///
+    /// Throws when no armor can be had and FAST is required, when the KDC is unreachable or the attempt was cancelled.
+    func prepare(realm: String) async throws(KerberosError) -> Bool {
+        guard configuration.armor != .none else { return false }
+        let key = ArmorCache.key(realm)
+        let valid = try await session.run { context in
+            guard let cached = Self.cached(key, in: context), cached.cache != nil else { return false }
+            return cached.expires.timeIntervalSinceNow > 60
+        }
+        if valid { return true }
+        do {
+            try await fetch(realm: realm)
+            return true
+        } catch {
+            if configuration.fastRequired || error.reason == .kdcUnreachable || error.reason == .cancelled { throw error }
+            return false
+        }
+    }
+
+    /// Drops the worker's armor for `realm` (it may be what failed), so the next login fetches a fresh one. The
+    /// session may be past its deadline: the worker then drops it with the next fetch.
+    func discard(realm: String) async {
+        let key = ArmorCache.key(realm)
+        _ = try? await session.run { context in context.discardReusable(key) }
+    }
+
+    /// The worker's armor cache for `realm`, on the worker, if there is one.
+    static func cache(realm: String, in context: Context) -> CredentialCache? {
+        cached(ArmorCache.key(realm), in: context)?.cache
+    }
+
+    private static func cached(_ key: String, in context: Context) -> ArmorCache? {
+        context.reusable(key, make: { ArmorCache(cache: nil, expires: .distantPast) }) as ArmorCache?
+    }
+
+    /// Gets an armor TGT into a new MEMORY cache (krb5 fills it, with the KDC's `fast_avail` entry) and keeps
+    /// it as the worker's armor for `realm`.
+    private func fetch(realm: String) async throws(KerberosError) {
+        let configuration = self.configuration
+        let key = ArmorCache.key(realm)
+        let cache: Pinned<CredentialCache> = try await session.make { context in try CredentialCache.newUnique(in: context) }
+        let credentials = try await session.initialCredentials { context in
+            var options = InitialCredentialsOptions()
+            options.outCache = cache.onWorker
+            switch configuration.armor {
+            case .anonymous:
+                options.anonymous = true
+                return InitialCredentialsSetup(client: try Principal.anonymous(realm: realm, in: context), password: nil, options: options)
+            case .keytab, .none:
+                let keytab = try VerificationTarget.keytab(configuration, context)
+                let client = try Self.armorPrincipal(configuration, in: keytab, realm: realm, context: context)
+                return InitialCredentialsSetup(client: client, keytab: keytab, options: options)
+            }
+        }
+        try await session.run(credentials) { context, credentials in
+            context.discardReusable(key)
+            _ = context.reusable(key) { ArmorCache(cache: cache.onWorker, expires: credentials.endTime) }
+        }
+    }
+
+    /// Whose TGT armors logins of `realm` with keytab armor: ``LoginConfiguration/armorPrincipal``, else the
+    /// keytab's computer account of that realm (`NAME$@REALM`: Active Directory refuses service principals
+    /// as clients), else its first entry of that realm, else its first entry.
+    private static func armorPrincipal(_ configuration: LoginConfiguration, in keytab: Keytab, realm: String, context: Context) throws -> Principal {
+        if let name = configuration.armorPrincipal { return try Principal(parsing: name, in: context) }
+        let principals = try keytab.entries().map(\.principal)
+        let ofRealm = principals.filter { $0.hasSuffix("@\(realm)") }
+        let computer = ofRealm.first { $0.dropLast(realm.utf8.count + 1).hasSuffix("$") }
+        guard let name = computer ?? ofRealm.first ?? principals.first else {
+            throw KerberosError(code: -1, message: "Keytab \(keytab.name) has no entries", reason: .invalidRequest)
+        }
+        return try Principal(parsing: name, in: context)
+    }
+}
+
+/// A worker's FAST armor cache and when its ticket expires.
+final class ArmorCache {
+    /// The reusable's key for `realm`'s armor.
+    static func key(_ realm: String) -> String { "login.armor.\(realm)" }
+    let cache: CredentialCache?
+    let expires: Date
+    init(cache: CredentialCache?, expires: Date) {
+        self.cache = cache
+        self.expires = expires
+    }
+}

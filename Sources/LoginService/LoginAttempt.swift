@@ -1,0 +1,114 @@
+import Kerberos
+import LoginProtocol
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// One replay of the exchange: every krb5 call on the session's worker, every KDC message on the engine's event
+/// loop, the whole bounded by the session's deadline.
+///
+/// The orchestration only; the parts are ``ArmorProvider`` (FAST armor and its fallback), ``RequestSetup``
+/// (the request and its callbacks, answered by ``AnswerMapping``) and ``PasswordFastPath`` (learnt etype info,
+/// optimistic preauth).
+struct LoginAttempt: Sendable {
+    let session: KerberosSession
+    /// The service's configuration (applied to the client's realm once it is known).
+    let configuration: LoginConfiguration
+    let names: LoginNames
+    let conversation: LoginConversation
+    let learnt: LearntPreauth
+    /// A login that can answer nothing but the password (saslauthd): no question will follow.
+    let passwordOnly: Bool
+
+    func run() async -> LoginStep {
+        let client: (name: String, realm: String)
+        switch await resolveClient() {
+        case .success(let resolved): client = resolved
+        case .failure(let refusal): return .finished(refusal.result, info: [])
+        }
+        let configuration = configuration.applying(realm: client.realm)
+        let armor = ArmorProvider(session: session, configuration: configuration)
+        let notes = AttemptNotes()
+        do throws(KerberosError) {
+            let request = RequestSetup(configuration: configuration, names: names, principal: client.name, asked: conversation.principal,
+                                       answers: conversation.answers, armored: try await armor.prepare(realm: client.realm), notes: notes)
+            let credentials: Pinned<Credentials>
+            do throws(KerberosError) {
+                credentials = try await initialCredentials(request, configuration: configuration)
+            } catch {
+                if !notes.missing.isEmpty { return .questions(id: conversation.await(notes.missing), notes.missing, info: notes.info) }
+                throw error
+            }
+            // The ticket must be for the principal asked for (or the KDC's canonical spelling of it when
+            // canonicalization was asked for), whatever the KDC chose to answer.
+            let issued = try await session.run(credentials) { _, credentials in credentials.client }
+            if issued != client.name && !(configuration.canonicalize || configuration.enterpriseNames) {
+                return .finished(.failed(.badCredentials, "The KDC issued credentials for \(issued), not \(client.name)", principal: client.name), info: notes.info)
+            }
+            if configuration.verify { try await verify(credentials, configuration: configuration) }
+            let expires = try await store(credentials, in: configuration.outputCache)
+            return .finished(.success(principal: issued, verified: configuration.verify, expires: expires), info: notes.info)
+        } catch {
+            // A cached armor ticket may be what failed; get a fresh one next time.
+            if error.reason == .verificationFailed || error.reason == .kdcUnreachable { await armor.discard(realm: client.realm) }
+            return .finished(.failed(LoginResult.Failure(error.reason), AnswerMapping.message(for: error), principal: client.name), info: notes.info)
+        }
+    }
+
+    /// The canonical client name and its realm, checked as ``LoginNames`` checks names (on the worker).
+    private func resolveClient() async -> Result<(name: String, realm: String), LoginRefusal> {
+        let (names, asked) = (self.names, conversation.principal)
+        do {
+            return try await session.run { context in
+                do throws(LoginRefusal) {
+                    let client = try names.client(asked, in: context)
+                    return .success((client.name(), client.realm))
+                } catch {
+                    return .failure(error)
+                }
+            }
+        } catch {
+            return .failure(LoginRefusal(.failed(LoginResult.Failure(error.reason), AnswerMapping.message(for: error), principal: asked)))
+        }
+    }
+
+    /// The exchange (``PasswordFastPath``), and MIT's password change on an expired password (kpasswd) through the
+    /// conversation's prompter.
+    private func initialCredentials(_ request: RequestSetup, configuration: LoginConfiguration) async throws(KerberosError) -> Pinned<Credentials> {
+        let password = conversation.answers.password
+        let fastPath = PasswordFastPath(session: session, configuration: configuration, learnt: learnt, passwordOnly: passwordOnly)
+        do {
+            return try await fastPath.exchange(request, password: password)
+        } catch where error.reason == .passwordExpired && error.name == "KRB5KDC_ERR_KEY_EXP" && !passwordOnly {
+            // (A password-only login cannot answer the new-password questions: it ends as password-expired.)
+            // The password change is not steppable in MIT 1.20: krb5_get_init_creds_password asks the prompter for
+            // the new password, changes it through kpasswd and logs in. It blocks the worker on the network; the
+            // session's deadline still bounds the answer.
+            return try await session.make { context in
+                let setup = try request.make(context, password: password)
+                return try context.initialCredentials(for: setup.client, password: password, options: setup.options)
+            }
+        }
+    }
+
+    /// Verification with nofail against the keytab.
+    private func verify(_ credentials: Pinned<Credentials>, configuration: LoginConfiguration) async throws(KerberosError) {
+        _ = try await session.verify(credentials) { context in
+            VerificationOptions(server: try VerificationTarget.server(configuration, context), keytab: try VerificationTarget.keytab(configuration, context), nofail: true)
+        }
+    }
+
+    /// Stores the credentials in `outputCache` when one is configured; returns when the ticket expires.
+    private func store(_ credentials: Pinned<Credentials>, in outputCache: String?) async throws(KerberosError) -> Date {
+        try await session.run(credentials) { context, credentials in
+            if let name = outputCache {
+                let cache = try CredentialCache(resolving: name, in: context)
+                try cache.initialize(for: Principal(parsing: credentials.client, in: context))
+                try cache.store(credentials)
+            }
+            return credentials.endTime
+        }
+    }
+}
