@@ -21,6 +21,11 @@ struct LoginAttempt: Sendable {
     let learnt: LearntPreauth
     /// A login that can answer nothing but the password (saslauthd): no question will follow.
     let passwordOnly: Bool
+    /// Whether a login with a password learns the principal's etype info first when none is known, so the key is
+    /// made in process (``PasswordFastPath``): password-only logins, and `krb5-login`'s one login per process.
+    var learnsEtypeInfo: Bool { passwordOnly || oneShot }
+    /// The one login of a process that exits after it (`krb5-login`, ``LoginService/stepBlocking(_:configuration:context:)``).
+    var oneShot = false
 
     func run() async -> LoginStep {
         let client: (name: String, realm: String)
@@ -78,7 +83,7 @@ struct LoginAttempt: Sendable {
     /// conversation's prompter.
     private func initialCredentials(_ request: RequestSetup, configuration: LoginConfiguration) async throws(KerberosError) -> Pinned<Credentials> {
         let password = conversation.answers.password
-        let fastPath = PasswordFastPath(session: session, configuration: configuration, learnt: learnt, passwordOnly: passwordOnly)
+        let fastPath = PasswordFastPath(session: session, configuration: configuration, learnt: learnt, learnsEtypeInfo: learnsEtypeInfo)
         do {
             return try await fastPath.exchange(request, password: password)
         } catch where error.reason == .passwordExpired && error.name == "KRB5KDC_ERR_KEY_EXP" && !passwordOnly {

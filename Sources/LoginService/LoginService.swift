@@ -132,8 +132,12 @@ public final class LoginService: Sendable {
         let result = Locked<LoginStep?>(nil)
         let done = DispatchSemaphore(value: 0)
         client.start {
-            let step = await LoginAttempt(session: client.session(), configuration: configuration, names: names, conversation: conversation,
-                                          learnt: LearntPreauth(), passwordOnly: false).run()
+            // One login per process: MIT's own exchange would ask for the etype info and make the key with
+            // libk5crypto's slower PBKDF2; learning it first costs the same round trip and the key is made with
+            // libcrypto's (docs/login-helper.md, "Cost per process").
+            let attempt = LoginAttempt(session: client.session(), configuration: configuration, names: names, conversation: conversation,
+                                       learnt: LearntPreauth(), passwordOnly: false, oneShot: true)
+            let step = await attempt.run()
             result.withLock { $0 = step }
             done.signal()
         }

@@ -1,7 +1,8 @@
 import Kerberos
 
 /// The password exchange made as short as it is safe to make: with etype info learnt from earlier logins
-/// (password-only logins), the key is made in process (``StringToKey``) and the encrypted timestamp goes in
+/// (password-only logins) or asked for first (`krb5-login`, whose process makes one login), the key is made in
+/// process (``StringToKey``) and the encrypted timestamp goes in
 /// the first request, through a MEMORY keytab; with optimistic preauth configured, MIT makes the timestamp
 /// with the default salt. Anything else is MIT's normal password exchange.
 struct PasswordFastPath: Sendable {
@@ -9,8 +10,8 @@ struct PasswordFastPath: Sendable {
     /// The service's configuration as it applies to the client's realm.
     let configuration: LoginConfiguration
     let learnt: LearntPreauth
-    /// A login that can answer nothing but the password (saslauthd).
-    let passwordOnly: Bool
+    /// Whether to use learnt etype info, asking the KDC for it when none is known (``LoginAttempt/learnsEtypeInfo``).
+    let learnsEtypeInfo: Bool
 
     /// The exchange with `password` (nil: the responder or prompter asks for it).
     func exchange(_ request: RequestSetup, password: Secret?) async throws(KerberosError) -> Pinned<Credentials> {
@@ -18,7 +19,7 @@ struct PasswordFastPath: Sendable {
             return try await session.initialCredentials { context in try request.make(context, password: nil) }
         }
         let principal = request.principal
-        if passwordOnly && configuration.learnedPreauth {
+        if learnsEtypeInfo && configuration.learnedPreauth {
             return try await LearntPreauth.withOneRelearn(known: learnt.encryptionInfo(for: principal)) { () async throws(KerberosError) in
                 try await learn(request)
             } attempt: { info async throws(KerberosError) in
