@@ -54,4 +54,16 @@ struct LearntPreauthTests {
         #expect(learnt.encryptionInfo(for: "plain@R", now: now + .seconds(301)) == nil)
         #expect(learnt.encryptionInfo(for: "armored@R", now: now + .seconds(86_400)) == Self.aes256)
     }
+
+    @Test("a realm whose KDC refused the armored one-exchange request is remembered by realm; enterprise names find their realm")
+    func armoredRefusals() {
+        let learnt = LearntPreauth()
+        #expect(!learnt.refusesArmoredOneExchange("AD.EXAMPLE"))
+        learnt.refuseArmoredOneExchange("AD.EXAMPLE")
+        #expect(learnt.refusesArmoredOneExchange("AD.EXAMPLE"))
+        #expect(!learnt.refusesArmoredOneExchange("KRB5.TEST"))
+        #expect(LoginAttempt.realm(of: "alice@AD.EXAMPLE") == "AD.EXAMPLE")
+        #expect(LoginAttempt.realm(of: #"carol.upn\@upn.example@AD.EXAMPLE"#) == "AD.EXAMPLE")
+        #expect(LoginAttempt.realm(of: #"a\@b"#) == #"a\@b"#, "no unescaped @: no realm part")
+    }
 }
