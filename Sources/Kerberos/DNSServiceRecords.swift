@@ -18,7 +18,7 @@ enum DNSServiceRecords {
     static func kdcs(realm: String) -> [KDCAddress] {
         var result: [KDCAddress] = []
         for (label, transport) in [("_kerberos._udp.", KDCAddress.Transport.any), ("_kerberos._tcp.", .tcp)] {
-            for record in query(label + realm) where record.target != "." && !record.target.isEmpty {
+            for record in query(label + realm, realm: realm) where record.target != "." && !record.target.isEmpty {
                 let kdc = KDCAddress(host: record.target, port: Int(record.port), transport: transport, isPrimary: false)
                 if transport == .tcp, let index = result.firstIndex(where: { $0.host == kdc.host && $0.port == kdc.port }) {
                     // Served on both: keep one entry that may use either.
@@ -31,10 +31,26 @@ enum DNSServiceRecords {
         return result
     }
 
+    /// Nameservers that answer the SRV queries of one realm instead of resolv.conf's (`host`, `port`), by realm.
+    private static let nameservers = Locked<[String: (host: String, port: Int)]>([:])
+
+    /// Sends the SRV queries for `realm`'s KDCs to the IPv4 nameserver `host`:`port` instead of resolv.conf's; nil
+    /// puts resolv.conf back. A test hook: the tests serve SRV records on loopback, where resolv.conf cannot point
+    /// (it names no port). Other realms are not affected.
+    package static func setNameserver(_ nameserver: (host: String, port: Int)?, forRealm realm: String) {
+        nameservers.withLock { $0[realm] = nameserver }
+    }
+
     /// The SRV records of `name`, sorted by priority then descending weight; empty on any failure.
-    static func query(_ name: String) -> [Record] {
+    static func query(_ name: String, realm: String? = nil) -> [Record] {
         var answer = [UInt8](repeating: 0, count: 4096)
-        let length = answer.withUnsafeMutableBufferPointer { ckrb5_res_query(name, 1 /* C_IN */, 33 /* T_SRV */, $0.baseAddress, Int32($0.count)) }
+        let nameserver = realm.flatMap { realm in nameservers.withLock { $0[realm] } }
+        let length = answer.withUnsafeMutableBufferPointer { buffer in
+            if let nameserver {
+                return ckrb5_res_query_at(name, 1 /* C_IN */, 33 /* T_SRV */, buffer.baseAddress, Int32(buffer.count), nameserver.host, Int32(nameserver.port))
+            }
+            return ckrb5_res_query(name, 1 /* C_IN */, 33 /* T_SRV */, buffer.baseAddress, Int32(buffer.count))
+        }
         guard length > 0 else { return [] }
         return parse(Array(answer.prefix(Int(min(length, 4096)))))
     }

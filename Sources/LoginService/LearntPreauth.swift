@@ -17,6 +17,8 @@ final class LearntPreauth: Sendable {
     private struct Tables {
         var encryptionInfo: [String: Learnt] = [:]
         var optimisticRefusals: Set<String> = []
+        /// Realms whose KDC took no encrypted challenge in an armored first request.
+        var armoredRefusals: Set<String> = []
     }
 
     private let tables = Locked(Tables())
@@ -71,6 +73,20 @@ final class LearntPreauth: Sendable {
     /// Whether optimistic preauth with the default salt failed for `principal` before.
     func refusesOptimistic(_ principal: String) -> Bool {
         tables.withLock { $0.optimisticRefusals.contains(principal) }
+    }
+
+    /// Whether `realm`'s KDC refused the one-exchange path under FAST before (``refuseArmoredOneExchange(_:)``).
+    func refusesArmoredOneExchange(_ realm: String) -> Bool {
+        tables.withLock { $0.armoredRefusals.contains(realm) }
+    }
+
+    /// Armored logins of `realm` take MIT's path from now on: its KDC refused an encrypted challenge in the first
+    /// request, and the normal exchange worked. Realms are few; the set is bounded by the allow-list.
+    func refuseArmoredOneExchange(_ realm: String) {
+        tables.withLock { tables in
+            if tables.armoredRefusals.count >= 1024 { tables.armoredRefusals.removeAll() }
+            tables.armoredRefusals.insert(realm)
+        }
     }
 
     func refuseOptimistic(_ principal: String) {

@@ -49,12 +49,41 @@ struct PasswordFastPath: Sendable {
     /// MEMORY keytab of this attempt's own (`krb5_init_creds_set_keytab`), wiped by krb5 when its last handle
     /// closes; MIT's password path when the enctype is not one ``StringToKey`` makes or the KDC sent no etype info.
     private func oneExchange(_ request: RequestSetup, password: Secret, info: EncryptionInfo) async throws(KerberosError) -> Pinned<Credentials> {
-        guard info.allowsOptimisticPreauth, let key = StringToKey.key(password: password, info: info) else {
+        let realm = Self.realm(of: request.principal)
+        guard info.allowsOptimisticPreauth, !(request.armored && learnt.refusesArmoredOneExchange(realm)),
+              let key = StringToKey.key(password: password, info: info) else {
             return try await session.initialCredentials { context in try request.make(context, password: password) }
         }
-        return try await session.initialCredentials { context in
+        // Inside FAST the first request carries an encrypted challenge (RFC 6113 section 5.4.6), not the
+        // timestamp: Active Directory and Heimdal refuse PA-ENC-TIMESTAMP in an armored request (KDC_ERR_POLICY).
+        let preauth: PreauthType = request.armored ? .encryptedChallenge : .encryptedTimestamp
+        do {
+            return try await oneExchange(request, key: key, info: info, preauth: preauth)
+        } catch where request.armored && (error.name == "KRB5KDC_ERR_POLICY" || error.reason == .preauthUnavailable) {
+            // A KDC that takes neither in an armored first request: MIT's path, which answers the KDC's own padata.
+            // Remembered for the realm once that path worked (a disabled account also answers KDC_ERR_POLICY).
+            let credentials = try await session.initialCredentials { context in try request.make(context, password: password) }
+            learnt.refuseArmoredOneExchange(realm)
+            return credentials
+        }
+    }
+
+    /// The realm of a principal name as `krb5_unparse_name` writes it (after its last unescaped `@`).
+    static func realm(of principal: String) -> String {
+        var realm = Substring(principal)
+        var index = principal.endIndex
+        while let at = principal[..<index].lastIndex(of: "@") {
+            if at > principal.startIndex, principal[principal.index(before: at)] == "\\" { index = at; continue }
+            realm = principal[principal.index(after: at)...]
+            break
+        }
+        return String(realm)
+    }
+
+    private func oneExchange(_ request: RequestSetup, key: Secret, info: EncryptionInfo, preauth: PreauthType) async throws(KerberosError) -> Pinned<Credentials> {
+        try await session.initialCredentials { context in
             var setup = try request.make(context, password: nil)
-            setup.options.preauthTypes = [.encryptedTimestamp]
+            setup.options.preauthTypes = [preauth]
             setup.options.encryptionTypes = [info.encryptionType]
             setup.options.salt = info.salt
             // Exchanges of several logins interleave on one worker, so each takes a MEMORY keytab of its own from the

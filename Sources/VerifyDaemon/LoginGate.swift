@@ -130,7 +130,7 @@ final class LoginGate: Sendable {
         var verdict = login.peer.map { peers.check($0) } ?? .allowed
         var throttled = login.peer ?? ""
         if verdict == .allowed {
-            verdict = principals.reserve(login.principal)
+            verdict = principals.reserve(Self.throttleKey(login.principal))
             throttled = login.principal
         }
         guard case .refused(let penalty) = verdict else { return .success(.counted) }
@@ -145,13 +145,19 @@ final class LoginGate: Sendable {
                                 delay: max(penalty, failureFloor)))
     }
 
+    /// The principal's throttle key: its canonical name folded to lower case. Active Directory's names are
+    /// case-insensitive (`ALICE`, `Alice` and `alice` are one account, and the DC counts their failures as one),
+    /// so spellings must not multiply the throttle's budget. On a case-sensitive realm two principals that differ
+    /// only in case share one budget, which can only throttle sooner, never later.
+    static func throttleKey(_ principal: String) -> String { principal.lowercased() }
+
     /// Ends an exchange let through by ``reserve(_:password:)``; `result` is nil when it ended at questions.
     private func release(_ login: Login, _ reservation: Reservation, result: LoginResult?, password: Secret?) {
         let guessing = result?.failure == .badCredentials || result?.failure == .unknownPrincipal
         switch reservation {
         case .counted:
             let failed: Bool? = result.map { $0.ok ? false : (guessing ? true : nil) } ?? nil
-            if principals.release(login.principal, failed: failed) {
+            if principals.release(Self.throttleKey(login.principal), failed: failed) {
                 logger.warning("throttling engaged", metadata: ["key": .string(login.principal)])
             }
         case .verifiedBypass:

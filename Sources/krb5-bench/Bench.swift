@@ -22,8 +22,8 @@ final class Samples: Sendable {
         func percentile(_ p: Double) -> Double { values.isEmpty ? 0 : values[min(values.count - 1, Int(Double(values.count) * p))] * 1000 }
         var usage = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usage)
-        return String(format: #"{"logins":%d,"seconds":%.3f,"p50_ms":%.3f,"p99_ms":%.3f,"failures":%d,"max_rss_kb":%d%@}"#,
-                      values.count, elapsed, percentile(0.5), percentile(0.99), failures, usage.ru_maxrss, extra)
+        return String(format: #"{"logins":%d,"seconds":%.3f,"p50_ms":%.3f,"p99_ms":%.3f,"max_ms":%.3f,"failures":%d,"max_rss_kb":%d%@}"#,
+                      values.count, elapsed, percentile(0.5), percentile(0.99), (values.last ?? 0) * 1000, failures, usage.ru_maxrss, extra)
     }
 }
 
@@ -107,16 +107,21 @@ struct SaslLoad: ParsableCommand {
     @Option var seconds = 5.0
     @Option var count = 1_000_000
     @Option(help: "Report the daemon's peak RSS from /proc/PID/status.") var pid: Int32?
+    @Option(name: .customLong("client-address"), help: "The request's client-address field.") var clientAddress = "127.0.0.1"
+    @Flag(name: .customLong("expect-no"), help: "Count a NO reply as the expected answer (logins that must fail, such as a hung KDC's).") var expectNo = false
 
     func run() throws {
-        let request = SaslauthdRequest(login: login, password: Secret(try benchPassword()), service: "bench", realm: "", clientAddress: "127.0.0.1").encoded()
+        let request = SaslauthdRequest(login: login, password: Secret(try benchPassword()), service: "bench", realm: "", clientAddress: clientAddress).encoded()
         let samples = Samples()
         let path = socket
+        let expectNo = expectNo
         let elapsed = runThreads(concurrency, seconds: seconds, count: count) { _ in
             {
                 let started = Date()
                 let reply = Self.exchange(path: path, request: request)
-                samples.add(Date().timeIntervalSince(started), ok: reply == SaslauthdReply.ok.encoded)
+                // A reply is one counted string: two length bytes, then "OK" or "NO reason".
+                let answeredNo = reply.count >= 4 && reply[2] == UInt8(ascii: "N") && reply[3] == UInt8(ascii: "O")
+                samples.add(Date().timeIntervalSince(started), ok: expectNo ? answeredNo : reply == SaslauthdReply.ok.encoded)
             }
         }
         let extra = pid.map { #","daemon_hwm_kb":\#(Self.highWaterMark($0))"# } ?? ""

@@ -191,8 +191,7 @@ struct ActiveDirectoryDaemonTests {
         await fixture.stop()
     }
 
-    /// Without learned_preauth: the one-exchange path sends PA-ENC-TIMESTAMP, which Samba refuses inside FAST
-    /// (KDC_ERR_POLICY); inside FAST it would have to be an encrypted challenge (reported, not yet done).
+    /// MIT's own path under FAST (learned_preauth off); ``armoredOneExchange()`` covers the one-exchange path.
     @Test("keytab armor (FAST required) from the WS1$ keytab, which also holds the host/ SPN: password, wrong password and must-change logins")
     func keytabArmor() async throws {
         let user = try ad.addUser(prefix: "darm", password: "Old-Passw0rd1", options: ["must-change"])
@@ -211,6 +210,45 @@ struct ActiveDirectoryDaemonTests {
         let changed = try conversation.result()
         #expect(changed.ok && changed.verified, "the password changed inside FAST: \(changed)")
         #expect(try fixture.sasl(user, "New-Passw0rd-8") == .ok)
+        await fixture.stop()
+    }
+
+    @Test("keytab armor with learned_preauth: after the first login each password login is one armored AS exchange (an encrypted challenge, which the DC takes where it refuses PA-ENC-TIMESTAMP)")
+    func armoredOneExchange() async throws {
+        let user = try ad.addUser(prefix: "aone", password: "Armored-Passw0rd1")
+        let tcp = ad.directory + "/krb5-tcp-armor-\(getpid()).conf"
+        try "[libdefaults]\n udp_preference_limit = 1\n".write(toFile: tcp, atomically: true, encoding: .utf8)
+        let fixture = try await DaemonFixture.start(ad) { configuration in
+            configuration.login.krb5 = .files(tcp, ad.configFile)
+            configuration.login.armor = .keytab
+            configuration.login.fastRequired = true
+        }
+        #expect(try fixture.sasl(user, "Armored-Passw0rd1") == .ok, "the first login learns the etype info under FAST")
+        for _ in 0..<2 {
+            let before = try kdcRequests(user)
+            #expect(try fixture.sasl(user, "Armored-Passw0rd1") == .ok)
+            let after = try kdcRequests(user)
+            #expect(after.asRequests - before.asRequests == 1, "one AS exchange: \(before) → \(after)")
+        }
+        #expect(try fixture.sasl(user, "Not-the-Passw0rd1") == .no("authentication failed"))
+        let result = try fixture.converse(user, password: "Armored-Passw0rd1").result()
+        #expect(result.ok && result.verified, "\(result)")
+        #expect(!fixture.logs.text.contains("KDC_ERR_POLICY") && !fixture.logs.text.contains("policy rejects"), "no request refused by policy")
+        await fixture.stop()
+    }
+
+    @Test("the throttle counts ALICE, Alice and alice as one principal: case variants share the failure budget")
+    func throttleFoldsCase() async throws {
+        let user = try ad.addUser(prefix: "thr", password: "Throttle-Passw0rd1")
+        let fixture = try await DaemonFixture.start(ad) { $0.throttleFailures = 3 }
+        // Each from another address, so only the principal's throttle can refuse.
+        for (index, spelling) in [user, user.uppercased(), user.prefix(1).uppercased() + user.dropFirst()].enumerated() {
+            #expect(try fixture.sasl(spelling, "Not-the-Passw0rd1", address: "192.0.2.\(10 + index)") == .no("authentication failed"))
+        }
+        #expect(!fixture.logs.text.contains("refused without asking the KDC"), "three failures reached the KDC")
+        let mixed = String(user.enumerated().map { $0.offset % 2 == 0 ? Character($0.element.uppercased()) : $0.element })
+        #expect(try fixture.sasl(mixed, "Throttle-Passw0rd1", address: "192.0.2.20") != .ok, "a fourth spelling is throttled too")
+        #expect(fixture.logs.text.contains("refused without asking the KDC: throttled"), "refused by the principal's throttle")
         await fixture.stop()
     }
 

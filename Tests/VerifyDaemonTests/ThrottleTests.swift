@@ -152,4 +152,10 @@ struct ThrottleTests {
         }
         #expect(text == "x\\ny")
     }
+
+    @Test("the principal's throttle key folds case: ALICE@AD.EXAMPLE, Alice@AD.EXAMPLE and alice@AD.EXAMPLE share one budget")
+    func caseFolding() {
+        #expect(Set(["ALICE@AD.EXAMPLE", "Alice@AD.EXAMPLE", "alice@AD.EXAMPLE"].map(LoginGate.throttleKey)).count == 1)
+        #expect(LoginGate.throttleKey("alice@AD.EXAMPLE") != LoginGate.throttleKey("bob@AD.EXAMPLE"))
+    }
 }
