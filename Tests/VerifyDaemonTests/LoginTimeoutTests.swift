@@ -7,7 +7,9 @@ import Testing
 
 /// Issue #12: `login_timeout`. With the only KDC hung (a TCP listener that never answers), every front end
 /// answers kdc-unreachable once the timeout has passed: saslauthd `NO`, the conversation `kdc-unreachable`,
-/// `krb5-login` exit 3. The bound asserted is the behaviour: login_timeout plus one second.
+/// `krb5-login` exit 3. What is asserted is that the deadline answered: no sooner than login_timeout (the KDC
+/// never answers, so nothing else could), and a few seconds after it at most, a margin for a CI machine whose two
+/// cores run every suite at once; without the deadline the silent KDC would hold each login indefinitely.
 @Suite("login_timeout: answered as kdc-unreachable when no KDC answers")
 struct LoginTimeoutTests {
     let realm: TestRealm
@@ -22,7 +24,10 @@ struct LoginTimeoutTests {
             .write(toFile: config, atomically: true, encoding: .utf8)
     }
 
-    @Test("krb5-verifyd: saslauthd NO and the conversation's kdc-unreachable, 16 logins at once, each within login_timeout + 1 s")
+    /// The margin above login_timeout that a loaded machine may add to an answer.
+    static let margin: Double = 4
+
+    @Test("krb5-verifyd: saslauthd NO and the conversation's kdc-unreachable, 16 logins at once, each at login_timeout")
     func daemon() async throws {
         let config = self.config
         try await DaemonFixture.with(configure: { configuration, _ in
@@ -49,12 +54,12 @@ struct LoginTimeoutTests {
             }
             for (reply, time) in results {
                 #expect(reply == "\(SaslauthdReply.no("kdc unreachable"))" || reply == "kdc-unreachable", "\(reply)")
-                #expect(time < 2, "answered after \(time) s with login_timeout 1 s")
+                #expect(time >= 0.95 && time < 1 + Self.margin, "answered after \(time) s with login_timeout 1 s")
             }
         }
     }
 
-    @Test("krb5-login --login-timeout 1s: exit 3 (unavailable) within 2 s")
+    @Test("krb5-login --login-timeout 1s: exit 3 (unavailable) once the timeout has passed")
     func helper() throws {
         let start = Date()
         let result = try TestRealm.run([TestRealm.executable("krb5-login"), "--krb5-config", config, "--keytab", realm["HOST_KEYTAB"],
@@ -62,6 +67,7 @@ struct LoginTimeoutTests {
                                        input: "\(realm["USER"])\n\(realm["USER_PASSWORD"])\n")
         #expect(result.status == 3, "\(result.output)")
         #expect(result.output.contains("kdc-unreachable"), "\(result.output)")
-        #expect(Date().timeIntervalSince(start) < 3, "the helper's own start-up plus the 1 s timeout")
+        let time = Date().timeIntervalSince(start)
+        #expect(time >= 0.95 && time < 1 + Self.margin, "exited after \(time) s: the helper's own start-up plus the 1 s timeout")
     }
 }
