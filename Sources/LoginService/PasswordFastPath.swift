@@ -20,10 +20,16 @@ struct PasswordFastPath: Sendable {
         }
         let principal = request.principal
         if learnsEtypeInfo && configuration.learnedPreauth {
-            return try await LearntPreauth.withOneRelearn(known: learnt.encryptionInfo(for: principal)) { () async throws(KerberosError) in
-                try await learn(request)
-            } attempt: { info async throws(KerberosError) in
-                try await oneExchange(request, password: password, info: info)
+            do {
+                return try await LearntPreauth.withOneRelearn(known: learnt.encryptionInfo(for: principal)) { () async throws(KerberosError) in
+                    try await learn(request)
+                } attempt: { info async throws(KerberosError) in
+                    try await oneExchange(request, password: password, info: info)
+                }
+            } catch where error.reason == .clockSkew {
+                // The timestamp made on this host's clock was refused. MIT's own exchange corrects the clock from the
+                // KDC's error when kdc_timesync is on (the default), and says clock-skew when it is off.
+                return try await session.initialCredentials { context in try request.make(context, password: password) }
             }
         }
         let plain: @Sendable (Context) throws -> InitialCredentialsSetup = { context in try request.make(context, password: password) }

@@ -43,10 +43,40 @@ struct FailoverTests {
             return result.output
         }
 
-        /// SIGKILL to the KDC whose pid file is `key` in realm.env.
+        /// Sockets bound to a killed KDC's TCP port, by pid-file key, until it is restarted.
+        private var held: [String: Int32] = [:]
+
+        /// SIGKILL to the KDC whose pid file is `key` in realm.env; its TCP port is then held (bound, not
+        /// listening: connections are refused, as by a dead KDC) so that no server another suite starts in the
+        /// meantime can take the port and answer for the dead KDC.
         func kill(_ key: String) throws {
             let text = try String(contentsOfFile: realm[key], encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
             guard let pid = Int32(text), Glibc.kill(pid, SIGKILL) == 0 else { throw TestRealmError("cannot kill \(key) (\(text))") }
+            let port = UInt16(realm[key == "KDC_PID_FILE" ? "KDC_PORT" : "REPLICA_KDC_PORT"])!
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var on: Int32 = 1
+            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, socklen_t(MemoryLayout<Int32>.size))
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            address.sin_port = port.bigEndian
+            for _ in 0..<2000 {
+                let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+                if bound == 0 {
+                    held[key] = fd
+                    return
+                }
+                usleep(1000)   // the killed KDC still holds its listener
+            }
+            close(fd)
+            throw TestRealmError("the port \(port) of \(key) stayed in use after SIGKILL")
+        }
+
+        /// `realm.sh restart-kdc`, after letting go of the port held since the kill.
+        func restart(_ kdc: String) throws {
+            let key = kdc == "primary" ? "KDC_PID_FILE" : "REPLICA_KDC_PID_FILE"
+            if let fd = held.removeValue(forKey: key) { close(fd) }
+            try script("restart-kdc", kdc)
         }
 
         /// `kinit` through one client configuration: nil on success, the error otherwise.
@@ -56,6 +86,7 @@ struct FailoverTests {
         }
 
         deinit {
+            for fd in held.values { close(fd) }
             _ = try? TestRealm.run([TestRealm.script, "down", realm.directory])
             try? FileManager.default.removeItem(atPath: realm.directory)
         }
@@ -201,7 +232,7 @@ struct FailoverTests {
         // the same daemon logs in again, and still tells wrong passwords apart.
         var recovery: [String] = []
         for kdc in ["replica", "primary"] {
-            try failover.script("restart-kdc", kdc)  // returns once the KDC answers kinit
+            try failover.restart(kdc)  // returns once the KDC answers kinit
             started = Date()
             var reply = try daemon.sasl(user, "Failover-Passw0rd")
             var attempts = 1
