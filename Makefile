@@ -48,7 +48,7 @@ docs: docs-coverage
 	$(SWIFT) package --allow-writing-to-directory .build/docs generate-documentation --target Kerberos \
 		--disable-indexing --transform-for-static-hosting --output-path .build/docs
 
-## docs-coverage: fails, listing each one, when a public symbol of Kerberos, LoginProtocol, VerifyDaemon, LoginHelper or TOTP has no doc comment.
+## docs-coverage: fails, listing each one, when a public symbol of KerberosSecrets, Kerberos, LoginProtocol, VerifyDaemon, LoginHelper or TOTP has no doc comment.
 docs-coverage:
 	SWIFT=$(SWIFT) scripts/doc-coverage.sh
 

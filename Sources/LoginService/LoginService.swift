@@ -55,10 +55,18 @@ public final class LoginService: Sendable {
         }
     }
 
+    /// Lets running logins finish their current step, then stops the threads; suspends until they have
+    /// stopped, without blocking a thread.
+    public func shutdown() async {
+        await client.shutdown()
+    }
+
     /// Lets running logins finish their current step, then stops the threads.
     ///
-    /// > Warning: Blocks the calling thread until the engine's threads have stopped.
-    public func shutdown() {
+    /// > Warning: Blocks the calling thread until the engine's threads have stopped; from async code use
+    /// > `await shutdown()`.
+    @available(*, noasync, message: "blocks the calling thread; use 'await shutdown()'")
+    public func shutdownBlocking() {
         client.shutdownBlocking()
     }
 
@@ -217,7 +225,7 @@ struct LoginAttempt: Sendable {
             }
             // The ticket must be for the principal asked for (or the KDC's canonical spelling of it when
             // canonicalization was asked for), whatever the KDC chose to answer.
-            let issued = try await session.run(credentials) { _, credentials in credentials.client }
+            let issued = try await session.run(credentials) { _, credentials in try credentials.client.name() }
             let canonicalized = configuration.canonicalize || configuration.enterpriseNames
             if issued != principal && !canonicalized {
                 return .finished(.failed(.badCredentials, "The KDC issued credentials for \(issued), not \(principal)", principal: principal), info: notes.info)
@@ -232,7 +240,7 @@ struct LoginAttempt: Sendable {
             let expires = try await session.run(credentials) { context, credentials in
                 if let name = outputCache {
                     let cache = try CredentialCache(resolving: name, in: context)
-                    try cache.initialize(for: Principal(parsing: credentials.client, in: context))
+                    try cache.initialize(for: credentials.client)
                     try cache.store(credentials)
                 }
                 return credentials.endTime
@@ -440,7 +448,7 @@ struct LoginAttempt: Sendable {
         let ofRealm = principals.filter { $0.hasSuffix("@\(realm)") }
         let computer = ofRealm.first { $0.dropLast(realm.utf8.count + 1).hasSuffix("$") }
         guard let name = computer ?? ofRealm.first ?? principals.first else {
-            throw KerberosError(code: -1, message: "Keytab \(keytab.name) has no entries", reason: .invalidRequest)
+            throw KerberosError.emptyKeytab(keytab.name)
         }
         return try Principal(parsing: name, in: context)
     }

@@ -108,9 +108,9 @@ final class SaslauthdHandler: ChannelInboundHandler {
             }
         }
         let login: LoginGate.Login
-        switch daemon.gate.admit(name: request.principal, clientAddress: request.clientAddress) {
+        switch daemon.gate.admit(name: LoginService.principal(for: request), clientAddress: request.clientAddress) {
         case .success(let admitted): login = admitted
-        case .failure(let refusal): return finish(refusal.result, request.principal, refusal.delay)
+        case .failure(let refusal): return finish(refusal.result, LoginService.principal(for: request), refusal.delay)
         }
         let password = request.password
         if password.isEmpty {

@@ -197,7 +197,7 @@ public final class VerifyDaemon: Service, Sendable {
         }
         let open = state.withLock { Array($0.connections.values) }
         for channel in open { try? await channel.close() }
-        service.shutdown()
+        await service.shutdown()
         try? await group.shutdownGracefully()
         let waiting = state.withLock { state in
             defer { state.drained = []; state.stopped = true }

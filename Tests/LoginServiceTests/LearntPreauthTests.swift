@@ -1,4 +1,5 @@
 import Kerberos
+import CKrb5
 import Testing
 @testable import LoginService
 
@@ -18,7 +19,7 @@ struct LearntPreauthTests {
             try LearntPreauth.withOneRelearn(
                 known: Self.aes256,
                 learn: { learns += 1; return Self.changed(learns) },
-                attempt: { _ -> Int in attempts += 1; throw KerberosError(code: -1, message: "wrong", reason: .badPassword) })
+                attempt: { _ -> Int in attempts += 1; throw KerberosError(code: Int32(KRB5KDC_ERR_PREAUTH_FAILED), message: "wrong", reason: .badPassword) })
         }
         #expect(learns == 1 && attempts == 2)
     }
@@ -29,7 +30,7 @@ struct LearntPreauthTests {
         #expect(throws: KerberosError.self) {
             try LearntPreauth.withOneRelearn(known: Self.aes256, learn: { Self.aes256 }, attempt: { _ -> Int in
                 attempts += 1
-                throw KerberosError(code: -1, message: "wrong", reason: .badPassword)
+                throw KerberosError(code: Int32(KRB5KDC_ERR_PREAUTH_FAILED), message: "wrong", reason: .badPassword)
             })
         }
         #expect(attempts == 1)
@@ -38,7 +39,7 @@ struct LearntPreauthTests {
     @Test("a changed salt is learnt again and the login succeeds with it")
     func changedSaltSucceeds() throws {
         let result = try LearntPreauth.withOneRelearn(known: Self.aes256, learn: { Self.changed(1) }, attempt: { info -> String in
-            guard info == Self.changed(1) else { throw KerberosError(code: -1, message: "wrong", reason: .badPassword) }
+            guard info == Self.changed(1) else { throw KerberosError(code: Int32(KRB5KDC_ERR_PREAUTH_FAILED), message: "wrong", reason: .badPassword) }
             return "ok"
         })
         #expect(result == "ok")
