@@ -47,7 +47,7 @@ extension Principal {
         var text: UnsafeMutablePointer<CChar>?
         try context.check(krb5_unparse_name_flags(context.raw, principal, options.rawValue, &text))
         defer { krb5_free_unparsed_name(context.raw, text) }
-        return String(cString: text!)
+        return text.map { String(cString: $0) } ?? ""
     }
 
     /// Component `index` of a raw principal, or nil when it has fewer components.

@@ -29,7 +29,7 @@ public final class Credentials {
     public var client: Principal {
         get throws(KerberosError) {
             guard let client = raw.client else {
-                throw KerberosError(code: Int32(KRB5_PARSE_MALFORMED), message: "The credentials name no client", reason: .invalidRequest)
+                throw KerberosError(code: Int32(KRB5_NO_TKT_SUPPLIED), message: "The credentials have no client", reason: .invalidRequest)
             }
             return try Principal(copying: client, context: context)
         }
