@@ -32,6 +32,8 @@ let package = Package(
     targets: [
         // MIT krb5 (Debian libkrb5-dev) as a Clang module.
         .systemLibrary(name: "CKrb5", providers: [.apt(["libkrb5-dev"])]),
+        // OpenSSL's libcrypto, for LoginService's string-to-key and password digests.
+        .systemLibrary(name: "COpenSSL", providers: [.apt(["libssl-dev"])]),
 
         // Without C: wiped secret memory, the OTP and PKINIT questions that ask for secrets and the answers
         // that carry them, and the package's lock. Shared by the library and the wire formats.
@@ -52,10 +54,11 @@ let package = Package(
         .target(name: "LoginProtocol", dependencies: ["KerberosSecrets"], swiftSettings: strict),
 
         // One verified login as a replayable conversation; shared by the daemon and the helper.
-        // (swift-crypto for the string-to-key: BoringSSL's PBKDF2 is several times faster than libk5crypto's.)
+        // (libcrypto for the string-to-key: its PBKDF2 is several times faster than libk5crypto's; not swift-crypto,
+        // which would bring Foundation into krb5-login's start-up.)
         .target(
             name: "LoginService",
-            dependencies: ["Kerberos", "LoginProtocol", .product(name: "Crypto", package: "swift-crypto"), .product(name: "_CryptoExtras", package: "swift-crypto")],
+            dependencies: ["Kerberos", "LoginProtocol", "COpenSSL"],
             swiftSettings: strict
         ),
 

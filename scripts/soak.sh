@@ -28,7 +28,10 @@ log_level = "warning"
 TOML
 "$bin/krb5-verifyd" --config "$realm/verifyd.toml" &
 daemon=$!
+# Stopped on every exit, a failed soak included, before the realm.
+trap '[ -z "$daemon" ] || { kill -TERM "$daemon"; wait "$daemon"; }; "$root/Docker/kdc/realm.sh" down "$realm"; rm -rf "$realm"' EXIT
 for _ in $(seq 100); do [ -S "$realm/conversation" ] && break; sleep 0.1; done
 "$bin/krb5-bench" soak --realm-env "$realm/realm.env" --sasl-socket "$realm/mux" --socket "$realm/conversation" \
     --otp-user soakotp --count "$count" ${SOAK_CASES:+--cases "$SOAK_CASES"} --concurrency 16 --seconds 3600 --pid "$daemon"
-kill -TERM "$daemon"; wait "$daemon"
+# A clean stop (exit 0) is part of the soak.
+kill -TERM "$daemon"; wait "$daemon"; daemon=

@@ -1,6 +1,5 @@
 public import Kerberos
 public import LoginProtocol
-import Foundation
 
 /// The checks every login name passes before any KDC is contacted, on every front end: the name is
 /// parsed as krb5 parses it (the configured realm added when it names none), `WELLKNOWN/ANONYMOUS` is
@@ -64,7 +63,7 @@ struct LoginNames: Sendable {
     /// names. `user\@suffix@REALM`, the form `krb5_unparse_name` gives an enterprise name (and ``LoginService/resolve(_:)``
     /// hands back), is the same name.
     private func enterprisePrincipal(_ typed: String, in context: Context) throws(KerberosError) -> Principal? {
-        let name = typed.replacingOccurrences(of: "\\@", with: "@")
+        let name = typed.replacing("\\@", with: "@")
         let parts = name.split(separator: "@", omittingEmptySubsequences: false)
         guard parts.count == 2 || parts.count == 3, !parts[0].isEmpty, !parts[1].isEmpty, !name.contains("\\") else { return nil }
         if parts.count == 2, let realm = realm ?? (try? context.defaultRealm()), parts[1].uppercased() == realm.uppercased() { return nil }

@@ -1,6 +1,5 @@
 public import Kerberos
 public import LoginProtocol
-import Crypto
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
@@ -11,7 +10,7 @@ import Foundation
 /// same principal is answered without the KDC until the entry's time is up.
 ///
 /// At most one entry per principal: the password that last succeeded for it, held as HMAC-SHA-256
-/// (swift-crypto) of principal and password under a key drawn at start-up and held only in memory; the
+/// (``PasswordDigester``, OpenSSL) of principal and password under a key drawn at start-up and held only in memory; the
 /// password itself is never stored. A cached password keeps working until the first of:
 /// - its `ttl` runs out;
 /// - a *different* password succeeds for the principal at the KDC (the new one replaces it);
@@ -25,55 +24,32 @@ import Foundation
 /// ``store(principal:password:result:)`` and ``invalidate(principal:)`` alike, so that every spelling of
 /// one principal shares one entry and one invalidation.
 public final class ResultCache: Sendable {
-    /// HMAC-SHA-256 as four words, compared without an early exit.
-    struct Digest: Sendable {
-        var words: (UInt64, UInt64, UInt64, UInt64)
-
-        init(_ mac: HashedAuthenticationCode<SHA256>) {
-            words = mac.withUnsafeBytes { bytes in
-                (bytes.loadUnaligned(fromByteOffset: 0, as: UInt64.self), bytes.loadUnaligned(fromByteOffset: 8, as: UInt64.self),
-                 bytes.loadUnaligned(fromByteOffset: 16, as: UInt64.self), bytes.loadUnaligned(fromByteOffset: 24, as: UInt64.self))
-            }
-        }
-
-        func matches(_ other: Digest) -> Bool {
-            ((words.0 ^ other.words.0) | (words.1 ^ other.words.1) | (words.2 ^ other.words.2) | (words.3 ^ other.words.3)) == 0
-        }
-    }
-
     private struct Entry {
-        var digest: Digest
+        var digest: PasswordDigester.Digest
         var result: LoginResult
         var expires: ContinuousClock.Instant
     }
 
-    /// HMAC state already keyed (the key's inner and outer blocks absorbed), copied per use; swift-crypto
-    /// copies its digest context on the first update of a copy and zeroes every context it frees.
-    private struct KeyedMAC: @unchecked Sendable {
-        // Never mutated after init; copies are made and updated by value.
-        let state: HMAC<SHA256>
-    }
-
     private let ttl: Duration
     private let capacity: Int
-    private let keyed: KeyedMAC
+    private let digester: PasswordDigester
     private let entries = Locked<[String: Entry]>([:])
 
     /// An empty cache whose entries live `ttl`; when `capacity` principals are held, a new one first drops
     /// the expired entries, or all of them when none has expired.
     public convenience init(ttl: Duration, capacity: Int = 100_000) {
-        self.init(ttl: ttl, capacity: capacity, key: SymmetricKey(size: .bits256))
+        self.init(ttl: ttl, capacity: capacity, digester: PasswordDigester())
     }
 
-    init(ttl: Duration, capacity: Int = 100_000, key: SymmetricKey) {
+    init(ttl: Duration, capacity: Int = 100_000, digester: PasswordDigester) {
         self.ttl = ttl
         self.capacity = capacity
-        self.keyed = KeyedMAC(state: HMAC<SHA256>(key: key))
+        self.digester = digester
     }
 
     /// The cached success for this (canonical) principal and password, if still fresh.
     public func lookup(principal: String, password: Secret) -> LoginResult? {
-        let digest = self.digest(principal, password)
+        let digest = digester.digest(principal, password)
         let now = ContinuousClock.now
         return entries.withLock { entries -> LoginResult? in
             guard let entry = entries[principal], entry.digest.matches(digest) else { return nil }
@@ -89,7 +65,7 @@ public final class ResultCache: Sendable {
     /// older password is no longer answered from the cache.
     public func store(principal: String, password: Secret, result: LoginResult) {
         guard result.ok else { return }
-        let entry = Entry(digest: digest(principal, password), result: result, expires: .now + ttl)
+        let entry = Entry(digest: digester.digest(principal, password), result: result, expires: .now + ttl)
         entries.withLock { entries in
             if entries.count >= capacity, entries[principal] == nil {
                 let now = ContinuousClock.now
@@ -107,16 +83,4 @@ public final class ResultCache: Sendable {
 
     /// The number of principals held, expired or not.
     public var count: Int { entries.withLock { $0.count } }
-
-    /// HMAC(key, principal ‖ 0 ‖ password). The principal's UTF-8 and the password go into the MAC straight
-    /// from their storage, so no message buffer holding the password is ever made; the MAC state that saw
-    /// them is swift-crypto's, which zeroes it when released.
-    func digest(_ principal: String, _ password: Secret) -> Digest {
-        var mac = keyed.state
-        var name = principal
-        name.withUTF8 { mac.update(data: UnsafeRawBufferPointer($0)) }
-        withUnsafeBytes(of: UInt8(0)) { mac.update(data: $0) }
-        password.withUnsafeBytes { mac.update(data: $0) }
-        return Digest(mac.finalize())
-    }
 }

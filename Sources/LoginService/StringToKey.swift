@@ -1,8 +1,7 @@
-import Crypto
+import COpenSSL
 import Kerberos
-import _CryptoExtras
 
-/// The AES-SHA1 string-to-key of RFC 3962 in process, with BoringSSL (swift-crypto) doing the PBKDF2:
+/// The AES-SHA1 string-to-key of RFC 3962 in process, with OpenSSL's libcrypto doing the PBKDF2:
 /// the same key `krb5_c_string_to_key` makes, several times faster than libk5crypto's built-in SHA-1.
 ///
 /// Used only for password-only logins with learnt etype info; any other enctype, or parameters it does
@@ -37,22 +36,28 @@ enum StringToKey {
 
     /// tkey = PBKDF2-HMAC-SHA1(password, salt, iterations, length); key = DK(tkey, "kerberos"), where DK
     /// chains AES encryptions of the constant under tkey until `length` bytes are made (RFC 3961 5.1).
-    static func key(password: Secret, salt: [UInt8], iterations: UInt32, length: Int) throws -> Secret {
-        let tkey = try password.withUnsafeBytes { bytes in
-            try KDF.Insecure.PBKDF2.deriveKey(from: bytes, salt: salt, using: .insecureSHA1, outputByteCount: length,
-                                              unsafeUncheckedRounds: Int(iterations))
-        }
+    static func key(password: Secret, salt: [UInt8], iterations: UInt32, length: Int) throws(StringToKeyError) -> Secret {
+        precondition(length == 16 || length == 32)
+        var tkey = [UInt8](repeating: 0, count: length)
         var block = kerberosConstant
         var output: [UInt8] = []
         output.reserveCapacity(32)
         defer {
+            tkey.withUnsafeMutableBytes { Secret.wipe($0) }
             block.withUnsafeMutableBytes { Secret.wipe($0) }
             output.withUnsafeMutableBytes { Secret.wipe($0) }
         }
+        let derived = password.withUnsafeBytes { bytes in
+            copenssl_pbkdf2_sha1(bytes.baseAddress, bytes.count, salt, salt.count, iterations, &tkey, length)
+        }
+        guard derived == 1 else { throw StringToKeyError() }
         while output.count < length {
-            try AES.permute(&block, key: tkey)
+            guard copenssl_aes_encrypt_block(tkey, length, &block) == 1 else { throw StringToKeyError() }
             output += block
         }
         return Secret(copying: output.prefix(length))
     }
 }
+
+/// libcrypto refused the PBKDF2 or the AES block (out of memory, or a FIPS provider that forbids them).
+struct StringToKeyError: Error {}

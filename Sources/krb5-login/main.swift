@@ -77,7 +77,7 @@ struct LoginCommand: ParsableCommand {
         }
         if (uid == nil) != (gid == nil) { throw ValidationError("--uid and --gid go together") }
         if uid != nil && ccache == nil { throw ValidationError("--uid/--gid need --ccache") }
-        for option in preauthOptions where !option.contains("=") {
+        for option in preauthOptions where !option.contains("=" as Character) {
             throw ValidationError("--preauth-option \(option) is not NAME=VALUE")
         }
         if let lifetime, parseLifetime(lifetime) == nil { throw ValidationError("--lifetime \(lifetime) is not a duration such as 10h") }

@@ -9,7 +9,7 @@ final class EngineRealm: @unchecked Sendable {
     let realm: TestRealm
     let user: String
     let password = "Engine-Passw0rd"
-    private let extraProcesses = Locked<[Process]>([])
+    private let extraProcesses = Locked<[ChildProcess]>([])
 
     static let shared: Result<EngineRealm, TestRealmError> = Result { () throws(TestRealmError) -> EngineRealm in try EngineRealm() }
 
@@ -37,8 +37,10 @@ final class EngineRealm: @unchecked Sendable {
     }
 
     func tearDown() {
-        // At exit Foundation's Process cannot wait (its run loop is gone): signal by pid only.
-        for process in extraProcesses.withLock({ $0 }) { kill(process.processIdentifier, SIGKILL) }
+        for process in extraProcesses.withLock({ $0 }) {
+            process.signal(SIGKILL)
+            process.wait()
+        }
         for key in ["KDC_PID_FILE", "REPLICA_KDC_PID_FILE"] { try? signal(key, SIGCONT) }
         _ = try? TestRealm.run([TestRealm.script, "down", realm.directory])
         try? FileManager.default.removeItem(atPath: realm.directory)
@@ -123,16 +125,8 @@ final class EngineRealm: @unchecked Sendable {
         }
         let path = realm.directory + "/kdc-extra-\(port).conf"
         try lines.joined(separator: "\n").write(toFile: path, atomically: true, encoding: .utf8)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/sbin/krb5kdc")
-        process.arguments = ["-n", "-r", realm.realm]
-        var environment = ProcessInfo.processInfo.environment
-        environment["KRB5_KDC_PROFILE"] = path
-        environment["KRB5_CONFIG"] = realm.configFile
-        process.environment = environment
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
+        let process = try ChildProcess(["/usr/sbin/krb5kdc", "-n", "-r", realm.realm],
+                                       environment: ["KRB5_KDC_PROFILE": path, "KRB5_CONFIG": realm.configFile])
         extraProcesses.withLock { $0.append(process) }
         // Ready once it accepts TCP.
         for _ in 0..<100 {

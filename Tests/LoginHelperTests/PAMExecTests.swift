@@ -219,7 +219,7 @@ struct HandOverTests {
     }
 
     /// A one-shot fake krb5-verifyd: answers any login with `ok: true` and the given `verified`, listening as `uid`.
-    func fakeDaemon(verified: Bool, uid: UInt32, in directory: String) throws -> (socket: String, process: Process) {
+    func fakeDaemon(verified: Bool, uid: UInt32, in directory: String) throws -> (socket: String, process: ChildProcess) {
         let socket = directory + "/fake.sock"
         let script = """
         import json, os, socket, sys
@@ -237,14 +237,8 @@ struct HandOverTests {
         c.sendall((json.dumps({"type": "result", "ok": True, "principal": "alice@KRB5.TEST", "verified": verified}) + "\\n").encode())
         c.close()
         """
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-        process.arguments = ["-c", script, socket, verified ? "1" : "0", String(uid)]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        _ = pipe.fileHandleForReading.availableData   // "ready"
+        let process = try ChildProcess(["python3", "-c", script, socket, verified ? "1" : "0", String(uid)], output: .pipe)
+        _ = process.readSome()   // "ready"
         return (socket, process)
     }
 
@@ -258,14 +252,14 @@ struct HandOverTests {
 
         var fake = try fakeDaemon(verified: false, uid: 0, in: directory)
         let unverified = try TestRealm.run([binary, "--daemon", fake.socket], input: input)
-        fake.process.waitUntilExit()
+        fake.process.wait()
         #expect(unverified.status == 1, "\(unverified.output)")
         #expect(unverified.output.contains("not verified"))
         unlink(fake.socket)
 
         fake = try fakeDaemon(verified: false, uid: 0, in: directory)
         let allowed = try TestRealm.run([binary, "--daemon", fake.socket, "--allow-unverified"], input: input)
-        fake.process.waitUntilExit()
+        fake.process.wait()
         #expect(allowed.status == 0, "\(allowed.output)")
         unlink(fake.socket)
 
@@ -274,12 +268,12 @@ struct HandOverTests {
         #expect(foreign.status == 3, "\(foreign.output)")
         #expect(foreign.output.contains("served by uid 65534"))
         fake.process.terminate()
-        fake.process.waitUntilExit()
+        fake.process.wait()
         unlink(fake.socket)
 
         fake = try fakeDaemon(verified: true, uid: 65534, in: directory)
         let named = try TestRealm.run([binary, "--daemon", fake.socket, "--daemon-uid", "65534"], input: input)
-        fake.process.waitUntilExit()
+        fake.process.wait()
         #expect(named.status == 0, "\(named.output)")
     }
 }

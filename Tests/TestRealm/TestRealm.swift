@@ -144,23 +144,7 @@ public struct TestRealm: Sendable {
 
     /// Runs a command with raw bytes on standard input.
     public static func run(_ arguments: [String], environment: [String: String] = [:], inputBytes: [UInt8]?) throws(TestRealmError) -> (status: Int32, output: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = arguments
-        var env = ProcessInfo.processInfo.environment
-        env.merge(environment) { $1 }
-        process.environment = env
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        let stdin = Pipe()
-        process.standardInput = stdin
-        do { try process.run() } catch { throw TestRealmError("cannot run \(arguments[0]): \(error)") }
-        if let inputBytes { stdin.fileHandleForWriting.write(Data(inputBytes)) }
-        try? stdin.fileHandleForWriting.close()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+        try ChildProcess.run(arguments, environment: environment, input: inputBytes)
     }
 }
 

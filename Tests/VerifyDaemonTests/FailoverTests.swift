@@ -64,19 +64,16 @@ struct FailoverTests {
     /// The `krb5-verifyd` binary over the failover configuration (both KDCs, primary first).
     /// `@unchecked Sendable`: the process is touched only in init and deinit, the socket paths never change.
     final class Daemon: @unchecked Sendable {
-        let process = Process()
+        let process: ChildProcess
         let saslSocket = SocketClient.temporaryPath("fosasl")
         let socket = SocketClient.temporaryPath("foconv")
 
         init(_ realm: TestRealm) throws {
-            process.executableURL = URL(fileURLWithPath: TestRealm.executable("krb5-verifyd"))
-            process.arguments = ["--sasl-socket", saslSocket, "--socket", socket, "--krb5-config", realm["FAILOVER_KRB5_CONFIG"],
-                                 "--keytab", realm["HOST_KEYTAB"], "--server-principal", realm["LOCALHOST_PRINCIPAL"], "--armor", "anonymous",
-                                 "--workers", "4", "--failure-floor", "0ms", "--throttle-failures", "1000000", "--log-level", "warning"]
-            let log = realm.directory + "/verifyd.log"
-            _ = FileManager.default.createFile(atPath: log, contents: nil)
-            process.standardError = FileHandle(forWritingAtPath: log)
-            try process.run()
+            process = try ChildProcess([TestRealm.executable("krb5-verifyd"), "--sasl-socket", saslSocket, "--socket", socket,
+                                        "--krb5-config", realm["FAILOVER_KRB5_CONFIG"], "--keytab", realm["HOST_KEYTAB"],
+                                        "--server-principal", realm["LOCALHOST_PRINCIPAL"], "--armor", "anonymous", "--workers", "4",
+                                        "--failure-floor", "0ms", "--throttle-failures", "1000000", "--log-level", "warning"],
+                                       output: .file(realm.directory + "/verifyd.log"))
             for _ in 0..<200 where !FileManager.default.fileExists(atPath: socket) { Thread.sleep(forTimeInterval: 0.05) }
         }
 
@@ -92,10 +89,7 @@ struct FailoverTests {
             return try Conversation(client: client).result()
         }
 
-        deinit {
-            process.terminate()
-            process.waitUntilExit()
-        }
+        deinit { process.terminate() }
     }
 
     /// One saslauthd request of the load: when, how long, what was expected and what came back.

@@ -219,8 +219,9 @@ struct SecurityReviewTests {
         }
     }
 
+    /// Polls `condition` for up to 30 s: long enough for a loaded CI machine, and a wrong outcome still fails.
     private func waitUntil(_ condition: () throws -> Bool) async throws {
-        for _ in 0..<200 {
+        for _ in 0..<600 {
             if try condition() { return }
             try await Task.sleep(for: .milliseconds(50))
         }

@@ -44,12 +44,8 @@ struct ServiceUnitTests {
         metrics_listen = "127.0.0.1:0"
         failure_floor = "10ms"
         """.write(toFile: directory + "/d.toml", atomically: true, encoding: .utf8)
-        let tracer = Process()
-        tracer.executableURL = URL(fileURLWithPath: "/usr/bin/strace")
-        tracer.arguments = ["-f", "-qq", "-o", directory + "/trace", "--", TestRealm.executable("krb5-verifyd"), "--config", directory + "/d.toml"]
-        _ = FileManager.default.createFile(atPath: directory + "/log", contents: nil)
-        tracer.standardError = FileHandle(forWritingAtPath: directory + "/log")
-        try tracer.run()
+        let tracer = try ChildProcess(["strace", "-f", "-qq", "-o", directory + "/trace", "--", TestRealm.executable("krb5-verifyd"), "--config", directory + "/d.toml"],
+                                      output: .file(directory + "/log"))
         for _ in 0..<200 where !FileManager.default.fileExists(atPath: directory + "/conv") { Thread.sleep(forTimeInterval: 0.05) }
         Thread.sleep(forTimeInterval: 0.2)
 
@@ -69,11 +65,10 @@ struct ServiceUnitTests {
         }
 
         // SIGTERM to the daemon itself (strace's child), then strace exits with it.
-        let children = try String(contentsOfFile: "/proc/\(tracer.processIdentifier)/task/\(tracer.processIdentifier)/children", encoding: .utf8)
+        let children = try String(contentsOfFile: "/proc/\(tracer.pid)/task/\(tracer.pid)/children", encoding: .utf8)
         let daemon = try #require(children.split(separator: " ").first.flatMap { Int32($0) })
         kill(daemon, SIGTERM)
-        tracer.waitUntilExit()
-        #expect(tracer.terminationStatus == 0)
+        #expect(tracer.wait() == 0)
 
         let trace = try String(contentsOfFile: directory + "/trace", encoding: .utf8)
         var used: Set<String> = []

@@ -40,13 +40,10 @@ struct ShutdownTests {
             .replacingOccurrences(of: "  kdc = 127.0.0.1:", with: "  kdc = 127.0.0.1:\(silent.port)\n  kdc = 127.0.0.1:")
             .write(toFile: config, atomically: true, encoding: .utf8)
         let socketPath = SocketClient.temporaryPath("term")
-        let daemon = Process()
-        daemon.executableURL = URL(fileURLWithPath: TestRealm.executable("krb5-verifyd"))
-        daemon.arguments = ["--sasl-socket", socketPath, "--krb5-config", config, "--keytab", realm["HOST_KEYTAB"],
-                            "--server-principal", realm["LOCALHOST_PRINCIPAL"], "--log-level", "info"]
-        let log = Pipe()
-        daemon.standardError = log
-        try daemon.run()
+        let logPath = realm.directory + "/verifyd-term-\(getpid()).log"
+        let daemon = try ChildProcess([TestRealm.executable("krb5-verifyd"), "--sasl-socket", socketPath, "--krb5-config", config,
+                                       "--keytab", realm["HOST_KEYTAB"], "--server-principal", realm["LOCALHOST_PRINCIPAL"], "--log-level", "info"],
+                                      output: .file(logPath))
         for _ in 0..<100 where !FileManager.default.fileExists(atPath: socketPath) { Thread.sleep(forTimeInterval: 0.05) }
 
         let client = try SocketClient(path: socketPath, timeout: 30)
@@ -54,14 +51,13 @@ struct ShutdownTests {
         client.send(SaslauthdRequest(login: realm["USER"], password: Secret(realm["USER_PASSWORD"]), service: "t", realm: "", clientAddress: "").encoded())
         // The silent KDC first in the list holds the login for one hedge delay (250 ms, docs/engine.md).
         Thread.sleep(forTimeInterval: 0.1)
-        daemon.terminate()
+        daemon.signal(SIGTERM)
         let reply = try SaslauthdReply(decoding: client.readAll())
         #expect(reply == .ok, "the login in flight finished after SIGTERM")
         #expect(Date().timeIntervalSince(started) > 0.2, "the login was really in flight when the signal came")
-        daemon.waitUntilExit()
-        #expect(daemon.terminationStatus == 0)
+        #expect(daemon.wait() == 0)
         #expect(!FileManager.default.fileExists(atPath: socketPath))
-        let output = String(decoding: log.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let output = try String(contentsOfFile: logPath, encoding: .utf8)
         #expect(output.contains("shutting down"))
         #expect(!output.contains(realm["USER_PASSWORD"]))
     }
@@ -79,12 +75,8 @@ struct ShutdownTests {
         server_principal = "\(realm["LOCALHOST_PRINCIPAL"])"
         allowed_uids = [4242]
         """.write(toFile: configFile, atomically: true, encoding: .utf8)
-        let daemon = Process()
-        daemon.executableURL = URL(fileURLWithPath: TestRealm.executable("krb5-verifyd"))
-        daemon.arguments = ["--config", configFile]
-        daemon.standardError = FileHandle.nullDevice
-        try daemon.run()
-        defer { daemon.terminate(); daemon.waitUntilExit() }
+        let daemon = try ChildProcess([TestRealm.executable("krb5-verifyd"), "--config", configFile])
+        defer { daemon.terminate() }
         for _ in 0..<100 where !FileManager.default.fileExists(atPath: socketPath) { Thread.sleep(forTimeInterval: 0.05) }
         var info = stat()
         #expect(stat(socketPath, &info) == 0)
@@ -107,13 +99,9 @@ struct ShutdownTests {
         server_principal = "\(realm["LOCALHOST_PRINCIPAL"])"
         allowed_uids = [4242]
         """.write(toFile: configFile, atomically: true, encoding: .utf8)
-        let daemon = Process()
-        daemon.executableURL = URL(fileURLWithPath: TestRealm.executable("krb5-verifyd"))
-        daemon.arguments = ["--config", configFile, "--sasl-socket", socketPath, "--socket-mode", "0640",
-                            "--krb5-config", realm.configFile, "--allowed-uids", String(getuid())]
-        daemon.standardError = FileHandle.nullDevice
-        try daemon.run()
-        defer { daemon.terminate(); daemon.waitUntilExit() }
+        let daemon = try ChildProcess([TestRealm.executable("krb5-verifyd"), "--config", configFile, "--sasl-socket", socketPath, "--socket-mode", "0640",
+                                       "--krb5-config", realm.configFile, "--allowed-uids", String(getuid())])
+        defer { daemon.terminate() }
         for _ in 0..<100 where !FileManager.default.fileExists(atPath: socketPath) { Thread.sleep(forTimeInterval: 0.05) }
         var info = stat()
         #expect(stat(socketPath, &info) == 0)
