@@ -133,8 +133,12 @@ public final class Principal: Hashable, CustomStringConvertible {
 
     /// Hashes the realm and the components, the parts ``==(_:_:)`` compares.
     public func hash(into hasher: inout Hasher) {
-        hasher.combine(Array(raw.pointee.realm.buffer))
-        for index in 0..<Int(raw.pointee.length) { hasher.combine(Array(raw.pointee.data[index].buffer)) }
+        func combine(_ data: krb5_data) {
+            hasher.combine(data.buffer.count)
+            hasher.combine(bytes: data.buffer)
+        }
+        combine(raw.pointee.realm)
+        for index in 0..<Int(raw.pointee.length) { combine(raw.pointee.data[index]) }
     }
 
     /// The kind of name a principal is (`krb5_principal.type`, a `KRB5_NT_*` number).
