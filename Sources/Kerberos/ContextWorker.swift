@@ -230,5 +230,7 @@ func awaitStep<T: Sendable>(deadline: NIODeadline, loop: any EventLoop, onTimeou
     } onCancel: {
         resumer.resume(.failure(KerberosError.taskCancelled()))
     }
-    return try result.get()
+    // The result crossed threads through the continuation, which ThreadSanitizer cannot follow (the concurrency
+    // runtime is not instrumented); reading it back under the resumer's lock makes the hand-off visible to it.
+    return try (resumer.result ?? result).get()
 }
