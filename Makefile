@@ -48,7 +48,7 @@ docs: docs-coverage
 	$(SWIFT) package --allow-writing-to-directory .build/docs generate-documentation --target Kerberos \
 		--disable-indexing --transform-for-static-hosting --output-path .build/docs
 
-## docs-coverage: fails, listing each one, when a public symbol of Kerberos, LoginProtocol, VerifyDaemon, LoginHelper or TOTP has no doc comment.
+## docs-coverage: fails, listing each one, when a public symbol of KerberosSecrets, Kerberos, LoginProtocol, VerifyDaemon, LoginHelper or TOTP has no doc comment.
 docs-coverage:
 	SWIFT=$(SWIFT) scripts/doc-coverage.sh
 
@@ -96,7 +96,7 @@ test-docker: deps
 
 ## test-unit: the tests that need no KDC.
 test-unit:
-	$(SWIFT) test $(SWIFT_FLAGS) --filter 'KerberosErrorTests|PrincipalTests|TOTPTests|LoginProtocolTests|LoginServiceTests|ThrottleTests'
+	$(SWIFT) test $(SWIFT_FLAGS) --filter 'KerberosSecretsTests|KerberosErrorTests|PrincipalTests|BindingUnitTests|TerminalTests|KDCMessageTests|KerberosExecutorTests|TOTPTests|LoginProtocolTests|LoginServiceTests|ThrottleTests'
 
 ## demo: build, start a throwaway realm, log a user in through the library with verification.
 demo: build
@@ -138,7 +138,7 @@ valgrind: build
 asan tsan: deps
 	@rm -rf $(REALM_DIR).$@; Docker/kdc/realm.sh up $(REALM_DIR).$@ >/dev/null; \
 	KRB5_TEST_REALM=$(REALM_DIR).$@ ASAN_OPTIONS=detect_leaks=0:suppressions=$(CURDIR)/scripts/asan.supp $(SWIFT) test --scratch-path .build-$@ --sanitize=$(if $(filter asan,$@),address,thread) \
-		--filter 'KerberosTests|LoginProtocolTests|LoginServiceTests|VerifyDaemonTests'; status=$$?; \
+		--filter 'KerberosSecretsTests|KerberosTests|LoginProtocolTests|LoginServiceTests|VerifyDaemonTests'; status=$$?; \
 	Docker/kdc/realm.sh down $(REALM_DIR).$@; rm -rf $(REALM_DIR).$@; exit $$status
 
 error-names:

@@ -14,7 +14,7 @@ let package = Package(
         .executable(name: "krb5-verifyd", targets: ["krb5-verifyd"]),
         .executable(name: "krb5-login", targets: ["krb5-login"]),
         // For the separate package in Benchmarks/ only: the wire formats, the result cache and TOTP. Not a stable API.
-        .library(name: "_KerberosLoginInternals", targets: ["LoginProtocol", "LoginService", "TOTP"]),
+        .library(name: "_KerberosLoginInternals", targets: ["KerberosSecrets", "LoginProtocol", "LoginService", "TOTP"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -26,6 +26,8 @@ let package = Package(
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
         .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
+        // Already in the graph through swift-nio; named here for FileDescriptor and Errno.
+        .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
     ],
     targets: [
         // MIT krb5 (Debian libkrb5-dev) as a Clang module.
@@ -33,15 +35,23 @@ let package = Package(
         // OpenSSL's libcrypto, for LoginService's string-to-key and password digests.
         .systemLibrary(name: "COpenSSL", providers: [.apt(["libssl-dev"])]),
 
-        // The library: typed Swift over krb5's initial-credentials API.
+        // Without C: wiped secret memory, the OTP and PKINIT questions that ask for secrets and the answers
+        // that carry them, and the package's lock. Shared by the library and the wire formats.
+        .target(name: "KerberosSecrets", swiftSettings: strict),
+
+        // The library: typed Swift over krb5's initial-credentials API (re-exports KerberosSecrets).
         .target(
             name: "Kerberos",
-            dependencies: ["CKrb5", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
+            dependencies: [
+                "CKrb5", "KerberosSecrets",
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
             swiftSettings: strict
         ),
 
-        // The wire formats of krb5-verifyd and krb5-login: saslauthd frames and JSON lines.
-        .target(name: "LoginProtocol", dependencies: ["Kerberos"], swiftSettings: strict),
+        // The wire formats of krb5-verifyd and krb5-login: saslauthd frames and JSON lines. No krb5 here.
+        .target(name: "LoginProtocol", dependencies: ["KerberosSecrets"], swiftSettings: strict),
 
         // One verified login as a replayable conversation; shared by the daemon and the helper.
         // (libcrypto for the string-to-key: its PBKDF2 is several times faster than libk5crypto's; not swift-crypto,
@@ -95,17 +105,19 @@ let package = Package(
         ),
 
         // make fuzz: a bounded random-input harness for the wire parsers.
-        .executableTarget(name: "krb5-fuzz", dependencies: ["LoginProtocol"], swiftSettings: strict),
+        .executableTarget(name: "krb5-fuzz", dependencies: ["LoginProtocol", "KerberosSecrets"], swiftSettings: strict),
 
         // The live test realm (Docker/kdc/realm.sh) as seen from the test suites.
         .target(name: "TestRealm", dependencies: ["Kerberos", "TOTP"], path: "Tests/TestRealm", swiftSettings: strict),
 
         .testTarget(
             name: "KerberosTests",
-            dependencies: ["Kerberos", "CKrb5", "TestRealm", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
+            dependencies: ["Kerberos", "CKrb5", "TestRealm", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                           .product(name: "SystemPackage", package: "swift-system")],
             swiftSettings: strict
         ),
-        .testTarget(name: "LoginProtocolTests", dependencies: ["LoginProtocol"], swiftSettings: strict),
+        .testTarget(name: "KerberosSecretsTests", dependencies: ["KerberosSecrets"], swiftSettings: strict),
+        .testTarget(name: "LoginProtocolTests", dependencies: ["LoginProtocol", "KerberosSecrets"], swiftSettings: strict),
         .testTarget(name: "LoginServiceTests", dependencies: ["LoginService", "LoginProtocol", "Kerberos", "CKrb5"], swiftSettings: strict),
         .testTarget(name: "TOTPTests", dependencies: ["TOTP"], swiftSettings: strict),
         .testTarget(

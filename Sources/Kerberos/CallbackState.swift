@@ -1,3 +1,4 @@
+import KerberosSecrets
 internal import CKrb5
 import Dispatch
 

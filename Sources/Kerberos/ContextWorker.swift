@@ -1,63 +1,115 @@
+import KerberosSecrets
 internal import CKrb5
 internal import NIOCore
 import Dispatch
-#if canImport(Glibc)
-internal import Glibc
-#endif
 
-/// One dedicated thread owning one ``Context``; jobs run on it in the order they were submitted.
+/// Dedicated threads, each owning one ``Context``, that take jobs from one queue in the order they were
+/// submitted: the only place the package starts threads for krb5 work.
 ///
-/// MIT allows a `krb5_context` on one thread at a time, so an exchange keeps its krb5 state on the worker
-/// that created it and every step of it runs there. A worker only computes (string-to-key, decryption,
-/// PKINIT signatures) and never waits on the network: the steps in between are ``KDCTransport``'s.
+/// MIT allows a `krb5_context` on one thread at a time. ``KerberosClient`` gives each exchange one single-thread
+/// worker, so every step of it runs where its krb5 state lives; such a worker only computes (string-to-key,
+/// decryption, PKINIT signatures) and never waits on the network. ``KerberosExecutor`` is one worker with
+/// several threads for blocking krb5 calls.
+///
+/// The threads hold only the queue, not the worker: a worker that goes away without a shutdown lets its
+/// threads finish the queued jobs and end (its `deinit` starts the shutdown; nothing waits for it).
 final class ContextWorker: Sendable {
-    typealias Job = @Sendable (Context?) -> Void
+    /// A job gets its thread's context, or why there is none: the context could not be made, or the worker
+    /// had shut down before the job was queued.
+    typealias Job = @Sendable (Result<Context, KerberosError>) -> Void
 
-    private struct Queue {
-        var jobs: [Job?] = []
-        var head = 0
-        var stopping = false
+    /// What the threads share with the worker; they never reference the worker itself.
+    private final class Shared: Sendable {
+        struct Queue: Sendable {
+            /// Queued jobs from `head` on; a slot is emptied the moment its job is taken, so a finished job's
+            /// captures (a login's password, its service) are released at once, not at the next compaction.
+            var jobs: [Job?] = []
+            var head = 0
+            var stopping = false
+        }
+
+        let queue = Locked(Queue())
+        let available = DispatchSemaphore(value: 0)
+        let finished = DispatchGroup()
+        let threadCount: Int
+
+        init(threadCount: Int) {
+            self.threadCount = threadCount
+        }
+
+        /// Marks the queue as stopping and wakes every thread; returns whether this call did it.
+        func beginShutdown() -> Bool {
+            let first = queue.withLock { queue in
+                defer { queue.stopping = true }
+                return !queue.stopping
+            }
+            if first { for _ in 0..<threadCount { available.signal() } }
+            return first
+        }
+
+        /// Blocks until a job is queued; nil once stopping with nothing left.
+        func next() -> Job? {
+            while true {
+                available.wait()
+                let job = queue.withLock { queue -> Job?? in
+                    if queue.head < queue.jobs.count {
+                        let job = queue.jobs[queue.head]
+                        queue.jobs[queue.head] = nil
+                        queue.head += 1
+                        if queue.head > 64 && queue.head * 2 > queue.jobs.count {
+                            queue.jobs.removeFirst(queue.head)
+                            queue.head = 0
+                        }
+                        return job
+                    }
+                    return queue.stopping ? .some(nil) : nil
+                }
+                if let job { return job }
+            }
+        }
     }
 
-    private let queue = Locked(Queue())
-    private let available = DispatchSemaphore(value: 0)
-    private let stopped = DispatchSemaphore(value: 0)
+    private let shared: Shared
     let name: String
+    /// What the worker serves, for the error of work submitted after the shutdown ("client", "executor").
+    private let owner: String
 
-    /// Starts the thread; its context is made from `configuration` on the thread itself.
-    init(name: String, configuration: Context.Configuration) {
+    /// The number of threads.
+    var threadCount: Int { shared.threadCount }
+
+    /// Starts `threads` threads named `name` (`name-N` when more than one); each makes its context from
+    /// `configuration` on the thread itself. `owner` names what the worker serves in the error of work
+    /// submitted after the shutdown.
+    init(name: String, threads: Int = 1, configuration: Context.Configuration, owner: String = "client") {
+        precondition(threads > 0, "a worker needs at least one thread")
         self.name = name
-        let box = Unmanaged.passRetained(ThreadBody { [self] in loop(configuration) })
-        var thread = pthread_t()
-        let code = pthread_create(&thread, nil, { raw in
-            let body = Unmanaged<ThreadBody>.fromOpaque(raw!).takeRetainedValue()
-            body.run()
-            return nil
-        }, box.toOpaque())
-        precondition(code == 0, "pthread_create failed: \(code)")
-        pthread_detach(thread)
+        self.owner = owner
+        let shared = Shared(threadCount: threads)
+        self.shared = shared
+        for index in 0..<threads {
+            shared.finished.enter()
+            WorkerThread.start(name: threads == 1 ? name : "\(name)-\(index)") {
+                let context: Result<Context, KerberosError>
+                do throws(KerberosError) { context = .success(try Context(configuration)) } catch { context = .failure(error) }
+                while let job = shared.next() { job(context) }
+                if case .success(let context) = context { context.reusables.removeAll() }
+                shared.finished.leave()
+            }
+        }
     }
 
-    private final class ThreadBody {
-        let run: () -> Void
-        init(_ run: @escaping () -> Void) { self.run = run }
+    deinit {
+        _ = shared.beginShutdown()
     }
 
-    private func loop(_ configuration: Context.Configuration) {
-        let context = try? Context(configuration)
-        while let job = next() { job(context) }
-        context?.reusables.removeAll()
-        stopped.signal()
-    }
-
-    /// Queues `job`; it gets the worker's context, or nil when the context could not be made or the worker stopped.
+    /// Queues `job`; it gets a thread's context, or the error that says why there is none.
     func submit(_ job: @escaping Job) {
-        let accepted = queue.withLock { queue -> Bool in
+        let accepted = shared.queue.withLock { queue -> Bool in
             guard !queue.stopping else { return false }
             queue.jobs.append(job)
             return true
         }
-        if accepted { available.signal() } else { job(nil) }
+        if accepted { shared.available.signal() } else { job(.failure(.shutDown(owner))) }
     }
 
     /// Runs `body` on the worker and finishes `resumer` with its result (unless the deadline or a cancellation
@@ -65,64 +117,34 @@ final class ContextWorker: Sendable {
     func run<T: Sendable>(_ resumer: Resumer<T>, _ body: @escaping @Sendable (Context) throws(KerberosError) -> T) {
         submit { context in
             guard !resumer.isFinished else { return }
-            guard let context else {
-                resumer.resume(.failure(KerberosError(code: -1, message: "The Kerberos client has shut down", reason: .other)))
-                return
-            }
-            do throws(KerberosError) {
-                resumer.resume(.success(try body(context)))
-            } catch {
+            switch context {
+            case .failure(let error):
                 resumer.resume(.failure(error))
-            }
-        }
-    }
-
-    /// Lets queued jobs run, then ends the thread; blocks the caller until it has.
-    func shutdownBlocking() {
-        let first = queue.withLock { queue in
-            defer { queue.stopping = true }
-            return !queue.stopping
-        }
-        guard first else { return }
-        available.signal()
-        stopped.wait()
-    }
-
-    /// Lets queued jobs run, then ends the thread; waits for it without blocking a thread.
-    func shutdown() async {
-        let first = queue.withLock { queue in
-            defer { queue.stopping = true }
-            return !queue.stopping
-        }
-        guard first else { return }
-        available.signal()
-        let stopped = self.stopped
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            // The wait itself is one short blocking call on a Dispatch thread, not on the cooperative pool.
-            DispatchQueue.global().async {
-                stopped.wait()
-                continuation.resume()
-            }
-        }
-    }
-
-    private func next() -> Job? {
-        while true {
-            available.wait()
-            let job = queue.withLock { queue -> Job?? in
-                if queue.head < queue.jobs.count {
-                    let job = queue.jobs[queue.head]
-                    queue.jobs[queue.head] = nil
-                    queue.head += 1
-                    if queue.head > 64 && queue.head * 2 > queue.jobs.count {
-                        queue.jobs.removeFirst(queue.head)
-                        queue.head = 0
-                    }
-                    return job
+            case .success(let context):
+                do throws(KerberosError) {
+                    resumer.resume(.success(try body(context)))
+                } catch {
+                    resumer.resume(.failure(error))
                 }
-                return queue.stopping ? .some(nil) : nil
             }
-            if let job { return job }
+        }
+    }
+
+    /// Lets queued jobs run, then ends the threads; blocks the caller until they have ended.
+    ///
+    /// > Warning: Blocks; from async code use ``shutdown()``.
+    @available(*, noasync, message: "blocks the calling thread; use 'await shutdown()'")
+    func shutdownBlocking() {
+        _ = shared.beginShutdown()
+        shared.finished.wait()
+    }
+
+    /// Lets queued jobs run, then ends the threads; suspends (no thread waits) until they have ended.
+    func shutdown() async {
+        _ = shared.beginShutdown()
+        let finished = shared.finished
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            finished.notify(queue: .global()) { continuation.resume() }
         }
     }
 }
@@ -208,5 +230,7 @@ func awaitStep<T: Sendable>(deadline: NIODeadline, loop: any EventLoop, onTimeou
     } onCancel: {
         resumer.resume(.failure(KerberosError.taskCancelled()))
     }
-    return try result.get()
+    // The result crossed threads through the continuation, which ThreadSanitizer cannot follow (the concurrency
+    // runtime is not instrumented); reading it back under the resumer's lock makes the hand-off visible to it.
+    return try (resumer.result ?? result).get()
 }

@@ -23,19 +23,30 @@ public final class Credentials {
         krb5_free_cred_contents(context.raw, &raw)
     }
 
-    /// The client principal, such as `alice@EXAMPLE.ORG`.
-    public var client: String { name(raw.client) }
-    /// The service principal, such as `krbtgt/EXAMPLE.ORG@EXAMPLE.ORG`.
-    public var server: String { name(raw.server) }
+    /// The client principal, such as `alice@EXAMPLE.ORG`: a copy that shares this ticket's context.
+    ///
+    /// The corresponding C function is `krb5_copy_principal`.
+    public var client: Principal {
+        get throws(KerberosError) {
+            guard let client = raw.client else {
+                throw KerberosError(code: Int32(KRB5_NO_TKT_SUPPLIED), message: "The credentials have no client", reason: .invalidRequest)
+            }
+            return try Principal(copying: client, context: context)
+        }
+    }
+    /// The client principal's name; empty when there is none.
+    var clientName: String { raw.client.flatMap { try? Principal.unparse($0, in: context) } ?? "" }
+    /// The service principal's name, such as `krbtgt/EXAMPLE.ORG@EXAMPLE.ORG`; empty when there is none.
+    public var server: String { raw.server.flatMap { try? Principal.unparse($0, in: context) } ?? "" }
 
     /// When the initial authentication happened.
-    public var authTime: Date { date(raw.times.authtime)! }
+    public var authTime: Date { Date(krb5Timestamp: raw.times.authtime) }
     /// When the ticket becomes valid (the auth time unless post-dated).
-    public var startTime: Date { date(raw.times.starttime) ?? authTime }
+    public var startTime: Date { Date(krb5TimestampIfSet: raw.times.starttime) ?? authTime }
     /// When the ticket expires.
-    public var endTime: Date { date(raw.times.endtime)! }
+    public var endTime: Date { Date(krb5Timestamp: raw.times.endtime) }
     /// Until when the ticket can be renewed, if it is renewable.
-    public var renewTill: Date? { date(raw.times.renew_till) }
+    public var renewTill: Date? { Date(krb5TimestampIfSet: raw.times.renew_till) }
 
     /// The ticket flags.
     public var flags: TicketFlags { TicketFlags(rawValue: UInt32(bitPattern: raw.ticket_flags)) }
@@ -55,29 +66,6 @@ public final class Credentials {
     public var isTicketGrantingTicket: Bool {
         guard let server = raw.server else { return false }
         return Principal.component(server, 0) == "krbtgt"
-    }
-
-    private func name(_ principal: krb5_principal?) -> String {
-        guard let principal else { return "" }
-        var text: UnsafeMutablePointer<CChar>?
-        guard krb5_unparse_name(context.raw, principal, &text) == 0, let text else { return "" }
-        defer { krb5_free_unparsed_name(context.raw, text) }
-        return String(cString: text)
-    }
-
-    private func date(_ timestamp: krb5_timestamp) -> Date? {
-        // krb5 timestamps are unsigned 32-bit seconds stored in an Int32 (valid until 2106).
-        timestamp == 0 ? nil : Date(timeIntervalSince1970: Double(UInt32(bitPattern: timestamp)))
-    }
-}
-
-extension Principal {
-    /// Component `index` of a raw principal, or nil.
-    static func component(_ principal: krb5_principal, _ index: Int) -> String? {
-        guard index < Int(principal.pointee.length) else { return nil }
-        let data = principal.pointee.data[index]
-        guard let bytes = data.data else { return "" }
-        return String(decoding: UnsafeRawBufferPointer(start: bytes, count: Int(data.length)), as: UTF8.self)
     }
 }
 

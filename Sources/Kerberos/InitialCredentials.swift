@@ -1,3 +1,4 @@
+public import KerberosSecrets
 internal import CKrb5
 #if canImport(FoundationEssentials)
 public import struct FoundationEssentials.Date
@@ -241,17 +242,9 @@ extension Keytab {
     /// The principal of the first entry.
     func firstPrincipal() throws(KerberosError) -> Principal {
         guard let first = try entries().first else {
-            throw KerberosError(code: Int32(KRB5_KT_NOTFOUND), message: "Keytab \(name) has no entries", reason: .invalidRequest)
+            throw KerberosError.emptyKeytab(name)
         }
         return try Principal(parsing: first.principal, in: context)
-    }
-}
-
-extension krb5_data {
-    /// The bytes krb5 points to, valid as long as the data is.
-    var buffer: UnsafeRawBufferPointer {
-        guard let data, length > 0 else { return UnsafeRawBufferPointer(start: nil, count: 0) }
-        return UnsafeRawBufferPointer(start: data, count: Int(length))
     }
 }
 
@@ -262,11 +255,12 @@ final class InitialCredentialsRequest {
     let state: CallbackState
     let startTime: krb5_deltat
     let service: String?
-    // krb5 keeps these pointers rather than copying them; they must outlive the call.
-    private var encryptionTypes: [krb5_enctype] = []
-    private var preauthTypes: [krb5_preauthtype] = []
+    // krb5 keeps these pointers rather than copying them, so they are allocated here, not borrowed from
+    // Swift arrays for the length of a closure, and freed in deinit, after the options are.
+    private var encryptionTypes: UnsafeMutableBufferPointer<krb5_enctype>?
+    private var preauthTypes: UnsafeMutableBufferPointer<krb5_preauthtype>?
     private var saltStorage: UnsafeMutableRawBufferPointer?
-    private var salt = krb5_data()
+    private var salt: UnsafeMutablePointer<krb5_data>?
     private var localAddresses: UnsafeMutablePointer<UnsafeMutablePointer<krb5_address>?>?
     private var armor: CredentialCache?
     private let keepAlive: [AnyObject]
@@ -285,6 +279,9 @@ final class InitialCredentialsRequest {
 
     deinit {
         krb5_get_init_creds_opt_free(context.raw, opt)
+        encryptionTypes?.deallocate()
+        preauthTypes?.deallocate()
+        salt?.deallocate()
         if let saltStorage {
             Secret.wipe(saltStorage)
             saltStorage.deallocate()
@@ -302,12 +299,14 @@ final class InitialCredentialsRequest {
         if options.anonymous { krb5_get_init_creds_opt_set_anonymous(opt, 1) }
         if let value = options.changePasswordPrompt { krb5_get_init_creds_opt_set_change_password_prompt(opt, value ? 1 : 0) }
         if let types = options.encryptionTypes {
-            encryptionTypes = types.map(\.rawValue)
-            encryptionTypes.withUnsafeMutableBufferPointer { krb5_get_init_creds_opt_set_etype_list(opt, $0.baseAddress, Int32($0.count)) }
+            let list = Self.allocate(types.map(\.rawValue))
+            encryptionTypes = list
+            krb5_get_init_creds_opt_set_etype_list(opt, list.baseAddress, Int32(list.count))
         }
         if let types = options.preauthTypes {
-            preauthTypes = types.map(\.rawValue)
-            preauthTypes.withUnsafeMutableBufferPointer { krb5_get_init_creds_opt_set_preauth_list(opt, $0.baseAddress, Int32($0.count)) }
+            let list = Self.allocate(types.map(\.rawValue))
+            preauthTypes = list
+            krb5_get_init_creds_opt_set_preauth_list(opt, list.baseAddress, Int32(list.count))
         }
         switch options.addresses {
         case .addressless?:
@@ -324,8 +323,10 @@ final class InitialCredentialsRequest {
             let storage = UnsafeMutableRawBufferPointer.allocate(byteCount: max(bytes.count, 1), alignment: 1)
             storage.copyBytes(from: bytes)
             saltStorage = storage
-            salt = krb5_data(magic: 0, length: UInt32(bytes.count), data: storage.baseAddress!.assumingMemoryBound(to: CChar.self))
-            withUnsafeMutablePointer(to: &salt) { krb5_get_init_creds_opt_set_salt(opt, $0) }
+            let data = UnsafeMutablePointer<krb5_data>.allocate(capacity: 1)
+            data.initialize(to: krb5_data(magic: 0, length: UInt32(bytes.count), data: storage.baseAddress!.assumingMemoryBound(to: CChar.self)))
+            salt = data
+            krb5_get_init_creds_opt_set_salt(opt, data)
         }
         for (name, value) in options.preauthOptions {
             if name == "X509_user_identity" {
@@ -372,6 +373,13 @@ final class InitialCredentialsRequest {
         }
     }
 
+    /// A list krb5 may keep a pointer into: at least one element allocated, so the pointer is never nil.
+    private static func allocate<Element>(_ elements: [Element]) -> UnsafeMutableBufferPointer<Element> {
+        let storage = UnsafeMutableBufferPointer<Element>.allocate(capacity: max(elements.count, 1))
+        _ = storage.initialize(from: elements)
+        return UnsafeMutableBufferPointer(rebasing: storage[0..<elements.count])
+    }
+
     /// Rethrows an error a callback threw, or turns `code` into a ``KerberosError``.
     func finish(_ code: krb5_error_code) throws {
         if let error = state.thrownError { throw error }
@@ -388,11 +396,8 @@ extension Duration {
 private let expireTrampoline: krb5_expire_callback_func = { _, data, passwordExpiration, accountExpiration, isLastRequest in
     guard let data else { return }
     let state = Unmanaged<CallbackState>.fromOpaque(data).takeUnretainedValue()
-    func date(_ value: krb5_timestamp) -> Date? {
-        value == 0 ? nil : Date(timeIntervalSince1970: Double(UInt32(bitPattern: value)))
-    }
     state.expire?(PasswordExpiry(
-        passwordExpiration: date(passwordExpiration),
-        accountExpiration: date(accountExpiration),
+        passwordExpiration: Date(krb5TimestampIfSet: passwordExpiration),
+        accountExpiration: Date(krb5TimestampIfSet: accountExpiration),
         isLastRequest: isLastRequest != 0))
 }

@@ -1,3 +1,4 @@
+import KerberosSecrets
 internal import CKrb5
 internal import NIOCore
 internal import NIOPosix
@@ -359,20 +360,10 @@ enum KDCMessage {
 
     /// The `error-code` of a KRB-ERROR, or nil for anything else.
     static func errorCode(_ bytes: [UInt8]) -> Int? {
-        var reader = DERReader(bytes: bytes[...])
-        guard let (tag, body) = reader.next(), tag == 0x7E else { return nil }
-        var outer = DERReader(bytes: body)
-        guard let (sequenceTag, fields) = outer.next(), sequenceTag == 0x30 else { return nil }
-        var fieldReader = DERReader(bytes: fields)
-        while let (fieldTag, value) = fieldReader.next() {
-            guard fieldTag == 0xA6 else { continue }
-            var inner = DERReader(bytes: value)
-            guard let (integerTag, integer) = inner.next(), integerTag == 0x02, !integer.isEmpty, integer.count <= 4 else { return nil }
-            var result = Int(Int8(bitPattern: integer.first!))
-            for byte in integer.dropFirst() { result = result << 8 | Int(byte) }
-            return result
-        }
-        return nil
+        guard let value = krbErrorField(bytes, tag: 0xA6) else { return nil }  // error-code [6] Int32
+        var inner = DERReader(bytes: value)
+        guard let (integerTag, integer) = inner.next(), integerTag == 0x02 else { return nil }
+        return Self.integer(integer)
     }
 
     /// `KDC_ERR_PREAUTH_REQUIRED`.
@@ -381,52 +372,58 @@ enum KDCMessage {
     /// The first PA-ETYPE-INFO2 entry of a KRB-ERROR's e-data (RFC 4120 sections 5.2.7.5 and 5.9.1): the enctype,
     /// the salt (nil when the entry has none: the principal's default salt applies) and the s2kparams.
     static func etypeInfo2(_ bytes: [UInt8]) -> (enctype: Int32, salt: [UInt8]?, parameters: [UInt8])? {
+        guard let value = krbErrorField(bytes, tag: 0xAC) else { return nil }  // e-data [12] OCTET STRING
+        var octets = DERReader(bytes: value)
+        guard let (octetTag, methodData) = octets.next(), octetTag == 0x04 else { return nil }
+        var methods = DERReader(bytes: methodData)
+        guard let (methodsTag, list) = methods.next(), methodsTag == 0x30 else { return nil }
+        var padata = DERReader(bytes: list)
+        while let (entryTag, entry) = padata.next() {
+            guard entryTag == 0x30 else { continue }
+            var parts = DERReader(bytes: entry)
+            var type: Int?
+            var payload: ArraySlice<UInt8>?
+            while let (partTag, part) = parts.next() {
+                var inner = DERReader(bytes: part)
+                guard let (innerTag, innerValue) = inner.next() else { continue }
+                if partTag == 0xA1 && innerTag == 0x02 { type = integer(innerValue) }
+                if partTag == 0xA2 && innerTag == 0x04 { payload = innerValue }
+            }
+            guard type == 19, let payload else { continue }  // PA-ETYPE-INFO2
+            var infos = DERReader(bytes: payload)
+            guard let (infosTag, infoList) = infos.next(), infosTag == 0x30 else { return nil }
+            var entries = DERReader(bytes: infoList)
+            guard let (infoTag, info) = entries.next(), infoTag == 0x30 else { return nil }
+            var members = DERReader(bytes: info)
+            var enctype: Int?
+            var salt: [UInt8]?
+            var parameters: [UInt8] = []
+            while let (memberTag, member) = members.next() {
+                var inner = DERReader(bytes: member)
+                guard let (innerTag, innerValue) = inner.next() else { continue }
+                switch (memberTag, innerTag) {
+                case (0xA0, 0x02): enctype = integer(innerValue)
+                case (0xA1, 0x1B): salt = Array(innerValue)
+                case (0xA2, 0x04): parameters = Array(innerValue)
+                default: break
+                }
+            }
+            guard let enctype, let value = Int32(exactly: enctype) else { return nil }
+            return (value, salt, parameters)
+        }
+        return nil
+    }
+
+    /// The contents of the first field tagged `tag` in a KRB-ERROR (`[APPLICATION 30]` SEQUENCE), or nil when
+    /// `bytes` is no KRB-ERROR or has no such field.
+    private static func krbErrorField(_ bytes: [UInt8], tag: UInt8) -> ArraySlice<UInt8>? {
         var reader = DERReader(bytes: bytes[...])
-        guard let (tag, body) = reader.next(), tag == 0x7E else { return nil }
+        guard let (applicationTag, body) = reader.next(), applicationTag == 0x7E else { return nil }
         var outer = DERReader(bytes: body)
         guard let (sequenceTag, fields) = outer.next(), sequenceTag == 0x30 else { return nil }
         var fieldReader = DERReader(bytes: fields)
         while let (fieldTag, value) = fieldReader.next() {
-            guard fieldTag == 0xAC else { continue }  // e-data [12] OCTET STRING
-            var octets = DERReader(bytes: value)
-            guard let (octetTag, methodData) = octets.next(), octetTag == 0x04 else { return nil }
-            var methods = DERReader(bytes: methodData)
-            guard let (methodsTag, list) = methods.next(), methodsTag == 0x30 else { return nil }
-            var padata = DERReader(bytes: list)
-            while let (entryTag, entry) = padata.next() {
-                guard entryTag == 0x30 else { continue }
-                var parts = DERReader(bytes: entry)
-                var type: Int?
-                var payload: ArraySlice<UInt8>?
-                while let (partTag, part) = parts.next() {
-                    var inner = DERReader(bytes: part)
-                    guard let (innerTag, innerValue) = inner.next() else { continue }
-                    if partTag == 0xA1 && innerTag == 0x02 { type = integer(innerValue) }
-                    if partTag == 0xA2 && innerTag == 0x04 { payload = innerValue }
-                }
-                guard type == 19, let payload else { continue }  // PA-ETYPE-INFO2
-                var infos = DERReader(bytes: payload)
-                guard let (infosTag, infoList) = infos.next(), infosTag == 0x30 else { return nil }
-                var entries = DERReader(bytes: infoList)
-                guard let (infoTag, info) = entries.next(), infoTag == 0x30 else { return nil }
-                var members = DERReader(bytes: info)
-                var enctype: Int?
-                var salt: [UInt8]?
-                var parameters: [UInt8] = []
-                while let (memberTag, member) = members.next() {
-                    var inner = DERReader(bytes: member)
-                    guard let (innerTag, innerValue) = inner.next() else { continue }
-                    switch (memberTag, innerTag) {
-                    case (0xA0, 0x02): enctype = integer(innerValue)
-                    case (0xA1, 0x1B): salt = Array(innerValue)
-                    case (0xA2, 0x04): parameters = Array(innerValue)
-                    default: break
-                    }
-                }
-                guard let enctype, let value = Int32(exactly: enctype) else { return nil }
-                return (value, salt, parameters)
-            }
-            return nil
+            if fieldTag == tag { return value }
         }
         return nil
     }

@@ -1,3 +1,4 @@
+public import KerberosSecrets
 internal import CKrb5
 internal import NIOCore
 internal import NIOPosix
@@ -91,6 +92,7 @@ public final class KerberosClient: Sendable {
     /// needs no task to run) until the threads have stopped.
     ///
     /// > Warning: Blocks; never call from an event loop of this client.
+    @available(*, noasync, message: "blocks the calling thread; use 'await shutdown()'")
     package func shutdownBlocking() {
         for worker in workers { worker.shutdownBlocking() }
         try? group.syncShutdownGracefully()
@@ -623,7 +625,7 @@ public struct TicketInfo: Sendable, Hashable {
     public var verified: Bool
 
     init(_ credentials: Credentials, verified: Bool) {
-        client = credentials.client
+        client = credentials.clientName
         server = credentials.server
         authTime = credentials.authTime
         startTime = credentials.startTime

@@ -1,4 +1,7 @@
 internal import CKrb5
+#if canImport(Glibc)
+internal import Glibc
+#endif
 
 /// An error reported by MIT krb5, with the reason a login program branches on.
 ///
@@ -17,10 +20,10 @@ public struct KerberosError: Error, Sendable, CustomStringConvertible {
     public let message: String
     /// Why the operation failed, in terms a caller acts on.
     public let reason: Reason
-    /// Where in this package the failure was observed.
-    public let file: String
+    /// Where in this package the failure was observed (for the package's own diagnostics, not API).
+    package let file: String
     /// The line in this package where the failure was observed.
-    public let line: Int
+    package let line: Int
 
     /// The symbolic name of `code` from krb5's error table, such as `KRB5KDC_ERR_PREAUTH_FAILED`.
     public var name: String {
@@ -30,8 +33,8 @@ public struct KerberosError: Error, Sendable, CustomStringConvertible {
     /// The message and the symbolic name, such as `Preauthentication failed (KRB5KDC_ERR_PREAUTH_FAILED)`.
     public var description: String { "\(message) (\(name))" }
 
-    /// Creates an error from parts; mostly for the package's own front ends and tests.
-    public init(code: Int32, message: String, reason: Reason? = nil, file: String = #fileID, line: Int = #line) {
+    /// Creates an error from parts, for the package's own front ends and tests.
+    package init(code: Int32, message: String, reason: Reason? = nil, file: String = #fileID, line: Int = #line) {
         self.code = code
         self.message = message
         self.reason = reason ?? Reason(code: code)
@@ -107,6 +110,16 @@ extension KerberosError.Reason {
 }
 
 extension KerberosError {
+    /// The executor or client had shut down, so the work was not run (`ECANCELED`).
+    static func shutDown(_ what: String, file: String = #fileID, line: Int = #line) -> KerberosError {
+        KerberosError(code: ECANCELED, message: "The Kerberos \(what) has shut down", reason: .other, file: file, line: line)
+    }
+
+    /// A keytab has no entry to take a principal from (`KRB5_KT_NOTFOUND`).
+    package static func emptyKeytab(_ name: String, file: String = #fileID, line: Int = #line) -> KerberosError {
+        KerberosError(code: Int32(KRB5_KT_NOTFOUND), message: "Keytab \(name) has no entries", reason: .invalidRequest, file: file, line: line)
+    }
+
     /// Captures the message for `code` from `context` right away and frees krb5's copy.
     init(code: krb5_error_code, context: krb5_context?, reason: Reason? = nil, file: String = #fileID, line: Int = #line) {
         var text = "krb5 error \(code)"

@@ -1,8 +1,4 @@
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
+import KerberosSecrets
 import Dispatch
 
 /// A fixed set of dedicated threads, each owning one ``Context``, that run blocking krb5 work for
@@ -16,7 +12,10 @@ import Dispatch
 /// krb5 blocks on the network, on prompters and on responders; such calls must not run on Swift's
 /// cooperative pool or an event loop. `run` hands a closure to the next free thread and suspends the
 /// caller until it finishes. Each thread creates its context once and keeps it, honouring MIT's rule of
-/// one thread per context, and letting callers reuse per-context objects (see ``Context/reusable(_:make:)``).
+/// one thread per context.
+///
+/// Shut it down with `await shutdown()` (or ``shutdownBlocking()`` from synchronous code). An executor
+/// that is dropped without a shutdown still ends its threads once their queued work is done.
 ///
 /// ```swift
 /// let executor = try KerberosExecutor(threads: 4)
@@ -24,23 +23,13 @@ import Dispatch
 ///     let alice = try Principal(parsing: "alice", in: context)
 ///     return try context.initialCredentials(for: alice, password: secret).endTime
 /// }
+/// await executor.shutdown()
 /// ```
 public final class KerberosExecutor: Sendable {
-    private typealias Job = @Sendable (Context?, (any Error)?) -> Void
+    private let worker: ContextWorker
 
-    private struct Queue {
-        /// Queued jobs from `head` on; a slot is emptied the moment its job is taken, so a finished job's
-        /// captures (a login's password, its service) are released at once, not at the next compaction.
-        var jobs: [Job?] = []
-        var head = 0
-        var stopping = false
-    }
-
-    private let queue = Locked(Queue())
-    private let available = DispatchSemaphore(value: 0)
-    private let finished = DispatchGroup()
     /// The number of threads.
-    public let threadCount: Int
+    public var threadCount: Int { worker.threadCount }
 
     /// Starts `threads` threads with contexts from `configuration`.
     ///
@@ -48,36 +37,28 @@ public final class KerberosExecutor: Sendable {
     public init(threads: Int = 2, configuration: Context.Configuration = .default) throws {
         precondition(threads > 0, "KerberosExecutor needs at least one thread")
         _ = try Context(configuration)
-        threadCount = threads
-        for index in 0..<threads {
-            finished.enter()
-            WorkerThread.start(name: "krb5-worker-\(index)") { [self] in
-                let context: Context?
-                let failure: (any Error)?
-                do { (context, failure) = (try Context(configuration), nil) } catch { (context, failure) = (nil, error) }
-                while let job = next() { job(context, failure) }
-                context?.reusables.removeAll()
-                finished.leave()
-            }
-        }
-    }
-
-    deinit {
-        shutdown()
+        worker = ContextWorker(name: "krb5-worker", threads: threads, configuration: configuration, owner: "executor")
     }
 
     /// Runs `body` on one of the executor's threads with that thread's context and returns its result.
     ///
-    /// `body` may block; the caller only suspends.
+    /// `body` may block; the caller only suspends. When the calling task is cancelled before `body` has
+    /// started, `body` never runs and this throws `CancellationError`; once started, it runs to the end.
     public func run<T: Sendable>(_ body: @escaping @Sendable (Context) throws -> T) async throws -> T {
-        try await withCheckedThrowingContinuation { continuation in
-            submit { context, failure in
-                guard let context else {
-                    continuation.resume(throwing: failure!)
-                    return
+        let pending = PendingRun<T>()
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { continuation in
+                guard pending.install(continuation) else { return }
+                worker.submit { context in
+                    guard pending.start() else { return }
+                    switch context {
+                    case .failure(let error): pending.finish(.failure(error))
+                    case .success(let context): pending.finish(Result { try body(context) })
+                    }
                 }
-                continuation.resume(with: Result { try body(context) })
             }
+        } onCancel: {
+            pending.cancel()
         }
     }
 
@@ -85,50 +66,82 @@ public final class KerberosExecutor: Sendable {
     /// depend on Swift's cooperative pool (an event loop). `body` gets nil and the error when the
     /// thread has no context or the executor has shut down.
     public func submit(_ body: @escaping @Sendable (Context?, (any Error)?) -> Void) {
-        let accepted = queue.withLock { queue -> Bool in
-            guard !queue.stopping else { return false }
-            queue.jobs.append(body)
-            return true
+        worker.submit { context in
+            switch context {
+            case .success(let context): body(context, nil)
+            case .failure(let error): body(nil, error)
+            }
         }
-        if accepted {
-            available.signal()
-        } else {
-            body(nil, KerberosError(code: -1, message: "The Kerberos executor has shut down", reason: .other))
-        }
+    }
+
+    /// Lets queued work finish, then stops the threads; suspends until they have stopped, without blocking
+    /// a thread. Later `run` calls throw.
+    public func shutdown() async {
+        await worker.shutdown()
     }
 
     /// Lets queued work finish, then stops the threads. Later `run` calls throw.
     ///
-    /// > Warning: Blocks the calling thread until the queued work has finished.
-    public func shutdown() {
-        let alreadyStopping = queue.withLock { queue in
-            defer { queue.stopping = true }
-            return queue.stopping
-        }
-        guard !alreadyStopping else { return }
-        for _ in 0..<threadCount { available.signal() }
-        finished.wait()
+    /// > Warning: Blocks the calling thread until the queued work has finished; from async code use
+    /// > `await shutdown()`.
+    @available(*, noasync, message: "blocks the calling thread; use 'await shutdown()'")
+    public func shutdownBlocking() {
+        worker.shutdownBlocking()
+    }
+}
+
+/// One ``KerberosExecutor/run(_:)`` call: finishes its continuation exactly once, with the job's result or,
+/// when the task is cancelled before the job has started, with `CancellationError` (the job is then skipped).
+private final class PendingRun<T: Sendable>: Sendable {
+    private enum Phase: Sendable {
+        /// Queued (or not yet queued); `continuation` is nil until installed.
+        case waiting(CheckedContinuation<T, any Error>?)
+        /// The job is running; cancellation no longer stops it.
+        case running(CheckedContinuation<T, any Error>)
+        /// Finished or cancelled.
+        case done
     }
 
-    /// Blocks until a job is queued; nil once shutting down with nothing left.
-    private func next() -> Job? {
-        while true {
-            available.wait()
-            let job = queue.withLock { queue -> Job?? in
-                if queue.head < queue.jobs.count {
-                    let job = queue.jobs[queue.head]
-                    queue.jobs[queue.head] = nil
-                    queue.head += 1
-                    if queue.head > 64 && queue.head * 2 > queue.jobs.count {
-                        queue.jobs.removeFirst(queue.head)
-                        queue.head = 0
-                    }
-                    return job
-                }
-                return queue.stopping ? .some(nil) : nil
-            }
-            if let job { return job }
+    private let phase = Locked(Phase.waiting(nil))
+
+    /// Installs the continuation; false (and the continuation resumed) when cancelled already.
+    func install(_ continuation: CheckedContinuation<T, any Error>) -> Bool {
+        let installed = phase.withLock { phase -> Bool in
+            guard case .waiting = phase else { return false }
+            phase = .waiting(continuation)
+            return true
         }
+        if !installed { continuation.resume(throwing: CancellationError()) }
+        return installed
+    }
+
+    /// On the worker thread: whether the job may run (false when cancelled first).
+    func start() -> Bool {
+        phase.withLock { phase in
+            guard case .waiting(let continuation?) = phase else { return false }
+            phase = .running(continuation)
+            return true
+        }
+    }
+
+    /// Resumes the caller with the job's result.
+    func finish(_ result: Result<T, any Error>) {
+        let continuation = phase.withLock { phase -> CheckedContinuation<T, any Error>? in
+            guard case .running(let continuation) = phase else { return nil }
+            phase = .done
+            return continuation
+        }
+        continuation?.resume(with: result)
+    }
+
+    /// The task was cancelled: a job that has not started is skipped and the caller resumed at once.
+    func cancel() {
+        let continuation = phase.withLock { phase -> CheckedContinuation<T, any Error>?? in
+            guard case .waiting(let continuation) = phase else { return nil }
+            phase = .done
+            return .some(continuation)
+        }
+        if case .some(.some(let continuation)) = continuation { continuation.resume(throwing: CancellationError()) }
     }
 }
 
@@ -136,8 +149,9 @@ extension Context {
     /// Returns the object stored under `key` for this context, making it on first use.
     ///
     /// Lets work that runs repeatedly on one context (a daemon's worker) reuse keytab handles, parsed
-    /// principals and armor caches instead of rebuilding them per login.
-    public func reusable<T: AnyObject>(_ key: String, make: () throws -> T) rethrows -> T {
+    /// principals and armor caches instead of rebuilding them per login. The worker that owns the context
+    /// empties the store when its thread ends, which breaks the cycle of objects that hold the context.
+    package func reusable<T: AnyObject>(_ key: String, make: () throws -> T) rethrows -> T {
         if let existing = reusables[key] as? T { return existing }
         let made = try make()
         reusables[key] = made
@@ -145,7 +159,7 @@ extension Context {
     }
 
     /// Forgets the object stored under `key` (for example an armor cache whose ticket expired).
-    public func discardReusable(_ key: String) {
+    package func discardReusable(_ key: String) {
         reusables[key] = nil
     }
 }

@@ -1,3 +1,4 @@
+public import KerberosSecrets
 internal import CKrb5
 #if canImport(Glibc)
 internal import Glibc
@@ -79,15 +80,12 @@ public final class Keytab {
             if code == KRB5_KT_END { break }
             try context.check(code)
             defer { krb5_free_keytab_entry_contents(context.raw, &entry) }
-            var text: UnsafeMutablePointer<CChar>?
-            try context.check(krb5_unparse_name(context.raw, entry.principal, &text))
-            let principal = String(cString: text!)
-            krb5_free_unparsed_name(context.raw, text)
+            let principal = try Principal.unparse(entry.principal, in: context)
             result.append(Entry(
                 principal: principal,
                 keyVersion: entry.vno,
                 encryptionType: EncryptionType(rawValue: entry.key.enctype),
-                timestamp: entry.timestamp == 0 ? nil : Date(timeIntervalSince1970: Double(UInt32(bitPattern: entry.timestamp)))
+                timestamp: Date(krb5TimestampIfSet: entry.timestamp)
             ))
         }
         return result

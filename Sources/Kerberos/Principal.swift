@@ -2,8 +2,11 @@ internal import CKrb5
 
 /// A Kerberos principal name such as `alice@EXAMPLE.ORG` or `host/mail.example.org@EXAMPLE.ORG`.
 ///
+/// Two principals are equal when their realms and components are (`krb5_principal_compare`); the name
+/// type does not take part, as in krb5.
+///
 /// The corresponding C type is `krb5_principal`.
-public final class Principal: CustomStringConvertible {
+public final class Principal: Hashable, CustomStringConvertible {
     let context: Context
     let raw: krb5_principal
 
@@ -94,27 +97,22 @@ public final class Principal: CustomStringConvertible {
     ///
     /// The corresponding C function is `krb5_unparse_name_flags`.
     public func name(_ options: UnparseOptions = []) -> String {
-        var text: UnsafeMutablePointer<CChar>?
-        guard krb5_unparse_name_flags(context.raw, raw, options.rawValue, &text) == 0, let text else {
-            return "<unprintable principal>"
-        }
-        defer { krb5_free_unparsed_name(context.raw, text) }
-        return String(cString: text)
+        (try? Principal.unparse(raw, options: options, in: context)) ?? "<unprintable principal>"
     }
 
     /// The full name with realm, such as `alice@EXAMPLE.ORG`.
     public var description: String { name() }
 
     /// The realm.
-    public var realm: String { string(raw.pointee.realm) }
+    public var realm: String { String(krb5Data: raw.pointee.realm) }
 
     /// The name components: `["host", "mail.example.org"]` for `host/mail.example.org@R`.
     public var components: [String] {
-        (0..<Int(raw.pointee.length)).map { string(raw.pointee.data[$0]) }
+        (0..<Int(raw.pointee.length)).map { String(krb5Data: raw.pointee.data[$0]) }
     }
 
-    /// The name type (`KRB5_NT_PRINCIPAL` = 1, `KRB5_NT_SRV_HST` = 3, …).
-    public var nameType: Int32 { raw.pointee.type }
+    /// The name type, such as ``NameType/principal`` or ``NameType/serviceHost``.
+    public var nameType: NameType { NameType(rawValue: raw.pointee.type) }
 
     /// Whether the name components are `WELLKNOWN/ANONYMOUS`, in any realm (compared in Swift, no C call).
     public var isAnonymous: Bool {
@@ -128,8 +126,94 @@ public final class Principal: CustomStringConvertible {
         krb5_principal_compare(context.raw, raw, other.raw) != 0
     }
 
-    private func string(_ data: krb5_data) -> String {
-        guard data.length > 0, let bytes = data.data else { return "" }
-        return String(decoding: UnsafeRawBufferPointer(start: bytes, count: Int(data.length)), as: UTF8.self)
+    /// Whether both name the same principal: the same realm and components (``matches(_:)``).
+    public static func == (lhs: Principal, rhs: Principal) -> Bool {
+        lhs === rhs || lhs.matches(rhs)
+    }
+
+    /// Hashes the realm and the components, the parts ``==(_:_:)`` compares.
+    public func hash(into hasher: inout Hasher) {
+        func combine(_ data: krb5_data) {
+            hasher.combine(data.buffer.count)
+            hasher.combine(bytes: data.buffer)
+        }
+        combine(raw.pointee.realm)
+        for index in 0..<Int(raw.pointee.length) { combine(raw.pointee.data[index]) }
+    }
+
+    /// The kind of name a principal is (`krb5_principal.type`, a `KRB5_NT_*` number).
+    public enum NameType: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+        /// The type is not known (`KRB5_NT_UNKNOWN`).
+        case unknown
+        /// A user or a service named without a host (`KRB5_NT_PRINCIPAL`).
+        case principal
+        /// A service and another component, such as `krbtgt/REALM` (`KRB5_NT_SRV_INST`).
+        case serviceInstance
+        /// A service on a host, such as `host/mail.example.org` (`KRB5_NT_SRV_HST`).
+        case serviceHost
+        /// A service on a host with further components (`KRB5_NT_SRV_XHST`).
+        case serviceExtendedHost
+        /// A unique ID (`KRB5_NT_UID`).
+        case uid
+        /// An X.500 distinguished name (`KRB5_NT_X500_PRINCIPAL`).
+        case x500
+        /// An SMTP address (`KRB5_NT_SMTP_NAME`).
+        case smtpName
+        /// An enterprise name, `user@domain` as one component (`KRB5_NT_ENTERPRISE_PRINCIPAL`).
+        case enterprise
+        /// A well-known name such as `WELLKNOWN/ANONYMOUS` (`KRB5_NT_WELLKNOWN`).
+        case wellKnown
+        /// A number without a case here (such as Microsoft's negative types); ``init(rawValue:)`` never makes
+        /// `.other` for a number that has a case.
+        case other(Int32)
+
+        private static let cases: [NameType] = [
+            .unknown, .principal, .serviceInstance, .serviceHost, .serviceExtendedHost, .uid, .x500, .smtpName, .enterprise, .wellKnown,
+        ]
+
+        /// The type with `KRB5_NT_*` number `rawValue`.
+        public init(rawValue: Int32) {
+            self = Self.cases.first { $0.rawValue == rawValue } ?? .other(rawValue)
+        }
+
+        /// The `KRB5_NT_*` number.
+        public var rawValue: Int32 {
+            switch self {
+            case .unknown: Int32(KRB5_NT_UNKNOWN)
+            case .principal: Int32(KRB5_NT_PRINCIPAL)
+            case .serviceInstance: Int32(KRB5_NT_SRV_INST)
+            case .serviceHost: Int32(KRB5_NT_SRV_HST)
+            case .serviceExtendedHost: Int32(KRB5_NT_SRV_XHST)
+            case .uid: Int32(KRB5_NT_UID)
+            case .x500: Int32(KRB5_NT_X500_PRINCIPAL)
+            case .smtpName: Int32(KRB5_NT_SMTP_NAME)
+            case .enterprise: Int32(KRB5_NT_ENTERPRISE_PRINCIPAL)
+            case .wellKnown: Int32(KRB5_NT_WELLKNOWN)
+            case .other(let value): value
+            }
+        }
+
+        /// Equal when the numbers are.
+        public static func == (lhs: NameType, rhs: NameType) -> Bool { lhs.rawValue == rhs.rawValue }
+
+        /// Hashes the number.
+        public func hash(into hasher: inout Hasher) { hasher.combine(rawValue) }
+
+        /// krb5's constant name without its prefix, such as `PRINCIPAL` or `SRV_HST`; the number for others.
+        public var description: String {
+            switch self {
+            case .unknown: "UNKNOWN"
+            case .principal: "PRINCIPAL"
+            case .serviceInstance: "SRV_INST"
+            case .serviceHost: "SRV_HST"
+            case .serviceExtendedHost: "SRV_XHST"
+            case .uid: "UID"
+            case .x500: "X500_PRINCIPAL"
+            case .smtpName: "SMTP_NAME"
+            case .enterprise: "ENTERPRISE_PRINCIPAL"
+            case .wellKnown: "WELLKNOWN"
+            case .other(let value): "\(value)"
+            }
+        }
     }
 }

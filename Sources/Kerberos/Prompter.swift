@@ -1,7 +1,5 @@
+public import KerberosSecrets
 internal import CKrb5
-#if canImport(Glibc)
-internal import Glibc
-#endif
 
 /// One prompt krb5 wants answered.
 public struct Prompt: Sendable, Hashable {
@@ -83,83 +81,6 @@ public struct Prompter {
     /// Throws ``KerberosError/Reason/cancelled`` when there is no terminal or input ends.
     public static var terminal: Prompter {
         Prompter { round in try Terminal.ask(round) }
-    }
-}
-
-/// Prompts on the controlling terminal, `/dev/tty`.
-public enum Terminal {
-    static func ask(_ round: PromptRound) throws -> [Secret] {
-        let fd = try open()
-        defer { close(fd) }
-        for header in [round.name, round.banner].compactMap({ $0 }) where !header.isEmpty {
-            write(fd, header + "\n")
-        }
-        return try round.prompts.map { prompt in
-            write(fd, prompt.text + ": ")
-            return try readLine(fd, hidden: prompt.hidden)
-        }
-    }
-
-    /// Shows `prompt` and reads one line, with echo off when `hidden`.
-    public static func ask(_ prompt: String, hidden: Bool) throws -> Secret {
-        let fd = try open()
-        defer { close(fd) }
-        write(fd, prompt)
-        return try readLine(fd, hidden: hidden)
-    }
-
-    /// Writes a line to the terminal.
-    public static func say(_ text: String) {
-        guard let fd = try? open() else { return }
-        defer { close(fd) }
-        write(fd, text + "\n")
-    }
-
-    private static func open() throws -> Int32 {
-        let fd = Glibc.open("/dev/tty", O_RDWR | O_NOCTTY | O_CLOEXEC)
-        guard fd >= 0 else {
-            throw KerberosError(code: Int32(KRB5_LIBOS_CANTREADPWD), message: "No terminal to prompt on", reason: .cancelled)
-        }
-        return fd
-    }
-
-    /// Reads one line with echo off when `hidden`; the bytes go straight into a ``Secret``.
-    static func readLine(_ fd: Int32, hidden: Bool) throws -> Secret {
-        var saved = termios()
-        let isTerminal = tcgetattr(fd, &saved) == 0
-        if hidden && isTerminal {
-            var quiet = saved
-            quiet.c_lflag &= ~tcflag_t(ECHO)
-            quiet.c_lflag |= tcflag_t(ECHONL)
-            tcsetattr(fd, TCSAFLUSH, &quiet)
-        }
-        defer { if hidden && isTerminal { tcsetattr(fd, TCSAFLUSH, &saved) } }
-        let capacity = 1024
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: capacity, alignment: 1)
-        defer {
-            Secret.wipe(buffer)
-            buffer.deallocate()
-        }
-        var length = 0
-        while true {
-            var byte: UInt8 = 0
-            let count = read(fd, &byte, 1)
-            if count <= 0 {
-                throw KerberosError(code: Int32(KRB5_LIBOS_PWDINTR), message: "Input ended at the prompt", reason: .cancelled)
-            }
-            if byte == UInt8(ascii: "\n") || byte == UInt8(ascii: "\r") { break }
-            guard length < capacity else {
-                throw KerberosError(code: Int32(KRB5_LIBOS_CANTREADPWD), message: "Reply longer than \(capacity) bytes", reason: .invalidRequest)
-            }
-            buffer[length] = byte
-            length += 1
-        }
-        return Secret(copying: UnsafeRawBufferPointer(rebasing: buffer[0..<length]))
-    }
-
-    private static func write(_ fd: Int32, _ text: String) {
-        var text = text
-        text.withUTF8 { _ = Glibc.write(fd, $0.baseAddress, $0.count) }
     }
 }
 

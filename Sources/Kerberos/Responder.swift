@@ -1,3 +1,4 @@
+public import KerberosSecrets
 internal import CKrb5
 
 /// A question krb5 asks a responder during one round of pre-authentication.
@@ -10,106 +11,6 @@ public enum ResponderQuestion: Sendable, Hashable {
     case pkinit([PKINITIdentity])
     /// A question this library does not decode: its name and raw JSON challenge.
     case other(name: String, challenge: String)
-}
-
-/// The OTP question: the service and the tokens the KDC will accept.
-///
-/// The MIT KDC sends almost no token information, so clients usually see one token with just
-/// ``OTPToken/Flags/collectToken``.
-public struct OTPChallenge: Sendable, Hashable {
-    /// The service (realm or token service) the OTP is for.
-    public var service: String?
-    /// The acceptable tokens; an answer names one by its index.
-    public var tokens: [OTPToken]
-
-    /// A challenge for `service` offering `tokens`.
-    public init(service: String?, tokens: [OTPToken]) {
-        self.service = service
-        self.tokens = tokens
-    }
-}
-
-/// One acceptable OTP token (`krb5_responder_otp_tokeninfo`).
-public struct OTPToken: Sendable, Hashable {
-    /// What to collect for this token (`KRB5_RESPONDER_OTP_FLAGS_*`).
-    public struct Flags: OptionSet, Sendable, Hashable {
-        /// The `KRB5_RESPONDER_OTP_FLAGS_*` bits.
-        public let rawValue: Int32
-        /// Flags from raw `KRB5_RESPONDER_OTP_FLAGS_*` bits.
-        public init(rawValue: Int32) { self.rawValue = rawValue }
-        /// Ask for the token's value.
-        public static let collectToken = Flags(rawValue: Int32(KRB5_RESPONDER_OTP_FLAGS_COLLECT_TOKEN))
-        /// Ask for a PIN.
-        public static let collectPIN = Flags(rawValue: Int32(KRB5_RESPONDER_OTP_FLAGS_COLLECT_PIN))
-        /// The previous value was accepted; ask for the next one. (MIT 1.20 also reports a SEPARATE_PIN token this way.)
-        public static let nextOTP = Flags(rawValue: Int32(KRB5_RESPONDER_OTP_FLAGS_NEXTOTP))
-        /// Send the PIN separately from the value rather than concatenated.
-        public static let separatePIN = Flags(rawValue: Int32(KRB5_RESPONDER_OTP_FLAGS_SEPARATE_PIN))
-    }
-
-    /// The alphabet of the token's values (`KRB5_RESPONDER_OTP_FORMAT_*`).
-    public enum Format: Int32, Sendable, Hashable {
-        /// Digits only (`KRB5_RESPONDER_OTP_FORMAT_DECIMAL`).
-        case decimal = 0
-        /// Hexadecimal digits (`KRB5_RESPONDER_OTP_FORMAT_HEXADECIMAL`).
-        case hexadecimal = 1
-        /// Letters and digits (`KRB5_RESPONDER_OTP_FORMAT_ALPHANUMERIC`).
-        case alphanumeric = 2
-    }
-
-    /// What to collect.
-    public var flags: Flags
-    /// The token vendor, if the KDC said.
-    public var vendor: String?
-    /// A challenge to show the user, if any.
-    public var challenge: String?
-    /// The value's length in characters, if known.
-    public var length: Int?
-    /// The alphabet of the value, if known.
-    public var format: Format?
-    /// The token's identifier, if the KDC said.
-    public var tokenID: String?
-    /// The token's algorithm identifier, if the KDC said.
-    public var algorithmID: String?
-
-    /// A token description; only `flags` is required, as the KDC may send nothing else.
-    public init(flags: Flags, vendor: String? = nil, challenge: String? = nil, length: Int? = nil, format: Format? = nil, tokenID: String? = nil, algorithmID: String? = nil) {
-        self.flags = flags
-        self.vendor = vendor
-        self.challenge = challenge
-        self.length = length
-        self.format = format
-        self.tokenID = tokenID
-        self.algorithmID = algorithmID
-    }
-}
-
-/// A PKINIT identity (smart-card token or encrypted key file) that needs a PIN or pass phrase.
-public struct PKINITIdentity: Sendable, Hashable {
-    /// The token state the PKCS#11 module reports (`KRB5_RESPONDER_PKINIT_FLAGS_TOKEN_*`).
-    public struct Flags: OptionSet, Sendable, Hashable {
-        /// The `KRB5_RESPONDER_PKINIT_FLAGS_TOKEN_*` bits.
-        public let rawValue: Int32
-        /// Flags from raw `KRB5_RESPONDER_PKINIT_FLAGS_TOKEN_*` bits.
-        public init(rawValue: Int32) { self.rawValue = rawValue }
-        /// A wrong PIN was entered since the last right one.
-        public static let pinCountLow = Flags(rawValue: Int32(KRB5_RESPONDER_PKINIT_FLAGS_TOKEN_USER_PIN_COUNT_LOW))
-        /// One more wrong PIN locks the token.
-        public static let pinFinalTry = Flags(rawValue: Int32(KRB5_RESPONDER_PKINIT_FLAGS_TOKEN_USER_PIN_FINAL_TRY))
-        /// The token is locked.
-        public static let pinLocked = Flags(rawValue: Int32(KRB5_RESPONDER_PKINIT_FLAGS_TOKEN_USER_PIN_LOCKED))
-    }
-
-    /// The identity string, such as `PKCS11:module_name=…:slotid=1:token=card` or `FILE:/path/key.pem`.
-    public var identity: String
-    /// What the token reports about its PIN.
-    public var flags: Flags
-
-    /// An identity with its token's PIN state.
-    public init(identity: String, flags: Flags) {
-        self.identity = identity
-        self.flags = flags
-    }
 }
 
 /// Answers to one round of questions. Questions left unanswered fall through to the prompter.
@@ -133,23 +34,6 @@ public struct ResponderAnswers: Sendable {
 
     /// No answers: everything falls through to the prompter.
     public static var none: ResponderAnswers { ResponderAnswers() }
-}
-
-/// The answer to an OTP question.
-public struct OTPAnswer: Sendable {
-    /// Index of the chosen token in ``OTPChallenge/tokens``.
-    public var token: Int
-    /// The one-time value.
-    public var value: Secret?
-    /// The PIN, for tokens that collect one.
-    public var pin: Secret?
-
-    /// An answer for the token at index `token`; `value` or `pin` may be nil when the token does not collect it.
-    public init(token: Int = 0, value: Secret?, pin: Secret? = nil) {
-        self.token = token
-        self.value = value
-        self.pin = pin
-    }
 }
 
 /// Answers the questions of each pre-authentication round: a Swift closure in place of a `krb5_responder_fn`.

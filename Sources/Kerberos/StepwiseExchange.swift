@@ -1,3 +1,4 @@
+import KerberosSecrets
 internal import CKrb5
 #if canImport(Glibc)
 internal import Glibc
@@ -178,7 +179,7 @@ private func runStep(context: Context, reply: [UInt8], state: CallbackState?,
     let tooBig = Int(code) == KRB5KRB_ERR_RESPONSE_TOO_BIG
     if !tooBig { try context.check(code) }
     guard tooBig || flags & UInt32(KRB5_INIT_CREDS_STEP_FLAG_CONTINUE) != 0 else { return .complete }
-    return .send(request: Array(output.buffer), realm: String(decoding: realm.buffer, as: UTF8.self), tcpOnly: tooBig)
+    return .send(request: Array(output.buffer), realm: String(krb5Data: realm), tcpOnly: tooBig)
 }
 
 extension Context {

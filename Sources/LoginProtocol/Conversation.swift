@@ -1,4 +1,4 @@
-public import Kerberos
+public import KerberosSecrets
 #if canImport(FoundationEssentials)
 public import struct FoundationEssentials.Date
 #else
@@ -102,21 +102,6 @@ public struct LoginResult: Sendable, Equatable {
         public static let invalidRequest = Failure(rawValue: "invalid-request")
         /// Anything else; the message says more.
         public static let `internal` = Failure(rawValue: "internal")
-
-        /// The protocol name for a library failure reason.
-        public init(_ reason: KerberosError.Reason) {
-            switch reason {
-            case .badPassword, .cancelled, .preauthUnavailable: self = .badCredentials
-            case .unknownPrincipal: self = .unknownPrincipal
-            case .passwordExpired: self = .passwordExpired
-            case .accountDisabled: self = .accountDisabled
-            case .kdcUnreachable: self = .kdcUnreachable
-            case .verificationFailed: self = .verificationFailed
-            case .clockSkew: self = .clockSkew
-            case .invalidRequest: self = .invalidRequest
-            default: self = .internal
-            }
-        }
     }
 
     /// The authenticated principal on success; on failure the requested one, when known.

@@ -1,4 +1,4 @@
-public import Kerberos
+public import KerberosSecrets
 
 /// A parsed JSON value (RFC 8259). Strings keep their decoded bytes in wiped memory, so a secret can
 /// become a ``Secret`` without ever being a Swift `String`.

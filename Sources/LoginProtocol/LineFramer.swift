@@ -1,4 +1,4 @@
-public import Kerberos
+public import KerberosSecrets
 
 /// Splits a byte stream into lines of at most `maximumLength` bytes, in wiped memory.
 ///

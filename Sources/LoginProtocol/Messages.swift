@@ -1,4 +1,4 @@
-public import Kerberos
+public import KerberosSecrets
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else

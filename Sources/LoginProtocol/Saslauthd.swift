@@ -1,4 +1,4 @@
-public import Kerberos
+public import KerberosSecrets
 
 /// One request of Cyrus saslauthd's protocol (`saslauthd/ipc_unix.c`): counted strings, each a 2-byte
 /// big-endian length and the bytes, for login, password, service, realm and (since 2016) client address.
@@ -21,23 +21,6 @@ public struct SaslauthdRequest: Sendable {
         self.service = service
         self.realm = realm
         self.clientAddress = clientAddress
-    }
-
-    /// The Kerberos principal saslauthd's kerberos5 mechanism would use: `login` when it names a realm,
-    /// else `login@realm` when the realm field is set, else `login` (krb5 adds the default realm).
-    public var principal: String {
-        if Self.hasRealm(login) || realm.isEmpty { return login }
-        return "\(login)@\(realm)"
-    }
-
-    /// Whether `name` contains an `@` that is not escaped with a backslash.
-    package static func hasRealm(_ name: String) -> Bool {
-        var escaped = false
-        for character in name.utf8 {
-            if escaped { escaped = false; continue }
-            if character == UInt8(ascii: "\\") { escaped = true } else if character == UInt8(ascii: "@") { return true }
-        }
-        return false
     }
 
     /// The request on the wire with `fieldCount` fields (4 or 5); wipe the bytes after sending.

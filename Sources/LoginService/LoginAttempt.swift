@@ -48,7 +48,7 @@ struct LoginAttempt: Sendable {
             }
             // The ticket must be for the principal asked for (or the KDC's canonical spelling of it when
             // canonicalization was asked for), whatever the KDC chose to answer.
-            let issued = try await session.run(credentials) { _, credentials in credentials.client }
+            let issued = try await session.run(credentials) { _, credentials in try credentials.client.name() }
             if issued != client.name && !(configuration.canonicalize || configuration.enterpriseNames) {
                 return .finished(.failed(.badCredentials, "The KDC issued credentials for \(issued), not \(client.name)", principal: client.name), info: notes.info)
             }
@@ -110,7 +110,7 @@ struct LoginAttempt: Sendable {
         try await session.run(credentials) { context, credentials in
             if let name = outputCache {
                 let cache = try CredentialCache(resolving: name, in: context)
-                try cache.initialize(for: Principal(parsing: credentials.client, in: context))
+                try cache.initialize(for: credentials.client)
                 try cache.store(credentials)
             }
             return credentials.endTime

@@ -40,7 +40,7 @@ struct LoginNames: Sendable {
         do throws(KerberosError) {
             if enterpriseNames, let enterprise = try enterprisePrincipal(name, in: context) {
                 principal = enterprise
-            } else if let realm, !SaslauthdRequest.hasRealm(name) {
+            } else if let realm, !Self.hasRealm(name) {
                 principal = try Principal(parsing: "\(name)@\(realm)", in: context)
             } else {
                 principal = try Principal(parsing: name, in: context)

@@ -55,10 +55,18 @@ public final class LoginService: Sendable {
         }
     }
 
+    /// Lets running logins finish their current step, then stops the threads; suspends until they have
+    /// stopped, without blocking a thread.
+    public func shutdown() async {
+        await client.shutdown()
+    }
+
     /// Lets running logins finish their current step, then stops the threads.
     ///
-    /// > Warning: Blocks the calling thread until the engine's threads have stopped.
-    public func shutdown() {
+    /// > Warning: Blocks the calling thread until the engine's threads have stopped; from async code use
+    /// > `await shutdown()`.
+    @available(*, noasync, message: "blocks the calling thread; use 'await shutdown()'")
+    public func shutdownBlocking() {
         client.shutdownBlocking()
     }
 

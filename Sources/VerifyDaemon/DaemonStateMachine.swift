@@ -6,7 +6,7 @@ import NIOCore
 /// state machines do; nothing here blocks, sleeps or polls.
 ///
 /// `Waiter` is what a waiting shutdown resumes (a continuation in the daemon, a plain value in the tests).
-struct DaemonStateMachine<Waiter> {
+struct DaemonStateMachine<Waiter: Sendable>: Sendable {
     private enum Phase {
         case running
         /// Listeners closed; logins in flight and delayed replies have until `deadline`. `waiter` is the shutdown

@@ -185,9 +185,9 @@ final class LoginGate: Sendable {
             return { result, floor in self.answer(result, entry, on: loop, floor: floor) { reply(result) } }
         }
         let login: Login
-        switch admit(name: request.principal, clientAddress: request.clientAddress) {
+        switch admit(name: LoginService.principal(for: request), clientAddress: request.clientAddress) {
         case .success(let admitted): login = admitted
-        case .failure(let refusal): return answering(as: request.principal)(refusal.result, refusal.delay)
+        case .failure(let refusal): return answering(as: LoginService.principal(for: request))(refusal.result, refusal.delay)
         }
         let finish = answering(as: login.principal)
         let password = request.password

@@ -197,7 +197,7 @@ public final class VerifyDaemon: Service, Sendable {
             timers.cancelAll()
         }
         for channel in state.withLock({ $0.closing() }) { try? await channel.close() }
-        service.shutdown()
+        await service.shutdown()
         try? await group.shutdownGracefully()
         for waiter in state.withLock({ $0.stopped() }) { waiter.resume() }
         logger.info("krb5-verifyd stopped")

@@ -231,7 +231,7 @@ struct LeakCheck: ParsableCommand {
             }
         }
         for _ in 0..<count { done.wait() }
-        service.shutdown()
+        service.shutdownBlocking()
         print(outcomes.withLock { $0 }.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: ", "))
     }
 }

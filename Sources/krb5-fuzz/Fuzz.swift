@@ -1,5 +1,5 @@
 import Foundation
-import Kerberos
+import KerberosSecrets
 import LoginProtocol
 
 /// A bounded random-input harness for the wire parsers (`make fuzz`): seeds from `Tests/Fuzz/corpus`,

@@ -7,13 +7,15 @@ import Testing
 struct KerberosExecutorTests {
     final class Captured: Sendable {}
 
-    @Test("a finished job's captures are released at once (a login's password does not linger in the queue)")
-    func releasesFinishedJobs() throws {
+    private static func configuration() throws -> Context.Configuration {
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("krb5-executor-\(getpid()).conf").path
-        _ = FileManager.default.createFile(atPath: file, contents: Data("[libdefaults]\n default_realm = EXAMPLE.TEST\n".utf8))
-        defer { try? FileManager.default.removeItem(atPath: file) }
-        let executor = try KerberosExecutor(threads: 1, configuration: .files(file))
-        defer { executor.shutdown() }
+        try "[libdefaults]\n default_realm = EXAMPLE.TEST\n".write(toFile: file, atomically: true, encoding: .utf8)
+        return .files(file)
+    }
+
+    @Test("a finished job's captures are released at once (a login's password does not linger in the queue)")
+    func releasesFinishedJobs() async throws {
+        let executor = try KerberosExecutor(threads: 1, configuration: Self.configuration())
         weak var weakCapture: Captured?
         let ran = DispatchSemaphore(value: 0)
         do {
@@ -24,9 +26,79 @@ struct KerberosExecutorTests {
                 ran.signal()
             }
         }
-        ran.wait()
+        await withCheckedContinuation { continuation in
+            DispatchQueue.global().async { ran.wait(); continuation.resume() }
+        }
         // The worker drops the job right after running it; give it a moment to get there.
-        for _ in 0..<100 where weakCapture != nil { Thread.sleep(forTimeInterval: 0.01) }
+        for _ in 0..<100 where weakCapture != nil { try await Task.sleep(for: .milliseconds(10)) }
         #expect(weakCapture == nil, "the job's closure is still held after it ran")
+        await executor.shutdown()
+    }
+
+    @Test("a dropped executor is deinitialised: its threads do not keep it alive")
+    func droppedExecutorDeinits() throws {
+        weak var weakExecutor: KerberosExecutor?
+        do {
+            let executor = try KerberosExecutor(threads: 2, configuration: Self.configuration())
+            weakExecutor = executor
+            let ran = DispatchSemaphore(value: 0)
+            executor.submit { context, _ in
+                _ = context
+                ran.signal()
+            }
+            ran.wait()
+        }
+        #expect(weakExecutor == nil)
+    }
+
+    @Test("async shutdown runs queued work first; work submitted afterwards fails with a real error code")
+    func asyncShutdown() async throws {
+        let executor = try KerberosExecutor(threads: 1, configuration: Self.configuration())
+        let realm = try await executor.run { context in try context.defaultRealm() }
+        #expect(realm == "EXAMPLE.TEST")
+        await executor.shutdown()
+        await #expect(throws: KerberosError.self) { try await executor.run { _ in 1 } }
+        do {
+            _ = try await executor.run { _ in 1 }
+        } catch let error as KerberosError {
+            #expect(error.code != -1)
+            #expect(error.message == "The Kerberos executor has shut down")
+        }
+        await executor.shutdown()  // a second shutdown returns once the threads have ended
+    }
+
+    @Test("a run cancelled before its job starts throws CancellationError and never runs the job")
+    func cancellationBeforeStart() async throws {
+        let executor = try KerberosExecutor(threads: 1, configuration: Self.configuration())
+        let blocker = DispatchSemaphore(value: 0)
+        let started = DispatchSemaphore(value: 0)
+        executor.submit { _, _ in
+            started.signal()
+            blocker.wait()
+        }
+        await withCheckedContinuation { continuation in
+            DispatchQueue.global().async { started.wait(); continuation.resume() }
+        }
+        let ran = Locked(false)
+        let task = Task { try await executor.run { _ in ran.withLock { $0 = true } } }
+        try await Task.sleep(for: .milliseconds(50))
+        task.cancel()
+        await #expect(throws: CancellationError.self) { try await task.value }
+        blocker.signal()
+        await executor.shutdown()
+        #expect(!ran.withLock { $0 }, "the cancelled job ran")
+    }
+
+    @Test("a run whose task is already cancelled does not queue its job")
+    func alreadyCancelled() async throws {
+        let executor = try KerberosExecutor(threads: 1, configuration: Self.configuration())
+        let ran = Locked(false)
+        let task = Task {
+            withUnsafeCurrentTask { $0?.cancel() }
+            return try await executor.run { _ in ran.withLock { $0 = true } }
+        }
+        await #expect(throws: CancellationError.self) { try await task.value }
+        await executor.shutdown()
+        #expect(!ran.withLock { $0 })
     }
 }

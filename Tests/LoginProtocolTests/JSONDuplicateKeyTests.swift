@@ -1,5 +1,5 @@
 import Foundation
-import Kerberos
+import KerberosSecrets
 @testable import LoginProtocol
 import Testing
 

@@ -1,4 +1,4 @@
-import Kerberos
+import KerberosSecrets
 import LoginProtocol
 import Testing
 
@@ -31,7 +31,6 @@ struct SaslauthdTests {
         #expect(request.service == "imap")
         #expect(request.realm == "EXAMPLE.ORG")
         #expect(request.clientAddress == "192.0.2.1")
-        #expect(request.principal == "bob@EXAMPLE.ORG")
 
         var split = SaslauthdDecoder()
         for (index, byte) in bytes.enumerated() {
@@ -52,9 +51,7 @@ struct SaslauthdTests {
         guard case .fourFields = try decoder.progress() else { Issue.record("four fields not seen"); return }
         let request = try decoder.fourFieldRequest()
         #expect(request.clientAddress == nil)
-        #expect(request.principal == "alice@R")
-        #expect(SaslauthdRequest(login: "a\\@b", password: Secret(""), service: "", realm: "R", clientAddress: nil).principal == "a\\@b@R")
-        #expect(SaslauthdRequest(login: "carol", password: Secret(""), service: "", realm: "", clientAddress: nil).principal == "carol")
+        #expect(request.login == "alice@R" && request.realm.isEmpty)
     }
 
     @Test("malformed requests are refused with a reason that names the problem")

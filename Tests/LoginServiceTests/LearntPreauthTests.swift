@@ -1,4 +1,5 @@
 import Kerberos
+import CKrb5
 import Testing
 @testable import LoginService
 
@@ -29,7 +30,7 @@ struct LearntPreauthTests {
         await #expect(throws: KerberosError.self) {
             try await LearntPreauth.withOneRelearn(known: Self.aes256, learn: { Self.aes256 }, attempt: { _ throws(KerberosError) -> Int in
                 attempts += 1
-                throw KerberosError(code: -1, message: "wrong", reason: .badPassword)
+                throw KerberosError(code: Int32(KRB5KDC_ERR_PREAUTH_FAILED), message: "wrong", reason: .badPassword)
             })
         }
         #expect(attempts == 1)

@@ -166,7 +166,7 @@ let benchmarks: @Sendable () -> Void = {
         }
     }
 
-    // MARK: Secret (Sources/Kerberos/Secret.swift): allocate, copy, explicit_bzero and free
+    // MARK: Secret (Sources/KerberosSecrets/Secret.swift): allocate, copy, explicit_bzero and free
 
     let passwordBytes = Array("alice-Passw0rd".utf8)
     Benchmark("secret: create from bytes and wipe") { benchmark in

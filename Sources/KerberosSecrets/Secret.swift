@@ -84,8 +84,9 @@ public final class Secret: @unchecked Sendable, CustomStringConvertible {
     /// `Secret(N bytes, redacted)`; never the contents.
     public var description: String { "Secret(\(count) bytes, redacted)" }
 
-    /// Overwrites `buffer` with zeros in a way the optimiser may not remove.
-    public static func wipe(_ buffer: UnsafeMutableRawBufferPointer) {
+    /// Overwrites `buffer` with zeros in a way the optimiser may not remove (for this package's own buffers
+    /// of secret bytes).
+    package static func wipe(_ buffer: UnsafeMutableRawBufferPointer) {
         guard let base = buffer.baseAddress, buffer.count > 0 else { return }
         explicit_bzero(base, buffer.count)
     }

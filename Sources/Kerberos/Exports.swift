@@ -1,0 +1,3 @@
+// The C-free values the library's API is made of (``Secret``, the OTP and PKINIT questions and answers)
+// live in KerberosSecrets, which the wire formats use without linking krb5; `import Kerberos` brings them too.
+@_exported public import KerberosSecrets
