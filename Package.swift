@@ -86,10 +86,10 @@ let package = Package(
         ),
 
         // krb5-login: stdin front ends and exit codes.
-        .target(name: "LoginHelper", dependencies: ["LoginService", "LoginProtocol"], swiftSettings: strict),
+        .target(name: "LoginHelper", dependencies: ["LoginService", "LoginProtocol", .product(name: "SystemPackage", package: "swift-system")], swiftSettings: strict),
         .executableTarget(
             name: "krb5-login",
-            dependencies: ["LoginHelper"],
+            dependencies: ["LoginHelper", .product(name: "SystemPackage", package: "swift-system")],
             swiftSettings: strict
         ),
 

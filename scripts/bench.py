@@ -567,7 +567,7 @@ def main():
               "`_set_etype_list`, `_set_preauth_list`). Unlike MIT's plain optimistic preauth, which guesses the default salt, a "
               "principal with a non-default salt works from its first login, and a wrong password counts once at the KDC.",
               "- **String-to-key in process** (part of `learned_preauth`): for the AES-SHA1 enctypes the key is made with "
-              "BoringSSL's PBKDF2 (swift-crypto), about 3.5 times faster than libk5crypto's built-in SHA-1, checked against "
+              "OpenSSL's PBKDF2 (libcrypto, which MIT's PKINIT plugin loads anyway), about twice as fast as libk5crypto's built-in SHA-1, checked against "
               "RFC 3962's vectors and libk5crypto itself, and handed to `krb5_init_creds_set_keytab` through a MEMORY keytab of the worker's "
               "pool, whose entry krb5 wipes when it is removed right after the login.",
               "- **The verification ticket from the AS** (`direct_verification_ticket`, on by default when no TGT is kept): the "

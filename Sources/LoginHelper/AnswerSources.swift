@@ -1,6 +1,7 @@
 import Kerberos
 import LoginService
 import LoginProtocol
+import SystemPackage
 
 /// Where a round's answers come from.
 protocol AnswerSource {
@@ -22,10 +23,10 @@ struct NoAnswers: AnswerSource {
 /// pam-exec mode: nothing can be asked. Expiry warnings go to standard output once the login has succeeded,
 /// and nothing else does: pam_exec's `stdout` option shows that output to the user as PAM text messages.
 final class PAMExecAnswers: AnswerSource {
-    private let output: Int32
+    private let output: FileDescriptor
     private var warnings: [String] = []
 
-    init(output: Int32) {
+    init(output: FileDescriptor) {
         self.output = output
     }
 
@@ -37,7 +38,7 @@ final class PAMExecAnswers: AnswerSource {
 
     func finish(_ result: LoginResult) {
         guard result.ok else { return }
-        let writer = LineWriter(fd: output)
+        let writer = LineWriter(descriptor: output)
         warnings.forEach { writer.line($0) }
     }
 

@@ -1,6 +1,7 @@
 import Kerberos
 import LoginProtocol
 import LoginService
+import SystemPackage
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -14,9 +15,9 @@ final class ConversationAnswers: AnswerSource {
     /// The longest line accepted (the protocol's limit).
     static let maximumLineLength = 64 * 1024
 
-    init(reader: InputReader, output: Int32) {
+    init(reader: InputReader, output: FileDescriptor) {
         self.reader = reader
-        self.writer = LineWriter(fd: output)
+        self.writer = LineWriter(descriptor: output)
     }
 
     /// Reads the login request; a malformed one is answered with an `invalid-request` result.
@@ -109,7 +110,7 @@ final class DaemonBackend: LoginBackend {
             throw DaemonUnavailable(reason: "refusing \(socketPath): it is served by uid \(credentials.uid), not by root or an allowed --daemon-uid")
         }
         self.fd = fd
-        reader = InputReader(fd: fd)
+        reader = InputReader(FileDescriptor(rawValue: fd))
     }
 
     deinit { close(fd) }
@@ -127,7 +128,7 @@ final class DaemonBackend: LoginBackend {
 
     private func send(_ message: ClientMessage) {
         var line = message.encodedLine
-        LineWriter(fd: fd).write(line)
+        LineWriter(descriptor: FileDescriptor(rawValue: fd)).write(line)
         line.withUnsafeMutableBytes { Secret.wipe($0) }
     }
 

@@ -1,11 +1,9 @@
 public import Kerberos
-#if canImport(Glibc)
-import Glibc
-#endif
+public import SystemPackage
 
 /// Reads standard input in chunks into memory that is wiped as soon as it has been consumed.
 public final class InputReader {
-    private let fd: Int32
+    private let descriptor: FileDescriptor
     private let chunk: UnsafeMutableRawBufferPointer
     private var start = 0
     private var end = 0
@@ -17,22 +15,22 @@ public final class InputReader {
         case tooLong(limit: Int)
         /// A line of text is not valid UTF-8.
         case notUTF8
-        /// `read(2)` failed with this `errno`.
-        case ioError(Int32)
+        /// `read(2)` failed (interrupted reads are retried).
+        case ioError(Errno)
 
         /// A short explanation for the diagnostic line, such as `input is not UTF-8`.
         public var description: String {
             switch self {
             case .tooLong(let limit): "input longer than \(limit) bytes"
             case .notUTF8: "input is not UTF-8"
-            case .ioError(let code): "cannot read input (errno \(code))"
+            case .ioError(let errno): "cannot read input: \(errno)"
             }
         }
     }
 
-    /// Reads from `fd`, which stays open; the 4 KiB read buffer is wiped on `deinit`.
-    public init(fd: Int32) {
-        self.fd = fd
+    /// Reads from `descriptor`, which stays open; the 4 KiB read buffer is wiped on `deinit`.
+    public init(_ descriptor: FileDescriptor) {
+        self.descriptor = descriptor
         self.chunk = .allocate(byteCount: 4096, alignment: 1)
     }
 
@@ -80,9 +78,8 @@ public final class InputReader {
         if start == end {
             if atEnd { return nil }
             Secret.wipe(UnsafeMutableRawBufferPointer(rebasing: chunk[0..<end]))
-            var count: Int
-            repeat { count = read(fd, chunk.baseAddress, chunk.count) } while count < 0 && errno == EINTR
-            if count < 0 { throw .ioError(errno) }
+            let count: Int
+            do { count = try descriptor.read(into: chunk, retryOnInterrupt: true) } catch { throw .ioError(error as? Errno ?? .ioError) }
             if count == 0 {
                 atEnd = true
                 return nil

@@ -1,4 +1,5 @@
 public import LoginService
+public import SystemPackage
 import Kerberos
 import LoginProtocol
 #if canImport(FoundationEssentials)
@@ -102,9 +103,9 @@ public struct LoginHelper {
     /// Runs one login reading `input`, writing protocol output to `output` and one diagnostic line to `errors`.
     ///
     /// > Warning: Blocks on the network and on input; call from a plain thread (the executable's main thread).
-    public func run(input: Int32, output: Int32, errors: Int32, environment: [String: String]) -> ExitStatus {
-        let reader = InputReader(fd: input)
-        let diagnostics = LineWriter(fd: errors)
+    public func run(input: FileDescriptor, output: FileDescriptor, errors: FileDescriptor, environment: [String: String]) -> ExitStatus {
+        let reader = InputReader(input)
+        let diagnostics = LineWriter(descriptor: errors)
         if options.mode == .pamExec {
             switch PAMType(environment["PAM_TYPE"]) {
             case .auth: break
@@ -215,7 +216,7 @@ public struct LoginHelper {
     }
 
     /// Reads the login request for the mode.
-    private func prepare(reader: InputReader, output: Int32, environment: [String: String], diagnostics: LineWriter) -> Prepared {
+    private func prepare(reader: InputReader, output: FileDescriptor, environment: [String: String], diagnostics: LineWriter) -> Prepared {
         do {
             switch options.mode {
             case .pamExec:
@@ -318,21 +319,13 @@ public struct LoginHelper {
     }
 }
 
-/// Writes whole lines to a file descriptor.
+/// Writes whole lines to a file descriptor (interrupted writes are retried; a closed reader ends the output).
 struct LineWriter {
-    let fd: Int32
+    let descriptor: FileDescriptor
     func line(_ text: String) {
         write(Array((text + "\n").utf8))
     }
     func write(_ bytes: [UInt8]) {
-        var offset = 0
-        while offset < bytes.count {
-            let written = bytes[offset...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-            if written <= 0 {
-                if written < 0 && errno == EINTR { continue }
-                return
-            }
-            offset += written
-        }
+        _ = try? descriptor.writeAll(bytes)
     }
 }

@@ -57,8 +57,8 @@ public struct LoginConfiguration: Sendable {
     /// Password-only logins (``LoginService/verifyPassword(principal:password:)``, the saslauthd listener)
     /// learn each principal's encryption type and salt from the KDC once (`krb5_get_etype_info`, which
     /// counts no failure) and then send the encrypted timestamp made with them in the first request: one AS
-    /// exchange instead of two. For the AES-SHA1 enctypes the key is made in process with BoringSSL's PBKDF2
-    /// (several times faster than libk5crypto's) and handed to krb5 through a private MEMORY keytab. A wrong
+    /// exchange instead of two. For the AES-SHA1 enctypes the key is made in process with OpenSSL's PBKDF2
+    /// (about twice as fast as libk5crypto's) and handed to krb5 through a private MEMORY keytab. A wrong
     /// password still counts once at the KDC; when it fails the learnt info is checked again, so a changed
     /// salt or enctype costs one more exchange, never a wrong answer.
     public var learnedPreauth: Bool

@@ -1,4 +1,5 @@
 import LoginHelper
+import SystemPackage
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -6,8 +7,7 @@ import Glibc
 /// `krb5-login`: credentials on standard input, a verified Kerberos login, an exit status a PAM stack understands.
 /// Usage errors exit 2 (``ExitStatus/usage``), so a PAM stack sees the documented status.
 func standardError(_ text: String) {
-    let bytes = Array((text + "\n").utf8)
-    _ = bytes.withUnsafeBytes { write(STDERR_FILENO, $0.baseAddress, $0.count) }
+    _ = try? FileDescriptor.standardError.writeAll(Array((text + "\n").utf8))
 }
 
 do {
@@ -24,7 +24,7 @@ do {
             if let equals = pair.firstIndex(of: "=") { environment[String(pair[..<equals])] = String(pair[pair.index(after: equals)...]) }
             pointer += 1
         }
-        let status = LoginHelper(options: options).run(input: STDIN_FILENO, output: STDOUT_FILENO, errors: STDERR_FILENO, environment: environment)
+        let status = LoginHelper(options: options).run(input: .standardInput, output: .standardOutput, errors: .standardError, environment: environment)
         exit(status.rawValue)
     }
 } catch {
