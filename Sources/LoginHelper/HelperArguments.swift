@@ -17,6 +17,7 @@ public enum HelperArguments {
 
     /// A usage error (exit 2), naming what was wrong.
     public struct UsageError: Error, CustomStringConvertible, Sendable {
+        /// What was wrong, naming the option, such as `unknown option '--keytb'`.
         public let description: String
         init(_ description: String) { self.description = description }
     }
