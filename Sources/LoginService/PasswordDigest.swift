@@ -2,7 +2,8 @@ import COpenSSL
 package import Kerberos
 
 /// HMAC-SHA-256 of a principal name, a zero byte and a password, under a key drawn at start-up and held only
-/// in memory (OpenSSL's `EVP_MAC`): what the result cache keeps instead of passwords.
+/// in memory (OpenSSL's `EVP_MAC`): what the result cache and the daemon's password verifiers keep instead of
+/// passwords.
 ///
 /// The keyed context is made once and copied (`EVP_MAC_CTX_dup`) for each message, so the key's inner and
 /// outer blocks are absorbed once; name and password go into the MAC straight from their storage, so no
@@ -17,6 +18,9 @@ package final class PasswordDigester: @unchecked Sendable {
             words = (bytes.loadUnaligned(fromByteOffset: 0, as: UInt64.self), bytes.loadUnaligned(fromByteOffset: 8, as: UInt64.self),
                      bytes.loadUnaligned(fromByteOffset: 16, as: UInt64.self), bytes.loadUnaligned(fromByteOffset: 24, as: UInt64.self))
         }
+
+        /// The digest's 32 bytes in a ``Secret``, wiped when it goes (the daemon's password verifiers keep these).
+        package var secret: Secret { withUnsafeBytes(of: words) { Secret(copying: $0) } }
 
         package func matches(_ other: Digest) -> Bool {
             ((words.0 ^ other.words.0) | (words.1 ^ other.words.1) | (words.2 ^ other.words.2) | (words.3 ^ other.words.3)) == 0

@@ -1,6 +1,5 @@
-import Crypto
-import Foundation
 import Kerberos
+import LoginService
 
 /// For each principal, a keyed verifier of the password that last logged it in: HMAC-SHA-256 under a key
 /// drawn at start-up and held only in memory. While a principal is throttled (someone is guessing), a login
@@ -11,8 +10,8 @@ import Kerberos
 /// principals the table is emptied (costing only the bypass, until each principal's next success).
 /// Replaced and dropped verifiers are wiped.
 final class PasswordVerifiers: Sendable {
-    // Immutable after init; HMAC only reads it (swift-crypto does not mark SymmetricKey Sendable).
-    nonisolated(unsafe) private let key = SymmetricKey(size: .bits256)
+    /// HMAC-SHA-256 under a key drawn at start-up (the result cache's digests, under a key of its own).
+    private let digester = PasswordDigester()
     private let capacity: Int
     /// The verifiers: 32 bytes each, in ``Secret``s, so they are wiped when replaced or dropped and compared
     /// in constant time.
@@ -45,10 +44,6 @@ final class PasswordVerifiers: Sendable {
     var count: Int { table.withLock { $0.count } }
 
     private func code(_ password: Secret, _ principal: String) -> Secret {
-        var hmac = HMAC<SHA256>(key: key)
-        password.withUnsafeBytes { hmac.update(data: $0) }
-        hmac.update(data: [0])
-        hmac.update(data: Array(principal.utf8))
-        return hmac.finalize().withUnsafeBytes { Secret(copying: $0) }
+        digester.digest(principal, password).secret
     }
 }
