@@ -4,7 +4,7 @@ import TestRealm
 import Testing
 
 /// The library against a Samba AD DC (`Docker/ad/ad-realm.sh`): MIT's client code, Samba's Heimdal KDC.
-@Suite("Active Directory (Samba AD DC): the library")
+@Suite("Active Directory (Samba AD DC): the library", .onTestThreads)
 struct ActiveDirectoryTests {
     let ad: ExternalRealm
     init() throws { ad = try ExternalRealm.activeDirectory() }
@@ -140,7 +140,7 @@ struct ActiveDirectoryTests {
 }
 
 /// The library against Debian's Heimdal KDC (`Docker/ad/heimdal-realm.sh`).
-@Suite("Heimdal KDC: the library")
+@Suite("Heimdal KDC: the library", .onTestThreads)
 struct HeimdalTests {
     let heimdal: ExternalRealm
     init() throws { heimdal = try ExternalRealm.heimdal() }

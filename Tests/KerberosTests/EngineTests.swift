@@ -9,7 +9,7 @@ import Testing
 ///
 /// Timing bounds are asserted only where the bound is the behaviour (an answer within the login timeout, a hedge
 /// not waited for), each with a margin of a second or a whole hedge delay.
-@Suite("Engine: logins bounded in time when KDCs misbehave", .serialized)
+@Suite("Engine: logins bounded in time when KDCs misbehave", .serialized, .onTestThreads)
 struct EngineTests {
     let engine: EngineRealm
     init() throws { engine = try EngineRealm.shared.get() }

@@ -3,7 +3,7 @@ import Kerberos
 import TestRealm
 import Testing
 
-@Suite("Initial credentials against the live MIT KDC")
+@Suite("Initial credentials against the live MIT KDC", .onTestThreads)
 struct InitialCredentialsTests {
     let realm: TestRealm
     init() throws { realm = try TestRealm.shared() }

@@ -21,7 +21,7 @@ final class RoundLog: Sendable {
     var pkinitIdentities: [[PKINITIdentity]] { all.joined().compactMap { if case .pkinit(let i) = $0 { i } else { nil } } }
 }
 
-@Suite("Responder, OTP, PKINIT and FAST against the live KDC")
+@Suite("Responder, OTP, PKINIT and FAST against the live KDC", .onTestThreads)
 struct ResponderTests {
     let realm: TestRealm
     init() throws { realm = try TestRealm.shared() }

@@ -10,7 +10,7 @@ import Testing
 /// that realm at it (``DNSServiceRecords/setNameserver(_:forRealm:)``: resolv.conf names no port, so it cannot
 /// point at a test server). Everything else is the production path: krb5.conf without a `kdc` line,
 /// `dns_lookup_kdc = true`, `res_nquery`, the SRV target resolved with `getaddrinfo`, the engine's transport.
-@Suite("KDC location through DNS SRV records", .serialized)
+@Suite("KDC location through DNS SRV records", .serialized, .onTestThreads)
 struct SRVLocatorTests {
     let realm: TestRealm
     init() throws { realm = try TestRealm.shared() }

@@ -5,7 +5,7 @@ import Testing
 
 /// PKINIT with a SoftHSM2 token through PKCS#11. `SOFTHSM2_CONF` is process-wide, so these run serialized
 /// and each test makes a token of its own.
-@Suite("Smart card (SoftHSM2 over PKCS#11)", .serialized)
+@Suite("Smart card (SoftHSM2 over PKCS#11)", .serialized, .onTestThreads)
 struct SmartCardTests {
     let realm: TestRealm
     init() throws {

@@ -3,7 +3,7 @@ import TestRealm
 import Testing
 
 /// MIT's matrix from `src/lib/krb5/krb/t_vfy_increds.py`, plus the forged-KDC case.
-@Suite("Verification against the host keytab")
+@Suite("Verification against the host keytab", .onTestThreads)
 struct VerificationTests {
     let realm: TestRealm
     init() throws { realm = try TestRealm.shared() }

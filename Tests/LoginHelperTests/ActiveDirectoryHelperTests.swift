@@ -4,7 +4,7 @@ import Testing
 
 /// `krb5-login` as a process against a Samba AD DC: line and pam-exec modes as PAM stacks use them, and the
 /// conversation mode for a password that must be changed.
-@Suite("krb5-login against Active Directory (Samba AD DC)")
+@Suite("krb5-login against Active Directory (Samba AD DC)", .onTestThreads)
 struct ActiveDirectoryHelperTests {
     let ad: ExternalRealm
     let binary = TestRealm.executable("krb5-login")

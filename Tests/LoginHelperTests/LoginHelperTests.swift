@@ -8,7 +8,7 @@ import Testing
 import VerifyDaemon
 
 /// `krb5-login` run as a process, the way PAM stacks and login programs run it.
-@Suite("krb5-login end to end")
+@Suite("krb5-login end to end", .onTestThreads)
 struct LoginHelperTests {
     let realm: TestRealm
     let binary = TestRealm.executable("krb5-login")

@@ -5,7 +5,7 @@ import TestRealm
 import Testing
 
 /// krb5-login under pam_exec: PAM types, the secure context, authorization, what reaches standard output.
-@Suite("krb5-login under pam_exec")
+@Suite("krb5-login under pam_exec", .onTestThreads)
 struct PAMExecTests {
     let realm: TestRealm
     let binary = TestRealm.executable("krb5-login")
@@ -185,7 +185,7 @@ struct PAMExecTests {
 }
 
 /// The credential-cache hand-over and the daemon relay's checks (issue 11, items 5 and 8).
-@Suite("krb5-login hand-over and daemon checks")
+@Suite("krb5-login hand-over and daemon checks", .onTestThreads)
 struct HandOverTests {
     func temporaryDirectory() throws -> String {
         let path = NSTemporaryDirectory() + "handover-\(getpid())-\(Int.random(in: 0..<1_000_000))"

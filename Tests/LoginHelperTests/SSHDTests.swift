@@ -5,7 +5,7 @@ import Testing
 /// A real PAM consumer: OpenSSH's sshd on a loopback port, started as `sshd-test` so that it reads
 /// `/etc/pam.d/sshd-test`, logged into with paramiko by password and by keyboard-interactive, through every
 /// PAM stack docs/login-helper.md shows. Needs root (sshd, /etc/pam.d), as CI runs.
-@Suite("sshd through the documented PAM stacks", .serialized)
+@Suite("sshd through the documented PAM stacks", .serialized, .onTestThreads)
 struct SSHDTests {
     let realm: TestRealm
     let binary = TestRealm.executable("krb5-login")

@@ -29,7 +29,7 @@ extension DaemonFixture {
     }
 }
 
-@Suite("krb5-verifyd against Active Directory (Samba AD DC)")
+@Suite("krb5-verifyd against Active Directory (Samba AD DC)", .onTestThreads)
 struct ActiveDirectoryDaemonTests {
     let ad: ExternalRealm
     init() throws { ad = try ExternalRealm.activeDirectory() }
@@ -263,7 +263,7 @@ struct ActiveDirectoryDaemonTests {
     }
 }
 
-@Suite("krb5-verifyd against a Heimdal KDC")
+@Suite("krb5-verifyd against a Heimdal KDC", .onTestThreads)
 struct HeimdalDaemonTests {
     let heimdal: ExternalRealm
     init() throws { heimdal = try ExternalRealm.heimdal() }

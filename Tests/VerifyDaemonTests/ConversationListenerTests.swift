@@ -6,7 +6,7 @@ import TestRealm
 import Testing
 import VerifyDaemon
 
-@Suite("krb5-verifyd: the JSON-lines conversation listener")
+@Suite("krb5-verifyd: the JSON-lines conversation listener", .onTestThreads)
 struct ConversationListenerTests {
     @Test("password in the login request: verified result")
     func password() async throws {

@@ -15,7 +15,7 @@ import Testing
 /// wait (`request_timeout` arrived in a later release). A killed KDC's port refuses (TCP, as the realm's
 /// `udp_preference_limit = 1` asks), so only the exchange in flight at the kill can wait at all, and never
 /// longer than that one second.
-@Suite("KDC failover: primary and kprop replica")
+@Suite("KDC failover: primary and kprop replica", .onTestThreads)
 struct FailoverTests {
     /// MIT's wait for an unresponsive KDC before it tries the next one.
     static let kdcWait: TimeInterval = 1.0

@@ -48,7 +48,7 @@ struct OfflineDaemon {
 
 // MARK: Item 13: peer checks fail closed
 
-@Suite("Peer checks fail closed (issue #11, item 13)")
+@Suite("Peer checks fail closed (issue #11, item 13)", .onTestThreads)
 struct PeerCheckTests {
     @Test("an unknown peer is refused when allow-lists are set, and let in when none is")
     func admitsDecision() {
@@ -140,7 +140,7 @@ private final class DirectoryWatch {
     }
 }
 
-@Suite("Sockets appear only with their final mode (issue #11, item 14)")
+@Suite("Sockets appear only with their final mode (issue #11, item 14)", .onTestThreads)
 struct SocketModeTests {
     static func scratch(_ name: String) throws -> String {
         let directory = "/tmp/kv-mode-\(getpid())-\(TestRealm.uniqueName(name))"
@@ -253,7 +253,7 @@ struct SocketModeTests {
 
 // MARK: Item 10: the result cache
 
-@Suite("The result cache (issue #11, item 10)")
+@Suite("The result cache (issue #11, item 10)", .onTestThreads)
 struct ResultCacheUnitTests {
     let success = LoginResult.success(principal: "alice@EXAMPLE.ORG", verified: true, expires: Date(timeIntervalSinceNow: 3_600))
 
@@ -309,7 +309,7 @@ struct ResultCacheUnitTests {
     }
 }
 
-@Suite("The result cache through the daemon (issue #11, item 10)")
+@Suite("The result cache through the daemon (issue #11, item 10)", .onTestThreads)
 struct ResultCacheDaemonTests {
     @Test("after a password change, the new password's success ends the old one's cached success")
     func newPasswordEndsOld() async throws {

@@ -10,7 +10,7 @@ import Testing
 import VerifyDaemon
 
 /// `VerifyDaemon` as a swift-service-lifecycle `Service`, in process.
-@Suite("krb5-verifyd: service lifecycle")
+@Suite("krb5-verifyd: service lifecycle", .onTestThreads)
 struct LifecycleTests {
     static func daemon(_ realm: TestRealm, floor: Duration = .zero) throws -> VerifyDaemon {
         var configuration = DaemonConfiguration()

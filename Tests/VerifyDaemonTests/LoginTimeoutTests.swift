@@ -10,7 +10,7 @@ import Testing
 /// `krb5-login` exit 3. What is asserted is that the deadline answered: no sooner than login_timeout (the KDC
 /// never answers, so nothing else could), and a few seconds after it at most, a margin for a CI machine whose two
 /// cores run every suite at once; without the deadline the silent KDC would hold each login indefinitely.
-@Suite("login_timeout: answered as kdc-unreachable when no KDC answers")
+@Suite("login_timeout: answered as kdc-unreachable when no KDC answers", .onTestThreads)
 struct LoginTimeoutTests {
     let realm: TestRealm
     let silent = ShutdownTests.SilentKDC()

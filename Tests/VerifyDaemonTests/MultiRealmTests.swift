@@ -7,7 +7,7 @@ import Testing
 @testable import VerifyDaemon
 
 /// One daemon serving several realms: settings per realm, and keytab armor as Active Directory needs it.
-@Suite("Several realms in one daemon")
+@Suite("Several realms in one daemon", .onTestThreads)
 struct MultiRealmTests {
     @Test("[realms.\"NAME\"] tables allow those realms and give them settings of their own; unknown keys are named")
     func realmTables() throws {

@@ -6,7 +6,7 @@ import TestRealm
 import Testing
 import VerifyDaemon
 
-@Suite("krb5-verifyd: the saslauthd-compatible listener")
+@Suite("krb5-verifyd: the saslauthd-compatible listener", .onTestThreads)
 struct SaslauthdListenerTests {
     @Test("Cyrus testsaslauthd gets OK for the right password and NO for a wrong one")
     func testsaslauthd() async throws {
@@ -188,7 +188,7 @@ struct SaslauthdListenerTests {
     }
 }
 
-@Suite("krb5-verifyd: the opt-in result cache")
+@Suite("krb5-verifyd: the opt-in result cache", .onTestThreads)
 struct ResultCacheTests {
     @Test("a repeated right password is answered from the cache; any failure for the principal drops its entries")
     func cache() async throws {
@@ -209,7 +209,7 @@ struct ResultCacheTests {
     }
 }
 
-@Suite("krb5-verifyd: fewer KDC exchanges per login")
+@Suite("krb5-verifyd: fewer KDC exchanges per login", .onTestThreads)
 struct LeanLoginTests {
     /// The KDC's requests for `principal` after the first `skip` log lines, once at least `atLeast` of them
     /// are there (the KDC writes its log line after answering).

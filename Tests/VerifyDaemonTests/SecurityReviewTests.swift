@@ -8,7 +8,7 @@ import Testing
 
 /// The security review's findings (issue 11), each against the live realm with MIT's default KDC settings
 /// and the daemon's default throttle: 5 failures in 60 s.
-@Suite("Security review: throttle, names, realms, anonymous, logs")
+@Suite("Security review: throttle, names, realms, anonymous, logs", .onTestThreads)
 struct SecurityReviewTests {
     /// The first refusal's penalty in these tests (1 s in production), so that the suite stays short.
     static let penalty = Duration.milliseconds(250)

@@ -4,7 +4,7 @@ import LoginProtocol
 import TestRealm
 import Testing
 
-@Suite("The systemd unit")
+@Suite("The systemd unit", .onTestThreads)
 struct ServiceUnitTests {
     static let unitPath = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("Docker/systemd/krb5-verifyd.service").path

@@ -5,7 +5,7 @@ import TestRealm
 import Testing
 
 /// The built `krb5-verifyd` binary under signals and peer restrictions.
-@Suite("krb5-verifyd as a process")
+@Suite("krb5-verifyd as a process", .onTestThreads)
 struct ShutdownTests {
     /// A TCP listener that accepts connections (the kernel does) and never answers: a KDC that hangs.
     final class SilentKDC {

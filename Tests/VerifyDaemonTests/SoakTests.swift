@@ -5,7 +5,7 @@ import VerifyDaemon
 
 /// The short run of `make soak`: mixed outcomes at concurrency 16, every reply checked, through the real
 /// `krb5-bench soak` client against a daemon in this process.
-@Suite("Soak (short)")
+@Suite("Soak (short)", .onTestThreads)
 struct SoakTests {
     @Test("1,200 mixed logins at concurrency 16: no wrong answer, nothing left open")
     func shortSoak() async throws {
