@@ -25,7 +25,6 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
         .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
-        .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
         // Already in the graph through swift-nio; named here for FileDescriptor and Errno.
         .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
     ],
@@ -122,7 +121,7 @@ let package = Package(
         .testTarget(
             name: "VerifyDaemonTests",
             dependencies: ["VerifyDaemon", "TestRealm", "CKrb5", .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
-                           .product(name: "NIOEmbedded", package: "swift-nio"), .product(name: "Crypto", package: "swift-crypto")],
+                           .product(name: "NIOEmbedded", package: "swift-nio")],
             swiftSettings: strict
         ),
         .testTarget(name: "LoginHelperTests", dependencies: ["LoginHelper", "VerifyDaemon", "TestRealm"], swiftSettings: strict),

@@ -22,6 +22,8 @@ struct DaemonStateMachine<Waiter: Sendable>: Sendable {
     private var boundPaths: [String] = []
     private var connections: [ObjectIdentifier: any Channel] = [:]
     private(set) var inFlight = 0
+    /// Logins whose exchange has ended and whose reply is being made (sent, or counted as delayed).
+    private(set) var replying = 0
     /// Failure replies waiting out the failure floor or a penalty; the shutdown lets them go out too.
     private(set) var delayedReplies = 0
     private(set) var parked = 0
@@ -62,9 +64,18 @@ struct DaemonStateMachine<Waiter: Sendable>: Sendable {
 
     mutating func loginStarted() { inFlight += 1 }
 
-    /// Returns the shutdown to resume when this was the last thing it waited for.
-    mutating func loginEnded() -> Waiter? {
+    /// The login's exchange has ended: it no longer counts as in flight but as a reply being made, until
+    /// ``replyMade()``. A failure's delay is counted in between (``replyDelayed()``), so a draining shutdown never
+    /// sees a moment with nothing to wait for and closes the connection before the reply.
+    mutating func loginEnded() {
         inFlight -= 1
+        replying += 1
+    }
+
+    /// The ended login's reply has been sent or counted as delayed. Returns the shutdown to resume when this was
+    /// the last thing it waited for.
+    mutating func replyMade() -> Waiter? {
+        replying -= 1
         return resumeIfDrained()
     }
 
@@ -118,7 +129,7 @@ struct DaemonStateMachine<Waiter: Sendable>: Sendable {
     /// The shutdown waits for the drain; returns `waiter` when there is nothing to wait for.
     mutating func waitForDrain(_ waiter: Waiter, now: ContinuousClock.Instant) -> Waiter? {
         guard case .draining(let deadline, nil) = phase else { return waiter }
-        if inFlight + delayedReplies == 0 || now >= deadline { return waiter }
+        if inFlight + replying + delayedReplies == 0 || now >= deadline { return waiter }
         phase = .draining(deadline: deadline, waiter: waiter)
         return nil
     }
@@ -154,7 +165,7 @@ struct DaemonStateMachine<Waiter: Sendable>: Sendable {
     private mutating func resumeIfDrained(now: ContinuousClock.Instant? = nil) -> Waiter? {
         guard case .draining(let deadline, let waiter?) = phase else { return nil }
         let outOfTime = now.map { $0 >= deadline } ?? false
-        guard inFlight + delayedReplies == 0 || outOfTime else { return nil }
+        guard inFlight + replying + delayedReplies == 0 || outOfTime else { return nil }
         phase = .draining(deadline: deadline, waiter: nil)
         return waiter
     }

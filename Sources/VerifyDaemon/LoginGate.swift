@@ -224,10 +224,11 @@ final class LoginGate: Sendable {
         metrics.inFlight.increment()
         body { result, outcome in
             loop.execute {
-                self.state.withLock { $0.loginEnded() }?.resume()
+                self.state.withLock { $0.loginEnded() }
                 self.metrics.inFlight.decrement()
                 self.release(login, reservation, result: result, password: password)
-                ended(outcome)
+                ended(outcome)  // replies, or counts the reply as delayed (``answer(_:_:on:floor:started:_:)``)
+                self.state.withLock { $0.replyMade() }?.resume()
             }
         }
     }

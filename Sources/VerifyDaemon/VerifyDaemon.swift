@@ -203,8 +203,9 @@ public final class VerifyDaemon: Service, Sendable {
         logger.info("krb5-verifyd stopped")
     }
 
-    /// Numbers for tests and logs.
-    public var counts: (connections: Int, inFlight: Int, parked: Int) {
-        state.withLock { ($0.connectionCount, $0.inFlight, $0.parked) }
+    /// Numbers for tests and logs: open connections, logins running, conversations waiting for answers, and
+    /// failures waiting out the failure floor before their reply.
+    public var counts: (connections: Int, inFlight: Int, parked: Int, delayedReplies: Int) {
+        state.withLock { ($0.connectionCount, $0.inFlight, $0.parked, $0.delayedReplies) }
     }
 }

@@ -123,8 +123,7 @@ struct ConversationListenerTests {
                 guard case .questions = try conversation.next() else { Issue.record("no questions"); return }
                 #expect(fixture.daemon.counts.parked == 1)
             }
-            try await Task.sleep(for: .milliseconds(200))
-            #expect(fixture.daemon.counts.parked == 0)
+            try await expectEventually("the closed conversation is no longer parked") { fixture.daemon.counts.parked == 0 }
             #expect(try fixture.converse(fixture.realm["USER"], password: fixture.realm["USER_PASSWORD"]).result().ok)
         }
     }

@@ -65,16 +65,30 @@ struct DaemonStateMachineTests {
         machine.replyDelayed()
         _ = machine.shutdown(deadline: now + .seconds(30), now: now)
         #expect(machine.waitForDrain("shutdown", now: now) == nil)
-        #expect(machine.loginEnded() == nil)
+        machine.loginEnded()
+        #expect(machine.replyMade() == nil)
         #expect(machine.delayedReplySent() == nil)
-        #expect(machine.loginEnded() == "shutdown")
+        machine.loginEnded()
+        #expect(machine.replyMade() == "shutdown")
+    }
+
+    @Test("a login that ends in a delayed failure keeps the drain waiting from its end to the delayed reply")
+    func drainWaitsFromLoginToDelayedReply() {
+        var machine = drainingWithOneLogin()
+        machine.loginEnded()
+        #expect(machine.inFlight == 0 && machine.replying == 1)
+        machine.replyDelayed()
+        #expect(machine.replyMade() == nil, "the delayed reply is still to go out")
+        #expect(machine.deadlineReached(now: now + .seconds(1)) == nil)
+        #expect(machine.delayedReplySent() == "shutdown")
     }
 
     @Test("logins ending while running resume nothing")
     func runningLogins() {
         var machine = Machine(maxConnections: 10, maxParked: 1)
         machine.loginStarted()
-        #expect(machine.loginEnded() == nil && machine.inFlight == 0)
+        machine.loginEnded()
+        #expect(machine.replyMade() == nil && machine.inFlight == 0 && machine.replying == 0)
     }
 
     /// A machine whose shutdown ("shutdown", deadline in 30 s) waits for one login in flight.

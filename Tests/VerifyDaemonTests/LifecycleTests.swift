@@ -40,7 +40,7 @@ struct LifecycleTests {
                 try await Self.waitForSocket(path)
                 let client = try SocketClient(path: path)
                 client.send(SaslauthdRequest(login: realm["USER"], password: Secret("Wrong-Passw0rd"), service: "imap", realm: "", clientAddress: "").encoded())
-                try await Task.sleep(for: .milliseconds(300))
+                try await expectEventually("the request is being answered") { daemon.counts.inFlight + daemon.counts.delayedReplies > 0 }
                 trigger.triggerGracefulShutdown()
                 #expect(try SaslauthdReply(decoding: client.readAll()) == .no("authentication failed"))
                 try await group.waitForAll()
@@ -76,7 +76,7 @@ struct LifecycleTests {
         let path = try #require(try await daemon.start().saslSocket)
         let client = try SocketClient(path: path)
         client.send(SaslauthdRequest(login: realm["USER"], password: Secret("Wrong-Passw0rd"), service: "imap", realm: "", clientAddress: "").encoded())
-        try await Task.sleep(for: .milliseconds(300))
+        try await expectEventually("the request is being answered") { daemon.counts.inFlight + daemon.counts.delayedReplies > 0 }
         return (daemon, client)
     }
 

@@ -166,7 +166,7 @@ struct SaslauthdListenerTests {
         let client = try SocketClient(path: fixture.saslSocket, timeout: 10)
         let started = Date()
         client.send(SaslauthdRequest(login: fixture.realm["USER"], password: Secret("Wrong-Passw0rd"), service: "imap", realm: "", clientAddress: "").encoded())
-        try await Task.sleep(for: .milliseconds(500))
+        try await expectEventually("the request is being answered") { fixture.daemon.counts.inFlight + fixture.daemon.counts.delayedReplies > 0 }
         await fixture.stop()
         #expect(try SaslauthdReply(decoding: client.readAll()) == .no("authentication failed"))
         #expect(Date().timeIntervalSince(started) >= 1.45, "the floor held during shutdown")

@@ -197,8 +197,8 @@ struct SecurityReviewTests {
             second.client.send("{\"type\":\"answers\",\"id\":1,\"answers\":{}}\n")
             _ = try? second.result()
             // Both guesses reach the KDC and count: the third is refused without it.
-            try await waitUntil { try Self.kdcFailures(realm, name, after: skip) == 2 }
-            try await waitUntil { fixture.logs.entries.filter { $0.contains("bad-credentials") && $0.contains(name) }.count >= 2 }
+            try await expectEventually { try Self.kdcFailures(realm, name, after: skip) == 2 }
+            try await expectEventually { fixture.logs.entries.filter { $0.contains("bad-credentials") && $0.contains(name) }.count >= 2 }
             #expect(try fixture.sasl(name, "guess-3") == .no("authentication failed"))
             #expect(try Self.kdcFailures(realm, name, after: skip) == 2)
         }
@@ -217,15 +217,6 @@ struct SecurityReviewTests {
                 #expect(try fixture.sasl(other, "wrong") == .no("authentication failed"), "armor \(armor)")
             }
         }
-    }
-
-    /// Polls `condition` for up to 30 s: long enough for a loaded CI machine, and a wrong outcome still fails.
-    private func waitUntil(_ condition: () throws -> Bool) async throws {
-        for _ in 0..<600 {
-            if try condition() { return }
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        #expect(try condition())
     }
 }
 
