@@ -2,6 +2,9 @@ import KerberosSecrets
 internal import CKrb5
 internal import NIOCore
 import Dispatch
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Dedicated threads, each owning one ``Context``, that take jobs from one queue in the order they were
 /// submitted: the only place the package starts threads for krb5 work.
@@ -69,7 +72,18 @@ final class ContextWorker: Sendable {
         }
     }
 
+    /// The calling thread's context, for a worker that runs its jobs where they are submitted.
+    private final class Inline: @unchecked Sendable {
+        let context: Context
+        let thread = pthread_self()
+        var stopped = false
+
+        init(_ context: Context) { self.context = context }
+    }
+
     private let shared: Shared
+    /// Set for an inline worker (``init(inlineOn:)``): jobs run at once on its one thread, with its context.
+    private let inline: Inline?
     let name: String
     /// What the worker serves, for the error of work submitted after the shutdown ("client", "executor").
     private let owner: String
@@ -86,6 +100,7 @@ final class ContextWorker: Sendable {
         self.owner = owner
         let shared = Shared(threadCount: threads)
         self.shared = shared
+        inline = nil
         for index in 0..<threads {
             shared.finished.enter()
             WorkerThread.start(name: threads == 1 ? name : "\(name)-\(index)") {
@@ -98,12 +113,27 @@ final class ContextWorker: Sendable {
         }
     }
 
+    /// A worker with no thread of its own, for a process's one login on its one thread
+    /// (``KerberosClient/init(oneShotOn:context:configuration:)``): each job runs at once, where it is submitted,
+    /// with `context`. Only that thread may submit; it is the thread that makes the worker.
+    init(inlineOn context: Context) {
+        name = "inline"
+        owner = "client"
+        shared = Shared(threadCount: 0)
+        inline = Inline(context)
+    }
+
     deinit {
         _ = shared.beginShutdown()
     }
 
     /// Queues `job`; it gets a thread's context, or the error that says why there is none.
     func submit(_ job: @escaping Job) {
+        if let inline {
+            precondition(pthread_equal(inline.thread, pthread_self()) != 0, "an inline worker runs jobs on the thread that made it")
+            job(inline.stopped ? .failure(.shutDown(owner)) : .success(inline.context))
+            return
+        }
         let accepted = shared.queue.withLock { queue -> Bool in
             guard !queue.stopping else { return false }
             queue.jobs.append(job)
@@ -135,12 +165,14 @@ final class ContextWorker: Sendable {
     /// > Warning: Blocks; from async code use ``shutdown()``.
     @available(*, noasync, message: "blocks the calling thread; use 'await shutdown()'")
     func shutdownBlocking() {
+        if let inline { return inline.stopped = true }
         _ = shared.beginShutdown()
         shared.finished.wait()
     }
 
     /// Lets queued jobs run, then ends the threads; suspends (no thread waits) until they have ended.
     func shutdown() async {
+        if let inline { return inline.stopped = true }
         _ = shared.beginShutdown()
         let finished = shared.finished
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in

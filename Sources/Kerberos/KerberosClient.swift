@@ -52,7 +52,10 @@ public final class KerberosClient: Sendable {
     /// The configuration the client was made with.
     public let configuration: Configuration
     let workers: [ContextWorker]
-    let group: MultiThreadedEventLoopGroup
+    /// The event-loop thread the client started, or the one-shot client's loop (the caller's thread).
+    let group: any EventLoopGroup
+    /// Whether ``shutdown()`` stops `group` (false for a loop the caller runs).
+    private let ownsGroup: Bool
     let transport: KDCTransport
     /// Runs the async code of logins on the event-loop thread, so a login never needs a thread of Swift's
     /// cooperative pool (which a caller may have filled with blocking work).
@@ -67,19 +70,59 @@ public final class KerberosClient: Sendable {
         precondition(configuration.threads > 0, "KerberosClient needs at least one worker thread")
         _ = try Context(configuration.krb5)
         self.configuration = configuration
-        group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        transport = KDCTransport(group: group, configuration: KDCTransport.Configuration(
-            hedgeDelay: .nanoseconds(configuration.hedgeDelay.nanoseconds),
-            unresponsiveMemory: .nanoseconds(configuration.unresponsiveMemory.nanoseconds)))
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        self.group = group
+        ownsGroup = true
+        transport = KDCTransport(group: group, configuration: Self.transportConfiguration(configuration))
         executor = EventLoopTaskExecutor(loop: group.next())
         workers = (0..<configuration.threads).map { ContextWorker(name: "krb5-step-\($0)", configuration: configuration.krb5) }
+    }
+
+    /// A client for a process's one login that starts no thread: the caller's thread runs `loop`
+    /// (`MultiThreadedEventLoopGroup.withCurrentThreadAsEventLoop`), the login's tasks, its KDC messages and, with
+    /// `context`, its krb5 work, one after the other, as kinit does. `configuration.threads` is ignored.
+    ///
+    /// Only for a thread that has nothing else to serve: the krb5 work (string-to-key, PKINIT) runs on the loop.
+    init(oneShotOn loop: any EventLoop, context: Context, configuration: Configuration) {
+        self.configuration = configuration
+        group = loop
+        ownsGroup = false
+        transport = KDCTransport(group: loop, configuration: Self.transportConfiguration(configuration))
+        executor = EventLoopTaskExecutor(loop: loop)
+        workers = [ContextWorker(inlineOn: context)]
+    }
+
+    /// Runs `body` with a one-shot client (``init(oneShotOn:context:configuration:)``) on the calling thread, which
+    /// is the client's event loop until `body` has returned; returns what `body` returned.
+    ///
+    /// > Warning: Blocks the calling thread for the whole login; never call from Swift's cooperative pool or an
+    /// > event loop.
+    @available(*, noasync, message: "blocks the calling thread for the whole login")
+    package static func withOneShotClient<T: Sendable>(context: Context, configuration: Configuration,
+                                                       _ body: @escaping @Sendable (KerberosClient) async -> T) -> T {
+        let result = Locked<T?>(nil)
+        MultiThreadedEventLoopGroup.withCurrentThreadAsEventLoop { loop in
+            let client = KerberosClient(oneShotOn: loop, context: context, configuration: configuration)
+            client.start {
+                let value = await body(client)
+                result.withLock { $0 = value }
+                await client.shutdown()
+                loop.shutdownGracefully { _ in }
+            }
+        }
+        return result.withLock { $0! }
+    }
+
+    private static func transportConfiguration(_ configuration: Configuration) -> KDCTransport.Configuration {
+        KDCTransport.Configuration(hedgeDelay: .nanoseconds(configuration.hedgeDelay.nanoseconds),
+                                   unresponsiveMemory: .nanoseconds(configuration.unresponsiveMemory.nanoseconds))
     }
 
     /// Lets running work finish its current step, then stops the worker and event-loop threads.
     /// Calls made afterwards throw.
     public func shutdown() async {
         for worker in workers { await worker.shutdown() }
-        try? await group.shutdownGracefully()
+        if ownsGroup { try? await group.shutdownGracefully() }
     }
 
     /// Starts `body` in a task of its own that runs on the client's event loop rather than Swift's cooperative
@@ -95,7 +138,7 @@ public final class KerberosClient: Sendable {
     @available(*, noasync, message: "blocks the calling thread; use 'await shutdown()'")
     package func shutdownBlocking() {
         for worker in workers { worker.shutdownBlocking() }
-        try? group.syncShutdownGracefully()
+        if ownsGroup { try? group.syncShutdownGracefully() }
     }
 
     // MARK: Public calls

@@ -119,10 +119,13 @@ public final class LoginService: Sendable {
         return step
     }
 
-    /// Runs the exchange once for programs that make one login and exit (such as `krb5-login`): a
-    /// one-thread engine of its own, bounded by the login timeout. `context` only checks the name.
+    /// Runs the exchange once for programs that make one login and exit (such as `krb5-login`), bounded by the
+    /// login timeout, on the calling thread and with `context` alone: the thread is the engine's event loop and its
+    /// worker for the login (``KerberosClient/withOneShotClient(context:configuration:_:)``), so the login starts no
+    /// thread and hands nothing between threads, as kinit.
     ///
     /// > Warning: Blocks the calling thread until answered; never call from Swift's cooperative pool.
+    @available(*, noasync, message: "blocks the calling thread until answered")
     public static func stepBlocking(_ conversation: LoginConversation, configuration: LoginConfiguration, context: Context) -> LoginStep {
         let names: LoginNames
         do throws(KerberosError) { names = try LoginNames(configuration: configuration, context: context) } catch {
@@ -131,26 +134,13 @@ public final class LoginService: Sendable {
         do throws(LoginRefusal) { _ = try names.client(conversation.principal, in: context) } catch {
             return .finished(error.result, info: [])
         }
-        let client: KerberosClient
-        do throws(KerberosError) {
-            client = try KerberosClient(configuration: .init(krb5: configuration.krb5, threads: 1, loginTimeout: configuration.loginTimeout))
-        } catch {
-            return .finished(.failed(.internal, "Cannot read the krb5 configuration: \(error.message)", principal: conversation.principal), info: [])
-        }
-        let result = Locked<LoginStep?>(nil)
-        let done = DispatchSemaphore(value: 0)
-        client.start {
+        let client = KerberosClient.Configuration(krb5: configuration.krb5, threads: 1, loginTimeout: configuration.loginTimeout)
+        return KerberosClient.withOneShotClient(context: context, configuration: client) { client in
             // One login per process: MIT's own exchange would ask for the etype info and make the key with
             // libk5crypto's slower PBKDF2; learning it first costs the same round trip and the key is made with
             // libcrypto's (docs/login-helper.md, "Cost per process").
-            let attempt = LoginAttempt(session: client.session(), configuration: configuration, names: names, conversation: conversation,
-                                       learnt: LearntPreauth(), passwordOnly: false, oneShot: true)
-            let step = await attempt.run()
-            result.withLock { $0 = step }
-            done.signal()
+            await LoginAttempt(session: client.session(), configuration: configuration, names: names, conversation: conversation,
+                               learnt: LearntPreauth(), passwordOnly: false, oneShot: true).run()
         }
-        done.wait()
-        client.shutdownBlocking()
-        return result.withLock { $0! }
     }
 }

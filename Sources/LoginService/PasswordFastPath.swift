@@ -56,8 +56,9 @@ struct PasswordFastPath: Sendable {
     /// closes; MIT's password path when the enctype is not one ``StringToKey`` makes or the KDC sent no etype info.
     private func oneExchange(_ request: RequestSetup, password: Secret, info: EncryptionInfo) async throws(KerberosError) -> Pinned<Credentials> {
         let realm = Self.realm(of: request.principal)
+        // The PBKDF2 is CPU work: it runs on the session's worker, never on the event loop that runs this task.
         guard info.allowsOptimisticPreauth, !(request.armored && learnt.refusesArmoredOneExchange(realm)),
-              let key = StringToKey.key(password: password, info: info) else {
+              let key = try await session.run({ _ in StringToKey.key(password: password, info: info) }) else {
             return try await session.initialCredentials { context in try request.make(context, password: password) }
         }
         // Inside FAST the first request carries an encrypted challenge (RFC 6113 section 5.4.6), not the

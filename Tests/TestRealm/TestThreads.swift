@@ -1,5 +1,8 @@
 import Foundation
 public import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Runs a suite's test bodies on threads of their own instead of Swift's cooperative pool.
 ///
@@ -33,6 +36,8 @@ extension Trait where Self == TestThreadsTrait {
 /// rest of the test run; their number is the most test bodies ever blocked at once.
 public final class BlockingTestExecutor: TaskExecutor, @unchecked Sendable {
     public static let shared = BlockingTestExecutor()
+    /// The name of its threads (`/proc/self/task/*/comm`), so tests that count threads can leave them out.
+    public static let threadName = "test-body"
 
     private let condition = NSCondition()
     private var pending: [UnownedJob] = []  // guarded by condition
@@ -43,13 +48,22 @@ public final class BlockingTestExecutor: TaskExecutor, @unchecked Sendable {
         condition.lock()
         pending.append(job)
         if pending.count > idleThreads {
-            let thread = Thread { [self] in serve() }
-            thread.name = "test-body"
-            thread.start()
+            Thread { [self] in
+                Self.nameCurrentThread()
+                serve()
+            }.start()
         } else {
             condition.signal()
         }
         condition.unlock()
+    }
+
+    /// Names the calling thread (`pthread_setname_np` is not in Swift's Glibc module; its comm file is).
+    private static func nameCurrentThread() {
+        let descriptor = open("/proc/thread-self/comm", O_WRONLY)
+        guard descriptor >= 0 else { return }
+        _ = threadName.withCString { write(descriptor, $0, strlen($0)) }
+        close(descriptor)
     }
 
     private func serve() {

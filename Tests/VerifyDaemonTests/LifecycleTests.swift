@@ -23,9 +23,8 @@ struct LifecycleTests {
 
     /// Waits until the listener accepts connections (the socket file appears at bind, before listen).
     static func waitForSocket(_ path: String) async throws {
-        for _ in 0..<500 {
-            if FileManager.default.fileExists(atPath: path), (try? SocketClient(path: path)) != nil { return }
-            try await Task.sleep(for: .milliseconds(10))
+        try await expectEventually("\(path) accepts connections") {
+            FileManager.default.fileExists(atPath: path) && (try? SocketClient(path: path)) != nil
         }
     }
 
