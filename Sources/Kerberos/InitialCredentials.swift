@@ -209,32 +209,58 @@ extension Context {
         return EncryptionInfo(encryptionType: EncryptionType(rawValue: enctype), salt: Array(salt.buffer), parameters: Array(parameters.buffer))
     }
 
-    /// Gets a TGT to use as FAST armor and puts it in a new private MEMORY cache.
-    func armorCache(_ armor: Armor, for client: Principal) throws -> CredentialCache {
-        switch armor {
-        case .cacheName(let name):
-            return try CredentialCache(resolving: name, in: self)
-        case .cache(let cache):
-            return cache
-        case .anonymousPKINIT:
-            return try newArmorCache { try anonymousCredentials(realm: client.realm, options: $0) }
-        case .keytab(let keytab, let principal):
-            let service = try principal ?? keytab.firstPrincipal()
-            return try newArmorCache { try initialCredentials(for: service, keytab: keytab, options: $0) }
+    /// Runs `setup` with the blocking call for its key (``initialCredentials(for:password:options:)`` or
+    /// ``initialCredentials(for:keytab:options:)``).
+    /// > Warning: Blocks on the network.
+    func initialCredentials(_ setup: InitialCredentialsSetup) throws -> Credentials {
+        switch setup.key {
+        case .password(let password): try initialCredentials(for: setup.client, password: password, options: setup.options)
+        case .keytab(let keytab): try initialCredentials(for: setup.client, keytab: keytab, options: setup.options)
+        }
+    }
+}
+
+/// The armor code both the blocking calls and ``KerberosClient`` use: which request gets an armor ticket, and
+/// when a login goes on without one.
+extension Armor {
+    /// The cache this armor names, or nil when its ticket must be fetched (``ticketRequest(for:login:in:)``).
+    func namedCache(in context: Context) throws -> CredentialCache? {
+        switch self {
+        case .cacheName(let name): try CredentialCache(resolving: name, in: context)
+        case .cache(let cache): cache
+        case .anonymousPKINIT, .keytab: nil
         }
     }
 
-    /// Runs `getTicket` with a new private MEMORY cache as its output cache and returns the cache.
+    /// The request for this armor's ticket, with a new private MEMORY cache as its output cache; nil for armor that
+    /// names a cache. Anonymous PKINIT takes the login's `X509_anchors`; keytab armor the given principal or the
+    /// keytab's first.
     ///
-    /// krb5 itself fills the cache, so that besides the TGT it records that the KDC offers FAST
-    /// (the `fast_avail` configuration entry); requests armored with the cache are then armored from
-    /// their first message, and nothing (not even an optimistic encrypted timestamp) goes out unprotected.
-    public func newArmorCache(_ getTicket: (InitialCredentialsOptions) throws -> Credentials) throws -> CredentialCache {
-        let cache = try CredentialCache.newUnique(in: self)
-        var options = InitialCredentialsOptions()
-        options.outCache = cache
-        _ = try getTicket(options)
-        return cache
+    /// krb5 itself fills the cache, so that besides the TGT it records that the KDC offers FAST (the `fast_avail`
+    /// configuration entry); requests armored with the cache are then armored from their first message, and
+    /// nothing (not even an optimistic encrypted timestamp) goes out unprotected.
+    func ticketRequest(for client: Principal, login options: InitialCredentialsOptions, in context: Context) throws -> (setup: InitialCredentialsSetup, cache: CredentialCache)? {
+        var setup: InitialCredentialsSetup
+        switch self {
+        case .cacheName, .cache:
+            return nil
+        case .anonymousPKINIT:
+            var armorOptions = InitialCredentialsOptions()
+            armorOptions.anonymous = true
+            armorOptions.preauthOptions = options.preauthOptions.filter { $0.name == "X509_anchors" }
+            setup = InitialCredentialsSetup(client: try Principal.anonymous(realm: client.realm, in: context), password: nil, options: armorOptions)
+        case .keytab(let keytab, let principal):
+            setup = InitialCredentialsSetup(client: try principal ?? keytab.firstPrincipal(), keytab: keytab)
+        }
+        let cache = try CredentialCache.newUnique(in: context)
+        setup.options.outCache = cache
+        return (setup, cache)
+    }
+
+    /// Whether a login goes on unarmored when its armor ticket could not be had (SSSD's "try"): not when FAST is
+    /// required, and not when no KDC answered or the login was cancelled, which the login itself would meet too.
+    static func proceedsUnarmored(after error: KerberosError, fastRequired: Bool) -> Bool {
+        !fastRequired && error.reason != .kdcUnreachable && error.reason != .cancelled
     }
 }
 
@@ -355,12 +381,17 @@ final class InitialCredentialsRequest {
         }
         if let armorSource = options.armor {
             do {
-                let cache = try context.armorCache(armorSource, for: client)
+                let cache: CredentialCache
+                if let request = try armorSource.ticketRequest(for: client, login: options, in: context) {
+                    _ = try context.initialCredentials(request.setup)
+                    cache = request.cache
+                } else {
+                    cache = try armorSource.namedCache(in: context)!
+                }
                 armor = cache
                 try context.check(krb5_get_init_creds_opt_set_fast_ccache(raw, opt, cache.raw))
             } catch {
-                // Without FAST required, a login proceeds unarmored when no armor can be had (SSSD's "try").
-                if options.fastRequired { throw error }
+                guard Armor.proceedsUnarmored(after: KerberosError(wrapping: error), fastRequired: options.fastRequired) else { throw error }
             }
         }
         if options.fastRequired {

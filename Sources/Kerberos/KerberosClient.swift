@@ -412,41 +412,20 @@ package struct KerberosSession: Sendable {
         return try await make { _ in try exchange.value!.credentials() }
     }
 
-    /// Fetches the armor ticket the options ask for into a new MEMORY cache (krb5 fills it, with the KDC's
-    /// `fast_avail` entry), or nil when the options name a cache or no armor.
+    /// Fetches the armor ticket the options ask for into a new MEMORY cache (``Armor/ticketRequest(for:login:in:)``),
+    /// or nil when the options name a cache or no armor, or when none could be had and the login may go on without.
     private func armorCache(for spec: Pinned<InitialCredentialsSetup>) async throws(KerberosError) -> Pinned<CredentialCache>? {
-        let armorSpec: Pinned<(InitialCredentialsSetup, CredentialCache)?> = try await make { context in
+        let request: Pinned<(setup: InitialCredentialsSetup, cache: CredentialCache)?> = try await make { context in
             let setup = spec.value!
-            var options = InitialCredentialsOptions()
-            let client: Principal
-            let key: InitialKey
-            switch setup.options.armor {
-            case .anonymousPKINIT?:
-                client = try Principal.anonymous(realm: setup.client.realm, in: context)
-                options.anonymous = true
-                options.preauthOptions = setup.options.preauthOptions.filter { $0.name == "X509_anchors" }
-                key = .password(nil)
-            case .keytab(let keytab, let principal)?:
-                client = try principal ?? keytab.firstPrincipal()
-                key = .keytab(keytab)
-            default:
-                return nil
-            }
-            let cache = try CredentialCache.newUnique(in: context)
-            options.outCache = cache
-            var armorSetup = InitialCredentialsSetup(client: client, password: nil, options: options)
-            armorSetup.key = key
-            return (armorSetup, cache)
+            return try setup.options.armor?.ticketRequest(for: setup.client, login: setup.options, in: context)
         }
-        guard try await run(armorSpec, { _, value in value != nil }) else { return nil }
+        guard try await run(request, { _, value in value != nil }) else { return nil }
         do {
-            let armorSetup: Pinned<InitialCredentialsSetup> = try await make { _ in armorSpec.value!!.0 }
+            let armorSetup: Pinned<InitialCredentialsSetup> = try await make { _ in request.value!!.setup }
             _ = try await exchange(armorSetup, armor: nil, primaryOnly: false, trace: Trace())
-            return try await make { _ in armorSpec.value!!.1 }
+            return try await make { _ in request.value!!.cache }
         } catch {
-            // Without FAST required, a login proceeds unarmored when no armor can be had (SSSD's "try").
-            if error.reason == .kdcUnreachable || error.reason == .cancelled { throw error }
-            if try await run(spec, { _, setup in setup.options.fastRequired }) { throw error }
+            guard Armor.proceedsUnarmored(after: error, fastRequired: try await run(spec, { _, setup in setup.options.fastRequired })) else { throw error }
             return nil
         }
     }
