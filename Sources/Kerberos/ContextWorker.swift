@@ -79,6 +79,13 @@ final class ContextWorker: Sendable {
         var stopped = false
 
         init(_ context: Context) { self.context = context }
+
+        /// Refuses later jobs and drops what the jobs kept in the context (a worker thread does this as it ends),
+        /// which breaks the cycles between the context and the objects it keeps (a keytab pool's keytabs).
+        func stop() {
+            stopped = true
+            context.reusables.removeAll()
+        }
     }
 
     private let shared: Shared
@@ -165,14 +172,14 @@ final class ContextWorker: Sendable {
     /// > Warning: Blocks; from async code use ``shutdown()``.
     @available(*, noasync, message: "blocks the calling thread; use 'await shutdown()'")
     func shutdownBlocking() {
-        if let inline { return inline.stopped = true }
+        if let inline { return inline.stop() }
         _ = shared.beginShutdown()
         shared.finished.wait()
     }
 
     /// Lets queued jobs run, then ends the threads; suspends (no thread waits) until they have ended.
     func shutdown() async {
-        if let inline { return inline.stopped = true }
+        if let inline { return inline.stop() }
         _ = shared.beginShutdown()
         let finished = shared.finished
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in

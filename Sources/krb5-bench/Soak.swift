@@ -192,7 +192,8 @@ final class LineClient {
 
 /// 1,000 logins with every outcome through LoginService in process, for valgrind / LeakSanitizer:
 /// good, bad and unknown passwords, a disabled user, and conversations abandoned at an OTP question and
-/// at a new-password question; every other pass the password logins go the password-only way.
+/// at a new-password question; every other pass the password logins go the password-only way. Then a tenth as
+/// many one-shot logins (``LoginService/stepBlocking(_:configuration:context:)``, krb5-login's way).
 struct LeakCheck: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "leakcheck")
     @Option(name: .customLong("realm-env")) var realmEnv: String
@@ -200,9 +201,13 @@ struct LeakCheck: ParsableCommand {
 
     func run() throws {
         let realm = try realmValues(realmEnv)
-        let service = try LoginService(configuration: LoginConfiguration(
+        var configuration = LoginConfiguration(
             krb5: .files(realm["KRB5_CONFIG_FILE"]!), keytab: realm["HOST_KEYTAB"]!, serverPrincipal: realm["LOCALHOST_PRINCIPAL"]!,
-            armor: .anonymous), threads: 2)
+            armor: .anonymous)
+        configuration.loginTimeout = .seconds(120)  // valgrind runs the code many times slower
+        let service = try LoginService(configuration: configuration, threads: 2)
+        // Eight logins at a time: under valgrind a thousand at once would all run into the login timeout.
+        let slots = DispatchSemaphore(value: 8)
         let done = DispatchSemaphore(value: 0)
         let outcomes = Locked<[String: Int]>([:])
         let cases: [(String, String?)] = [
@@ -211,11 +216,13 @@ struct LeakCheck: ParsableCommand {
         ]
         for index in 0..<count {
             let (principal, password) = cases[index % cases.count]
+            slots.wait()
             if index / cases.count % 2 == 1, let password {
                 // Every other pass, password-only as the saslauthd listener logs in: learnt etype info, the key
                 // made in process, the worker's MEMORY keytab.
                 service.verifyPassword(principal: principal, password: Secret(password)) { result in
                     outcomes.withLock { $0["password-only " + (result.failure?.rawValue ?? "ok"), default: 0] += 1 }
+                    slots.signal()
                     done.signal()
                 }
                 continue
@@ -227,11 +234,21 @@ struct LeakCheck: ParsableCommand {
                 case .questions: outcome = "abandoned-at-question"
                 }
                 outcomes.withLock { $0[outcome, default: 0] += 1 }
+                slots.signal()
                 done.signal()
             }
         }
         for _ in 0..<count { done.wait() }
         service.shutdownBlocking()
+        // krb5-login's way: one login on this thread, which becomes the engine's event loop and worker for it.
+        let context = try Context(configuration.krb5)
+        for index in 0..<count / 10 {
+            let (principal, password) = cases[index % cases.count]
+            let step = LoginService.stepBlocking(LoginConversation(principal: principal, password: password.map(Secret.init)),
+                                                 configuration: configuration, context: context)
+            let outcome = if case .finished(let result, _) = step { result.failure?.rawValue ?? "ok" } else { "abandoned-at-question" }
+            outcomes.withLock { $0["one-shot " + outcome, default: 0] += 1 }
+        }
         print(outcomes.withLock { $0 }.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: ", "))
     }
 }

@@ -203,7 +203,7 @@ struct EngineTests {
         await client.shutdown()
     }
 
-    @Test("200 logins for a hung realm beside logins of the default realm: the default realm's logins succeed, each within a second of its own")
+    @Test("200 logins for a hung realm beside logins of the default realm: the default realm's logins succeed, each well before the hung realm's timeout")
     func hungRealmFlood() async throws {
         let hole = try BlackHoleKDC()
         defer { hole.stop() }
@@ -224,7 +224,8 @@ struct EngineTests {
         }
         let good = results.filter(\.0)
         #expect(good.allSatisfy { (try? $0.1.get())?.verified == true }, "\(good.map(\.1))")
-        #expect(good.allSatisfy { $0.2 < 1.5 }, "default-realm logins took \(good.map(\.2)) s beside the hung realm")
+        // Held behind the hung realm, they would take its 4 s timeout; half of it leaves room for a slow (sanitizer) build.
+        #expect(good.allSatisfy { $0.2 < 2 }, "default-realm logins took \(good.map(\.2)) s beside the hung realm")
         let hung = results.filter { !$0.0 }
         #expect(hung.allSatisfy { if case .failure(let error) = $0.1 { error.reason == .kdcUnreachable } else { false } })
         await client.shutdown()

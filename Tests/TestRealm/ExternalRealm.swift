@@ -53,7 +53,7 @@ public struct ExternalRealm: Sendable {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("krb5-test-\(kind.rawValue)-\(getpid())").path
         try? FileManager.default.removeItem(atPath: directory)
         let result = try TestRealm.run([script(kind), "up", directory])
-        guard result.status == 0 else { throw TestRealmError("\(kind.scriptName) up failed: \(result.output)") }
+        guard result.status == 0 else { throw TestRealmError("\(kind.scriptName) up failed (exit status \(result.status)): \(result.output)") }
         let first = started.withLock { started in
             defer { started[kind] = directory }
             return started.isEmpty

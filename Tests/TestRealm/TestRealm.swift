@@ -34,7 +34,7 @@ public struct TestRealm: Sendable {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("krb5-test-realm-\(getpid())").path
         try? FileManager.default.removeItem(atPath: directory)
         let result = try run([script, "up", directory])
-        guard result.status == 0 else { throw TestRealmError("realm.sh up failed: \(result.output)") }
+        guard result.status == 0 else { throw TestRealmError("realm.sh up failed (exit status \(result.status)): \(result.output)") }
         Self.startedDirectory.withLock { $0 = directory }
         atexit {
             if let directory = TestRealm.startedDirectory.withLock({ $0 }) {

@@ -30,7 +30,7 @@ struct FailoverTests {
                 let result = try TestRealm.run([TestRealm.script, command, directory])
                 guard result.status == 0 else {
                     _ = try? TestRealm.run([TestRealm.script, "down", directory])
-                    throw TestRealmError("realm.sh \(command) failed: \(result.output)")
+                    throw TestRealmError("realm.sh \(command) failed (exit status \(result.status)): \(result.output)")
                 }
             }
             realm = try TestRealm(directory: directory)
@@ -39,7 +39,7 @@ struct FailoverTests {
         @discardableResult
         func script(_ arguments: String...) throws -> String {
             let result = try TestRealm.run([TestRealm.script, arguments[0], realm.directory] + arguments.dropFirst())
-            guard result.status == 0 else { throw TestRealmError("realm.sh \(arguments.joined(separator: " ")) failed: \(result.output)") }
+            guard result.status == 0 else { throw TestRealmError("realm.sh \(arguments.joined(separator: " ")) failed (exit status \(result.status)): \(result.output)") }
             return result.output
         }
 
