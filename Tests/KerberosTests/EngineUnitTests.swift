@@ -77,4 +77,27 @@ struct EngineUnitTests {
         #expect(!KDCMessage.looksLikeReply([0x30, 0x00]))
         #expect(KDCMessage.errorCode([0x7E, 0x84, 0xFF]) == nil)
     }
+
+    final class Kept {}
+
+    @Test("a one-shot client runs its tasks and krb5 work on the calling thread with the caller's context, and drops what the work kept in that context when it ends")
+    func oneShotClient() throws {
+        let path = "/tmp/engine-oneshot-\(getpid()).conf"
+        try "[libdefaults]\n default_realm = A.TEST\n".write(toFile: path, atomically: true, encoding: .utf8)
+        defer { unlink(path) }
+        let context = try Context(.files(path))
+        let caller = pthread_self()
+        let seen = KerberosClient.withOneShotClient(context: context, configuration: .init(krb5: .files(path))) { client in
+            let session = client.session()
+            let onWorker = try? await session.run { context in
+                _ = context.reusable("test.kept") { Kept() }
+                return (pthread_self(), context.reusables.count, try context.defaultRealm())
+            }
+            return (pthread_self(), onWorker)
+        }
+        #expect(seen.0 == caller, "the login's task ran on the calling thread")
+        #expect(seen.1?.0 == caller, "the krb5 work ran on the calling thread")
+        #expect(seen.1?.1 == 1 && seen.1?.2 == "A.TEST", "with the caller's context")
+        #expect(context.reusables.isEmpty, "what the work kept is dropped when the client ends")
+    }
 }
