@@ -1,20 +1,78 @@
-// The few OpenSSL 3 libcrypto calls (Debian libssl-dev) LoginService makes, as one Clang module: PBKDF2 and
-// one AES block for the RFC 3962 string-to-key, and a keyed HMAC-SHA-256. libcrypto is the library MIT's PKINIT
+// The few OpenSSL 3 libcrypto calls (Debian libssl-dev) LoginService makes, as one Clang module: PBKDF2 (on
+// libcrypto's SHA-1) and one AES block for the RFC 3962 string-to-key, and a keyed HMAC-SHA-256. libcrypto is the library MIT's PKINIT
 // plugin already loads, so this adds nothing to a process's start-up (swift-crypto would add Foundation).
 #ifndef COPENSSL_SHIMS_H
 #define COPENSSL_SHIMS_H
 
+// SHA1_Init/_Update/_Final are deprecated in OpenSSL 3 (in favour of EVP) but kept; the PBKDF2 below needs a
+// SHA-1 state it can copy by value.
+#define OPENSSL_SUPPRESS_DEPRECATED 1
+
+#include <stdint.h>
+#include <string.h>
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/params.h>
 #include <openssl/rand.h>
+#include <openssl/sha.h>
 
-/// PBKDF2-HMAC-SHA1 (`PKCS5_PBKDF2_HMAC`): 1 on success.
+/// PBKDF2-HMAC-SHA1 (RFC 8018 section 5.2): 1 on success.
+///
+/// The HMAC's inner and outer key states are made once and copied by value for each iteration, so an
+/// iteration is two SHA-1 blocks and no allocation. OpenSSL's `PKCS5_PBKDF2_HMAC` gives the same bytes but
+/// re-initialises EVP contexts every iteration (malloc, copy, cleanse, free): in krb5-verifyd's profile that
+/// was more than half of the string-to-key. Every buffer and state holding key material is cleansed.
 static inline int copenssl_pbkdf2_sha1(const void *password, size_t passwordLength, const unsigned char *salt, size_t saltLength,
                                        unsigned int iterations, unsigned char *output, size_t outputLength) {
-    return PKCS5_PBKDF2_HMAC((const char *)password, (int)passwordLength, salt, (int)saltLength, (int)iterations, EVP_sha1(),
-                             (int)outputLength, output);
+    unsigned char key[SHA_CBLOCK] = {0}, pad[SHA_CBLOCK], u[SHA_DIGEST_LENGTH], t[SHA_DIGEST_LENGTH], counter[4];
+    SHA_CTX inner, outer, work;
+    int ok = iterations > 0;
+    if (ok && passwordLength > SHA_CBLOCK) {
+        ok = SHA1_Init(&work) && SHA1_Update(&work, password, passwordLength) && SHA1_Final(key, &work);
+    } else if (passwordLength > 0) {
+        memcpy(key, password, passwordLength);
+    }
+    for (int i = 0; i < SHA_CBLOCK; i++) pad[i] = key[i] ^ 0x36;
+    ok = ok && SHA1_Init(&inner) && SHA1_Update(&inner, pad, SHA_CBLOCK);
+    for (int i = 0; i < SHA_CBLOCK; i++) pad[i] = key[i] ^ 0x5c;
+    ok = ok && SHA1_Init(&outer) && SHA1_Update(&outer, pad, SHA_CBLOCK);
+    for (uint32_t block = 1; ok && outputLength > 0; block++) {
+        counter[0] = (unsigned char)(block >> 24);
+        counter[1] = (unsigned char)(block >> 16);
+        counter[2] = (unsigned char)(block >> 8);
+        counter[3] = (unsigned char)block;
+        // U1 = HMAC(password, salt || INT(block)); Uj = HMAC(password, Uj-1); T = U1 ^ ... ^ Uc.
+        work = inner;
+        SHA1_Update(&work, salt, saltLength);
+        SHA1_Update(&work, counter, sizeof counter);
+        SHA1_Final(u, &work);
+        work = outer;
+        SHA1_Update(&work, u, sizeof u);
+        SHA1_Final(u, &work);
+        memcpy(t, u, sizeof t);
+        for (unsigned int iteration = 1; iteration < iterations; iteration++) {
+            work = inner;
+            SHA1_Update(&work, u, sizeof u);
+            SHA1_Final(u, &work);
+            work = outer;
+            SHA1_Update(&work, u, sizeof u);
+            SHA1_Final(u, &work);
+            for (size_t i = 0; i < sizeof t; i++) t[i] ^= u[i];
+        }
+        size_t length = outputLength < sizeof t ? outputLength : sizeof t;
+        memcpy(output, t, length);
+        output += length;
+        outputLength -= length;
+    }
+    OPENSSL_cleanse(key, sizeof key);
+    OPENSSL_cleanse(pad, sizeof pad);
+    OPENSSL_cleanse(u, sizeof u);
+    OPENSSL_cleanse(t, sizeof t);
+    OPENSSL_cleanse(&inner, sizeof inner);
+    OPENSSL_cleanse(&outer, sizeof outer);
+    OPENSSL_cleanse(&work, sizeof work);
+    return ok;
 }
 
 /// One AES block encrypted in place under a 16- or 32-byte key (AES-ECB of a single block): 1 on success.

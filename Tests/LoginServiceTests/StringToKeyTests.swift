@@ -42,7 +42,8 @@ struct StringToKeyTests {
     @Test("the same keys as libk5crypto for default and explicit iteration counts, odd passwords and salts")
     func matchesMIT() throws {
         let cases: [(String, String)] = [("alice-Passw0rd", "KRB5.TESTalice"), ("", "KRB5.TESTempty"), ("pässwörd ✓", "EXAMPLE.COMuser"),
-                                         (String(repeating: "x", count: 200), "R"), ("p", "")]
+                                         (String(repeating: "x", count: 200), "R"), ("p", ""),
+                                         (String(repeating: "y", count: 64), "EXAMPLE.COMy"), (String(repeating: "z", count: 65), "EXAMPLE.COMz")]
         for (password, salt) in cases {
             for enctype in [EncryptionType.aes128CTSHMACSHA196, .aes256CTSHMACSHA196] {
                 for iterations in [nil, 4096, 5000] as [UInt32?] {
