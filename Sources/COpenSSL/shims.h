@@ -27,8 +27,9 @@ static inline int copenssl_pbkdf2_sha1(const void *password, size_t passwordLeng
                                        unsigned int iterations, unsigned char *output, size_t outputLength) {
     unsigned char key[SHA_CBLOCK] = {0}, pad[SHA_CBLOCK], u[SHA_DIGEST_LENGTH], t[SHA_DIGEST_LENGTH], counter[4];
     SHA_CTX inner, outer, work;
-    int ok = iterations > 0;
-    if (ok && passwordLength > SHA_CBLOCK) {
+    if (iterations == 0) return 0;
+    int ok = 1;
+    if (passwordLength > SHA_CBLOCK) {
         ok = SHA1_Init(&work) && SHA1_Update(&work, password, passwordLength) && SHA1_Final(key, &work);
     } else if (passwordLength > 0) {
         memcpy(key, password, passwordLength);

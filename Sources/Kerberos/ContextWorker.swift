@@ -50,6 +50,17 @@ final class ContextWorker: Sendable {
             return first
         }
 
+        /// Queues `job` and wakes a thread; false once stopping.
+        func enqueue(_ job: @escaping Job) -> Bool {
+            let accepted = queue.withLock { queue -> Bool in
+                guard !queue.stopping else { return false }
+                queue.jobs.append(job)
+                return true
+            }
+            if accepted { available.signal() }
+            return accepted
+        }
+
         /// Blocks until a job is queued; nil once stopping with nothing left.
         func next() -> Job? {
             while true {
@@ -88,15 +99,25 @@ final class ContextWorker: Sendable {
         }
     }
 
-    private let shared: Shared
-    /// Set for an inline worker (``init(inlineOn:)``): jobs run at once on its one thread, with its context.
-    private let inline: Inline?
+    /// Where jobs run: on the worker's own threads, or at once on the one thread of an inline worker
+    /// (``init(inlineOn:)``).
+    private enum Runner: Sendable {
+        case threads(Shared)
+        case inline(Inline)
+    }
+
+    private let runner: Runner
     let name: String
     /// What the worker serves, for the error of work submitted after the shutdown ("client", "executor").
     private let owner: String
 
-    /// The number of threads.
-    var threadCount: Int { shared.threadCount }
+    /// The number of threads the worker started (none for an inline worker).
+    var threadCount: Int {
+        switch runner {
+        case .threads(let shared): shared.threadCount
+        case .inline: 0
+        }
+    }
 
     /// Starts `threads` threads named `name` (`name-N` when more than one); each makes its context from
     /// `configuration` on the thread itself. `owner` names what the worker serves in the error of work
@@ -106,8 +127,7 @@ final class ContextWorker: Sendable {
         self.name = name
         self.owner = owner
         let shared = Shared(threadCount: threads)
-        self.shared = shared
-        inline = nil
+        runner = .threads(shared)
         for index in 0..<threads {
             shared.finished.enter()
             WorkerThread.start(name: threads == 1 ? name : "\(name)-\(index)") {
@@ -126,27 +146,22 @@ final class ContextWorker: Sendable {
     init(inlineOn context: Context) {
         name = "inline"
         owner = "client"
-        shared = Shared(threadCount: 0)
-        inline = Inline(context)
+        runner = .inline(Inline(context))
     }
 
     deinit {
-        _ = shared.beginShutdown()
+        if case .threads(let shared) = runner { _ = shared.beginShutdown() }
     }
 
     /// Queues `job`; it gets a thread's context, or the error that says why there is none.
     func submit(_ job: @escaping Job) {
-        if let inline {
+        switch runner {
+        case .inline(let inline):
             precondition(pthread_equal(inline.thread, pthread_self()) != 0, "an inline worker runs jobs on the thread that made it")
             job(inline.stopped ? .failure(.shutDown(owner)) : .success(inline.context))
-            return
+        case .threads(let shared):
+            if !shared.enqueue(job) { job(.failure(.shutDown(owner))) }
         }
-        let accepted = shared.queue.withLock { queue -> Bool in
-            guard !queue.stopping else { return false }
-            queue.jobs.append(job)
-            return true
-        }
-        if accepted { shared.available.signal() } else { job(.failure(.shutDown(owner))) }
     }
 
     /// Runs `body` on the worker and finishes `resumer` with its result (unless the deadline or a cancellation
@@ -172,18 +187,26 @@ final class ContextWorker: Sendable {
     /// > Warning: Blocks; from async code use ``shutdown()``.
     @available(*, noasync, message: "blocks the calling thread; use 'await shutdown()'")
     func shutdownBlocking() {
-        if let inline { return inline.stop() }
-        _ = shared.beginShutdown()
-        shared.finished.wait()
+        switch runner {
+        case .inline(let inline):
+            inline.stop()
+        case .threads(let shared):
+            _ = shared.beginShutdown()
+            shared.finished.wait()
+        }
     }
 
     /// Lets queued jobs run, then ends the threads; suspends (no thread waits) until they have ended.
     func shutdown() async {
-        if let inline { return inline.stop() }
-        _ = shared.beginShutdown()
-        let finished = shared.finished
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            finished.notify(queue: .global()) { continuation.resume() }
+        switch runner {
+        case .inline(let inline):
+            inline.stop()
+        case .threads(let shared):
+            _ = shared.beginShutdown()
+            let finished = shared.finished
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                finished.notify(queue: .global()) { continuation.resume() }
+            }
         }
     }
 }

@@ -134,7 +134,7 @@ public final class LoginService: Sendable {
         do throws(LoginRefusal) { _ = try names.client(conversation.principal, in: context) } catch {
             return .finished(error.result, info: [])
         }
-        let client = KerberosClient.Configuration(krb5: configuration.krb5, threads: 1, loginTimeout: configuration.loginTimeout)
+        let client = KerberosClient.Configuration(krb5: configuration.krb5, loginTimeout: configuration.loginTimeout)
         return KerberosClient.withOneShotClient(context: context, configuration: client) { client in
             // One login per process: MIT's own exchange would ask for the etype info and make the key with
             // libk5crypto's slower PBKDF2; learning it first costs the same round trip and the key is made with

@@ -39,6 +39,15 @@ struct StringToKeyTests {
                 == "55a6ac740ad17b4846941051e1e8b0a7548d93b0ab30a8bc3ff16280382b8c2a")
     }
 
+    @Test("zero iterations are refused, for a short password and for one longer than SHA-1's block")
+    func zeroIterations() {
+        for length in [8, 100] {
+            #expect(throws: StringToKeyError.self) {
+                try StringToKey.key(password: Secret(String(repeating: "x", count: length)), salt: [], iterations: 0, length: 16)
+            }
+        }
+    }
+
     @Test("the same keys as libk5crypto for default and explicit iteration counts, odd passwords and salts")
     func matchesMIT() throws {
         let cases: [(String, String)] = [("alice-Passw0rd", "KRB5.TESTalice"), ("", "KRB5.TESTempty"), ("pässwörd ✓", "EXAMPLE.COMuser"),

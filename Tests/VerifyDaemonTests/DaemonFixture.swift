@@ -14,6 +14,11 @@ struct DaemonFixture {
     let endpoints: VerifyDaemon.Endpoints
     let logs: LogCapture
 
+    /// The failure floor of the shutdown tests: the reply is pending at least this long after the request arrives,
+    /// the window in which a test must see it in flight or delayed and start the shutdown. Under a loaded CI run
+    /// a 700 ms window passed between two of a test's polls.
+    static let shutdownTestFloor = Duration.seconds(3)
+
     var saslSocket: String { endpoints.saslSocket! }
     var socket: String { endpoints.socket! }
 

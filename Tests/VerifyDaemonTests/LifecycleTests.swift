@@ -21,11 +21,6 @@ struct LifecycleTests {
         return try VerifyDaemon(configuration: configuration, logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() })
     }
 
-    /// The failure floor of the shutdown tests: the reply is pending at least this long after the request arrives,
-    /// the window in which the test must see it in flight or delayed and start the shutdown. Under a loaded CI run
-    /// a 700 ms window passed between two of the test's polls.
-    static let floor = Duration.seconds(3)
-
     /// Waits until the listener accepts connections (the socket file appears at bind, before listen).
     static func waitForSocket(_ path: String) async throws {
         try await expectEventually("\(path) accepts connections") {
@@ -36,7 +31,7 @@ struct LifecycleTests {
     @Test("graceful shutdown: run() stops accepting, answers the failure waiting out the floor, removes the socket and returns")
     func graceful() async throws {
         let realm = try TestRealm.shared()
-        let daemon = try Self.daemon(realm, floor: Self.floor)
+        let daemon = try Self.daemon(realm, floor: DaemonFixture.shutdownTestFloor)
         let path = try #require(daemon.configuration.saslSocket)
         try await testGracefulShutdown { trigger in
             try await withThrowingTaskGroup(of: Void.self) { group in
@@ -87,7 +82,7 @@ struct LifecycleTests {
     @Test("the drain ends when the last delayed reply is out, not at the grace deadline")
     func drainEndsWithLastReply() async throws {
         let realm = try TestRealm.shared()
-        let (daemon, client) = try await Self.startedWithDelayedReply(realm, floor: Self.floor)
+        let (daemon, client) = try await Self.startedWithDelayedReply(realm, floor: DaemonFixture.shutdownTestFloor)
         let start = ContinuousClock.now
         await daemon.shutdown(grace: .seconds(60))
         #expect(ContinuousClock.now - start < .seconds(30), "resumed by the reply, long before the 60 s grace")

@@ -162,7 +162,7 @@ struct SaslauthdListenerTests {
 
     @Test("shutdown lets a failure that is waiting out the floor reply before the connection closes")
     func shutdownAnswersDelayedFailure() async throws {
-        let fixture = try await DaemonFixture.start { configuration, _ in configuration.failureFloor = LifecycleTests.floor }
+        let fixture = try await DaemonFixture.start { configuration, _ in configuration.failureFloor = DaemonFixture.shutdownTestFloor }
         let client = try SocketClient(path: fixture.saslSocket, timeout: 10)
         let started = Date()
         client.send(SaslauthdRequest(login: fixture.realm["USER"], password: Secret("Wrong-Passw0rd"), service: "imap", realm: "", clientAddress: "").encoded())
