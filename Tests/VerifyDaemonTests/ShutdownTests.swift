@@ -28,6 +28,12 @@ struct ShutdownTests {
             port = UInt16(bigEndian: address.sin_port)
         }
         deinit { close(fd) }
+
+        /// Whether a client has connected (a connection waits to be accepted): a login has asked this KDC.
+        var contacted: Bool {
+            var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            return poll(&poller, 1, 0) > 0
+        }
     }
 
     @Test("SIGTERM lets a login in flight finish, then the daemon exits 0 and removes its socket")
@@ -49,8 +55,11 @@ struct ShutdownTests {
         let client = try SocketClient(path: socketPath, timeout: 30)
         let started = Date()
         client.send(SaslauthdRequest(login: realm["USER"], password: Secret(realm["USER_PASSWORD"]), service: "t", realm: "", clientAddress: "").encoded())
-        // The silent KDC first in the list holds the login for one hedge delay (250 ms, docs/engine.md).
-        Thread.sleep(forTimeInterval: 0.1)
+        // The silent KDC first in the list holds the login for one hedge delay (250 ms, docs/engine.md): once it
+        // has been asked, the login is in flight. (A fixed 100 ms sleep signalled, on a loaded run, before the
+        // daemon had read the request.)
+        for _ in 0..<3000 where !silent.contacted { Thread.sleep(forTimeInterval: 0.01) }
+        #expect(silent.contacted, "the login asked the first KDC")
         daemon.signal(SIGTERM)
         let reply = try SaslauthdReply(decoding: client.readAll())
         #expect(reply == .ok, "the login in flight finished after SIGTERM")
