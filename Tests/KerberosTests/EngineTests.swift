@@ -19,7 +19,7 @@ struct EngineTests {
     var replica: String { "127.0.0.1:\(engine.replicaPort)" }
     var verification: VerificationRequest { VerificationRequest(server: realm["LOCALHOST_PRINCIPAL"], keytab: realm["HOST_KEYTAB"]) }
 
-    func client(_ config: String, timeout: Duration = .seconds(3), hedge: Duration = .milliseconds(250), threads: Int = 2) throws -> KerberosClient {
+    func client(_ config: String, timeout: Duration = TestRealm.loginTimeout, hedge: Duration = .milliseconds(250), threads: Int = 2) throws -> KerberosClient {
         try KerberosClient(configuration: .init(krb5: .files(config), threads: threads, loginTimeout: timeout, hedgeDelay: hedge))
     }
 
@@ -146,7 +146,7 @@ struct EngineTests {
     func slowKDC() async throws {
         let proxy = try SlowKDCProxy(upstreamPort: engine.primaryPort, delay: .milliseconds(700))
         defer { proxy.stop() }
-        let client = try client(try engine.config(kdcs: [proxy.address]), timeout: .seconds(5))
+        let client = try client(try engine.config(kdcs: [proxy.address]))
         let start = ContinuousClock.now
         let result = await login(client)
         #expect((try? result.get()) != nil, "\(result)")
@@ -319,7 +319,8 @@ extension EngineTests {
         let replica = "127.0.0.1:\(engine.replicaPort)"
         for limit in [1465, 1] {
             let transport = limit == 1 ? "TCP" : "UDP"
-            let client = try KerberosClient(configuration: .init(krb5: .files(try engine.config(kdcs: [primary, replica], udpPreferenceLimit: limit)), threads: 2))
+            let client = try KerberosClient(configuration: .init(krb5: .files(try engine.config(kdcs: [primary, replica], udpPreferenceLimit: limit)), threads: 2,
+                                                                 loginTimeout: TestRealm.loginTimeout))
             _ = await timedLogins(client, count: 10, concurrency: 1)
             let sequential = await timedLogins(client, count: 200, concurrency: 1)
             let concurrent = await timedLogins(client, count: 320, concurrency: 16)

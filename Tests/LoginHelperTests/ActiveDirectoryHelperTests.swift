@@ -12,7 +12,7 @@ struct ActiveDirectoryHelperTests {
 
     /// The realm's configuration, the WS1$ keytab and its host/ SPN for verification.
     var base: [String] {
-        [binary, "--krb5-config", ad.configFile, "--keytab", ad.hostKeytab, "--server-principal", ad.hostPrincipal]
+        [binary, "--krb5-config", ad.configFile, "--keytab", ad.hostKeytab, "--server-principal", ad.hostPrincipal] + TestRealm.loginTimeoutFlags
     }
 
     func line(_ principal: String, _ password: String, _ extra: [String] = []) throws -> (status: Int32, output: String) {

@@ -14,9 +14,10 @@ struct LoginHelperTests {
     let binary = TestRealm.executable("krb5-login")
     init() throws { realm = try TestRealm.shared() }
 
-    /// The flags every run needs: the realm's configuration, keytab and server principal.
+    /// The flags every run needs: the realm's configuration, keytab and server principal, and the tests' login timeout.
     var base: [String] {
         [binary, "--krb5-config", realm.configFile, "--keytab", realm["HOST_KEYTAB"], "--server-principal", realm["LOCALHOST_PRINCIPAL"]]
+            + TestRealm.loginTimeoutFlags
     }
 
     func run(_ extra: [String] = [], input: [UInt8], environment: [String: String] = [:]) throws -> (status: Int32, output: String) {
@@ -162,6 +163,7 @@ struct LoginHelperTests {
         var configuration = DaemonConfiguration()
         configuration.socket = SocketClient.temporaryPath("relay")
         configuration.login = LoginConfiguration(krb5: .files(realm.configFile), keytab: realm["HOST_KEYTAB"], serverPrincipal: realm["LOCALHOST_PRINCIPAL"], armor: .anonymous)
+        configuration.login.loginTimeout = TestRealm.loginTimeout
         configuration.failureFloor = .zero
         let daemon = try VerifyDaemon(configuration: configuration)
         try await daemon.start()

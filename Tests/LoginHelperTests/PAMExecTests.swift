@@ -13,6 +13,7 @@ struct PAMExecTests {
 
     var base: [String] {
         [binary, "--pam-exec", "--krb5-config", realm.configFile, "--keytab", realm["HOST_KEYTAB"], "--server-principal", realm["LOCALHOST_PRINCIPAL"]]
+            + TestRealm.loginTimeoutFlags
     }
 
     func pam(_ user: String, _ password: String, extra: [String] = [], type: String = "auth", config: String? = nil,

@@ -142,7 +142,7 @@ struct SSHDTests {
             unlink("/etc/pam.d/sshd-test")
         }
         let log = { (try? String(contentsOfFile: directory + "/sshd.log", encoding: .utf8))?.suffix(1500) ?? "" }
-        let flags = ["--pam-exec", "--keytab", realm["HOST_KEYTAB"], "--server-principal", realm["LOCALHOST_PRINCIPAL"]]
+        let flags = ["--pam-exec", "--keytab", realm["HOST_KEYTAB"], "--server-principal", realm["LOCALHOST_PRINCIPAL"]] + TestRealm.loginTimeoutFlags
         for stack in Self.documentedStacks {
             for (kdc, config, secret, accepted) in [("real KDC, right password", realm.configFile, password, true),
                                                     ("real KDC, wrong password", realm.configFile, "wrong-Passw0rd", false),

@@ -3,11 +3,12 @@ import Foundation
 import Glibc
 #endif
 
-/// A blocking UNIX-socket client for tests: connect, send bytes, read replies, with timeouts.
+/// A blocking UNIX-socket client for tests: connect, send bytes, read replies, with timeouts. The default timeout
+/// only stops a test from hanging on a wedged daemon; it is above ``TestRealm/loginTimeout``.
 public final class SocketClient {
     public let fd: Int32
 
-    public init(path: String, timeout: Double = 10) throws {
+    public init(path: String, timeout: Double = 75) throws {
         fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw TestRealmError("socket failed") }
         var address = sockaddr_un()

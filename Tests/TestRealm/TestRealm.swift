@@ -47,6 +47,14 @@ public struct TestRealm: Sendable {
 
     private static let startedDirectory = Locked<String?>(nil)
 
+    /// The login timeout of every test that is not about deadlines (production's default is 6 s). At the start of a
+    /// run some fifty suites set up at once on two cores, and a good login has waited longer than 6 s for the CPU:
+    /// it then answered kdc-unreachable. Tests about the deadline set their own, much shorter.
+    public static let loginTimeout = Duration.seconds(60)
+
+    /// ``loginTimeout`` as `krb5-login` flags.
+    public static let loginTimeoutFlags = ["--login-timeout", "60s"]
+
     /// `Docker/kdc/realm.sh` in this checkout.
     public static let script: String = {
         URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()

@@ -16,6 +16,7 @@ extension DaemonFixture {
         configuration.socket = SocketClient.temporaryPath("conv")
         configuration.login = LoginConfiguration(krb5: .files(external.configFile), keytab: external.hostKeytab,
                                                  serverPrincipal: external.hostPrincipal, armor: .none)
+        configuration.login.loginTimeout = TestRealm.loginTimeout
         configuration.workers = 2
         configuration.readTimeout = .seconds(5)
         configuration.failureFloor = .milliseconds(20)

@@ -34,6 +34,7 @@ struct DaemonFixture {
         configuration.socket = SocketClient.temporaryPath("conv")
         configuration.login = LoginConfiguration(krb5: .files(realm.configFile), keytab: realm["HOST_KEYTAB"],
                                                  serverPrincipal: realm["LOCALHOST_PRINCIPAL"], armor: .anonymous)
+        configuration.login.loginTimeout = TestRealm.loginTimeout
         configuration.workers = 2
         configuration.readTimeout = .seconds(2)
         configuration.failureFloor = .milliseconds(20)

@@ -17,6 +17,7 @@ struct LifecycleTests {
         configuration.saslSocket = SocketClient.temporaryPath("life")
         configuration.login = LoginConfiguration(krb5: .files(realm.configFile), keytab: realm["HOST_KEYTAB"],
                                                  serverPrincipal: realm["LOCALHOST_PRINCIPAL"], armor: .none)
+        configuration.login.loginTimeout = TestRealm.loginTimeout
         configuration.failureFloor = floor
         return try VerifyDaemon(configuration: configuration, logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() })
     }

@@ -66,6 +66,7 @@ struct MultiRealmTests {
         try await DaemonFixture.with(configure: { configuration, realm in
             configuration.login = LoginConfiguration(krb5: .files(realm.configFile), keytab: keytab,
                                                      serverPrincipal: realm["LOCALHOST_PRINCIPAL"], armor: .keytab, fastRequired: true)
+            configuration.login.loginTimeout = TestRealm.loginTimeout
         }) { fixture in
             let skip = try realm.kdcLog().count
             #expect(try fixture.sasl(realm["USER"], realm["USER_PASSWORD"]) == .ok)

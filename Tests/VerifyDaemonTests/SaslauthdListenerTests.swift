@@ -58,7 +58,7 @@ struct SaslauthdListenerTests {
         }
     }
 
-    @Test("1,000 idle connections do not stop a good login, answered within 2 s")
+    @Test("1,000 idle connections do not stop a good login: it is answered while they stay open")
     func idleConnections() async throws {
         try await DaemonFixture.with(configure: { configuration, _ in
             configuration.readTimeout = .seconds(60)
@@ -72,8 +72,11 @@ struct SaslauthdListenerTests {
             let start = ContinuousClock.now
             #expect(try fixture.sasl(fixture.realm["USER"], fixture.realm["USER_PASSWORD"]) == .ok)
             let latency = ContinuousClock.now - start
-            // Alone a login takes a few milliseconds; the bound leaves room for the suites running beside this one.
-            #expect(latency < .seconds(2), "a login beside 1,000 idle connections took \(latency)")
+            // A daemon that served its connections in turn, or whose reads blocked, would answer only once the idle
+            // ones were cut at the 60 s idle_timeout. Alone a login takes a few milliseconds; how long it takes on a
+            // loaded machine is for the benchmarks, not for this bound.
+            #expect(latency < .seconds(30), "a login beside 1,000 idle connections took \(latency)")
+            #expect(fixture.daemon.counts.connections >= 1000, "the idle connections were still open")
             _ = idle
         }
     }
