@@ -1,7 +1,8 @@
 internal import CKrb5
 
 /// KDCs from DNS SRV records (RFC 4120 section 7.2.3.2): `_kerberos._udp.REALM` and `_kerberos._tcp.REALM`,
-/// what MIT's `locate_kdc.c` asks when `dns_lookup_kdc` is on and krb5.conf lists no KDC.
+/// what MIT's `locate_kdc.c` asks when `dns_lookup_kdc` is on and krb5.conf lists no KDC; and kpasswd servers
+/// from `_kpasswd._udp.REALM` and `_kpasswd._tcp.REALM`.
 enum DNSServiceRecords {
     /// One SRV record.
     struct Record: Hashable, Sendable {
@@ -15,9 +16,16 @@ enum DNSServiceRecords {
     ///
     /// The corresponding C function is `res_query`.
     /// > Warning: Blocks on DNS; runs on a worker thread, and the result is cached per realm.
-    static func kdcs(realm: String) -> [KDCAddress] {
+    static func kdcs(realm: String) -> [KDCAddress] { servers("_kerberos", realm: realm) }
+
+    /// The realm's kpasswd servers (`_kpasswd._udp.REALM`, `_kpasswd._tcp.REALM`), in the same order.
+    ///
+    /// > Warning: Blocks on DNS, as ``kdcs(realm:)`` does.
+    static func passwordServers(realm: String) -> [KDCAddress] { servers("_kpasswd", realm: realm) }
+
+    private static func servers(_ service: String, realm: String) -> [KDCAddress] {
         var result: [KDCAddress] = []
-        for (label, transport) in [("_kerberos._udp.", KDCAddress.Transport.any), ("_kerberos._tcp.", .tcp)] {
+        for (label, transport) in [("\(service)._udp.", KDCAddress.Transport.any), ("\(service)._tcp.", .tcp)] {
             for record in query(label + realm, realm: realm) where record.target != "." && !record.target.isEmpty {
                 let kdc = KDCAddress(host: record.target, port: Int(record.port), transport: transport, isPrimary: false)
                 if transport == .tcp, let index = result.firstIndex(where: { $0.host == kdc.host && $0.port == kdc.port }) {

@@ -25,9 +25,10 @@ struct KDCAddress: Hashable, Sendable, CustomStringConvertible {
     /// `host:port`, the key of the health memory.
     var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
 
-    /// Parses a krb5.conf `kdc` value: `host`, `host:port`, `[v6]:port`, optionally prefixed `tcp/` or `udp/`.
+    /// Parses a krb5.conf `kdc` (or `kpasswd_server`) value: `host`, `host:port`, `[v6]:port`, optionally prefixed
+    /// `tcp/` or `udp/`; `defaultPort` when none is given.
     /// Returns nil for what this engine does not speak (`https://` KKDCP proxies).
-    init?(parsing text: String, isPrimary: Bool = false) {
+    init?(parsing text: String, isPrimary: Bool = false, defaultPort: Int = 88) {
         var spec = Substring(text.trimmingWhitespace())
         transport = .any
         if spec.hasPrefix("tcp/") {
@@ -38,7 +39,7 @@ struct KDCAddress: Hashable, Sendable, CustomStringConvertible {
             spec = spec.dropFirst(4)
         }
         if spec.isEmpty || spec.contains("://") { return nil }
-        var port = 88
+        var port = defaultPort
         if spec.hasPrefix("[") {
             guard let close = spec.firstIndex(of: "]") else { return nil }
             host = String(spec[spec.index(after: spec.startIndex)..<close])
@@ -117,6 +118,35 @@ enum KDCLocator {
         var limit = Int32(defaultUDPPreferenceLimit)
         _ = profile_get_integer(profile, "libdefaults", "udp_preference_limit", nil, Int32(defaultUDPPreferenceLimit), &limit)
         return RealmLocation(realm: realm, kdcs: kdcs, udpPreferenceLimit: min(Int(limit), hardUDPLimit))
+    }
+
+    /// RFC 3244's port, MIT's `DEFAULT_KPASSWD_PORT`.
+    static let kpasswdPort = 464
+
+    /// Locates `realm`'s kpasswd servers as MIT's `krb5_change_password` does: `kpasswd_server` (port 464 unless
+    /// given), else the `admin_server` hosts on port 464, else the `_kpasswd` SRV records when `dns_lookup_kdc` is on.
+    ///
+    /// The corresponding C functions are those of ``locate(realm:context:)``.
+    static func locatePasswordServers(realm: String, context: Context) throws(KerberosError) -> RealmLocation {
+        var profile: profile_t?
+        try context.check(krb5_get_profile(context.raw, &profile))
+        guard let profile else { throw KerberosError(code: Int32(KRB5_REALM_UNKNOWN), message: "No profile", reason: .invalidRequest) }
+        defer { profile_release(profile) }
+
+        var servers = values(profile, ["realms", realm, "kpasswd_server"]).compactMap { KDCAddress(parsing: $0, defaultPort: kpasswdPort) }
+        if servers.isEmpty {
+            servers = values(profile, ["realms", realm, "admin_server"]).compactMap { KDCAddress(parsing: $0) }
+                .map { KDCAddress(host: $0.host, port: kpasswdPort, transport: .any, isPrimary: false) }
+        }
+        if servers.isEmpty, boolean(profile, "libdefaults", "dns_lookup_kdc", default: true) {
+            servers = DNSServiceRecords.passwordServers(realm: realm)
+        }
+        if servers.isEmpty {
+            throw KerberosError(code: Int32(KRB5_REALM_CANT_RESOLVE), message: "Cannot find a kpasswd server for realm \"\(realm)\"", reason: .kdcUnreachable)
+        }
+        var limit = Int32(defaultUDPPreferenceLimit)
+        _ = profile_get_integer(profile, "libdefaults", "udp_preference_limit", nil, Int32(defaultUDPPreferenceLimit), &limit)
+        return RealmLocation(realm: realm, kdcs: servers, udpPreferenceLimit: min(Int(limit), hardUDPLimit))
     }
 
     private struct HostPort: Hashable {

@@ -76,11 +76,40 @@ final class KDCTransport: Sendable {
     /// `KRB5_KDC_UNREACH` once every KDC refused. The caller's deadline and cancellation finish `resumer` too,
     /// which closes every socket of the send.
     func send(_ message: [UInt8], to targets: [KDCTarget], udpPreferenceLimit: Int, tcpOnly: Bool, realm: String, resumer: Resumer<KDCReply>) {
+        send(Array(repeating: message, count: targets.count), to: targets, kind: .kdc, udpPreferenceLimit: udpPreferenceLimit,
+             tcpOnly: tcpOnly, realm: realm, resumer: resumer)
+    }
+
+    /// Sends `messages[i]` to `targets[i]`, with the failover of a KDC message, and takes the first reply of `kind`.
+    /// (A kpasswd request differs per server: it carries this host's address on the route to that server.)
+    func send(_ messages: [[UInt8]], to targets: [KDCTarget], kind: ReplyKind, udpPreferenceLimit: Int, tcpOnly: Bool, realm: String,
+              resumer: Resumer<KDCReply>) {
+        precondition(messages.count == targets.count, "one message per target")
         let loop = group.next()
-        let operation = SendOperation(transport: self, loop: loop, message: message, targets: targets,
+        let operation = SendOperation(transport: self, loop: loop, messages: messages, kind: kind, targets: targets,
                                       udpPreferenceLimit: udpPreferenceLimit, tcpOnly: tcpOnly, realm: realm, resumer: resumer)
         resumer.onFinish { loop.execute { operation.close() } }
         loop.execute { operation.attempt() }
+    }
+}
+
+/// What a reply must look like to be taken; anything else a server sends is ignored.
+enum ReplyKind: Sendable {
+    /// An AS-REP, a TGS-REP or a KRB-ERROR.
+    case kdc
+    /// A kpasswd reply (RFC 3244 section 2): framed with its length and a version of 1 or 0xff80, or an unframed KRB-ERROR.
+    case passwordChange
+
+    func accepts(_ bytes: [UInt8]) -> Bool {
+        switch self {
+        case .kdc:
+            return KDCMessage.looksLikeReply(bytes)
+        case .passwordChange:
+            if bytes.first == 0x7E { return true }
+            guard bytes.count >= 6, Int(bytes[0]) << 8 | Int(bytes[1]) == bytes.count else { return false }
+            let version = Int(bytes[2]) << 8 | Int(bytes[3])
+            return version == 1 || version == 0xFF80
+        }
     }
 }
 
@@ -96,7 +125,9 @@ struct KDCTarget: Sendable {
 private final class SendOperation: @unchecked Sendable {
     let transport: KDCTransport
     let loop: any EventLoop
-    let message: [UInt8]
+    /// The message for each target.
+    let messages: [[UInt8]]
+    let kind: ReplyKind
     let targets: [KDCTarget]
     let udpPreferenceLimit: Int
     let tcpOnly: Bool
@@ -114,10 +145,12 @@ private final class SendOperation: @unchecked Sendable {
     private var retransmitInterval: TimeAmount
     private var closed = false
 
-    init(transport: KDCTransport, loop: any EventLoop, message: [UInt8], targets: [KDCTarget], udpPreferenceLimit: Int, tcpOnly: Bool, realm: String, resumer: Resumer<KDCReply>) {
+    init(transport: KDCTransport, loop: any EventLoop, messages: [[UInt8]], kind: ReplyKind, targets: [KDCTarget], udpPreferenceLimit: Int,
+         tcpOnly: Bool, realm: String, resumer: Resumer<KDCReply>) {
         self.transport = transport
         self.loop = loop
-        self.message = message
+        self.messages = messages
+        self.kind = kind
         self.targets = targets
         self.udpPreferenceLimit = udpPreferenceLimit
         self.tcpOnly = tcpOnly
@@ -154,18 +187,18 @@ private final class SendOperation: @unchecked Sendable {
         }
     }
 
-    private func useTCP(_ target: KDCTarget, forceTCP: Bool) -> Bool {
-        switch target.kdc.transport {
+    private func useTCP(_ index: Int, forceTCP: Bool) -> Bool {
+        switch targets[index].kdc.transport {
         case .tcp: return true
         case .udp: return false
-        case .any: return forceTCP || tcpOnly || message.count > udpPreferenceLimit
+        case .any: return forceTCP || tcpOnly || messages[index].count > udpPreferenceLimit
         }
     }
 
     private func send(to index: Int, forceTCP: Bool) {
         let target = targets[index]
         sentAt[index] = sentAt[index] ?? .now()
-        if useTCP(target, forceTCP: forceTCP) {
+        if useTCP(index, forceTCP: forceTCP) {
             udpTargets.remove(index)
             triedTCP.insert(index)
             let maxReply = transport.configuration.maxReplySize
@@ -207,6 +240,7 @@ private final class SendOperation: @unchecked Sendable {
     }
 
     private func write(_ channel: any Channel, index: Int, udp: Bool) {
+        let message = messages[index]
         var buffer = channel.allocator.buffer(capacity: message.count + 4)
         if udp {
             buffer.writeBytes(message)
@@ -220,7 +254,7 @@ private final class SendOperation: @unchecked Sendable {
 
     /// A datagram or a TCP frame from target `index`.
     func received(_ bytes: [UInt8], index: Int, udp: Bool) {
-        guard !closed, KDCMessage.looksLikeReply(bytes) else { return }
+        guard !closed, kind.accepts(bytes) else { return }
         if udp, KDCMessage.errorCode(bytes) == KDCMessage.responseTooBig {
             // MIT's rule: the reply does not fit a datagram, so ask the same KDC again over TCP.
             for channel in channels[index] ?? [] { channel.close(promise: nil) }

@@ -201,12 +201,22 @@ public final class KerberosClient: Sendable {
         return KerberosSession(client: self, worker: workers[index], deadline: .now() + .nanoseconds(timeout.nanoseconds), timeout: timeout)
     }
 
-    /// The realm's KDCs, resolved on the session's worker and cached for five minutes.
-    func location(of realm: String, session: KerberosSession) async throws(KerberosError) -> ResolvedLocation {
+    /// Which servers of a realm a message is for.
+    enum ServerRole: Sendable {
+        /// The KDCs (`kdc`, SRV `_kerberos`).
+        case kdc
+        /// The kpasswd servers (`kpasswd_server`, `admin_server`, SRV `_kpasswd`).
+        case passwordChange
+    }
+
+    /// The realm's KDCs (or kpasswd servers), resolved on the session's worker and cached for five minutes.
+    func location(of realm: String, role: ServerRole = .kdc, session: KerberosSession) async throws(KerberosError) -> ResolvedLocation {
         let now = NIODeadline.now()
-        if let cached = locations.withLock({ $0[realm] }), cached.expires > now { return cached.location }
+        let key = role == .kdc ? realm : "kpasswd " + realm
+        if let cached = locations.withLock({ $0[key] }), cached.expires > now { return cached.location }
         let location = try await session.run { context in
-            let location = try KDCLocator.locate(realm: realm, context: context)
+            let location = role == .kdc ? try KDCLocator.locate(realm: realm, context: context)
+                                        : try KDCLocator.locatePasswordServers(realm: realm, context: context)
             var targets: [KDCTarget] = []
             for kdc in location.kdcs {
                 let addresses = KDCLocator.resolve(kdc)
@@ -216,7 +226,7 @@ public final class KerberosClient: Sendable {
             }
             return ResolvedLocation(location: location, targets: targets)
         }
-        locations.withLock { $0[realm] = (location, now + .minutes(5)) }
+        locations.withLock { $0[key] = (location, now + .minutes(5)) }
         return location
     }
 }
@@ -388,6 +398,53 @@ package struct KerberosSession: Sendable {
             _ = try await run(exchange) { _, exchange in try exchange.step(bytes) }
         }
         return EncryptionInfo(encryptionType: .null, salt: defaultSalt, parameters: [])
+    }
+
+    /// A ticket for `kadmin/changepw` with the old password that `setup` carries, as MIT's
+    /// `krb5_get_init_creds_password` asks for one on an expired password: 5 minutes, neither renewable,
+    /// forwardable nor proxiable, not canonicalized, with the login's armor. Getting it proves the old password.
+    package func passwordChangeTicket(_ setup: @escaping @Sendable (Context) throws -> InitialCredentialsSetup) async throws(KerberosError) -> Pinned<Credentials> {
+        try await initialCredentials { context in
+            var setup = try setup(context)
+            setup.options.service = "kadmin/changepw@\(setup.client.realm)"
+            setup.options.ticketLifetime = .seconds(300)
+            setup.options.renewLifetime = .zero
+            setup.options.forwardable = false
+            setup.options.proxiable = false
+            setup.options.canonicalize = nil
+            setup.options.prompter = nil
+            setup.options.responder = nil
+            setup.options.expireCallback = nil
+            return setup
+        }
+    }
+
+    /// Changes the password of `ticket`'s client to `newPassword` through kpasswd (``PasswordChangeExchange``):
+    /// the requests are built and the reply read on the worker; the messages go on the event loop, under the
+    /// session's deadline, to the realm's kpasswd servers with the failover of KDC messages.
+    ///
+    /// Returns what the server answered: a refusal (a password the policy rejects) is a result, not a throw.
+    package func changePassword(with ticket: Pinned<Credentials>, newPassword: Secret) async throws(KerberosError) -> PasswordChangeResult {
+        let realm = try await run(ticket) { _, ticket in try ticket.client.realm }
+        let resolved = try await client.location(of: realm, role: .passwordChange, session: self)
+        let transport = client.transport
+        let exchange: Pinned<PasswordChangeExchange> = try await make { context in try PasswordChangeExchange(context: context, ticket: ticket.onWorker) }
+        // One request per server: each carries this host's address on the route to that server.
+        let requests = try await run(exchange) { _, exchange in
+            try transport.order(resolved.targets, primaryOnly: false).compactMap { target -> (KDCTarget, [UInt8])? in
+                guard let local = target.localAddress else { return nil }
+                return (target, try exchange.request(newPassword: newPassword, localAddress: local))
+            }
+        }
+        guard !requests.isEmpty else {
+            throw KerberosError(code: Int32(KRB5_KDC_UNREACH), message: "No kpasswd server of realm '\(realm)' can be reached", reason: .kdcUnreachable)
+        }
+        let reply: KDCReply = try await awaitStep(deadline: deadline, loop: client.group.next(), onTimeout: timedOut(realm)) { resumer in
+            transport.send(requests.map(\.1), to: requests.map(\.0), kind: .passwordChange, udpPreferenceLimit: resolved.location.udpPreferenceLimit,
+                           tcpOnly: false, realm: realm, resumer: resumer)
+        }
+        let bytes = reply.bytes
+        return try await run(exchange) { _, exchange in try exchange.readReply(bytes) }
     }
 
     /// MIT retries on the primary for anything but unreachable KDCs and an interrupted prompter.

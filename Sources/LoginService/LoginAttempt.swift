@@ -41,7 +41,7 @@ struct LoginAttempt: Sendable {
                                        answers: conversation.answers, armored: try await armor.prepare(realm: client.realm), notes: notes)
             let credentials: Pinned<Credentials>
             do throws(KerberosError) {
-                credentials = try await initialCredentials(request, configuration: configuration)
+                credentials = try await initialCredentials(request, configuration: configuration, notes: notes)
             } catch {
                 if !notes.missing.isEmpty { return .questions(id: conversation.await(notes.missing), notes.missing, info: notes.info) }
                 throw error
@@ -79,23 +79,43 @@ struct LoginAttempt: Sendable {
         }
     }
 
-    /// The exchange (``PasswordFastPath``), and MIT's password change on an expired password (kpasswd) through the
-    /// conversation's prompter.
-    private func initialCredentials(_ request: RequestSetup, configuration: LoginConfiguration) async throws(KerberosError) -> Pinned<Credentials> {
+    /// The exchange (``PasswordFastPath``), and the change of an expired password (``changeExpiredPassword(_:password:notes:)``).
+    private func initialCredentials(_ request: RequestSetup, configuration: LoginConfiguration, notes: AttemptNotes) async throws(KerberosError) -> Pinned<Credentials> {
         let password = conversation.answers.password
         let fastPath = PasswordFastPath(session: session, configuration: configuration, learnt: learnt, learnsEtypeInfo: learnsEtypeInfo)
         do {
             return try await fastPath.exchange(request, password: password)
         } catch where error.reason == .passwordExpired && error.name == "KRB5KDC_ERR_KEY_EXP" && !passwordOnly {
             // (A password-only login cannot answer the new-password questions: it ends as password-expired.)
-            // The password change is not steppable in MIT 1.20: krb5_get_init_creds_password asks the prompter for
-            // the new password, changes it through kpasswd and logs in. It blocks the worker on the network; the
-            // session's deadline still bounds the answer.
-            return try await session.make { context in
-                let setup = try request.make(context, password: password)
-                return try context.initialCredentials(for: setup.client, password: password, options: setup.options)
-            }
+            return try await changeExpiredPassword(request, password: password, expired: error, notes: notes)
         }
+    }
+
+    /// What MIT's `krb5_get_init_creds_password` does on an expired password, on the engine: a `kadmin/changepw`
+    /// ticket with the old password (which proves it), the new password asked twice (in this replay, the questions
+    /// end the attempt until both answers are there), the kpasswd exchange, then the login with the new password.
+    /// Prompts and banner are MIT's.
+    private func changeExpiredPassword(_ request: RequestSetup, password: Secret?, expired: KerberosError, notes: AttemptNotes) async throws(KerberosError) -> Pinned<Credentials> {
+        guard let password else {
+            notes.need([.password(prompt: "Password for \(conversation.principal)")])
+            throw expired
+        }
+        let ticket = try await session.passwordChangeTicket { context in try request.make(context, password: password) }
+        let answers = conversation.answers
+        guard let newPassword = answers.newPassword, let again = answers.newPasswordAgain else {
+            notes.add(info: "Password expired.  You must change it now.")
+            notes.need([.newPassword(prompt: "Enter new password"), .newPasswordAgain(prompt: "Enter it again")])
+            throw expired
+        }
+        guard newPassword.constantTimeEquals(again) else {
+            throw KerberosError(code: -1765328253, message: "The new password and its confirmation differ", reason: .passwordExpired)  // KRB5_LIBOS_BADPWDMATCH
+        }
+        let result = try await session.changePassword(with: ticket, newPassword: newPassword)
+        guard result.succeeded else {
+            let reason = result.message.isEmpty ? result.codeText : "\(result.codeText): \(result.message)"
+            throw KerberosError(code: -1765328150, message: "The password could not be changed: \(reason)", reason: .passwordExpired)  // KRB5_CHPW_FAIL
+        }
+        return try await session.initialCredentials { context in try request.make(context, password: newPassword) }
     }
 
     /// Verification with nofail against the keytab.

@@ -43,6 +43,51 @@ struct EngineUnitTests {
         #expect(throws: KerberosError.self) { try KDCLocator.locate(realm: "B.TEST", context: context) }
     }
 
+    @Test("kpasswd servers: kpasswd_server with port 464 unless given, else admin_server's hosts on 464; none is an error")
+    func locatePasswordServers() throws {
+        let path = "/tmp/engine-unit-kpasswd-\(getpid()).conf"
+        try """
+        [libdefaults]
+         dns_lookup_kdc = false
+        [realms]
+         A.TEST = {
+          kdc = 127.0.0.1:1001
+          kpasswd_server = 127.0.0.1
+          kpasswd_server = tcp/127.0.0.2:1464
+          admin_server = 127.0.0.3:749
+         }
+         B.TEST = {
+          kdc = 127.0.0.1:1001
+          admin_server = 127.0.0.3:749
+         }
+         C.TEST = {
+          kdc = 127.0.0.1:1001
+         }
+        """.write(toFile: path, atomically: true, encoding: .utf8)
+        defer { unlink(path) }
+        let context = try Context(.files(path))
+        let a = try KDCLocator.locatePasswordServers(realm: "A.TEST", context: context)
+        #expect(a.kdcs.map(\.description) == ["127.0.0.1:464", "127.0.0.2:1464"])
+        #expect(a.kdcs.map(\.transport) == [.any, .tcp])
+        let b = try KDCLocator.locatePasswordServers(realm: "B.TEST", context: context)
+        #expect(b.kdcs.map(\.description) == ["127.0.0.3:464"])
+        #expect(throws: KerberosError.self) { try KDCLocator.locatePasswordServers(realm: "C.TEST", context: context) }
+    }
+
+    @Test("kpasswd replies are told from KDC replies: a frame whose length and version match, or a KRB-ERROR")
+    func passwordChangeReplies() {
+        let framed: [UInt8] = [0, 8, 0, 1, 0, 0, 0x7E, 0x00]
+        #expect(ReplyKind.passwordChange.accepts(framed))
+        #expect(ReplyKind.passwordChange.accepts([0, 6, 0xFF, 0x80, 0, 0]))
+        #expect(!ReplyKind.passwordChange.accepts([0, 9, 0, 1, 0, 0, 0x7E, 0x00]), "a length that is not the datagram's")
+        #expect(!ReplyKind.passwordChange.accepts([0, 6, 0, 2, 0, 0]), "an unknown version")
+        #expect(!ReplyKind.passwordChange.accepts([0, 4, 0, 1]), "shorter than a header")
+        #expect(ReplyKind.passwordChange.accepts([0x7E, 0x03, 0x30, 0x01, 0x00]), "an unframed KRB-ERROR")
+        #expect(!ReplyKind.passwordChange.accepts([0x6B, 0x00]), "an AS-REP is no kpasswd reply")
+        #expect(!ReplyKind.kdc.accepts(framed), "nor a kpasswd reply a KDC reply")
+        #expect(ReplyKind.kdc.accepts([0x6B, 0x00]))
+    }
+
     @Test("SRV answers: compressed names, sorted by priority then weight")
     func srvParsing() {
         // Header: id 1, flags, 1 question, 2 answers.

@@ -83,6 +83,43 @@ struct ConversationListenerTests {
         }
     }
 
+    @Test("a new password the realm's policy refuses: the kpasswd server's reason in the result, and the old password stays expired")
+    func refusedNewPassword() async throws {
+        try await DaemonFixture.with { fixture throws in
+            let policy = TestRealm.uniqueName("minlen")
+            _ = try fixture.realm.kadmin("addpol", "-minlength", "12", policy)
+            let user = try fixture.realm.addPrincipal(prefix: "dpol", password: "Old-Passw0rd-long", attributes: ["+needchange", "-policy", policy])
+            let conversation = try fixture.converse(user, password: "Old-Passw0rd-long")
+            guard case .questions(let id, _) = try conversation.next() else { Issue.record("no questions"); return }
+            conversation.answer(id, LoginAnswers(newPassword: Secret("Short-1"), newPasswordAgain: Secret("Short-1")))
+            let result = try conversation.result()
+            #expect(result.failure == .passwordExpired, "\(result)")
+            #expect(result.message?.contains("Password change rejected") == true, "\(result)")
+            #expect(result.message?.contains("too short") == true, "kadmind's reason: \(result)")
+            #expect(result.message?.contains("Short-1") == false)
+            // (MIT's KDC answers KEY_EXP before checking any password, so saslauthd cannot tell which one is set;
+            // the conversation's kadmin/changepw ticket proves the old one is.)
+            let again = try fixture.converse(user, password: "Old-Passw0rd-long")
+            guard case .questions = try again.next() else { Issue.record("the old password no longer gets a changepw ticket"); return }
+        }
+    }
+
+    @Test("new passwords that differ: refused before any kpasswd message, nothing changed")
+    func mismatchedNewPassword() async throws {
+        try await DaemonFixture.with { fixture throws in
+            let user = try fixture.realm.addPrincipal(prefix: "dmis", password: "Old-Passw0rd", attributes: ["+needchange"])
+            let conversation = try fixture.converse(user, password: "Old-Passw0rd")
+            guard case .questions(let id, _) = try conversation.next() else { Issue.record("no questions"); return }
+            conversation.answer(id, LoginAnswers(newPassword: Secret("New-Passw0rd-1"), newPasswordAgain: Secret("New-Passw0rd-2")))
+            let result = try conversation.result()
+            #expect(result.failure == .passwordExpired, "\(result)")
+            #expect(result.message?.contains("differ") == true, "\(result)")
+            // Unchanged: the old password still gets the kadmin/changepw ticket that precedes the questions.
+            let again = try fixture.converse(user, password: "Old-Passw0rd")
+            guard case .questions = try again.next() else { Issue.record("the old password no longer gets a changepw ticket"); return }
+        }
+    }
+
     @Test("bad input gets an invalid-request result, and a good login still succeeds", arguments: [
         "not json", #"{"type":"login"}"#, #"{"type":"answers","id":9,"answers":{}}"#, #"{"type":"what"}"#, "[]",
     ])

@@ -59,6 +59,36 @@ struct LoginTimeoutTests {
         }
     }
 
+    @Test("an expired password's change is under the same deadline: with the kpasswd server hung, the new password's round answers kdc-unreachable at login_timeout")
+    func hungPasswordServer() async throws {
+        let config = realm.directory + "/krb5-hung-kpasswd-\(getpid())-\(TestRealm.uniqueName("t")).conf"
+        let original = try String(contentsOfFile: realm.configFile, encoding: .utf8)
+        let kpasswd = "kpasswd_server = 127.0.0.1:\(realm["KPASSWD_PORT"])"
+        #expect(original.contains(kpasswd))
+        try original.replacingOccurrences(of: kpasswd, with: "kpasswd_server = 127.0.0.1:\(silent.port)")
+            .write(toFile: config, atomically: true, encoding: .utf8)
+        try await DaemonFixture.with(configure: { configuration, _ in
+            configuration.login.krb5 = .files(config)
+            configuration.login.armor = .none
+            configuration.login.loginTimeout = .seconds(2)
+        }) { [silent] fixture in
+            let user = try fixture.realm.addPrincipal(prefix: "khung", password: "Old-Passw0rd", attributes: ["+needchange"])
+            let conversation = try fixture.converse(user, password: "Old-Passw0rd")
+            guard case .questions(let id, _) = try conversation.next() else { Issue.record("no questions"); return }
+            #expect(!silent.contacted, "the questions come before any kpasswd message")
+            let start = Date()
+            conversation.answer(id, LoginAnswers(newPassword: Secret("New-Passw0rd-5"), newPasswordAgain: Secret("New-Passw0rd-5")))
+            let result = try conversation.result()
+            let time = Date().timeIntervalSince(start)
+            #expect(result.failure == .kdcUnreachable, "\(result)")
+            #expect(silent.contacted, "the hung kpasswd server was asked")
+            #expect(time >= 1.95 && time < 2 + Self.margin, "answered after \(time) s with login_timeout 2 s")
+            // Nothing was changed: the old password still gets the kadmin/changepw ticket that precedes the questions.
+            let again = try fixture.converse(user, password: "Old-Passw0rd")
+            guard case .questions = try again.next() else { Issue.record("the old password no longer gets a changepw ticket"); return }
+        }
+    }
+
     @Test("krb5-login --login-timeout 1s: exit 3 (unavailable) once the timeout has passed")
     func helper() throws {
         let start = Date()
