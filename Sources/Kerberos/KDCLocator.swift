@@ -74,6 +74,9 @@ struct RealmLocation: Sendable {
     var kdcs: [KDCAddress]
     /// Messages longer than this go over TCP from the start (`udp_preference_limit`; MIT's default 1465).
     var udpPreferenceLimit: Int
+    /// Whether the servers are to be found in DNS SRV records (krb5.conf lists none and `dns_lookup_kdc` is on);
+    /// `kdcs` is then empty.
+    var inDNS = false
     /// Whether any KDC is known to be a primary (`primary_kdc` / `master_kdc`): only then can a failure from a
     /// replica be retried on the primary.
     var hasPrimary: Bool { kdcs.contains(where: \.isPrimary) }
@@ -82,11 +85,9 @@ struct RealmLocation: Sendable {
 /// Finds a realm's KDCs the way MIT's `locate_kdc.c` does, from the profile of a context.
 ///
 /// Reads `[realms] REALM = { kdc, primary_kdc, master_kdc }` and `[libdefaults] udp_preference_limit`,
-/// `dns_lookup_kdc`; with no `kdc` entries and `dns_lookup_kdc` on, the SRV records `_kerberos._udp.REALM`
-/// and `_kerberos._tcp.REALM`.
-///
-/// > Warning: Runs on a worker thread. The profile reads are local; an SRV lookup (`res_query`) and resolving
-/// > a KDC's host name (`getaddrinfo`) block on DNS. Results are cached by ``KDCTransport`` per realm.
+/// `dns_lookup_kdc`; with no `kdc` entries and `dns_lookup_kdc` on, the location says to ask DNS for the SRV
+/// records `_kerberos._udp.REALM` and `_kerberos._tcp.REALM`, which the engine does on its event loop
+/// (``DNSServiceRecords``). Runs on a worker thread; nothing here touches the network.
 enum KDCLocator {
     /// MIT's `DEFAULT_UDP_PREF_LIMIT`.
     static let defaultUDPPreferenceLimit = 1465
@@ -106,25 +107,27 @@ enum KDCLocator {
         let primaries = Set((values(profile, ["realms", realm, "primary_kdc"]) + values(profile, ["realms", realm, "master_kdc"]))
             .compactMap { KDCAddress(parsing: $0) }.map { HostPort(host: $0.host, port: $0.port) })
         var kdcs = values(profile, ["realms", realm, "kdc"]).compactMap { KDCAddress(parsing: $0) }
-        if kdcs.isEmpty, boolean(profile, "libdefaults", "dns_lookup_kdc", default: true) {
-            kdcs = DNSServiceRecords.kdcs(realm: realm)
-        }
-        if kdcs.isEmpty {
-            throw KerberosError(code: Int32(KRB5_REALM_CANT_RESOLVE), message: "Cannot find KDC for realm \"\(realm)\"", reason: .kdcUnreachable)
-        }
+        let inDNS = kdcs.isEmpty && boolean(profile, "libdefaults", "dns_lookup_kdc", default: true)
+        if kdcs.isEmpty && !inDNS { throw cannotFind("KDC", realm: realm) }
         for index in kdcs.indices where primaries.contains(HostPort(host: kdcs[index].host, port: kdcs[index].port)) {
             kdcs[index].isPrimary = true
         }
         var limit = Int32(defaultUDPPreferenceLimit)
         _ = profile_get_integer(profile, "libdefaults", "udp_preference_limit", nil, Int32(defaultUDPPreferenceLimit), &limit)
-        return RealmLocation(realm: realm, kdcs: kdcs, udpPreferenceLimit: min(Int(limit), hardUDPLimit))
+        return RealmLocation(realm: realm, kdcs: kdcs, udpPreferenceLimit: min(Int(limit), hardUDPLimit), inDNS: inDNS)
+    }
+
+    /// `KRB5_REALM_CANT_RESOLVE`: no `what` is listed for the realm, nor found in DNS.
+    static func cannotFind(_ what: String, realm: String) -> KerberosError {
+        KerberosError(code: Int32(KRB5_REALM_CANT_RESOLVE), message: "Cannot find \(what) for realm \"\(realm)\"", reason: .kdcUnreachable)
     }
 
     /// RFC 3244's port, MIT's `DEFAULT_KPASSWD_PORT`.
     static let kpasswdPort = 464
 
     /// Locates `realm`'s kpasswd servers as MIT's `krb5_change_password` does: `kpasswd_server` (port 464 unless
-    /// given), else the `admin_server` hosts on port 464, else the `_kpasswd` SRV records when `dns_lookup_kdc` is on.
+    /// given), else the `admin_server` hosts on port 464, else (the location says so) the `_kpasswd` SRV records when
+    /// `dns_lookup_kdc` is on.
     ///
     /// The corresponding C functions are those of ``locate(realm:context:)``.
     static func locatePasswordServers(realm: String, context: Context) throws(KerberosError) -> RealmLocation {
@@ -138,15 +141,11 @@ enum KDCLocator {
             servers = values(profile, ["realms", realm, "admin_server"]).compactMap { KDCAddress(parsing: $0) }
                 .map { KDCAddress(host: $0.host, port: kpasswdPort, transport: .any, isPrimary: false) }
         }
-        if servers.isEmpty, boolean(profile, "libdefaults", "dns_lookup_kdc", default: true) {
-            servers = DNSServiceRecords.passwordServers(realm: realm)
-        }
-        if servers.isEmpty {
-            throw KerberosError(code: Int32(KRB5_REALM_CANT_RESOLVE), message: "Cannot find a kpasswd server for realm \"\(realm)\"", reason: .kdcUnreachable)
-        }
+        let inDNS = servers.isEmpty && boolean(profile, "libdefaults", "dns_lookup_kdc", default: true)
+        if servers.isEmpty && !inDNS { throw cannotFind("a kpasswd server", realm: realm) }
         var limit = Int32(defaultUDPPreferenceLimit)
         _ = profile_get_integer(profile, "libdefaults", "udp_preference_limit", nil, Int32(defaultUDPPreferenceLimit), &limit)
-        return RealmLocation(realm: realm, kdcs: servers, udpPreferenceLimit: min(Int(limit), hardUDPLimit))
+        return RealmLocation(realm: realm, kdcs: servers, udpPreferenceLimit: min(Int(limit), hardUDPLimit), inDNS: inDNS)
     }
 
     private struct HostPort: Hashable {
@@ -180,36 +179,6 @@ enum KDCLocator {
         var result: Int32 = value ? 1 : 0
         _ = profile_get_boolean(profile, section, name, nil, value ? 1 : 0, &result)
         return result != 0
-    }
-
-    /// Resolves a KDC's host to socket addresses (numeric hosts without DNS).
-    ///
-    /// > Warning: Blocks on DNS for a host name (`getaddrinfo`).
-    static func resolve(_ kdc: KDCAddress) -> [SocketAddress] {
-        if let address = try? SocketAddress(ipAddress: kdc.host, port: kdc.port) { return [address] }
-        var hints = addrinfo()
-        hints.ai_socktype = Int32(SOCK_DGRAM.rawValue)
-        var result: UnsafeMutablePointer<addrinfo>?
-        guard getaddrinfo(kdc.host, String(kdc.port), &hints, &result) == 0, let result else { return [] }
-        defer { freeaddrinfo(result) }
-        var addresses: [SocketAddress] = []
-        var entry: UnsafeMutablePointer<addrinfo>? = result
-        while let current = entry {
-            if let sockaddr = current.pointee.ai_addr {
-                switch Int32(current.pointee.ai_family) {
-                case AF_INET:
-                    let address = sockaddr.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { $0.pointee }
-                    addresses.append(SocketAddress(address, host: kdc.host))
-                case AF_INET6:
-                    let address = sockaddr.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { $0.pointee }
-                    addresses.append(SocketAddress(address, host: kdc.host))
-                default:
-                    break
-                }
-            }
-            entry = current.pointee.ai_next
-        }
-        return addresses
     }
 }
 

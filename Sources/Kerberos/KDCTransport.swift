@@ -99,6 +99,8 @@ enum ReplyKind: Sendable {
     case kdc
     /// A kpasswd reply (RFC 3244 section 2): framed with its length and a version of 1 or 0xff80, or an unframed KRB-ERROR.
     case passwordChange
+    /// The DNS answer to query `id`.
+    case dns(id: UInt16)
 
     func accepts(_ bytes: [UInt8]) -> Bool {
         switch self {
@@ -109,7 +111,14 @@ enum ReplyKind: Sendable {
             guard bytes.count >= 6, Int(bytes[0]) << 8 | Int(bytes[1]) == bytes.count else { return false }
             let version = Int(bytes[2]) << 8 | Int(bytes[3])
             return version == 1 || version == 0xFF80
+        case .dns(let id):
+            return DNSServiceRecords.isAnswer(bytes, id: id)
         }
+    }
+
+    /// Whether a UDP reply may be `KRB_ERR_RESPONSE_TOO_BIG` (a Kerberos server's, not a name server's).
+    var speaksKerberos: Bool {
+        if case .dns = self { false } else { true }
     }
 }
 
@@ -255,7 +264,7 @@ private final class SendOperation: @unchecked Sendable {
     /// A datagram or a TCP frame from target `index`.
     func received(_ bytes: [UInt8], index: Int, udp: Bool) {
         guard !closed, kind.accepts(bytes) else { return }
-        if udp, KDCMessage.errorCode(bytes) == KDCMessage.responseTooBig {
+        if udp, kind.speaksKerberos, KDCMessage.errorCode(bytes) == KDCMessage.responseTooBig {
             // MIT's rule: the reply does not fit a datagram, so ask the same KDC again over TCP.
             for channel in channels[index] ?? [] { channel.close(promise: nil) }
             channels[index] = nil

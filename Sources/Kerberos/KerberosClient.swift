@@ -61,6 +61,8 @@ public final class KerberosClient: Sendable {
     /// cooperative pool (which a caller may have filled with blocking work).
     let executor: EventLoopTaskExecutor
     private let locations = Locked<[String: (location: ResolvedLocation, expires: NIODeadline)]>([:])
+    /// resolv.conf's name servers and search domains, read when the client starts.
+    let resolverSettings = DNSServiceRecords.Settings.read()
     private let nextWorker = Locked(0)
 
     /// Starts the worker threads and one event-loop thread.
@@ -209,25 +211,42 @@ public final class KerberosClient: Sendable {
         case passwordChange
     }
 
-    /// The realm's KDCs (or kpasswd servers), resolved on the session's worker and cached for five minutes.
+    /// The realm's KDCs (or kpasswd servers) with their addresses, cached for five minutes: krb5.conf read on the
+    /// session's worker, SRV records and host names asked of DNS on the event loop (``DNSServiceRecords``), host
+    /// names resolved concurrently. A location with no address is not cached.
     func location(of realm: String, role: ServerRole = .kdc, session: KerberosSession) async throws(KerberosError) -> ResolvedLocation {
         let now = NIODeadline.now()
         let key = role == .kdc ? realm : "kpasswd " + realm
         if let cached = locations.withLock({ $0[key] }), cached.expires > now { return cached.location }
-        let location = try await session.run { context in
-            let location = role == .kdc ? try KDCLocator.locate(realm: realm, context: context)
-                                        : try KDCLocator.locatePasswordServers(realm: realm, context: context)
-            var targets: [KDCTarget] = []
-            for kdc in location.kdcs {
-                let addresses = KDCLocator.resolve(kdc)
-                for address in addresses {
-                    targets.append(KDCTarget(kdc: kdc, address: address, key: addresses.count == 1 ? kdc.description : "\(kdc.description)@\(address)"))
-                }
-            }
-            return ResolvedLocation(location: location, targets: targets)
+        var location = try await session.run { context in
+            role == .kdc ? try KDCLocator.locate(realm: realm, context: context)
+                         : try KDCLocator.locatePasswordServers(realm: realm, context: context)
         }
-        locations.withLock { $0[key] = (location, now + .minutes(5)) }
-        return location
+        if location.inDNS {
+            location.kdcs = try await session.serversFromDNS(role == .kdc ? "_kerberos" : "_kpasswd", realm: realm)
+            if location.kdcs.isEmpty { throw KDCLocator.cannotFind(role == .kdc ? "KDC" : "a kpasswd server", realm: realm) }
+        }
+        let kdcs = location.kdcs
+        let resolved = await withTaskGroup(of: (Int, [SocketAddress]).self) { group in
+            for (index, kdc) in kdcs.enumerated() {
+                group.addTask { (index, (try? await session.addresses(of: kdc, realm: realm)) ?? []) }
+            }
+            return await group.reduce(into: [Int: [SocketAddress]]()) { $0[$1.0] = $1.1 }
+        }
+        var targets: [KDCTarget] = []
+        for (index, kdc) in kdcs.enumerated() {
+            let addresses = resolved[index] ?? []
+            for address in addresses {
+                targets.append(KDCTarget(kdc: kdc, address: address, key: addresses.count == 1 ? kdc.description : "\(kdc.description)@\(address)"))
+            }
+        }
+        let result = ResolvedLocation(location: location, targets: targets)
+        if targets.isEmpty {
+            if session.deadline <= .now() { throw KerberosError.loginTimedOut(realm: realm, timeout: session.timeout) }
+        } else {
+            locations.withLock { $0[key] = (result, now + .minutes(5)) }
+        }
+        return result
     }
 }
 
@@ -363,21 +382,23 @@ package struct KerberosSession: Sendable {
 
     /// Asks the KDC which enctype, salt and string-to-key parameters it uses for the setup's client, without a
     /// password and without counting a failure: an AS-REQ without pre-authentication, whose
-    /// `KDC_ERR_PREAUTH_REQUIRED` answer carries PA-ETYPE-INFO2. Nothing blocks when the request is unarmored (the
-    /// reply is read here); armored, the answer is inside FAST, so `krb5_get_etype_info` runs on the worker
-    /// (blocking it on the network; the deadline still bounds the caller's answer).
+    /// `KDC_ERR_PREAUTH_REQUIRED` answer carries PA-ETYPE-INFO2, read here. Nothing blocks.
+    ///
+    /// The question goes without FAST armor even when the setup has some: inside FAST the answer could only be read
+    /// with the armor key, which stays inside MIT's state (`krb5_get_etype_info` would do it, blocking its thread
+    /// on the network). The question carries no secret; the answer is the caller's to trust only for a while. When
+    /// the setup is armored and the KDC answers anything else (a KDC that refuses unarmored requests), the result
+    /// is ``EncryptionType/null``, so the caller takes MIT's armored exchange.
     ///
     /// An AS-REP instead (no pre-authentication required) gives ``EncryptionType/null``.
     package func encryptionInfo(_ setup: @escaping @Sendable (Context) throws -> InitialCredentialsSetup) async throws(KerberosError) -> EncryptionInfo {
         let spec = try await make(setup)
-        let armored = try await run(spec) { _, setup in setup.options.armor != nil }
-        if armored {
-            return try await run(spec) { context, setup in try context.encryptionInfo(for: setup.client, options: setup.options) }
-        }
         let exchange: Pinned<InitialCredentialsExchange> = try await make { context in
             var options = spec.onWorker.options
             options.responder = nil
             options.prompter = nil
+            options.armor = nil
+            options.fastRequired = false
             return try InitialCredentialsExchange(context: context, client: spec.onWorker.client, key: .password(nil), options: options)
         }
         let first = try await run(exchange) { _, exchange in try exchange.step([]) }
@@ -385,14 +406,16 @@ package struct KerberosSession: Sendable {
             throw KerberosError(code: Int32(KRB5KRB_AP_ERR_MSG_TYPE), message: "krb5 sent no AS-REQ", reason: .other)
         }
         let reply = try await send(request, realm: realm, tcpOnly: tcpOnly, primaryOnly: false)
-        let defaultSalt = try await run(spec) { _, setup in Array((setup.client.realm + setup.client.components.joined()).utf8) }
+        let (defaultSalt, armored) = try await run(spec) { _, setup in
+            (Array((setup.client.realm + setup.client.components.joined()).utf8), setup.options.armor != nil)
+        }
         if KDCMessage.errorCode(reply.bytes) == KDCMessage.preauthRequired {
             guard let info = KDCMessage.etypeInfo2(reply.bytes) else {
                 return EncryptionInfo(encryptionType: .null, salt: defaultSalt, parameters: [])
             }
             return EncryptionInfo(encryptionType: EncryptionType(rawValue: info.enctype), salt: info.salt ?? defaultSalt, parameters: info.parameters)
         }
-        if KDCMessage.errorCode(reply.bytes) != nil {
+        if KDCMessage.errorCode(reply.bytes) != nil && !armored {
             // Any other error (an unknown principal, a disabled account): krb5 turns it into its error.
             let bytes = reply.bytes
             _ = try await run(exchange) { _, exchange in try exchange.step(bytes) }

@@ -5,13 +5,13 @@ import Kerberos
 /// default salt failed. Both are public knowledge (the KDC tells anyone who asks), never secrets.
 ///
 /// Bounded: each table is forgotten wholesale when it reaches `capacity` names, which costs one more
-/// exchange per principal afterwards and nothing else. Etype info that arrived without FAST is kept only
-/// for `unarmoredLifetime`: anyone on the path could have chosen it.
+/// exchange per principal afterwards and nothing else. Etype info is asked for without FAST
+/// (``KerberosSession/encryptionInfo(_:)``), so it is kept only for `lifetime`: anyone on the path could have chosen it.
 final class LearntPreauth: Sendable {
     private struct Learnt {
         var info: EncryptionInfo
-        /// When info learnt without FAST stops being used; nil for armored info.
-        var expires: ContinuousClock.Instant?
+        /// When the info stops being used.
+        var expires: ContinuousClock.Instant
     }
 
     private struct Tables {
@@ -23,18 +23,18 @@ final class LearntPreauth: Sendable {
 
     private let tables = Locked(Tables())
     private let capacity: Int
-    private let unarmoredLifetime: Duration
+    private let lifetime: Duration
 
-    init(capacity: Int = 100_000, unarmoredLifetime: Duration = .seconds(300)) {
+    init(capacity: Int = 100_000, lifetime: Duration = .seconds(300)) {
         self.capacity = capacity
-        self.unarmoredLifetime = unarmoredLifetime
+        self.lifetime = lifetime
     }
 
     /// The etype info learnt for `principal`, if any and still trusted.
     func encryptionInfo(for principal: String, now: ContinuousClock.Instant = .now) -> EncryptionInfo? {
         tables.withLock { tables in
             guard let learnt = tables.encryptionInfo[principal] else { return nil }
-            if let expires = learnt.expires, expires <= now {
+            if learnt.expires <= now {
                 tables.encryptionInfo[principal] = nil
                 return nil
             }
@@ -42,11 +42,11 @@ final class LearntPreauth: Sendable {
         }
     }
 
-    /// Remembers what the KDC said of `principal`'s key; `armored` when the answer came inside FAST.
-    func remember(_ info: EncryptionInfo, for principal: String, armored: Bool, now: ContinuousClock.Instant = .now) {
+    /// Remembers what the KDC said of `principal`'s key.
+    func remember(_ info: EncryptionInfo, for principal: String, now: ContinuousClock.Instant = .now) {
         tables.withLock { tables in
             if tables.encryptionInfo.count >= capacity { tables.encryptionInfo.removeAll() }
-            tables.encryptionInfo[principal] = Learnt(info: info, expires: armored ? nil : now + unarmoredLifetime)
+            tables.encryptionInfo[principal] = Learnt(info: info, expires: now + lifetime)
         }
     }
 

@@ -107,9 +107,10 @@ struct PasswordFastPath: Sendable {
     /// Asks the KDC for the principal's etype info and remembers it.
     private func learn(_ request: RequestSetup) async throws(KerberosError) -> EncryptionInfo {
         let info = try await session.encryptionInfo { context in try request.makeForEncryptionInfo(context) }
-        // Etype info that came without FAST could have been chosen by whoever sits on the path: it is
-        // trusted only for a while, so one downgrade does not persist.
-        learnt.remember(info, for: request.principal, armored: request.armored)
+        // The question goes without FAST (``KerberosSession/encryptionInfo(_:)``), so whoever sits on the path could
+        // have chosen the answer: it is trusted only for a while, so one downgrade does not persist. (It cannot
+        // expose the password: inside FAST the key it makes only answers an encrypted challenge.)
+        learnt.remember(info, for: request.principal)
         return info
     }
 }

@@ -110,6 +110,40 @@ struct EngineTests {
         await client.shutdown()
     }
 
+    @Test("an armored login's etype question goes through the engine: with every KDC hung it ends at the deadline and leaves its worker free")
+    func armoredEtypeQuestion() async throws {
+        let client = try client(try engine.config(kdcs: [primary, replica]), timeout: .seconds(2), threads: 1)
+        let user = engine.user
+        try await engine.withStopped(["KDC_PID_FILE", "REPLICA_KDC_PID_FILE"]) {
+            let start = ContinuousClock.now
+            do throws(KerberosError) {
+                let info = try await client.session().encryptionInfo { context in
+                    var options = InitialCredentialsOptions()
+                    options.armor = .anonymousPKINIT
+                    options.fastRequired = true
+                    return InitialCredentialsSetup(client: try Principal(parsing: user, in: context), password: nil, options: options)
+                }
+                Issue.record("answered with every KDC stopped: \(info)")
+            } catch {
+                #expect(error.reason == .kdcUnreachable, "\(error)")
+            }
+            #expect(elapsed(since: start) < 3, "answered at the 2 s login timeout")
+            // The one worker is free at once: krb5_get_etype_info, which reads the armored answer itself, would hold it
+            // on the hung KDCs for MIT's own timeouts.
+            let probe = ContinuousClock.now
+            let value = try await client.session().run { _ in 42 }
+            #expect(value == 42 && elapsed(since: probe) < 1, "the worker answered after \(elapsed(since: probe)) s")
+        }
+        // And with the KDCs back, the question is answered (without FAST) with the principal's etype info.
+        let info = try await client.session().encryptionInfo { context in
+            var options = InitialCredentialsOptions()
+            options.armor = .anonymousPKINIT
+            return InitialCredentialsSetup(client: try Principal(parsing: user, in: context), password: nil, options: options)
+        }
+        #expect(info.encryptionType != .null, "\(info)")
+        await client.shutdown()
+    }
+
     @Test("a black-hole KDC (accepts TCP, swallows UDP): alone, kdc-unreachable within the timeout; listed before the replica, the replica answers")
     func blackHole() async throws {
         let hole = try BlackHoleKDC()

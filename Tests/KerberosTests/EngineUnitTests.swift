@@ -108,6 +108,52 @@ struct EngineUnitTests {
         #expect(DNSServiceRecords.parse(Array(message.prefix(20))).isEmpty)
     }
 
+    @Test("DNS: a query names its type and labels; A and AAAA answers become addresses; only the answer to our ID is taken")
+    func dnsMessages() throws {
+        let query = try #require(DNSServiceRecords.query(id: 0x1234, name: "kdc.example.test.", type: DNSServiceRecords.typeA))
+        #expect(Array(query.prefix(4)) == [0x12, 0x34, 0x01, 0x00], "ID, recursion desired")
+        #expect(Array(query.dropFirst(12)) == [3] + Array("kdc".utf8) + [7] + Array("example".utf8) + [4] + Array("test".utf8) + [0, 0, 1, 0, 1])
+        #expect(DNSServiceRecords.query(id: 1, name: String(repeating: "a", count: 64) + ".test", type: 1) == nil, "a label over 63 bytes")
+        #expect(DNSServiceRecords.query(id: 1, name: "a..test", type: 1) == nil, "an empty label")
+        // The answer: the question copied, then an A record and an AAAA record pointing back at its name.
+        var answer = Array(query.prefix(12))
+        answer[2] = 0x81; answer[3] = 0x80; answer[7] = 2
+        answer += query.dropFirst(12)
+        answer += [0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 7]
+        answer += [0xC0, 12, 0, 28, 0, 1, 0, 0, 0, 60, 0, 16, 0x20, 0x01, 0x0D, 0xB8] + [UInt8](repeating: 0, count: 11) + [1]
+        #expect(DNSServiceRecords.isAnswer(answer, id: 0x1234))
+        #expect(!DNSServiceRecords.isAnswer(answer, id: 0x1235), "another query's answer")
+        #expect(!DNSServiceRecords.isAnswer(query, id: 0x1234), "a query is no answer")
+        let addresses = DNSServiceRecords.addresses(answer, port: 88)
+        #expect(addresses.map { $0.ipAddress ?? "" } == ["192.0.2.7", "2001:db8::1"])
+        #expect(addresses.allSatisfy { $0.port == 88 })
+        #expect(DNSServiceRecords.addresses(Array(answer.prefix(answer.count - 3)), port: 88).map { $0.ipAddress ?? "" } == ["192.0.2.7"],
+                "a truncated record is dropped, the ones before it kept")
+    }
+
+    @Test("resolver files: resolv.conf's name servers (three at most, 127.0.0.1 when none) and search domains; /etc/hosts; the names tried")
+    func resolverFiles() throws {
+        let directory = "/tmp/engine-unit-dns-\(getpid())"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        try "# comment\nnameserver 192.0.2.1\nnameserver 2001:db8::53 ; trailing\nnameserver not-an-address\nnameserver 192.0.2.3\nnameserver 192.0.2.4\nsearch a.test b.test\noptions ndots:1\n"
+            .write(toFile: directory + "/resolv.conf", atomically: true, encoding: .utf8)
+        let settings = DNSServiceRecords.Settings.read(directory + "/resolv.conf")
+        #expect(settings.nameservers.map { $0.ipAddress ?? "" } == ["192.0.2.1", "2001:db8::53", "192.0.2.3"])
+        #expect(settings.nameservers.allSatisfy { $0.port == 53 })
+        #expect(settings.search == ["a.test", "b.test"])
+        #expect(DNSServiceRecords.Settings.read(directory + "/missing").nameservers.map { $0.ipAddress ?? "" } == ["127.0.0.1"])
+
+        try "127.0.0.1 localhost\n192.0.2.9 kdc1.a.test kdc1 # the KDC\n::1 localhost ip6-localhost\n#192.0.2.10 kdc2\n"
+            .write(toFile: directory + "/hosts", atomically: true, encoding: .utf8)
+        #expect(DNSServiceRecords.hostsFile("KDC1", port: 88, path: directory + "/hosts").map { $0.ipAddress ?? "" } == ["192.0.2.9"])
+        #expect(DNSServiceRecords.hostsFile("localhost", port: 88, path: directory + "/hosts").map { $0.ipAddress ?? "" } == ["127.0.0.1", "::1"])
+        #expect(DNSServiceRecords.hostsFile("kdc2", port: 88, path: directory + "/hosts").isEmpty, "a commented-out line")
+
+        #expect(DNSServiceRecords.candidates("kdc1", search: ["a.test", "b.test"]) == ["kdc1.a.test", "kdc1.b.test", "kdc1"])
+        #expect(DNSServiceRecords.candidates("kdc1.a.test", search: ["b.test"]) == ["kdc1.a.test", "kdc1.a.test.b.test"])
+    }
+
     @Test("KRB-ERROR error codes are read from the DER; other messages are not errors")
     func errorCodes() {
         // KRB-ERROR ::= [APPLICATION 30] SEQUENCE { pvno[0] 5, msg-type[1] 30, stime[4], susec[5], error-code[6] 52, ... }

@@ -9,7 +9,8 @@ import Testing
 /// `_kerberos._tcp.REALM` from a DNS responder of its own on loopback, and points the locator's SRV queries for
 /// that realm at it (``DNSServiceRecords/setNameserver(_:forRealm:)``: resolv.conf names no port, so it cannot
 /// point at a test server). Everything else is the production path: krb5.conf without a `kdc` line,
-/// `dns_lookup_kdc = true`, `res_nquery`, the SRV target resolved with `getaddrinfo`, the engine's transport.
+/// `dns_lookup_kdc = true`, the SRV questions sent by the engine's transport, the SRV target (`localhost`)
+/// resolved through /etc/hosts.
 @Suite("KDC location through DNS SRV records", .serialized, .onTestThreads)
 struct SRVLocatorTests {
     let realm: TestRealm

@@ -45,15 +45,13 @@ struct LearntPreauthTests {
         #expect(result == "ok")
     }
 
-    @Test("etype info learnt without FAST expires; armored info stays")
-    func unarmoredExpires() {
-        let learnt = LearntPreauth(unarmoredLifetime: .seconds(300))
+    @Test("learnt etype info expires after its lifetime (it is asked for without FAST)")
+    func learntExpires() {
+        let learnt = LearntPreauth(lifetime: .seconds(300))
         let now = ContinuousClock.now
-        learnt.remember(Self.aes256, for: "plain@R", armored: false, now: now)
-        learnt.remember(Self.aes256, for: "armored@R", armored: true, now: now)
+        learnt.remember(Self.aes256, for: "plain@R", now: now)
         #expect(learnt.encryptionInfo(for: "plain@R", now: now + .seconds(299)) == Self.aes256)
         #expect(learnt.encryptionInfo(for: "plain@R", now: now + .seconds(301)) == nil)
-        #expect(learnt.encryptionInfo(for: "armored@R", now: now + .seconds(86_400)) == Self.aes256)
     }
 
     @Test("known etype info is used without asking the KDC; unknown info is learnt first")
@@ -95,11 +93,11 @@ struct LearntPreauthTests {
     @Test("the etype info table is bounded, and newer info replaces older for a principal")
     func encryptionInfoBounded() {
         let learnt = LearntPreauth(capacity: 2)
-        learnt.remember(Self.aes256, for: "a@R", armored: true)
-        learnt.remember(Self.changed(1), for: "a@R", armored: true)
+        learnt.remember(Self.aes256, for: "a@R")
+        learnt.remember(Self.changed(1), for: "a@R")
         #expect(learnt.encryptionInfo(for: "a@R") == Self.changed(1))
-        learnt.remember(Self.aes256, for: "b@R", armored: true)
-        learnt.remember(Self.aes256, for: "c@R", armored: true)
+        learnt.remember(Self.aes256, for: "b@R")
+        learnt.remember(Self.aes256, for: "c@R")
         #expect(learnt.encryptionInfo(for: "a@R") == nil && learnt.encryptionInfo(for: "c@R") == Self.aes256)
     }
 
