@@ -99,27 +99,15 @@ enum KDCLocator {
     /// The corresponding C functions are `krb5_get_profile`, `profile_get_values`, `profile_get_integer` and
     /// `profile_get_boolean`.
     static func locate(realm: String, context: Context) throws(KerberosError) -> RealmLocation {
-        var profile: profile_t?
-        try context.check(krb5_get_profile(context.raw, &profile))
-        guard let profile else { throw KerberosError(code: Int32(KRB5_REALM_UNKNOWN), message: "No profile", reason: .invalidRequest) }
-        defer { profile_release(profile) }
-
-        let primaries = Set((values(profile, ["realms", realm, "primary_kdc"]) + values(profile, ["realms", realm, "master_kdc"]))
-            .compactMap { KDCAddress(parsing: $0) }.map { HostPort(host: $0.host, port: $0.port) })
-        var kdcs = values(profile, ["realms", realm, "kdc"]).compactMap { KDCAddress(parsing: $0) }
-        let inDNS = kdcs.isEmpty && boolean(profile, "libdefaults", "dns_lookup_kdc", default: true)
-        if kdcs.isEmpty && !inDNS { throw cannotFind("KDC", realm: realm) }
-        for index in kdcs.indices where primaries.contains(HostPort(host: kdcs[index].host, port: kdcs[index].port)) {
-            kdcs[index].isPrimary = true
+        try location(of: realm, in: context, what: "KDC") { profile in
+            let primaries = Set((values(profile, ["realms", realm, "primary_kdc"]) + values(profile, ["realms", realm, "master_kdc"]))
+                .compactMap { KDCAddress(parsing: $0) }.map { HostPort(host: $0.host, port: $0.port) })
+            var kdcs = values(profile, ["realms", realm, "kdc"]).compactMap { KDCAddress(parsing: $0) }
+            for index in kdcs.indices where primaries.contains(HostPort(host: kdcs[index].host, port: kdcs[index].port)) {
+                kdcs[index].isPrimary = true
+            }
+            return kdcs
         }
-        var limit = Int32(defaultUDPPreferenceLimit)
-        _ = profile_get_integer(profile, "libdefaults", "udp_preference_limit", nil, Int32(defaultUDPPreferenceLimit), &limit)
-        return RealmLocation(realm: realm, kdcs: kdcs, udpPreferenceLimit: min(Int(limit), hardUDPLimit), inDNS: inDNS)
-    }
-
-    /// `KRB5_REALM_CANT_RESOLVE`: no `what` is listed for the realm, nor found in DNS.
-    static func cannotFind(_ what: String, realm: String) -> KerberosError {
-        KerberosError(code: Int32(KRB5_REALM_CANT_RESOLVE), message: "Cannot find \(what) for realm \"\(realm)\"", reason: .kdcUnreachable)
     }
 
     /// RFC 3244's port, MIT's `DEFAULT_KPASSWD_PORT`.
@@ -131,21 +119,33 @@ enum KDCLocator {
     ///
     /// The corresponding C functions are those of ``locate(realm:context:)``.
     static func locatePasswordServers(realm: String, context: Context) throws(KerberosError) -> RealmLocation {
+        try location(of: realm, in: context, what: "a kpasswd server") { profile in
+            let servers = values(profile, ["realms", realm, "kpasswd_server"]).compactMap { KDCAddress(parsing: $0, defaultPort: kpasswdPort) }
+            guard servers.isEmpty else { return servers }
+            return values(profile, ["realms", realm, "admin_server"]).compactMap { KDCAddress(parsing: $0) }
+                .map { KDCAddress(host: $0.host, port: kpasswdPort, transport: .any, isPrimary: false) }
+        }
+    }
+
+    /// The location with the servers `listed` reads from the profile; when it lists none, a location to be found
+    /// in DNS (`dns_lookup_kdc`, on by default) or `KRB5_REALM_CANT_RESOLVE`. `udp_preference_limit` applies to both.
+    private static func location(of realm: String, in context: Context, what: String,
+                                 listed: (profile_t) -> [KDCAddress]) throws(KerberosError) -> RealmLocation {
         var profile: profile_t?
         try context.check(krb5_get_profile(context.raw, &profile))
         guard let profile else { throw KerberosError(code: Int32(KRB5_REALM_UNKNOWN), message: "No profile", reason: .invalidRequest) }
         defer { profile_release(profile) }
-
-        var servers = values(profile, ["realms", realm, "kpasswd_server"]).compactMap { KDCAddress(parsing: $0, defaultPort: kpasswdPort) }
-        if servers.isEmpty {
-            servers = values(profile, ["realms", realm, "admin_server"]).compactMap { KDCAddress(parsing: $0) }
-                .map { KDCAddress(host: $0.host, port: kpasswdPort, transport: .any, isPrimary: false) }
-        }
+        let servers = listed(profile)
         let inDNS = servers.isEmpty && boolean(profile, "libdefaults", "dns_lookup_kdc", default: true)
-        if servers.isEmpty && !inDNS { throw cannotFind("a kpasswd server", realm: realm) }
+        if servers.isEmpty && !inDNS { throw cannotFind(what, realm: realm) }
         var limit = Int32(defaultUDPPreferenceLimit)
         _ = profile_get_integer(profile, "libdefaults", "udp_preference_limit", nil, Int32(defaultUDPPreferenceLimit), &limit)
         return RealmLocation(realm: realm, kdcs: servers, udpPreferenceLimit: min(Int(limit), hardUDPLimit), inDNS: inDNS)
+    }
+
+    /// `KRB5_REALM_CANT_RESOLVE`: no `what` is listed for the realm, nor found in DNS.
+    static func cannotFind(_ what: String, realm: String) -> KerberosError {
+        KerberosError(code: Int32(KRB5_REALM_CANT_RESOLVE), message: "Cannot find \(what) for realm \"\(realm)\"", reason: .kdcUnreachable)
     }
 
     private struct HostPort: Hashable {
