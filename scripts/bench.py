@@ -562,7 +562,7 @@ def main():
               "for the verification ticket; plus the password's string-to-key (PBKDF2, 4,096 iterations for the AES-SHA1 types), "
               "which profiling (`perf`) shows is about three quarters of the client's CPU time per login.", "",
               "- **Learnt etype info** (`learned_preauth`, on by default for password-only logins): the first login of a principal "
-              "asks the KDC for its enctype and salt with an AS-REQ without pre-authentication (no password involved, no failure counted; the engine reads PA-ETYPE-INFO2 from the reply itself, or uses `krb5_get_etype_info` under FAST); later "
+              "asks the KDC for its enctype and salt with an AS-REQ without pre-authentication (no password involved, no failure counted; the engine reads PA-ETYPE-INFO2 from the reply itself, also for armored logins, whose question goes without FAST); later "
               "logins send the timestamp made with them in the first AS-REQ (`krb5_get_init_creds_opt_set_salt`, "
               "`_set_etype_list`, `_set_preauth_list`). Unlike MIT's plain optimistic preauth, which guesses the default salt, a "
               "principal with a non-default salt works from its first login, and a wrong password counts once at the KDC.",

@@ -5,9 +5,8 @@ import Dispatch
 /// `async` callers.
 ///
 /// For logins, prefer ``KerberosClient``: it never blocks a thread on a KDC and bounds every call in time.
-/// The executor remains for krb5 calls that have no stepwise form (the password change of
-/// `krb5_get_init_creds_password` on an expired password, `krb5_change_password`, `krb5_get_etype_info`
-/// under FAST) and for programs that use the blocking ``Context`` API.
+/// The executor remains for programs that use the blocking ``Context`` API (`krb5_get_init_creds_password`
+/// with a prompter, `krb5_get_etype_info`, verification with `krb5_verify_init_creds`).
 ///
 /// krb5 blocks on the network, on prompters and on responders; such calls must not run on Swift's
 /// cooperative pool or an event loop. `run` hands a closure to the next free thread and suspends the

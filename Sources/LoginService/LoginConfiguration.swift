@@ -55,8 +55,8 @@ public struct LoginConfiguration: Sendable {
     /// (twice for a wrong password on such a principal), which matters under lockout policies.
     public var optimisticPreauth: Bool
     /// Password-only logins (``LoginService/verifyPassword(principal:password:)``, the saslauthd listener)
-    /// learn each principal's encryption type and salt from the KDC once (`krb5_get_etype_info`, which
-    /// counts no failure) and then send the encrypted timestamp made with them in the first request: one AS
+    /// learn each principal's encryption type and salt from the KDC once (an AS-REQ without pre-authentication,
+    /// which counts no failure; the answer is trusted for 5 minutes) and then send the encrypted timestamp made with them in the first request: one AS
     /// exchange instead of two. For the AES-SHA1 enctypes the key is made in process with OpenSSL's PBKDF2
     /// (about twice as fast as libk5crypto's) and handed to krb5 through a private MEMORY keytab. A wrong
     /// password still counts once at the KDC; when it fails the learnt info is checked again, so a changed

@@ -198,6 +198,9 @@ struct LeakCheck: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "leakcheck")
     @Option(name: .customLong("realm-env")) var realmEnv: String
     @Option var count = 1_000
+    /// `NAME:PASSWORD` of an expired principal whose policy refuses the new password this check offers: the
+    /// password change's kpasswd exchange runs (request built, reply read) and changes nothing.
+    @Option(name: .customLong("refused-change")) var refusedChange: String?
 
     func run() throws {
         let realm = try realmValues(realmEnv)
@@ -214,6 +217,21 @@ struct LeakCheck: ParsableCommand {
             (realm["USER"]!, realm["USER_PASSWORD"]!), (realm["USER"]!, "wrong"), ("nobody-here", "x"),
             (realm["DISABLED_USER"]!, realm["DISABLED_PASSWORD"]!), (realm["OTP_USER"]!, nil), (realm["EXPIRED_USER"]!, realm["EXPIRED_PASSWORD"]!),
         ]
+        if let refusedChange, let colon = refusedChange.firstIndex(of: ":") {
+            // The conversation's replay with the new-password answers: kadmin/changepw ticket, kpasswd, refusal.
+            let principal = String(refusedChange[..<colon]), password = Secret(String(refusedChange[refusedChange.index(after: colon)...]))
+            let context = try Context(configuration.krb5)
+            for _ in 0..<max(count / 20, 1) {
+                let conversation = LoginConversation(principal: principal, password: password)
+                var step = LoginService.stepBlocking(conversation, configuration: configuration, context: context)
+                if case .questions(let round, _, _) = step {
+                    try conversation.answer(LoginAnswers(newPassword: Secret("short"), newPasswordAgain: Secret("short")), round: round)
+                    step = LoginService.stepBlocking(conversation, configuration: configuration, context: context)
+                }
+                let outcome = if case .finished(let result, _) = step { result.failure?.rawValue ?? "ok" } else { "abandoned-at-question" }
+                outcomes.withLock { $0["refused change " + outcome, default: 0] += 1 }
+            }
+        }
         for index in 0..<count {
             let (principal, password) = cases[index % cases.count]
             slots.wait()
