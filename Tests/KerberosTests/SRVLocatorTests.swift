@@ -46,7 +46,7 @@ struct SRVLocatorTests {
         DNSServiceRecords.setNameserver((host: "127.0.0.1", port: dns.port), forRealm: realm.realm)
         defer { DNSServiceRecords.setNameserver(nil, forRealm: realm.realm) }
 
-        let client = try KerberosClient(configuration: .init(krb5: .files(config), threads: 1, loginTimeout: .seconds(5)))
+        let client = try KerberosClient(configuration: .init(krb5: .files(config), threads: 1, loginTimeout: TestRealm.loginTimeout))
         let ticket = try await client.initialCredentials(
             for: realm["USER"], password: Secret(realm["USER_PASSWORD"]),
             verification: VerificationRequest(server: realm["LOCALHOST_PRINCIPAL"], keytab: realm["HOST_KEYTAB"]))

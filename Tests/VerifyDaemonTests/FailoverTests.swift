@@ -103,7 +103,8 @@ struct FailoverTests {
             process = try ChildProcess([TestRealm.executable("krb5-verifyd"), "--sasl-socket", saslSocket, "--socket", socket,
                                         "--krb5-config", realm["FAILOVER_KRB5_CONFIG"], "--keytab", realm["HOST_KEYTAB"],
                                         "--server-principal", realm["LOCALHOST_PRINCIPAL"], "--armor", "anonymous", "--workers", "4",
-                                        "--failure-floor", "0ms", "--throttle-failures", "1000000", "--log-level", "warning"],
+                                        "--failure-floor", "0ms", "--throttle-failures", "1000000", "--log-level", "warning"]
+                                        + TestRealm.loginTimeoutFlags,
                                        output: .file(realm.directory + "/verifyd.log"))
             for _ in 0..<200 where !FileManager.default.fileExists(atPath: socket) { Thread.sleep(forTimeInterval: 0.05) }
         }
