@@ -106,7 +106,7 @@ struct FailoverTests {
                                         "--failure-floor", "0ms", "--throttle-failures", "1000000", "--log-level", "warning"]
                                         + TestRealm.loginTimeoutFlags,
                                        output: .file(realm.directory + "/verifyd.log"))
-            for _ in 0..<200 where !FileManager.default.fileExists(atPath: socket) { Thread.sleep(forTimeInterval: 0.05) }
+            for _ in 0..<600 where !FileManager.default.fileExists(atPath: socket) { Thread.sleep(forTimeInterval: 0.05) }
         }
 
         func sasl(_ login: String, _ password: String) throws -> SaslauthdReply {

@@ -46,7 +46,7 @@ struct ServiceUnitTests {
         """.write(toFile: directory + "/d.toml", atomically: true, encoding: .utf8)
         let tracer = try ChildProcess(["strace", "-f", "-qq", "-o", directory + "/trace", "--", TestRealm.executable("krb5-verifyd"), "--config", directory + "/d.toml"],
                                       output: .file(directory + "/log"))
-        for _ in 0..<200 where !FileManager.default.fileExists(atPath: directory + "/conv") { Thread.sleep(forTimeInterval: 0.05) }
+        for _ in 0..<600 where !FileManager.default.fileExists(atPath: directory + "/conv") { Thread.sleep(forTimeInterval: 0.05) }
         Thread.sleep(forTimeInterval: 0.2)
 
         let ok = try TestRealm.run(["testsaslauthd", "-f", directory + "/mux", "-u", realm["USER"], "-p", realm["USER_PASSWORD"]])

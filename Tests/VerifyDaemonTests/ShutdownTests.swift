@@ -50,7 +50,7 @@ struct ShutdownTests {
         let daemon = try ChildProcess([TestRealm.executable("krb5-verifyd"), "--sasl-socket", socketPath, "--krb5-config", config,
                                        "--keytab", realm["HOST_KEYTAB"], "--server-principal", realm["LOCALHOST_PRINCIPAL"], "--log-level", "info"],
                                       output: .file(logPath))
-        for _ in 0..<100 where !FileManager.default.fileExists(atPath: socketPath) { Thread.sleep(forTimeInterval: 0.05) }
+        for _ in 0..<600 where !FileManager.default.fileExists(atPath: socketPath) { Thread.sleep(forTimeInterval: 0.05) }
 
         let client = try SocketClient(path: socketPath, timeout: 30)
         let started = Date()
@@ -86,7 +86,7 @@ struct ShutdownTests {
         """.write(toFile: configFile, atomically: true, encoding: .utf8)
         let daemon = try ChildProcess([TestRealm.executable("krb5-verifyd"), "--config", configFile])
         defer { daemon.terminate() }
-        for _ in 0..<100 where !FileManager.default.fileExists(atPath: socketPath) { Thread.sleep(forTimeInterval: 0.05) }
+        for _ in 0..<600 where !FileManager.default.fileExists(atPath: socketPath) { Thread.sleep(forTimeInterval: 0.05) }
         var info = stat()
         #expect(stat(socketPath, &info) == 0)
         #expect(info.st_mode & 0o777 == 0o600)
@@ -109,9 +109,9 @@ struct ShutdownTests {
         allowed_uids = [4242]
         """.write(toFile: configFile, atomically: true, encoding: .utf8)
         let daemon = try ChildProcess([TestRealm.executable("krb5-verifyd"), "--config", configFile, "--sasl-socket", socketPath, "--socket-mode", "0640",
-                                       "--krb5-config", realm.configFile, "--allowed-uids", String(getuid())])
+                                       "--krb5-config", realm.configFile, "--allowed-uids", String(getuid())] + TestRealm.loginTimeoutFlags)
         defer { daemon.terminate() }
-        for _ in 0..<100 where !FileManager.default.fileExists(atPath: socketPath) { Thread.sleep(forTimeInterval: 0.05) }
+        for _ in 0..<600 where !FileManager.default.fileExists(atPath: socketPath) { Thread.sleep(forTimeInterval: 0.05) }
         var info = stat()
         #expect(stat(socketPath, &info) == 0)
         #expect(info.st_mode & 0o777 == 0o640)
