@@ -10,7 +10,8 @@ internal import Glibc
 /// krb5.conf lists none; and the addresses of a server's host name, from `/etc/hosts` then A and AAAA records, as
 /// `getaddrinfo` finds them with `hosts: files dns`.
 ///
-/// The name servers and search domains are resolv.conf's. Questions go over UDP with the failover, hedging and
+/// The name servers and search domains are resolv.conf's, read when a question is to be asked (rarely: locations are
+/// cached), so a changed resolv.conf is followed as glibc follows it. Questions go over UDP with the failover, hedging and
 /// retransmission of KDC messages (``KDCTransport``), under the login's deadline. A truncated answer is used as it
 /// came (SRV and address answers for a realm fit a datagram).
 enum DNSServiceRecords {
@@ -251,7 +252,7 @@ enum DNSServiceRecords {
 extension KerberosSession {
     /// The SRV records of `name`, asked of `realm`'s name servers on the event loop; empty when the name has none.
     func serviceRecords(_ name: String, realm: String) async throws(KerberosError) -> [DNSServiceRecords.Record] {
-        let nameservers = DNSServiceRecords.nameserver(forRealm: realm).map { [$0] } ?? client.resolverSettings.nameservers
+        let nameservers = DNSServiceRecords.nameserver(forRealm: realm).map { [$0] } ?? DNSServiceRecords.Settings.read().nameservers
         return DNSServiceRecords.parse(try await ask(name, type: DNSServiceRecords.typeSRV, nameservers: nameservers, realm: realm))
     }
 
@@ -267,7 +268,7 @@ extension KerberosSession {
         if let address = try? SocketAddress(ipAddress: kdc.host, port: kdc.port) { return [address] }
         let fromFile = DNSServiceRecords.hostsFile(kdc.host, port: kdc.port)
         if !fromFile.isEmpty { return fromFile }
-        let settings = client.resolverSettings
+        let settings = DNSServiceRecords.Settings.read()
         for name in DNSServiceRecords.candidates(kdc.host, search: settings.search) {
             var found: [SocketAddress] = []
             for type in [DNSServiceRecords.typeA, DNSServiceRecords.typeAAAA] {
@@ -286,12 +287,9 @@ extension KerberosSession {
             KDCTarget(kdc: KDCAddress(host: address.ipAddress ?? "", port: address.port ?? 53, transport: .udp, isPrimary: false),
                       address: address, key: "dns \(address)")
         }
-        let transport = client.transport
         do {
-            return try await awaitStep(deadline: deadline, loop: client.group.next(), onTimeout: { KerberosError.loginTimedOut(realm: realm, timeout: timeout) }) { resumer in
-                transport.send(Array(repeating: query, count: targets.count), to: targets, kind: .dns(id: id), udpPreferenceLimit: Int.max,
-                               tcpOnly: false, realm: realm, resumer: resumer)
-            }.bytes
+            return try await transmit(Array(repeating: query, count: targets.count), to: targets, kind: .dns(id: id), udpPreferenceLimit: Int.max,
+                                      tcpOnly: false, realm: realm).bytes
         } catch where error.code == Int32(KRB5_KDC_UNREACH) && error.reason == .kdcUnreachable && deadline > .now() {
             // Every name server refused: no answer, as res_query reports it.
             return []

@@ -82,6 +82,19 @@ struct RealmLocation: Sendable {
     var hasPrimary: Bool { kdcs.contains(where: \.isPrimary) }
 }
 
+/// Which servers of a realm a message is for.
+enum ServerRole: Sendable {
+    /// The KDCs (`kdc`, SRV `_kerberos`).
+    case kdc
+    /// The kpasswd servers (`kpasswd_server`, `admin_server`, SRV `_kpasswd`).
+    case passwordChange
+
+    /// The service label of its SRV records.
+    var dnsService: String { self == .kdc ? "_kerberos" : "_kpasswd" }
+    /// How an error names one.
+    var noun: String { self == .kdc ? "KDC" : "a kpasswd server" }
+}
+
 /// Finds a realm's KDCs the way MIT's `locate_kdc.c` does, from the profile of a context.
 ///
 /// Reads `[realms] REALM = { kdc, primary_kdc, master_kdc }` and `[libdefaults] udp_preference_limit`,
@@ -94,12 +107,20 @@ enum KDCLocator {
     /// MIT's `HARD_UDP_LIMIT`: above this, always TCP.
     static let hardUDPLimit = 32700
 
+    /// Locates `realm`'s servers of `role` with `context`'s configuration.
+    static func locate(_ role: ServerRole, realm: String, context: Context) throws(KerberosError) -> RealmLocation {
+        switch role {
+        case .kdc: try locate(realm: realm, context: context)
+        case .passwordChange: try locatePasswordServers(realm: realm, context: context)
+        }
+    }
+
     /// Locates `realm`'s KDCs with `context`'s configuration.
     ///
     /// The corresponding C functions are `krb5_get_profile`, `profile_get_values`, `profile_get_integer` and
     /// `profile_get_boolean`.
     static func locate(realm: String, context: Context) throws(KerberosError) -> RealmLocation {
-        try location(of: realm, in: context, what: "KDC") { profile in
+        try location(of: realm, in: context, role: .kdc) { profile in
             let primaries = Set((values(profile, ["realms", realm, "primary_kdc"]) + values(profile, ["realms", realm, "master_kdc"]))
                 .compactMap { KDCAddress(parsing: $0) }.map { HostPort(host: $0.host, port: $0.port) })
             var kdcs = values(profile, ["realms", realm, "kdc"]).compactMap { KDCAddress(parsing: $0) }
@@ -119,7 +140,7 @@ enum KDCLocator {
     ///
     /// The corresponding C functions are those of ``locate(realm:context:)``.
     static func locatePasswordServers(realm: String, context: Context) throws(KerberosError) -> RealmLocation {
-        try location(of: realm, in: context, what: "a kpasswd server") { profile in
+        try location(of: realm, in: context, role: .passwordChange) { profile in
             let servers = values(profile, ["realms", realm, "kpasswd_server"]).compactMap { KDCAddress(parsing: $0, defaultPort: kpasswdPort) }
             guard servers.isEmpty else { return servers }
             return values(profile, ["realms", realm, "admin_server"]).compactMap { KDCAddress(parsing: $0) }
@@ -129,7 +150,7 @@ enum KDCLocator {
 
     /// The location with the servers `listed` reads from the profile; when it lists none, a location to be found
     /// in DNS (`dns_lookup_kdc`, on by default) or `KRB5_REALM_CANT_RESOLVE`. `udp_preference_limit` applies to both.
-    private static func location(of realm: String, in context: Context, what: String,
+    private static func location(of realm: String, in context: Context, role: ServerRole,
                                  listed: (profile_t) -> [KDCAddress]) throws(KerberosError) -> RealmLocation {
         var profile: profile_t?
         try context.check(krb5_get_profile(context.raw, &profile))
@@ -137,15 +158,15 @@ enum KDCLocator {
         defer { profile_release(profile) }
         let servers = listed(profile)
         let inDNS = servers.isEmpty && boolean(profile, "libdefaults", "dns_lookup_kdc", default: true)
-        if servers.isEmpty && !inDNS { throw cannotFind(what, realm: realm) }
+        if servers.isEmpty && !inDNS { throw cannotFind(role, realm: realm) }
         var limit = Int32(defaultUDPPreferenceLimit)
         _ = profile_get_integer(profile, "libdefaults", "udp_preference_limit", nil, Int32(defaultUDPPreferenceLimit), &limit)
         return RealmLocation(realm: realm, kdcs: servers, udpPreferenceLimit: min(Int(limit), hardUDPLimit), inDNS: inDNS)
     }
 
-    /// `KRB5_REALM_CANT_RESOLVE`: no `what` is listed for the realm, nor found in DNS.
-    static func cannotFind(_ what: String, realm: String) -> KerberosError {
-        KerberosError(code: Int32(KRB5_REALM_CANT_RESOLVE), message: "Cannot find \(what) for realm \"\(realm)\"", reason: .kdcUnreachable)
+    /// `KRB5_REALM_CANT_RESOLVE`: no server of `role` is listed for the realm, nor found in DNS.
+    static func cannotFind(_ role: ServerRole, realm: String) -> KerberosError {
+        KerberosError(code: Int32(KRB5_REALM_CANT_RESOLVE), message: "Cannot find \(role.noun) for realm \"\(realm)\"", reason: .kdcUnreachable)
     }
 
     private struct HostPort: Hashable {

@@ -72,16 +72,10 @@ final class KDCTransport: Sendable {
         unresponsive.withLock { $0[key] = nil }
     }
 
-    /// Sends `message` to the realm's KDCs and resumes `resumer` with the first reply, or with
-    /// `KRB5_KDC_UNREACH` once every KDC refused. The caller's deadline and cancellation finish `resumer` too,
-    /// which closes every socket of the send.
-    func send(_ message: [UInt8], to targets: [KDCTarget], udpPreferenceLimit: Int, tcpOnly: Bool, realm: String, resumer: Resumer<KDCReply>) {
-        send(Array(repeating: message, count: targets.count), to: targets, kind: .kdc, udpPreferenceLimit: udpPreferenceLimit,
-             tcpOnly: tcpOnly, realm: realm, resumer: resumer)
-    }
-
-    /// Sends `messages[i]` to `targets[i]`, with the failover of a KDC message, and takes the first reply of `kind`.
-    /// (A kpasswd request differs per server: it carries this host's address on the route to that server.)
+    /// Sends `messages[i]` to `targets[i]` (a kpasswd request differs per server: it carries this host's address on
+    /// the route to that server) and resumes `resumer` with the first reply of `kind`, or with `KRB5_KDC_UNREACH`
+    /// once every target refused. The caller's deadline and cancellation finish `resumer` too, which closes every
+    /// socket of the send.
     func send(_ messages: [[UInt8]], to targets: [KDCTarget], kind: ReplyKind, udpPreferenceLimit: Int, tcpOnly: Bool, realm: String,
               resumer: Resumer<KDCReply>) {
         precondition(messages.count == targets.count, "one message per target")

@@ -61,8 +61,6 @@ public final class KerberosClient: Sendable {
     /// cooperative pool (which a caller may have filled with blocking work).
     let executor: EventLoopTaskExecutor
     private let locations = Locked<[String: (location: ResolvedLocation, expires: NIODeadline)]>([:])
-    /// resolv.conf's name servers and search domains, read when the client starts.
-    let resolverSettings = DNSServiceRecords.Settings.read()
     private let nextWorker = Locked(0)
 
     /// Starts the worker threads and one event-loop thread.
@@ -203,28 +201,17 @@ public final class KerberosClient: Sendable {
         return KerberosSession(client: self, worker: workers[index], deadline: .now() + .nanoseconds(timeout.nanoseconds), timeout: timeout)
     }
 
-    /// Which servers of a realm a message is for.
-    enum ServerRole: Sendable {
-        /// The KDCs (`kdc`, SRV `_kerberos`).
-        case kdc
-        /// The kpasswd servers (`kpasswd_server`, `admin_server`, SRV `_kpasswd`).
-        case passwordChange
-    }
-
     /// The realm's KDCs (or kpasswd servers) with their addresses, cached for five minutes: krb5.conf read on the
     /// session's worker, SRV records and host names asked of DNS on the event loop (``DNSServiceRecords``), host
     /// names resolved concurrently. A location with no address is not cached.
     func location(of realm: String, role: ServerRole = .kdc, session: KerberosSession) async throws(KerberosError) -> ResolvedLocation {
         let now = NIODeadline.now()
-        let key = role == .kdc ? realm : "kpasswd " + realm
+        let key = "\(role.dnsService) \(realm)"
         if let cached = locations.withLock({ $0[key] }), cached.expires > now { return cached.location }
-        var location = try await session.run { context in
-            role == .kdc ? try KDCLocator.locate(realm: realm, context: context)
-                         : try KDCLocator.locatePasswordServers(realm: realm, context: context)
-        }
+        var location = try await session.run { context in try KDCLocator.locate(role, realm: realm, context: context) }
         if location.inDNS {
-            location.kdcs = try await session.serversFromDNS(role == .kdc ? "_kerberos" : "_kpasswd", realm: realm)
-            if location.kdcs.isEmpty { throw KDCLocator.cannotFind(role == .kdc ? "KDC" : "a kpasswd server", realm: realm) }
+            location.kdcs = try await session.serversFromDNS(role.dnsService, realm: realm)
+            if location.kdcs.isEmpty { throw KDCLocator.cannotFind(role, realm: realm) }
         }
         let kdcs = location.kdcs
         let resolved = await withTaskGroup(of: (Int, [SocketAddress]).self) { group in
@@ -329,8 +316,17 @@ package struct KerberosSession: Sendable {
         guard !targets.isEmpty else {
             throw KerberosError(code: Int32(KRB5_KDC_UNREACH), message: "No \(primaryOnly ? "primary " : "")KDC is configured for realm '\(realm)'", reason: .kdcUnreachable)
         }
+        return try await transmit(Array(repeating: message, count: targets.count), to: targets, kind: .kdc,
+                                  udpPreferenceLimit: resolved.location.udpPreferenceLimit, tcpOnly: tcpOnly, realm: realm)
+    }
+
+    /// Sends `messages[i]` to `targets[i]` on the transport (``KDCTransport``) and awaits the first reply of `kind`,
+    /// under the session's deadline: the one way KDC, kpasswd and DNS messages leave.
+    func transmit(_ messages: [[UInt8]], to targets: [KDCTarget], kind: ReplyKind, udpPreferenceLimit: Int, tcpOnly: Bool,
+                  realm: String) async throws(KerberosError) -> KDCReply {
+        let transport = client.transport
         return try await awaitStep(deadline: deadline, loop: client.group.next(), onTimeout: timedOut(realm)) { resumer in
-            transport.send(message, to: targets, udpPreferenceLimit: resolved.location.udpPreferenceLimit, tcpOnly: tcpOnly, realm: realm, resumer: resumer)
+            transport.send(messages, to: targets, kind: kind, udpPreferenceLimit: udpPreferenceLimit, tcpOnly: tcpOnly, realm: realm, resumer: resumer)
         }
     }
 
@@ -462,11 +458,8 @@ package struct KerberosSession: Sendable {
         guard !requests.isEmpty else {
             throw KerberosError(code: Int32(KRB5_KDC_UNREACH), message: "No kpasswd server of realm '\(realm)' can be reached", reason: .kdcUnreachable)
         }
-        let reply: KDCReply = try await awaitStep(deadline: deadline, loop: client.group.next(), onTimeout: timedOut(realm)) { resumer in
-            transport.send(requests.map(\.1), to: requests.map(\.0), kind: .passwordChange, udpPreferenceLimit: resolved.location.udpPreferenceLimit,
-                           tcpOnly: false, realm: realm, resumer: resumer)
-        }
-        let bytes = reply.bytes
+        let bytes = try await transmit(requests.map(\.1), to: requests.map(\.0), kind: .passwordChange,
+                                       udpPreferenceLimit: resolved.location.udpPreferenceLimit, tcpOnly: false, realm: realm).bytes
         return try await run(exchange) { _, exchange in try exchange.readReply(bytes) }
     }
 

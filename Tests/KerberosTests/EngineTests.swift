@@ -114,15 +114,19 @@ struct EngineTests {
     func armoredEtypeQuestion() async throws {
         let client = try client(try engine.config(kdcs: [primary, replica]), timeout: .seconds(2), threads: 1)
         let user = engine.user
+        /// The etype question of an armored login with FAST required.
+        @Sendable func armoredQuestion() async throws(KerberosError) -> EncryptionInfo {
+            try await client.session().encryptionInfo { context in
+                var options = InitialCredentialsOptions()
+                options.armor = .anonymousPKINIT
+                options.fastRequired = true
+                return InitialCredentialsSetup(client: try Principal(parsing: user, in: context), password: nil, options: options)
+            }
+        }
         try await engine.withStopped(["KDC_PID_FILE", "REPLICA_KDC_PID_FILE"]) {
             let start = ContinuousClock.now
             do throws(KerberosError) {
-                let info = try await client.session().encryptionInfo { context in
-                    var options = InitialCredentialsOptions()
-                    options.armor = .anonymousPKINIT
-                    options.fastRequired = true
-                    return InitialCredentialsSetup(client: try Principal(parsing: user, in: context), password: nil, options: options)
-                }
+                let info = try await armoredQuestion()
                 Issue.record("answered with every KDC stopped: \(info)")
             } catch {
                 #expect(error.reason == .kdcUnreachable, "\(error)")
@@ -135,11 +139,7 @@ struct EngineTests {
             #expect(value == 42 && elapsed(since: probe) < 2, "the worker answered after \(elapsed(since: probe)) s")
         }
         // And with the KDCs back, the question is answered (without FAST) with the principal's etype info.
-        let info = try await client.session().encryptionInfo { context in
-            var options = InitialCredentialsOptions()
-            options.armor = .anonymousPKINIT
-            return InitialCredentialsSetup(client: try Principal(parsing: user, in: context), password: nil, options: options)
-        }
+        let info = try await armoredQuestion()
         #expect(info.encryptionType != .null, "\(info)")
         await client.shutdown()
     }

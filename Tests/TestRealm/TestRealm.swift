@@ -53,7 +53,7 @@ public struct TestRealm: Sendable {
     public static let loginTimeout = Duration.seconds(60)
 
     /// ``loginTimeout`` as `krb5-login` flags.
-    public static let loginTimeoutFlags = ["--login-timeout", "60s"]
+    public static let loginTimeoutFlags = ["--login-timeout", "\(loginTimeout.components.seconds)s"]
 
     /// `Docker/kdc/realm.sh` in this checkout.
     public static let script: String = {
