@@ -103,7 +103,7 @@ struct ActiveDirectoryHelperTests {
     @Test("verification with nofail: a keytab without the SPN's key fails the login")
     func verificationNofail() throws {
         let result = try TestRealm.run([binary, "--krb5-config", ad.configFile, "--keytab", ad.directory + "/no-such.keytab",
-                                        "--server-principal", ad.hostPrincipal], input: "\(ad["USER"])\n\(ad["USER_PASSWORD"])\n")
+                                        "--server-principal", ad.hostPrincipal] + TestRealm.loginTimeoutFlags, input: "\(ad["USER"])\n\(ad["USER_PASSWORD"])\n")
         #expect(result.status != 0)
         #expect(result.output.contains("verification-failed"), "\(result.output)")
     }

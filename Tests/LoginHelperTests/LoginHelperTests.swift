@@ -71,7 +71,7 @@ struct LoginHelperTests {
         let path = realm.directory + "/krb5-notimesync.conf"
         try String(contentsOfFile: realm.configFile, encoding: .utf8)
             .replacingOccurrences(of: "[libdefaults]", with: "[libdefaults]\n kdc_timesync = 0").write(toFile: path, atomically: true, encoding: .utf8)
-        let flags = ["--keytab", realm["HOST_KEYTAB"], "--server-principal", realm["LOCALHOST_PRINCIPAL"]]
+        let flags = ["--keytab", realm["HOST_KEYTAB"], "--server-principal", realm["LOCALHOST_PRINCIPAL"]] + TestRealm.loginTimeoutFlags
         let input = "\(realm["USER"])\n\(realm["USER_PASSWORD"])\n"
         let skewed = try TestRealm.run(["faketime", "-f", "+1h", binary, "--krb5-config", path] + flags, input: input)
         #expect(skewed.status == 3, "\(skewed.output)")
@@ -83,7 +83,8 @@ struct LoginHelperTests {
     @Test("credentials from a rogue KDC of the same realm are denied")
     func rogueKDC() throws {
         let result = try TestRealm.run([binary, "--krb5-config", realm["KRB5_ROGUE_CONFIG_FILE"], "--keytab", realm["HOST_KEYTAB"],
-                                        "--server-principal", realm["LOCALHOST_PRINCIPAL"]], input: "\(realm["USER"])\n\(realm["ROGUE_PASSWORD"])\n")
+                                        "--server-principal", realm["LOCALHOST_PRINCIPAL"]] + TestRealm.loginTimeoutFlags,
+                                       input: "\(realm["USER"])\n\(realm["ROGUE_PASSWORD"])\n")
         #expect(result.status == 1)
         #expect(result.output.contains("verification-failed"))
     }

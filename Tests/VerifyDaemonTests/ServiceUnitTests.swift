@@ -43,6 +43,7 @@ struct ServiceUnitTests {
         armor = "anonymous"
         metrics_listen = "127.0.0.1:0"
         failure_floor = "10ms"
+        login_timeout = "\(TestRealm.loginTimeout.components.seconds)s"
         """.write(toFile: directory + "/d.toml", atomically: true, encoding: .utf8)
         let tracer = try ChildProcess(["strace", "-f", "-qq", "-o", directory + "/trace", "--", TestRealm.executable("krb5-verifyd"), "--config", directory + "/d.toml"],
                                       output: .file(directory + "/log"))

@@ -48,7 +48,7 @@ struct ShutdownTests {
         let socketPath = SocketClient.temporaryPath("term")
         let logPath = realm.directory + "/verifyd-term-\(getpid()).log"
         let daemon = try ChildProcess([TestRealm.executable("krb5-verifyd"), "--sasl-socket", socketPath, "--krb5-config", config,
-                                       "--keytab", realm["HOST_KEYTAB"], "--server-principal", realm["LOCALHOST_PRINCIPAL"], "--log-level", "info"],
+                                       "--keytab", realm["HOST_KEYTAB"], "--server-principal", realm["LOCALHOST_PRINCIPAL"], "--log-level", "info"] + TestRealm.loginTimeoutFlags,
                                       output: .file(logPath))
         for _ in 0..<600 where !FileManager.default.fileExists(atPath: socketPath) { Thread.sleep(forTimeInterval: 0.05) }
 
