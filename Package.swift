@@ -116,7 +116,7 @@ let package = Package(
         ),
         .testTarget(name: "KerberosSecretsTests", dependencies: ["KerberosSecrets"], swiftSettings: strict),
         .testTarget(name: "LoginProtocolTests", dependencies: ["LoginProtocol", "KerberosSecrets"], swiftSettings: strict),
-        .testTarget(name: "LoginServiceTests", dependencies: ["LoginService", "LoginProtocol", "Kerberos", "CKrb5"], swiftSettings: strict),
+        .testTarget(name: "LoginServiceTests", dependencies: ["LoginService", "LoginProtocol", "Kerberos", "CKrb5", "COpenSSL"], swiftSettings: strict),
         .testTarget(name: "TOTPTests", dependencies: ["TOTP"], swiftSettings: strict),
         .testTarget(
             name: "VerifyDaemonTests",

@@ -1,5 +1,6 @@
 import Foundation
 import CKrb5
+import COpenSSL
 import Kerberos
 @testable import LoginService
 import Testing
@@ -62,6 +63,36 @@ struct StringToKeyTests {
                     #expect(Self.hex(ours) == (try Self.mit(password, salt: salt, enctype: enctype, iterations: iterations)), "\(enctype) \(salt) \(iterations ?? 4096)")
                 }
             }
+        }
+    }
+
+    /// Both PBKDF2s of `COpenSSL` (the SHA-extensions one where the CPU has them, as release builds use it; the
+    /// portable one) against libcrypto's `PKCS5_PBKDF2_HMAC_SHA1`, on random passwords (empty, up to and over
+    /// SHA-1's 64-byte block), salts, iteration counts and output lengths (one and several blocks, odd lengths).
+    @Test("the PBKDF2s give libcrypto's bytes for random passwords, salts, counts and lengths")
+    func pbkdf2MatchesLibcrypto() {
+        var random = SystemRandomNumberGenerator()
+        for trial in 0..<400 {
+            let password = (0..<Int.random(in: 0...150, using: &random)).map { _ in UInt8.random(in: 0...255, using: &random) }
+            let salt = (0..<Int.random(in: 0...80, using: &random)).map { _ in UInt8.random(in: 0...255, using: &random) }
+            let iterations = trial % 50 == 0 ? 4096 : UInt32.random(in: 1...24, using: &random)
+            let length = [16, 32, 20, 40, 41, 1, 64][trial % 7]
+            var expected = [UInt8](repeating: 0, count: length), portable = expected
+            let made = password.withUnsafeBufferPointer { bytes in
+                bytes.withMemoryRebound(to: CChar.self) {
+                    PKCS5_PBKDF2_HMAC_SHA1($0.baseAddress, Int32(password.count), salt, Int32(salt.count), Int32(iterations), Int32(length), &expected)
+                }
+            }
+            #expect(made == 1)
+            #expect(copenssl_pbkdf2_sha1_portable(password, password.count, salt, salt.count, iterations, &portable, length) == 1)
+            #expect(portable == expected, "portable: \(password.count)-byte password, \(salt.count)-byte salt, \(iterations), \(length)")
+            #if arch(x86_64)
+            if copenssl_cpu_has_sha_ni() != 0 {
+                var extensions = [UInt8](repeating: 0, count: length)
+                #expect(copenssl_pbkdf2_sha1_ni(password, password.count, salt, salt.count, iterations, &extensions, length) == 1)
+                #expect(extensions == expected, "SHA-NI: \(password.count)-byte password, \(salt.count)-byte salt, \(iterations), \(length)")
+            }
+            #endif
         }
     }
 
