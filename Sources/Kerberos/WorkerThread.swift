@@ -6,7 +6,7 @@ import Darwin
 
 /// A detached POSIX thread that runs one closure: what `Foundation.Thread` did for ``KerberosExecutor``,
 /// without linking Foundation into every program that uses the library.
-enum WorkerThread {
+package enum WorkerThread {
     /// What the new thread runs; retained for it and released by it.
     private final class Start: @unchecked Sendable {
         // Immutable after init, handed to exactly one new thread.
@@ -21,7 +21,7 @@ enum WorkerThread {
     /// Starts a detached thread named `name` that runs `body`.
     ///
     /// The corresponding C function is `pthread_create`.
-    static func start(name: String, _ body: @escaping @Sendable () -> Void) {
+    package static func start(name: String, _ body: @escaping @Sendable () -> Void) {
         let start = Unmanaged.passRetained(Start(name: name, body: body)).toOpaque()
         let code = spawn(start)
         if code != 0 {

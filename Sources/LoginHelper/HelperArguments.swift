@@ -1,5 +1,5 @@
-public import Kerberos
-public import LoginService
+import Kerberos
+import LoginService
 
 /// `krb5-login`'s command line: a table of options, parsed by hand.
 ///

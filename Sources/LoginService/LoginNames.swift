@@ -1,4 +1,4 @@
-public import Kerberos
+import Kerberos
 public import LoginProtocol
 
 /// The checks every login name passes before any KDC is contacted, on every front end: the name is

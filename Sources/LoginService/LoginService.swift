@@ -26,6 +26,11 @@ public final class LoginService: Sendable {
     private let names: LoginNames
     /// A context of the service's own for ``resolve(_:)``, which callers use from any thread, one at a time.
     private let resolver: Mutex<Context>
+    /// The names ``resolve(_:)`` already resolved: a mail server logs in the same users all day, and the same
+    /// configuration gives the same answer. Bounded: emptied when full.
+    private let resolved = Mutex<[String: ResolvedName]>([:])
+    /// How many names ``resolved`` keeps, and the longest it keeps (a saslauthd field's limit).
+    static let resolvedNamesKept = (count: 4096, length: 256)
 
     /// Starts `threads` krb5 worker threads, each with its own context, and the engine's event loop.
     public init(configuration: LoginConfiguration, threads: Int = 2, resultCacheTTL: Duration? = nil) throws {
@@ -46,14 +51,25 @@ public final class LoginService: Sendable {
     ///
     /// Parsing reads only the loaded configuration (no I/O), so an event loop may call this.
     public func resolve(_ name: String) -> ResolvedName {
-        resolver.withLock { context in
+        if let known = resolved.withLock({ $0[name] }) { return known }
+        let resolution = resolver.withLock { context -> ResolvedName in
             do throws(LoginRefusal) {
                 return .principal(try names.client(name, in: context).name())
             } catch {
                 return .refused(error.result)
             }
         }
+        if name.utf8.count <= Self.resolvedNamesKept.length {
+            resolved.withLock { names in
+                if names.count >= Self.resolvedNamesKept.count { names.removeAll(keepingCapacity: true) }
+                names[name] = resolution
+            }
+        }
+        return resolution
     }
+
+    /// How many names ``resolve(_:)`` keeps now.
+    var resolvedNameCount: Int { resolved.withLock { $0.count } }
 
     /// Lets running logins finish their current step, then stops the threads; suspends until they have
     /// stopped, without blocking a thread.

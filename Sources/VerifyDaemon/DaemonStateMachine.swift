@@ -21,6 +21,8 @@ struct DaemonStateMachine<Waiter: Sendable>: Sendable {
     private var listeners: [any Channel] = []
     private var boundPaths: [String] = []
     private var connections: [ObjectIdentifier: any Channel] = [:]
+    /// Connections the saslauthd socket's acceptor holds with plain system calls, outside any channel.
+    private var accepted = 0
     private(set) var inFlight = 0
     /// Logins whose exchange has ended and whose reply is being made (sent, or counted as delayed).
     private(set) var replying = 0
@@ -37,7 +39,7 @@ struct DaemonStateMachine<Waiter: Sendable>: Sendable {
         self.maxParked = maxParked
     }
 
-    var connectionCount: Int { connections.count }
+    var connectionCount: Int { connections.count + accepted }
 
     /// Whether half of `max_connections` already wait out a delay: a further failure waits out only the floor.
     var isCrowdedWithDelays: Bool { delayedReplies >= maxConnections / 2 }
@@ -49,15 +51,38 @@ struct DaemonStateMachine<Waiter: Sendable>: Sendable {
         if let path { boundPaths.append(path) }
     }
 
+    /// A socket file listened on outside NIO (the saslauthd acceptor's), removed at the shutdown.
+    mutating func listening(path: String) {
+        boundPaths.append(path)
+    }
+
     /// Counts a new connection in; false when the daemon is full or no longer running.
     mutating func connectionOpened(_ channel: any Channel) -> Bool {
-        guard case .running = phase, connections.count < maxConnections else { return false }
+        guard case .running = phase, connectionCount < maxConnections else { return false }
         connections[ObjectIdentifier(channel)] = channel
         return true
     }
 
     mutating func connectionClosed(_ channel: any Channel) {
         connections[ObjectIdentifier(channel)] = nil
+    }
+
+    /// Counts in a connection the acceptor took with `accept(2)`; false when the daemon is full or no longer running.
+    mutating func connectionAccepted() -> Bool {
+        guard case .running = phase, connectionCount < maxConnections else { return false }
+        accepted += 1
+        return true
+    }
+
+    /// An accepted connection was answered and closed by the acceptor's code.
+    mutating func acceptedConnectionClosed() {
+        accepted -= 1
+    }
+
+    /// An accepted connection now lives on as `channel` (the acceptor handed it to NIO); it was counted in already.
+    mutating func acceptedConnectionHandedOver(_ channel: any Channel) {
+        accepted -= 1
+        connections[ObjectIdentifier(channel)] = channel
     }
 
     // MARK: Logins, delayed replies, parked conversations

@@ -175,9 +175,11 @@ final class LoginGate: Sendable {
     // MARK: Exchanges
 
     /// A saslauthd request from its arrival to its answer: the name's checks, an empty password refused, the
-    /// throttles, the password-only login, the outcome's accounting; `reply` runs on `loop` with the result,
-    /// logged and no sooner than its floor.
-    func verifyPassword(_ request: SaslauthdRequest, peer: PeerCredentials?, on loop: any EventLoop, _ reply: @escaping @Sendable (LoginResult) -> Void) {
+    /// throttles, the password-only login, the outcome's accounting; `reply` runs with the result, logged and no
+    /// sooner than its floor, on `loop` (a channel handler's), or with `anyThread` on whichever thread has the
+    /// result (the acceptor's, for a result cached or refused at once; `loop`'s, for a delayed reply).
+    func verifyPassword(_ request: SaslauthdRequest, peer: PeerCredentials?, on loop: any EventLoop, anyThread: Bool = false,
+                        _ reply: @escaping @Sendable (LoginResult) -> Void) {
         let arrived = NIODeadline.now()
         /// The request's answer, logged under `principal`.
         func answering(as principal: String) -> @Sendable (LoginResult, Duration?) -> Void {
@@ -192,7 +194,7 @@ final class LoginGate: Sendable {
         let finish = answering(as: login.principal)
         let password = request.password
         if password.isEmpty { return finish(.failed(.badCredentials, "empty password", principal: login.principal), nil) }
-        exchange(login, password: password, on: loop, { done in
+        exchange(login, password: password, on: loop, anyThread: anyThread, { done in
             service.verifyPassword(principal: login.principal, password: password) { done($0, $0) }
         }, refused: { finish($0.result, $0.delay) }, ended: { finish($0, nil) })
     }
@@ -209,9 +211,10 @@ final class LoginGate: Sendable {
         }, refused: { ended(.failure($0)) }, ended: { ended(.success($0)) })
     }
 
-    /// Reserve, count in flight, run `body` on the service, release with its result, hop back to `loop`.
+    /// Reserve, count in flight, run `body` on the service, release with its result, hop back to `loop` (unless
+    /// `anyThread`: then go on where the result came).
     private func exchange<Outcome: Sendable>(
-        _ login: Login, password: Secret?, on loop: any EventLoop,
+        _ login: Login, password: Secret?, on loop: any EventLoop, anyThread: Bool = false,
         _ body: (_ done: @escaping @Sendable (LoginResult?, Outcome) -> Void) -> Void,
         refused: (Refusal) -> Void, ended: @escaping @Sendable (Outcome) -> Void
     ) {
@@ -223,13 +226,14 @@ final class LoginGate: Sendable {
         state.withLock { $0.loginStarted() }
         metrics.inFlight.increment()
         body { result, outcome in
-            loop.execute {
+            let finish: @Sendable () -> Void = {
                 self.state.withLock { $0.loginEnded() }
                 self.metrics.inFlight.decrement()
                 self.release(login, reservation, result: result, password: password)
                 ended(outcome)  // replies, or counts the reply as delayed (``answer(_:_:on:floor:started:_:)``)
                 self.state.withLock { $0.replyMade() }?.resume()
             }
+            if anyThread { finish() } else { loop.execute(finish) }
         }
     }
 
@@ -242,10 +246,11 @@ final class LoginGate: Sendable {
     func answer(_ result: LoginResult, _ request: Request, on loop: any EventLoop, floor: Duration? = nil, started: NIODeadline? = nil,
                 _ reply: @escaping @Sendable () -> Void) {
         log(result, request)
+        if result.ok { return reply() }
         let crowded = state.withLock { $0.isCrowdedWithDelays }
         let floor = crowded ? failureFloor : max(floor ?? .zero, failureFloor)
         let remaining = (started ?? request.arrived) + TimeAmount(floor) - .now()
-        if result.ok || remaining <= .zero {
+        if remaining <= .zero {
             reply()
             return
         }

@@ -20,6 +20,13 @@ struct PeerCredentials: Sendable, CustomStringConvertible {
         return future.map { Optional($0) }.recover { _ in nil }
     }
 
+    /// Reads the credentials of the peer of a connected UNIX socket; nil when `getsockopt` fails.
+    static func of(descriptor: Int32) -> PeerCredentials? {
+        var credentials = PeerCredentials(pid: 0, uid: 0, gid: 0)
+        var length = socklen_t(MemoryLayout<PeerCredentials>.size)
+        return getsockopt(descriptor, SOL_SOCKET, SO_PEERCRED, &credentials, &length) == 0 ? credentials : nil
+    }
+
     var description: String { "pid \(pid) uid \(uid) gid \(gid)" }
 
     /// Whether the configuration lets this peer in.

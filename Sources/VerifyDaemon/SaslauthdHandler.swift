@@ -5,7 +5,8 @@ import LoginService
 import NIOCore
 
 /// One saslauthd-protocol connection: read a request (five fields, or four and a pause), verify the
-/// login, reply `OK` or `NO reason`, close.
+/// login, reply `OK` or `NO reason`, close. The connections ``SaslauthdAcceptor`` hands over come with their
+/// peer already admitted and the bytes it read.
 final class SaslauthdHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
@@ -14,29 +15,52 @@ final class SaslauthdHandler: ChannelInboundHandler {
     private let timeouts: ListenerTimeouts
     private var decoder: SaslauthdDecoder
     private var peer: PeerCredentials?
+    /// The peer was looked up and admitted before the channel existed (a handed-over connection).
+    private let admitted: Bool
+    /// What was read before the channel existed, processed when it becomes active.
+    private var prefetched: Secret?
     private var answered = false
     private var readTimeout: Scheduled<Void>?
     private var idleTimeout: Scheduled<Void>?
     private var fourFieldTimer: Scheduled<Void>?
 
+    /// A handler for a new connection.
     init(gate: LoginGate, timeouts: ListenerTimeouts) {
         self.gate = gate
         self.timeouts = timeouts
-        self.decoder = SaslauthdDecoder(maximumFieldLength: 256)
+        self.decoder = SaslauthdDecoder()
+        self.admitted = false
+    }
+
+    /// A handler for a connection ``SaslauthdAcceptor`` handed over: `peer` was already admitted, and
+    /// `prefetched` is what it read of the request.
+    init(gate: LoginGate, timeouts: ListenerTimeouts, admitted peer: PeerCredentials?, prefetched: Secret) {
+        self.gate = gate
+        self.timeouts = timeouts
+        self.decoder = SaslauthdDecoder()
+        self.admitted = true
+        self.peer = peer
+        self.prefetched = prefetched
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        PeerCredentials.of(context.channel).whenSuccess(context.onLoop(self) { handler, context, peer in
-            handler.peer = peer
-            if !handler.gate.admitPeer(peer, listener: .sasl) {
-                handler.reply(.no("not allowed"), context: context)
-            }
-        })
+        if !admitted {
+            PeerCredentials.of(context.channel).whenSuccess(context.onLoop(self) { handler, context, peer in
+                handler.peer = peer
+                if !handler.gate.admitPeer(peer, listener: .sasl) {
+                    handler.reply(.no("not allowed"), context: context)
+                }
+            })
+        }
         readTimeout = context.schedule(in: timeouts.read, self) { handler, context in
             handler.reply(.no("timeout"), context: context)
         }
         armIdleTimeout(context: context)
         context.fireChannelActive()
+        if let bytes = prefetched {
+            prefetched = nil
+            bytes.withUnsafeBytes { receive($0, context: context) }
+        }
     }
 
     /// Closes a connection on which nothing arrives for `idle_timeout` (the whole request has `read_timeout`).
@@ -50,11 +74,16 @@ final class SaslauthdHandler: ChannelInboundHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var buffer = unwrapInboundIn(data)
         defer { wipe(&buffer) }
+        // Straight from NIO's buffer into the decoder's wiped storage: no copy of the password lingers.
+        buffer.withUnsafeReadableBytes { receive($0, context: context) }
+    }
+
+    /// Feeds the request's bytes to the decoder; verifies the request once it is whole.
+    private func receive(_ bytes: UnsafeRawBufferPointer, context: ChannelHandlerContext) {
         guard !answered else { return }
         armIdleTimeout(context: context)
         do {
-            // Straight from NIO's buffer into the decoder's wiped storage: no copy of the password lingers.
-            try buffer.withUnsafeReadableBytes { bytes in try decoder.feed(bytes) }
+            try decoder.feed(bytes)
             fourFieldTimer?.cancel()
             fourFieldTimer = nil
             switch try decoder.progress() {

@@ -27,6 +27,8 @@ public final class VerifyDaemon: Service, Sendable {
     /// Listeners, connections, logins in flight, parked conversations and the shutdown, under one lock (shared
     /// with the gate).
     private let state: Locked<DaemonStateMachine<CheckedContinuation<Void, Never>>>
+    /// The saslauthd socket's accept threads, once listening.
+    private let acceptor = Locked<SaslauthdAcceptor?>(nil)
 
     /// Where the daemon listens once started.
     public struct Endpoints: Sendable {
@@ -61,9 +63,7 @@ public final class VerifyDaemon: Service, Sendable {
     public func start() async throws -> Endpoints {
         var endpoints = Endpoints()
         if let path = configuration.saslSocket {
-            try await listen(path) { [self] channel in
-                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(makeSaslauthdHandler()) }
-            }
+            try await listenSaslauthd(path)
             endpoints.saslSocket = path
         }
         if let path = configuration.socket {
@@ -105,6 +105,25 @@ public final class VerifyDaemon: Service, Sendable {
     func makeConversationHandler() -> ConversationHandler {
         ConversationHandler(gate: gate, timeouts: ListenerTimeouts(configuration))
     }
+
+    /// The saslauthd socket, bound as ``listen(_:_:)`` binds, answered by a ``SaslauthdAcceptor``.
+    private func listenSaslauthd(_ path: String) async throws {
+        let listener = try await SocketFile.bind(path: path, mode: configuration.socketMode, group: configuration.socketGroup) { temporary in
+            try SaslauthdAcceptor.listen(at: temporary)
+        } close: { descriptor in
+            close(descriptor)
+        }
+        let acceptor = SaslauthdAcceptor(listener: listener, gate: gate, timeouts: ListenerTimeouts(configuration), group: group, state: state,
+                                         metrics: metrics, logger: logger, maxConnections: configuration.maxConnections)
+        state.withLock { $0.listening(path: path) }
+        self.acceptor.withLock { $0 = acceptor }
+        acceptor.start(threads: Self.acceptThreads)
+    }
+
+    /// The saslauthd socket's accept threads: one per two cores, at most four. Each connection is a few system
+    /// calls and the KDC exchanges run elsewhere; the clients need the other cores (on two cores, two threads
+    /// answered cached logins 15–30 % slower than one: docs/daemon.md, "The saslauthd socket").
+    static var acceptThreads: Int { min(4, max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))) / 2)) }
 
     private func listen(_ path: String, _ initializer: @escaping @Sendable (any Channel) -> EventLoopFuture<Void>) async throws {
         let mode = configuration.socketMode
@@ -182,6 +201,7 @@ public final class VerifyDaemon: Service, Sendable {
         case .drain(let listeners, let paths):
             logger.info("shutting down: finishing logins in flight")
             for channel in listeners { try? await channel.close() }
+            acceptor.withLock { $0 }?.stop()
             for path in paths { unlink(path) }
         }
         // Logins in flight and delayed replies resume the drain as the last one ends; the deadline's timer if

@@ -24,6 +24,33 @@ struct DaemonStateMachineTests {
         #expect(machine.closing().count == 1, "the open connection is closed at the end")
     }
 
+    @Test("connections the saslauthd acceptor takes count against the same limit, become channels when handed over, and none are taken once the shutdown began")
+    func acceptedConnections() {
+        var machine = Machine(maxConnections: 2, maxParked: 1)
+        let channel = EmbeddedChannel()
+        let accepted = machine.connectionAccepted(), opened = machine.connectionOpened(channel)
+        #expect(accepted && opened)
+        let full = machine.connectionAccepted()
+        #expect(!full, "full: an accepted connection and a channel")
+        machine.acceptedConnectionClosed()
+        #expect(machine.connectionCount == 1)
+        let again = machine.connectionAccepted()
+        #expect(again)
+        let handedOver = EmbeddedChannel()
+        machine.acceptedConnectionHandedOver(handedOver)
+        #expect(machine.connectionCount == 2, "handing over neither adds nor drops a connection")
+        machine.connectionClosed(channel)
+        machine.listening(path: "/run/krb5-verifyd/mux")
+        guard case .drain(let listeners, let paths) = machine.shutdown(deadline: now + .seconds(30), now: now) else {
+            Issue.record("the first shutdown drains")
+            return
+        }
+        #expect(listeners.isEmpty && paths == ["/run/krb5-verifyd/mux"], "the acceptor's socket file is removed too")
+        let late = machine.connectionAccepted()
+        #expect(!late, "shutting down")
+        #expect(machine.closing().count == 1, "the handed-over connection is closed with the other channels")
+    }
+
     @Test("parking places are limited")
     func parking() {
         var machine = Machine(maxConnections: 10, maxParked: 1)

@@ -115,6 +115,31 @@ struct SaslauthdListenerTests {
         }
     }
 
+    /// The acceptor answers a request it finds whole; one not all there yet goes to the event loop with what was read.
+    @Test("a request whole on arrival, one sent after a pause in two pieces, and a client that leaves without a word: answered, answered, counted out")
+    func acceptedAndHandedOver() async throws {
+        try await DaemonFixture.with { fixture throws in
+            let realm = fixture.realm
+            let request = SaslauthdRequest(login: realm["USER"], password: Secret(realm["USER_PASSWORD"]), service: "imap", realm: "",
+                                           clientAddress: "192.0.2.9").encoded()
+            let whole = try SocketClient(path: fixture.saslSocket)
+            whole.send(request)
+            #expect(try SaslauthdReply(decoding: whole.readAll()) == .ok)
+
+            let late = try SocketClient(path: fixture.saslSocket)
+            try await Task.sleep(for: .milliseconds(300))
+            late.send(Array(request.prefix(5)))
+            try await Task.sleep(for: .milliseconds(100))
+            late.send(Array(request.dropFirst(5)))
+            #expect(try SaslauthdReply(decoding: late.readAll()) == .ok)
+
+            _ = try SocketClient(path: fixture.saslSocket)  // closed at once, before sending anything
+            for _ in 0..<1000 where fixture.daemon.counts.connections > 0 { try await Task.sleep(for: .milliseconds(10)) }
+            #expect(fixture.daemon.counts.connections == 0)
+            #expect(try fixture.sasl(realm["USER"], realm["USER_PASSWORD"]) == .ok)
+        }
+    }
+
     @Test("a connection limit refuses the excess and serves the rest")
     func connectionLimit() async throws {
         try await DaemonFixture.with(configure: { configuration, _ in

@@ -1,0 +1,199 @@
+import Kerberos
+import Logging
+import LoginProtocol
+import NIOCore
+import NIOPosix
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The saslauthd socket, answered without an event loop in the common case, as saslauthd's own processes answer it.
+///
+/// A few threads wait in `accept(2)`. Each takes a connection, reads its peer (`SO_PEERCRED`) and, without
+/// waiting, its request: a client writes the request right after connecting, so it is nearly always all there.
+/// A whole request goes to the ``LoginGate`` at once, and its answer is one `send` and one `close` on whichever
+/// thread has it: this one for a cached result or a refusal, the engine's when the KDC answered, the event loop's
+/// after a delay. A connection whose request is not all there yet (a slow client, four fields and a pause, one
+/// that sends nothing) is handed to NIO with what was read, and ``SaslauthdHandler`` goes on with its timeouts.
+///
+/// An event loop costs a connection more than its answer does when the result is cached: epoll registrations,
+/// address lookups, timers and a channel per connection held krb5-verifyd's cached logins to half of saslauthd -c
+/// (docs/daemon.md, "The saslauthd socket").
+final class SaslauthdAcceptor: Sendable {
+    typealias State = Locked<DaemonStateMachine<CheckedContinuation<Void, Never>>>
+
+    private let listener: Int32
+    private let gate: LoginGate
+    private let timeouts: ListenerTimeouts
+    private let group: any EventLoopGroup
+    private let state: State
+    private let metrics: DaemonMetrics
+    private let logger: Logger
+    private let maxConnections: Int
+    /// The accept threads still running, and whether ``stop()`` was called; the last thread out closes the socket.
+    private let threads = Locked((running: 0, stopping: false))
+
+    /// Takes over `listener`, a bound and listening socket; nothing is accepted until ``start(threads:)``.
+    init(listener: Int32, gate: LoginGate, timeouts: ListenerTimeouts, group: any EventLoopGroup, state: State, metrics: DaemonMetrics,
+         logger: Logger, maxConnections: Int) {
+        self.listener = listener
+        self.gate = gate
+        self.timeouts = timeouts
+        self.group = group
+        self.state = state
+        self.metrics = metrics
+        self.logger = logger
+        self.maxConnections = maxConnections
+    }
+
+    /// A UNIX stream socket bound at `path` and listening, close-on-exec.
+    static func listen(at path: String) throws(ConfigurationError) -> Int32 {
+        let descriptor = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard descriptor >= 0 else { throw ConfigurationError("cannot make a socket for \(path): \(String(cString: strerror(errno)))") }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
+            close(descriptor)
+            throw ConfigurationError("socket path too long: \(path)")
+        }
+        withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: bytes) }
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard bound == 0, Glibc.listen(descriptor, 1024) == 0 else {
+            let reason = String(cString: strerror(errno))
+            close(descriptor)
+            throw ConfigurationError("cannot listen on \(path): \(reason)")
+        }
+        return descriptor
+    }
+
+    /// Starts `count` accept threads.
+    func start(threads count: Int) {
+        threads.withLock { $0.running += count }
+        for index in 0..<count {
+            WorkerThread.start(name: "sasl-accept-\(index)") { [self] in acceptLoop() }
+        }
+    }
+
+    /// Stops accepting: the threads waiting in `accept(2)` return (`shutdown(2)` wakes them), and the last one
+    /// closes the socket. Connections already taken are answered as usual.
+    func stop() {
+        threads.withLock { $0.stopping = true }
+        shutdown(listener, Int32(SHUT_RDWR))
+    }
+
+    private func acceptLoop() {
+        while true {
+            let descriptor = accept(listener, nil, nil)
+            if descriptor >= 0 {
+                // accept4(2) with SOCK_CLOEXEC needs _GNU_SOURCE, which Glibc's module does not import.
+                _ = fcntl(descriptor, F_SETFD, FD_CLOEXEC)
+                serve(descriptor)
+                continue
+            }
+            let error = errno
+            if threads.withLock({ $0.stopping }) { break }
+            switch error {
+            case EINTR, ECONNABORTED, EAGAIN:
+                continue
+            default:
+                // Out of descriptors or memory: wait a little rather than spin; connections queue in the backlog.
+                logger.warning("accept failed on the saslauthd socket", metadata: ["error": .string(String(cString: strerror(error)))])
+                usleep(50_000)
+            }
+        }
+        let last = threads.withLock { threads in
+            threads.running -= 1
+            return threads.running == 0
+        }
+        if last { close(listener) }
+    }
+
+    /// One accepted connection: counted in, its peer admitted, its request read without waiting and answered,
+    /// or handed to NIO when it is not all there.
+    private func serve(_ descriptor: Int32) {
+        guard state.withLock({ $0.connectionAccepted() }) else {
+            logger.warning("connection refused: limit of \(maxConnections) reached or shutting down")
+            close(descriptor)
+            return
+        }
+        metrics.connections.increment()
+        let connection = AcceptedConnection(descriptor: descriptor, state: state, metrics: metrics)
+        let peer = PeerCredentials.of(descriptor: descriptor)
+        guard gate.admitPeer(peer, listener: .sasl) else { return connection.reply(.no("not allowed")) }
+
+        // The largest request is five fields of the decoder's limit; one byte more shows a client sending too much.
+        var buffer = [UInt8](repeating: 0, count: 5 * (2 + 256) + 1)
+        defer { buffer.withUnsafeMutableBytes { Secret.wipe($0) } }
+        let count = buffer.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+        if count == 0 || (count < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+            return connection.close()  // the client left, or the connection failed, before sending anything
+        }
+        if count > 0 {
+            var decoder = SaslauthdDecoder()
+            do {
+                try buffer.withUnsafeBytes { try decoder.feed(UnsafeRawBufferPointer(rebasing: $0[..<count])) }
+                if case .request(let request) = try decoder.progress() {
+                    gate.verifyPassword(request, peer: peer, on: group.next(), anyThread: true) { result in
+                        connection.reply(result.ok ? .ok : .no(SaslauthdHandler.reason(result)))
+                    }
+                    return
+                }
+            } catch {
+                gate.invalidRequest(error, peer: peer)
+                return connection.reply(.no("invalid request"))
+            }
+        }
+        handOver(connection, peer: peer, prefetched: Secret(copying: buffer.prefix(max(count, 0))))
+    }
+
+    /// Gives the connection to NIO, with its admitted peer and the bytes read so far.
+    private func handOver(_ connection: AcceptedConnection, peer: PeerCredentials?, prefetched: Secret) {
+        let (gate, timeouts, state, metrics, logger) = (gate, timeouts, state, metrics, logger)
+        ClientBootstrap(group: group)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(SaslauthdHandler(gate: gate, timeouts: timeouts, admitted: peer, prefetched: prefetched))
+                }
+            }
+            .withConnectedSocket(connection.descriptor)
+            .whenComplete { result in
+                switch result {
+                case .success(let channel):
+                    state.withLock { $0.acceptedConnectionHandedOver(channel) }
+                    channel.closeFuture.whenComplete { _ in
+                        state.withLock { $0.connectionClosed(channel) }
+                        metrics.connections.decrement()
+                    }
+                case .failure(let error):
+                    // The descriptor is NIO's from here: it closes a channel it could not set up.
+                    logger.warning("a saslauthd connection could not be handed to the event loop", metadata: ["error": .string("\(error)")])
+                    state.withLock { $0.acceptedConnectionClosed() }
+                    metrics.connections.decrement()
+                }
+            }
+    }
+}
+
+/// A connection taken by `accept(2)` and answered with plain system calls: one reply, then closed and counted out.
+private struct AcceptedConnection: Sendable {
+    let descriptor: Int32
+    let state: SaslauthdAcceptor.State
+    let metrics: DaemonMetrics
+
+    /// Sends `reply` (without waiting: it is a few bytes to a client waiting for them; `MSG_NOSIGNAL`, as the client
+    /// may have left) and closes.
+    func reply(_ reply: SaslauthdReply) {
+        let bytes = reply.encoded
+        _ = bytes.withUnsafeBytes { send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
+        close()
+    }
+
+    func close() {
+        _ = Glibc.close(descriptor)
+        state.withLock { $0.acceptedConnectionClosed() }
+        metrics.connections.decrement()
+    }
+}
