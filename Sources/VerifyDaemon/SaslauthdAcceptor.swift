@@ -3,6 +3,7 @@ import Logging
 import LoginProtocol
 import NIOCore
 import NIOPosix
+import SystemPackage
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -22,7 +23,7 @@ import Glibc
 final class SaslauthdAcceptor: Sendable {
     typealias State = Locked<DaemonStateMachine<CheckedContinuation<Void, Never>>>
 
-    private let listener: Int32
+    private let listener: SystemPackage.FileDescriptor
     private let gate: LoginGate
     private let timeouts: ListenerTimeouts
     private let group: any EventLoopGroup
@@ -34,7 +35,7 @@ final class SaslauthdAcceptor: Sendable {
     private let threads = Locked((running: 0, stopping: false))
 
     /// Takes over `listener`, a bound and listening socket; nothing is accepted until ``start(threads:)``.
-    init(listener: Int32, gate: LoginGate, timeouts: ListenerTimeouts, group: any EventLoopGroup, state: State, metrics: DaemonMetrics,
+    init(listener: SystemPackage.FileDescriptor, gate: LoginGate, timeouts: ListenerTimeouts, group: any EventLoopGroup, state: State, metrics: DaemonMetrics,
          logger: Logger, maxConnections: Int) {
         self.listener = listener
         self.gate = gate
@@ -46,25 +47,27 @@ final class SaslauthdAcceptor: Sendable {
         self.maxConnections = maxConnections
     }
 
-    /// A UNIX stream socket bound at `path` and listening, close-on-exec.
-    static func listen(at path: String) throws(ConfigurationError) -> Int32 {
-        let descriptor = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard descriptor >= 0 else { throw ConfigurationError("cannot make a socket for \(path): \(String(cString: strerror(errno)))") }
+    /// A UNIX stream socket bound at `path` and listening, close-on-exec. (swift-system has no sockets: the
+    /// socket calls here and below are Glibc's, on the descriptor's raw value.)
+    static func listen(at path: String) throws(ConfigurationError) -> SystemPackage.FileDescriptor {
+        let raw = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard raw >= 0 else { throw ConfigurationError("cannot make a socket for \(path): \(Errno(rawValue: errno))") }
+        let descriptor = SystemPackage.FileDescriptor(rawValue: raw)
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
         let bytes = Array(path.utf8)
         guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
-            close(descriptor)
+            try? descriptor.close()
             throw ConfigurationError("socket path too long: \(path)")
         }
         withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: bytes) }
         let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(raw, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
-        guard bound == 0, Glibc.listen(descriptor, 1024) == 0 else {
-            let reason = String(cString: strerror(errno))
-            close(descriptor)
-            throw ConfigurationError("cannot listen on \(path): \(reason)")
+        guard bound == 0, Glibc.listen(raw, 1024) == 0 else {
+            let error = Errno(rawValue: errno)
+            try? descriptor.close()
+            throw ConfigurationError("cannot listen on \(path): \(error)")
         }
         return descriptor
     }
@@ -81,26 +84,26 @@ final class SaslauthdAcceptor: Sendable {
     /// closes the socket. Connections already taken are answered as usual.
     func stop() {
         threads.withLock { $0.stopping = true }
-        shutdown(listener, Int32(SHUT_RDWR))
+        shutdown(listener.rawValue, Int32(SHUT_RDWR))
     }
 
     private func acceptLoop() {
         while true {
-            let descriptor = accept(listener, nil, nil)
-            if descriptor >= 0 {
+            let raw = accept(listener.rawValue, nil, nil)
+            if raw >= 0 {
                 // accept4(2) with SOCK_CLOEXEC needs _GNU_SOURCE, which Glibc's module does not import.
-                _ = fcntl(descriptor, F_SETFD, FD_CLOEXEC)
-                serve(descriptor)
+                _ = fcntl(raw, F_SETFD, FD_CLOEXEC)
+                serve(SystemPackage.FileDescriptor(rawValue: raw))
                 continue
             }
-            let error = errno
+            let error = Errno(rawValue: errno)
             if threads.withLock({ $0.stopping }) { break }
             switch error {
-            case EINTR, ECONNABORTED, EAGAIN:
+            case .interrupted, .connectionAbort, .wouldBlock:
                 continue
             default:
                 // Out of descriptors or memory: wait a little rather than spin; connections queue in the backlog.
-                logger.warning("accept failed on the saslauthd socket", metadata: ["error": .string(String(cString: strerror(error)))])
+                logger.warning("accept failed on the saslauthd socket", metadata: ["error": .string("\(error)")])
                 usleep(50_000)
             }
         }
@@ -108,27 +111,28 @@ final class SaslauthdAcceptor: Sendable {
             threads.running -= 1
             return threads.running == 0
         }
-        if last { close(listener) }
+        if last { try? listener.close() }
     }
 
     /// One accepted connection: counted in, its peer admitted, its request read without waiting and answered,
     /// or handed to NIO when it is not all there.
-    private func serve(_ descriptor: Int32) {
+    private func serve(_ descriptor: SystemPackage.FileDescriptor) {
         guard state.withLock({ $0.connectionAccepted() }) else {
             logger.warning("connection refused: limit of \(maxConnections) reached or shutting down")
-            close(descriptor)
+            try? descriptor.close()
             return
         }
         metrics.connections.increment()
         let connection = AcceptedConnection(descriptor: descriptor, state: state, metrics: metrics)
-        let peer = PeerCredentials.of(descriptor: descriptor)
+        let peer = PeerCredentials.of(descriptor: descriptor.rawValue)
         guard gate.admitPeer(peer, listener: .sasl) else { return connection.reply(.no("not allowed")) }
 
         // The largest request is five fields of the decoder's limit; one byte more shows a client sending too much.
         var buffer = [UInt8](repeating: 0, count: 5 * (2 + 256) + 1)
         defer { buffer.withUnsafeMutableBytes { Secret.wipe($0) } }
-        let count = buffer.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
-        if count == 0 || (count < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+        // recv(2) with MSG_DONTWAIT: swift-system's read has no flags, and the socket stays blocking for NIO to set.
+        let count = buffer.withUnsafeMutableBytes { recv(descriptor.rawValue, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+        if count == 0 || (count < 0 && Errno(rawValue: errno) != .wouldBlock) {
             return connection.close()  // the client left, or the connection failed, before sending anything
         }
         if count > 0 {
@@ -158,7 +162,7 @@ final class SaslauthdAcceptor: Sendable {
                     try channel.pipeline.syncOperations.addHandler(SaslauthdHandler(gate: gate, timeouts: timeouts, admitted: peer, prefetched: prefetched))
                 }
             }
-            .withConnectedSocket(connection.descriptor)
+            .withConnectedSocket(connection.descriptor.rawValue)
             .whenComplete { result in
                 switch result {
                 case .success(let channel):
@@ -179,20 +183,20 @@ final class SaslauthdAcceptor: Sendable {
 
 /// A connection taken by `accept(2)` and answered with plain system calls: one reply, then closed and counted out.
 private struct AcceptedConnection: Sendable {
-    let descriptor: Int32
+    let descriptor: SystemPackage.FileDescriptor
     let state: SaslauthdAcceptor.State
     let metrics: DaemonMetrics
 
-    /// Sends `reply` (without waiting: it is a few bytes to a client waiting for them; `MSG_NOSIGNAL`, as the client
-    /// may have left) and closes.
+    /// Sends `reply` and closes: send(2) without waiting (a few bytes to a client waiting for them) and with
+    /// `MSG_NOSIGNAL` (the client may have left; a write would raise SIGPIPE).
     func reply(_ reply: SaslauthdReply) {
         let bytes = reply.encoded
-        _ = bytes.withUnsafeBytes { send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
+        _ = bytes.withUnsafeBytes { send(descriptor.rawValue, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
         close()
     }
 
     func close() {
-        _ = Glibc.close(descriptor)
+        try? descriptor.close()
         state.withLock { $0.acceptedConnectionClosed() }
         metrics.connections.decrement()
     }

@@ -6,6 +6,7 @@ import LoginProtocol
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import SystemPackage
 public import ServiceLifecycle
 
 /// `krb5-verifyd`: verified Kerberos logins over a saslauthd-compatible socket and a JSON-lines
@@ -111,7 +112,7 @@ public final class VerifyDaemon: Service, Sendable {
         let listener = try await SocketFile.bind(path: path, mode: configuration.socketMode, group: configuration.socketGroup) { temporary in
             try SaslauthdAcceptor.listen(at: temporary)
         } close: { descriptor in
-            close(descriptor)
+            try? descriptor.close()
         }
         let acceptor = SaslauthdAcceptor(listener: listener, gate: gate, timeouts: ListenerTimeouts(configuration), group: group, state: state,
                                          metrics: metrics, logger: logger, maxConnections: configuration.maxConnections)
