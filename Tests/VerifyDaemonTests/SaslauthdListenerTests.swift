@@ -118,7 +118,11 @@ struct SaslauthdListenerTests {
     /// The acceptor answers a request it finds whole; one not all there yet goes to the event loop with what was read.
     @Test("a request whole on arrival, one sent after a pause in two pieces, and a client that leaves without a word: answered, answered, counted out")
     func acceptedAndHandedOver() async throws {
-        try await DaemonFixture.with { fixture throws in
+        // Not a test of the timeouts: the pauses below may stretch on a loaded machine, so they must not expire.
+        try await DaemonFixture.with(configure: { configuration, _ in
+            configuration.readTimeout = .seconds(60)
+            configuration.idleTimeout = .seconds(60)
+        }) { fixture throws in
             let realm = fixture.realm
             let request = SaslauthdRequest(login: realm["USER"], password: Secret(realm["USER_PASSWORD"]), service: "imap", realm: "",
                                            clientAddress: "192.0.2.9").encoded()
