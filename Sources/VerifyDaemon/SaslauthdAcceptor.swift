@@ -172,7 +172,8 @@ final class SaslauthdAcceptor: Sendable {
                         metrics.connections.decrement()
                     }
                 case .failure(let error):
-                    // The descriptor is NIO's from here: it closes a channel it could not set up.
+                    // NIO closes a channel it could not set up; if it could not make one at all (O_NONBLOCK refused),
+                    // the descriptor stays open rather than risk closing one reused since.
                     logger.warning("a saslauthd connection could not be handed to the event loop", metadata: ["error": .string("\(error)")])
                     state.withLock { $0.acceptedConnectionClosed() }
                     metrics.connections.decrement()
