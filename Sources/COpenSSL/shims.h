@@ -18,6 +18,42 @@
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 
+/// The HMAC-SHA1 key states for `password` (RFC 2104): SHA-1 after the key block XOR ipad (`inner`) and
+/// XOR opad (`outer`), made once and copied by value for every message. 1 on success; the key block is cleansed.
+static inline int copenssl_hmac_sha1_states(const void *password, size_t passwordLength, SHA_CTX *inner, SHA_CTX *outer) {
+    unsigned char key[SHA_CBLOCK] = {0}, pad[SHA_CBLOCK];
+    int ok = 1;
+    if (passwordLength > SHA_CBLOCK) {
+        SHA_CTX work;
+        ok = SHA1_Init(&work) && SHA1_Update(&work, password, passwordLength) && SHA1_Final(key, &work);
+        OPENSSL_cleanse(&work, sizeof work);
+    } else if (passwordLength > 0) {
+        memcpy(key, password, passwordLength);
+    }
+    for (int i = 0; i < SHA_CBLOCK; i++) pad[i] = key[i] ^ 0x36;
+    ok = ok && SHA1_Init(inner) && SHA1_Update(inner, pad, SHA_CBLOCK);
+    for (int i = 0; i < SHA_CBLOCK; i++) pad[i] = key[i] ^ 0x5c;
+    ok = ok && SHA1_Init(outer) && SHA1_Update(outer, pad, SHA_CBLOCK);
+    OPENSSL_cleanse(key, sizeof key);
+    OPENSSL_cleanse(pad, sizeof pad);
+    return ok;
+}
+
+/// One HMAC-SHA1 of PBKDF2 from the key states: of `message` (U1's salt), followed by the 4-byte big-endian
+/// `block` number when `block` is non-zero (U1 = HMAC(password, salt || INT(block)); Uj = HMAC(password, Uj-1)).
+static inline void copenssl_hmac_sha1(const SHA_CTX *inner, const SHA_CTX *outer, const unsigned char *message, size_t messageLength,
+                                      uint32_t block, unsigned char digest[SHA_DIGEST_LENGTH]) {
+    const unsigned char counter[4] = {(unsigned char)(block >> 24), (unsigned char)(block >> 16), (unsigned char)(block >> 8), (unsigned char)block};
+    SHA_CTX work = *inner;
+    SHA1_Update(&work, message, messageLength);
+    if (block != 0) SHA1_Update(&work, counter, sizeof counter);
+    SHA1_Final(digest, &work);
+    work = *outer;
+    SHA1_Update(&work, digest, SHA_DIGEST_LENGTH);
+    SHA1_Final(digest, &work);
+    OPENSSL_cleanse(&work, sizeof work);
+}
+
 /// PBKDF2-HMAC-SHA1 (RFC 8018 section 5.2) on OpenSSL's SHA-1, on any CPU: 1 on success.
 ///
 /// The HMAC's inner and outer key states are made once and copied by value for each iteration, so an
@@ -25,41 +61,16 @@
 /// re-initialises EVP contexts every iteration (malloc, copy, cleanse, free): in krb5-verifyd's profile that
 /// was more than half of the string-to-key. Every buffer and state holding key material is cleansed.
 static inline int copenssl_pbkdf2_sha1_portable(const void *password, size_t passwordLength, const unsigned char *salt, size_t saltLength,
-                                       unsigned int iterations, unsigned char *output, size_t outputLength) {
-    unsigned char key[SHA_CBLOCK] = {0}, pad[SHA_CBLOCK], u[SHA_DIGEST_LENGTH], t[SHA_DIGEST_LENGTH], counter[4];
-    SHA_CTX inner, outer, work;
+                                                unsigned int iterations, unsigned char *output, size_t outputLength) {
+    unsigned char u[SHA_DIGEST_LENGTH], t[SHA_DIGEST_LENGTH];
+    SHA_CTX inner, outer;
     if (iterations == 0) return 0;
-    int ok = 1;
-    if (passwordLength > SHA_CBLOCK) {
-        ok = SHA1_Init(&work) && SHA1_Update(&work, password, passwordLength) && SHA1_Final(key, &work);
-    } else if (passwordLength > 0) {
-        memcpy(key, password, passwordLength);
-    }
-    for (int i = 0; i < SHA_CBLOCK; i++) pad[i] = key[i] ^ 0x36;
-    ok = ok && SHA1_Init(&inner) && SHA1_Update(&inner, pad, SHA_CBLOCK);
-    for (int i = 0; i < SHA_CBLOCK; i++) pad[i] = key[i] ^ 0x5c;
-    ok = ok && SHA1_Init(&outer) && SHA1_Update(&outer, pad, SHA_CBLOCK);
+    int ok = copenssl_hmac_sha1_states(password, passwordLength, &inner, &outer);
     for (uint32_t block = 1; ok && outputLength > 0; block++) {
-        counter[0] = (unsigned char)(block >> 24);
-        counter[1] = (unsigned char)(block >> 16);
-        counter[2] = (unsigned char)(block >> 8);
-        counter[3] = (unsigned char)block;
-        // U1 = HMAC(password, salt || INT(block)); Uj = HMAC(password, Uj-1); T = U1 ^ ... ^ Uc.
-        work = inner;
-        SHA1_Update(&work, salt, saltLength);
-        SHA1_Update(&work, counter, sizeof counter);
-        SHA1_Final(u, &work);
-        work = outer;
-        SHA1_Update(&work, u, sizeof u);
-        SHA1_Final(u, &work);
+        copenssl_hmac_sha1(&inner, &outer, salt, saltLength, block, u);
         memcpy(t, u, sizeof t);
         for (unsigned int iteration = 1; iteration < iterations; iteration++) {
-            work = inner;
-            SHA1_Update(&work, u, sizeof u);
-            SHA1_Final(u, &work);
-            work = outer;
-            SHA1_Update(&work, u, sizeof u);
-            SHA1_Final(u, &work);
+            copenssl_hmac_sha1(&inner, &outer, u, sizeof u, 0, u);
             for (size_t i = 0; i < sizeof t; i++) t[i] ^= u[i];
         }
         size_t length = outputLength < sizeof t ? outputLength : sizeof t;
@@ -67,13 +78,10 @@ static inline int copenssl_pbkdf2_sha1_portable(const void *password, size_t pas
         output += length;
         outputLength -= length;
     }
-    OPENSSL_cleanse(key, sizeof key);
-    OPENSSL_cleanse(pad, sizeof pad);
     OPENSSL_cleanse(u, sizeof u);
     OPENSSL_cleanse(t, sizeof t);
     OPENSSL_cleanse(&inner, sizeof inner);
     OPENSSL_cleanse(&outer, sizeof outer);
-    OPENSSL_cleanse(&work, sizeof work);
     return ok;
 }
 
@@ -210,6 +218,22 @@ static inline __attribute__((always_inline)) COPENSSL_SHA_NI void copenssl_sha1_
     *eB = _mm_sha1nexte_epu32(e0B, *eB);
 }
 
+/// A SHA-1 state's five words (a..d with a in the high 32 bits; e in the high 32 bits of `e`) from a digest.
+static inline COPENSSL_SHA_NI void copenssl_sha1_ni_load(const unsigned char digest[SHA_DIGEST_LENGTH], __m128i reversal, __m128i *abcd, __m128i *e) {
+    *abcd = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)digest), reversal);
+    *e = _mm_set_epi32((int)((uint32_t)digest[16] << 24 | (uint32_t)digest[17] << 16 | (uint32_t)digest[18] << 8 | digest[19]), 0, 0, 0);
+}
+
+/// The digest of a SHA-1 state held as ``copenssl_sha1_ni_load`` holds it.
+static inline COPENSSL_SHA_NI void copenssl_sha1_ni_store(__m128i abcd, __m128i e, __m128i reversal, unsigned char digest[SHA_DIGEST_LENGTH]) {
+    uint32_t word = (uint32_t)_mm_extract_epi32(e, 3);
+    _mm_storeu_si128((__m128i *)digest, _mm_shuffle_epi8(abcd, reversal));
+    digest[16] = (unsigned char)(word >> 24);
+    digest[17] = (unsigned char)(word >> 16);
+    digest[18] = (unsigned char)(word >> 8);
+    digest[19] = (unsigned char)word;
+}
+
 /// PBKDF2-HMAC-SHA1 with the SHA extensions: the same bytes as `copenssl_pbkdf2_sha1_portable`, about three
 /// times as fast. Each iteration's two compressions run on values kept in registers (no SHA1_Final padding,
 /// byte swaps or copies), and two output blocks (an AES-256 key's) are made at once, interleaved. Only for a CPU
@@ -218,43 +242,22 @@ static inline __attribute__((noinline)) COPENSSL_SHA_NI int copenssl_pbkdf2_sha1
                                                                             size_t saltLength, unsigned int iterations, unsigned char *output,
                                                                             size_t outputLength) {
     static const unsigned char byteReversal[16] = {15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0};
-    unsigned char key[SHA_CBLOCK] = {0}, pad[SHA_CBLOCK], u[SHA_DIGEST_LENGTH], t[2 * SHA_DIGEST_LENGTH], counter[4];
-    SHA_CTX inner, outer, work;
-    __m128i u1[2], u2[2], t1[2], t2[2];  // per lane: U and T as SHA-1 states (a..d, e)
+    unsigned char u[SHA_DIGEST_LENGTH], t[2 * SHA_DIGEST_LENGTH];
+    SHA_CTX inner, outer;
     if (iterations == 0) return 0;
-    int ok = 1;
-    if (passwordLength > SHA_CBLOCK) {
-        ok = SHA1_Init(&work) && SHA1_Update(&work, password, passwordLength) && SHA1_Final(key, &work);
-    } else if (passwordLength > 0) {
-        memcpy(key, password, passwordLength);
-    }
-    for (int i = 0; i < SHA_CBLOCK; i++) pad[i] = key[i] ^ 0x36;
-    ok = ok && SHA1_Init(&inner) && SHA1_Update(&inner, pad, SHA_CBLOCK);
-    for (int i = 0; i < SHA_CBLOCK; i++) pad[i] = key[i] ^ 0x5c;
-    ok = ok && SHA1_Init(&outer) && SHA1_Update(&outer, pad, SHA_CBLOCK);
+    int ok = copenssl_hmac_sha1_states(password, passwordLength, &inner, &outer);
     const __m128i reversal = _mm_loadu_si128((const __m128i *)byteReversal);
     const __m128i innerABCD = _mm_set_epi32((int)inner.h0, (int)inner.h1, (int)inner.h2, (int)inner.h3), innerE = _mm_set_epi32((int)inner.h4, 0, 0, 0);
     const __m128i outerABCD = _mm_set_epi32((int)outer.h0, (int)outer.h1, (int)outer.h2, (int)outer.h3), outerE = _mm_set_epi32((int)outer.h4, 0, 0, 0);
     for (uint32_t block = 1; ok && outputLength > 0; block += 2) {
-        // U1 = HMAC(password, salt || INT(block)) for this block and the next, on OpenSSL's SHA-1 (any salt length).
-        for (int l = 0; l < 2; l++) {
-            uint32_t number = block + (uint32_t)l;
-            counter[0] = (unsigned char)(number >> 24);
-            counter[1] = (unsigned char)(number >> 16);
-            counter[2] = (unsigned char)(number >> 8);
-            counter[3] = (unsigned char)number;
-            work = inner;
-            SHA1_Update(&work, salt, saltLength);
-            SHA1_Update(&work, counter, sizeof counter);
-            SHA1_Final(u, &work);
-            work = outer;
-            SHA1_Update(&work, u, sizeof u);
-            SHA1_Final(u, &work);
-            u1[l] = t1[l] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)u), reversal);
-            u2[l] = t2[l] = _mm_set_epi32((int)((uint32_t)u[16] << 24 | (uint32_t)u[17] << 16 | (uint32_t)u[18] << 8 | u[19]), 0, 0, 0);
-        }
+        // U1 for this block (lane A) and the next (lane B), on OpenSSL's SHA-1 (any salt length); T starts as U1.
+        __m128i uA, uEA, uB, uEB;
+        copenssl_hmac_sha1(&inner, &outer, salt, saltLength, block, u);
+        copenssl_sha1_ni_load(u, reversal, &uA, &uEA);
+        copenssl_hmac_sha1(&inner, &outer, salt, saltLength, block + 1, u);
+        copenssl_sha1_ni_load(u, reversal, &uB, &uEB);
+        __m128i tA = uA, tEA = uEA, tB = uB, tEB = uEB;
         // Uj = HMAC(password, Uj-1); T = U1 ^ ... ^ Uc.
-        __m128i uA = u1[0], uEA = u2[0], uB = u1[1], uEB = u2[1], tA = t1[0], tEA = t2[0], tB = t1[1], tEB = t2[1];
         for (unsigned int iteration = 1; iteration < iterations; iteration++) {
             __m128i xA = innerABCD, xEA = innerE, xB = innerABCD, xEB = innerE;
             copenssl_sha1_ni_after_block(&xA, &xEA, uA, uEA, &xB, &xEB, uB, uEB);
@@ -262,32 +265,17 @@ static inline __attribute__((noinline)) COPENSSL_SHA_NI int copenssl_pbkdf2_sha1
             copenssl_sha1_ni_after_block(&uA, &uEA, xA, xEA, &uB, &uEB, xB, xEB);
             tA = _mm_xor_si128(tA, uA), tEA = _mm_xor_si128(tEA, uEA), tB = _mm_xor_si128(tB, uB), tEB = _mm_xor_si128(tEB, uEB);
         }
-        t1[0] = tA, t2[0] = tEA, t1[1] = tB, t2[1] = tEB;
-        for (int l = 0; l < 2; l++) {
-            unsigned char *digest = t + l * SHA_DIGEST_LENGTH;
-            uint32_t word = (uint32_t)_mm_extract_epi32(t2[l], 3);
-            _mm_storeu_si128((__m128i *)digest, _mm_shuffle_epi8(t1[l], reversal));
-            digest[16] = (unsigned char)(word >> 24);
-            digest[17] = (unsigned char)(word >> 16);
-            digest[18] = (unsigned char)(word >> 8);
-            digest[19] = (unsigned char)word;
-        }
+        copenssl_sha1_ni_store(tA, tEA, reversal, t);
+        copenssl_sha1_ni_store(tB, tEB, reversal, t + SHA_DIGEST_LENGTH);
         size_t length = outputLength < sizeof t ? outputLength : sizeof t;
         memcpy(output, t, length);
         output += length;
         outputLength -= length;
     }
-    OPENSSL_cleanse(key, sizeof key);
-    OPENSSL_cleanse(pad, sizeof pad);
     OPENSSL_cleanse(u, sizeof u);
     OPENSSL_cleanse(t, sizeof t);
     OPENSSL_cleanse(&inner, sizeof inner);
     OPENSSL_cleanse(&outer, sizeof outer);
-    OPENSSL_cleanse(&work, sizeof work);
-    OPENSSL_cleanse(u1, sizeof u1);
-    OPENSSL_cleanse(u2, sizeof u2);
-    OPENSSL_cleanse(t1, sizeof t1);
-    OPENSSL_cleanse(t2, sizeof t2);
     return ok;
 }
 #undef COPENSSL_SHA1_BOTH
