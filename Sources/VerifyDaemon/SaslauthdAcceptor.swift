@@ -93,7 +93,7 @@ final class SaslauthdAcceptor: Sendable {
             if raw >= 0 {
                 // accept4(2) with SOCK_CLOEXEC needs _GNU_SOURCE, which Glibc's module does not import.
                 _ = fcntl(raw, F_SETFD, FD_CLOEXEC)
-                serve(SystemPackage.FileDescriptor(rawValue: raw))
+                serve(SystemPackage.FileDescriptor(rawValue: raw), peer: PeerCredentials.of(descriptor: raw))
                 continue
             }
             let error = Errno(rawValue: errno)
@@ -114,9 +114,9 @@ final class SaslauthdAcceptor: Sendable {
         if last { try? listener.close() }
     }
 
-    /// One accepted connection: counted in, its peer admitted, its request read without waiting and answered,
-    /// or handed to NIO when it is not all there.
-    private func serve(_ descriptor: SystemPackage.FileDescriptor) {
+    /// One accepted connection whose peer is `peer` (nil: `SO_PEERCRED` unreadable): counted in, its peer
+    /// admitted, its request read without waiting and answered, or handed to NIO when it is not all there.
+    func serve(_ descriptor: SystemPackage.FileDescriptor, peer: PeerCredentials?) {
         guard state.withLock({ $0.connectionAccepted() }) else {
             logger.warning("connection refused: limit of \(maxConnections) reached or shutting down")
             try? descriptor.close()
@@ -124,7 +124,6 @@ final class SaslauthdAcceptor: Sendable {
         }
         metrics.connections.increment()
         let connection = AcceptedConnection(descriptor: descriptor, state: state, metrics: metrics)
-        let peer = PeerCredentials.of(descriptor: descriptor.rawValue)
         guard gate.admitPeer(peer, listener: .sasl) else { return connection.reply(.no("not allowed")) }
 
         // The largest request is five fields of the decoder's limit; one byte more shows a client sending too much.

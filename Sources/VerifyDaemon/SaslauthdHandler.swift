@@ -4,9 +4,9 @@ import LoginProtocol
 import LoginService
 import NIOCore
 
-/// One saslauthd-protocol connection: read a request (five fields, or four and a pause), verify the
-/// login, reply `OK` or `NO reason`, close. The connections ``SaslauthdAcceptor`` hands over come with their
-/// peer already admitted and the bytes it read.
+/// One saslauthd-protocol connection that ``SaslauthdAcceptor`` handed over (its peer admitted, its request not
+/// all there yet): read the rest of the request (five fields, or four and a pause), verify the login, reply `OK`
+/// or `NO reason`, close.
 final class SaslauthdHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
@@ -14,44 +14,24 @@ final class SaslauthdHandler: ChannelInboundHandler {
     private let gate: LoginGate
     private let timeouts: ListenerTimeouts
     private var decoder: SaslauthdDecoder
-    private var peer: PeerCredentials?
-    /// The peer was looked up and admitted before the channel existed (a handed-over connection).
-    private let admitted: Bool
-    /// What was read before the channel existed, processed when it becomes active.
+    private let peer: PeerCredentials?
+    /// What the acceptor read before the channel existed, processed when it becomes active.
     private var prefetched: Secret?
     private var answered = false
     private var readTimeout: Scheduled<Void>?
     private var idleTimeout: Scheduled<Void>?
     private var fourFieldTimer: Scheduled<Void>?
 
-    /// A handler for a new connection.
-    init(gate: LoginGate, timeouts: ListenerTimeouts) {
-        self.gate = gate
-        self.timeouts = timeouts
-        self.decoder = SaslauthdDecoder()
-        self.admitted = false
-    }
-
-    /// A handler for a connection ``SaslauthdAcceptor`` handed over: `peer` was already admitted, and
-    /// `prefetched` is what it read of the request.
+    /// `peer` was admitted by the acceptor, and `prefetched` is what it read of the request.
     init(gate: LoginGate, timeouts: ListenerTimeouts, admitted peer: PeerCredentials?, prefetched: Secret) {
         self.gate = gate
         self.timeouts = timeouts
         self.decoder = SaslauthdDecoder()
-        self.admitted = true
         self.peer = peer
         self.prefetched = prefetched
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        if !admitted {
-            PeerCredentials.of(context.channel).whenSuccess(context.onLoop(self) { handler, context, peer in
-                handler.peer = peer
-                if !handler.gate.admitPeer(peer, listener: .sasl) {
-                    handler.reply(.no("not allowed"), context: context)
-                }
-            })
-        }
         readTimeout = context.schedule(in: timeouts.read, self) { handler, context in
             handler.reply(.no("timeout"), context: context)
         }
@@ -130,7 +110,7 @@ final class SaslauthdHandler: ChannelInboundHandler {
         }
     }
 
-    /// Replies once and closes (also used for timeouts and refusals before any request).
+    /// Replies once and closes (also used for timeouts).
     private func reply(_ reply: SaslauthdReply, context: ChannelHandlerContext) {
         guard !answered else { return }
         answered = true

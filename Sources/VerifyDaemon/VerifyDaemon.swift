@@ -97,11 +97,6 @@ public final class VerifyDaemon: Service, Sendable {
         return endpoints
     }
 
-    /// A saslauthd connection's handler: the gate and the timeouts are all it sees of the daemon.
-    func makeSaslauthdHandler() -> SaslauthdHandler {
-        SaslauthdHandler(gate: gate, timeouts: ListenerTimeouts(configuration))
-    }
-
     /// A conversation connection's handler: the gate and the timeouts are all it sees of the daemon.
     func makeConversationHandler() -> ConversationHandler {
         ConversationHandler(gate: gate, timeouts: ListenerTimeouts(configuration))
@@ -114,11 +109,17 @@ public final class VerifyDaemon: Service, Sendable {
         } close: { descriptor in
             try? descriptor.close()
         }
-        let acceptor = SaslauthdAcceptor(listener: listener, gate: gate, timeouts: ListenerTimeouts(configuration), group: group, state: state,
-                                         metrics: metrics, logger: logger, maxConnections: configuration.maxConnections)
+        let acceptor = makeSaslauthdAcceptor(listener: listener)
         state.withLock { $0.listening(path: path) }
         self.acceptor.withLock { $0 = acceptor }
         acceptor.start(threads: Self.acceptThreads)
+    }
+
+    /// An acceptor for the saslauthd socket `listener`: the gate, the timeouts and the connection accounting are
+    /// what it sees of the daemon.
+    func makeSaslauthdAcceptor(listener: SystemPackage.FileDescriptor) -> SaslauthdAcceptor {
+        SaslauthdAcceptor(listener: listener, gate: gate, timeouts: ListenerTimeouts(configuration), group: group, state: state,
+                          metrics: metrics, logger: logger, maxConnections: configuration.maxConnections)
     }
 
     /// The saslauthd socket's accept threads: one per two cores, at most four. Each connection is a few system
