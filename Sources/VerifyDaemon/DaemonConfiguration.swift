@@ -11,6 +11,18 @@ public struct DaemonConfiguration: Sendable {
     public var saslSocket: String?
     /// The JSON-lines conversation socket.
     public var socket: String?
+    /// The HTTP auth endpoint's UNIX socket (nginx `auth_request`, Caddy `forward_auth`; docs/web.md).
+    public var httpSocket: String?
+    /// The HTTP auth endpoint on loopback TCP, `host:port` (port 0: any free port).
+    public var httpListen: String?
+    /// The realm named in the endpoint's `WWW-Authenticate: Basic realm="…"`.
+    public var httpRealm = "Kerberos"
+    /// The header a proxy puts the client's address in; its last address is used.
+    public var httpClientAddressHeader = "X-Forwarded-For"
+    /// Peer uids on the HTTP socket whose client-address header is believed.
+    public var httpTrustedUIDs: [UInt32] = []
+    /// Peer addresses on the HTTP TCP listener whose client-address header is believed.
+    public var httpTrustedAddresses: [String] = []
     /// Socket file permissions, such as 0o660.
     public var socketMode: UInt32 = 0o660
     /// Group to give the socket files (name or number).
@@ -66,7 +78,8 @@ public struct DaemonConfiguration: Sendable {
         "throttle_max_backoff", "throttle_penalty", "allowed_uids", "allowed_gids", "metrics_listen", "log_level", "insecure_skip_verification",
         "ticket_lifetime", "login_timeout", "optimistic_preauth", "learned_preauth", "direct_verification_ticket", "result_cache_ttl",
         "ticket_lifetime", "optimistic_preauth", "learned_preauth", "direct_verification_ticket", "result_cache_ttl",
-        "enterprise_names", "canonicalize",
+        "enterprise_names", "canonicalize", "http_socket", "http_listen", "http_realm", "http_client_address_header",
+        "http_trusted_uids", "http_trusted_addresses",
     ]
 
     /// Reads a TOML file over the defaults; unknown keys and wrong types are errors that name the key.
@@ -118,6 +131,17 @@ public struct DaemonConfiguration: Sendable {
         }
         saslSocket = try string("sasl_socket") ?? saslSocket
         socket = try string("socket") ?? socket
+        httpSocket = try string("http_socket") ?? httpSocket
+        httpListen = try string("http_listen") ?? httpListen
+        httpRealm = try string("http_realm") ?? httpRealm
+        httpClientAddressHeader = try string("http_client_address_header") ?? httpClientAddressHeader
+        httpTrustedUIDs = try ids("http_trusted_uids") ?? httpTrustedUIDs
+        if let value = table["http_trusted_addresses"] {
+            guard let array = value.array, array.allSatisfy({ $0.string != nil }) else {
+                throw ConfigurationError("\(source): http_trusted_addresses must be an array of IP addresses")
+            }
+            httpTrustedAddresses = array.compactMap { $0.string }
+        }
         if let mode = try string("socket_mode") {
             guard let parsed = UInt32(mode, radix: 8), parsed <= 0o777 else { throw ConfigurationError("\(source): socket_mode must be octal such as \"0660\"") }
             socketMode = parsed
@@ -209,7 +233,21 @@ public struct DaemonConfiguration: Sendable {
 
     /// Checks values that make no sense together.
     public func validate() throws(ConfigurationError) {
-        if saslSocket == nil && socket == nil { throw ConfigurationError("no listener: give --sasl-socket and/or --socket") }
+        if saslSocket == nil && socket == nil && httpSocket == nil && httpListen == nil {
+            throw ConfigurationError("no listener: give --sasl-socket, --socket, --http-socket or --http-listen")
+        }
+        if let httpListen, Self.loopbackPort(httpListen) == nil {
+            throw ConfigurationError("http_listen must be a loopback address and a port, such as 127.0.0.1:8088 or [::1]:8088, not \(httpListen)")
+        }
+        if httpRealm.isEmpty || httpRealm.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F || $0 == "\"" || $0 == "\\" }) {
+            throw ConfigurationError("http_realm must be non-empty, without quotes, backslashes or control characters")
+        }
+        if httpClientAddressHeader.isEmpty || !httpClientAddressHeader.unicodeScalars.allSatisfy({ $0.isASCII && ($0.properties.isAlphabetic || $0.properties.numericType != nil || $0 == "-") }) {
+            throw ConfigurationError("http_client_address_header must be a header name such as X-Forwarded-For")
+        }
+        for address in httpTrustedAddresses where !HTTPAuth.isAddress(address) {
+            throw ConfigurationError("http_trusted_addresses: \(address) is not an IP address")
+        }
         if workers < 1 || workers > 256 { throw ConfigurationError("workers must be between 1 and 256") }
         if maxConnections < 1 { throw ConfigurationError("max_connections must be at least 1") }
         if throttleFailures < 1 { throw ConfigurationError("throttle_failures must be at least 1") }
@@ -223,9 +261,19 @@ public struct DaemonConfiguration: Sendable {
             throw ConfigurationError("fast_required needs armor for realm \(realm) too")
         }
         if login.fastRequired && login.armor == .none { throw ConfigurationError("fast_required needs armor = anonymous or keytab") }
-        for path in [saslSocket, socket].compactMap({ $0 }) where path.utf8.count >= 108 {
+        for path in [saslSocket, socket, httpSocket].compactMap({ $0 }) where path.utf8.count >= 108 {
             throw ConfigurationError("socket path longer than 107 bytes: \(path)")
         }
+    }
+
+    /// The host and port of a loopback `host:port` (`127.0.0.1:8088`, `[::1]:8088`, `localhost:8088`); nil for
+    /// anything else: the endpoint answers only this machine's proxies.
+    static func loopbackPort(_ address: String) -> (host: String, port: Int)? {
+        guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]), (0...65535).contains(port) else { return nil }
+        var host = String(address[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        let loopback = host == "localhost" || host == "::1" || (host.hasPrefix("127.") && HTTPAuth.isAddress(host))
+        return loopback ? (host == "localhost" ? "127.0.0.1" : host, port) : nil
     }
 
     /// Parses `250ms`, `30s`, `2m`, `1h`, `1d` or plain seconds; nil for anything else.

@@ -30,6 +30,7 @@ final class LoginGate: Sendable {
     enum Listener: String, Sendable {
         case sasl
         case conversation
+        case http
     }
 
     /// A login that passed the checks at its arrival.
@@ -103,15 +104,20 @@ final class LoginGate: Sendable {
     /// a refusal is logged.
     func admitPeer(_ peer: PeerCredentials?, listener: Listener) -> Bool {
         guard !PeerCredentials.admits(peer, uids: allowedUIDs, gids: allowedGIDs) else { return true }
-        let what = listener == .sasl ? "saslauthd connection refused" : "conversation refused"
+        let what = switch listener {
+        case .sasl: "saslauthd connection refused"
+        case .conversation: "conversation refused"
+        case .http: "HTTP auth connection refused"
+        }
         logger.warning("\(what)", metadata: ["peer": .string(peer?.description ?? "unknown (SO_PEERCRED unreadable)")])
         return false
     }
 
-    /// Logs and counts a saslauthd request that could not be decoded.
-    func invalidRequest(_ error: any Error, peer: PeerCredentials?) {
-        logger.notice("invalid saslauthd request", metadata: ["reason": .string("\(error)"), "peer": .string(peer?.description ?? "-")])
-        metrics.record(listener: Listener.sasl.rawValue, outcome: "invalid-request", latency: .zero)
+    /// Logs and counts a saslauthd (or HTTP auth) request that could not be decoded.
+    func invalidRequest(_ error: any Error, peer: PeerCredentials?, listener: Listener = .sasl) {
+        logger.notice(listener == .http ? "invalid HTTP auth request" : "invalid saslauthd request",
+                      metadata: ["reason": .string("\(error)"), "peer": .string(peer?.description ?? "-")])
+        metrics.record(listener: listener.rawValue, outcome: "invalid-request", latency: .zero)
     }
 
     /// The checks at a request's arrival: the login's canonical principal, or the answer refusing it.
@@ -174,16 +180,16 @@ final class LoginGate: Sendable {
 
     // MARK: Exchanges
 
-    /// A saslauthd request from its arrival to its answer: the name's checks, an empty password refused, the
+    /// A saslauthd request (or an HTTP auth request's credentials, `listener: .http`) from its arrival to its answer: the name's checks, an empty password refused, the
     /// throttles, the password-only login, the outcome's accounting; `reply` runs with the result, logged and no
     /// sooner than its floor, on `loop` (a channel handler's), or with `anyThread` on whichever thread has the
     /// result (the acceptor's, for a result cached or refused at once; `loop`'s, for a delayed reply).
-    func verifyPassword(_ request: SaslauthdRequest, peer: PeerCredentials?, on loop: any EventLoop, anyThread: Bool = false,
+    func verifyPassword(_ request: SaslauthdRequest, peer: PeerCredentials?, listener: Listener = .sasl, on loop: any EventLoop, anyThread: Bool = false,
                         _ reply: @escaping @Sendable (LoginResult) -> Void) {
         let arrived = NIODeadline.now()
         /// The request's answer, logged under `principal`.
         func answering(as principal: String) -> @Sendable (LoginResult, Duration?) -> Void {
-            let entry = Request(listener: .sasl, principal: principal, peer: peer, arrived: arrived)
+            let entry = Request(listener: listener, principal: principal, peer: peer, arrived: arrived)
             return { result, floor in self.answer(result, entry, on: loop, floor: floor) { reply(result) } }
         }
         let login: Login

@@ -39,6 +39,10 @@ public final class VerifyDaemon: Service, Sendable {
         public var socket: String?
         /// The bound metrics address as `host:port` (the port is the real one when 0 was asked for).
         public var metrics: String?
+        /// The HTTP auth endpoint's socket path, if it listens on one.
+        public var httpSocket: String?
+        /// The HTTP auth endpoint's bound loopback address as `host:port` (`[::1]:port` for IPv6), if it listens on TCP.
+        public var http: String?
     }
 
     /// Validates `configuration` and starts the krb5 worker threads; nothing listens until ``start()`` or ``run()``.
@@ -73,6 +77,7 @@ public final class VerifyDaemon: Service, Sendable {
             }
             endpoints.socket = path
         }
+        try await listenHTTP(&endpoints)
         if let address = configuration.metricsListen {
             let parts = address.split(separator: ":")
             guard parts.count == 2, let port = Int(parts[1]) else { throw ConfigurationError("metrics_listen must be host:port") }
@@ -88,7 +93,8 @@ public final class VerifyDaemon: Service, Sendable {
         }
         logger.info("krb5-verifyd listening", metadata: [
             "sasl_socket": .string(endpoints.saslSocket ?? "-"), "socket": .string(endpoints.socket ?? "-"),
-            "metrics": .string(endpoints.metrics ?? "-"), "workers": .stringConvertible(configuration.workers),
+            "metrics": .string(endpoints.metrics ?? "-"), "http_socket": .string(endpoints.httpSocket ?? "-"), "http": .string(endpoints.http ?? "-"),
+            "workers": .stringConvertible(configuration.workers),
             "armor": .string(configuration.login.armor.rawValue), "verify": .stringConvertible(configuration.login.verify),
         ])
         if !configuration.login.verify {
@@ -100,6 +106,37 @@ public final class VerifyDaemon: Service, Sendable {
     /// A conversation connection's handler: the gate and the timeouts are all it sees of the daemon.
     func makeConversationHandler() -> ConversationHandler {
         ConversationHandler(gate: gate, timeouts: ListenerTimeouts(configuration))
+    }
+
+    /// The HTTP auth endpoint (docs/web.md) on its UNIX socket, whose peers pass `allowed_uids` / `allowed_gids`, and on
+    /// loopback TCP.
+    private func listenHTTP(_ endpoints: inout Endpoints) async throws {
+        guard configuration.httpSocket != nil || configuration.httpListen != nil else { return }
+        let settings = HTTPAuthHandler.Settings(gate: gate, localNames: try LocalNames(configuration: configuration.login.krb5),
+                                                trust: HTTPAuth.ProxyTrust(configuration), challenge: "Basic realm=\"\(configuration.httpRealm)\", charset=\"UTF-8\"",
+                                                timeouts: ListenerTimeouts(configuration))
+        if let path = configuration.httpSocket {
+            try await listen(path) { [gate] channel in
+                PeerCredentials.of(channel).flatMap { peer in
+                    guard gate.admitPeer(peer, listener: .http) else { return channel.close() }
+                    return HTTPAuthHandler.configure(channel, settings: settings, peer: .local(peer))
+                }
+            }
+            endpoints.httpSocket = path
+        }
+        if let address = configuration.httpListen, let (host, port) = DaemonConfiguration.loopbackPort(address) {
+            let channel = try await ServerBootstrap(group: group)
+                .serverChannelOption(.backlog, value: 1024)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .childChannelInitializer { [self] channel in
+                    guard admit(channel) else { return channel.close() }
+                    return HTTPAuthHandler.configure(channel, settings: settings, peer: .tcp(channel.remoteAddress?.ipAddress ?? ""))
+                }
+                .bind(host: host, port: port).get()
+            state.withLock { $0.listening(channel, path: nil) }
+            let bound = channel.localAddress?.port ?? port
+            endpoints.http = host.contains(":") ? "[\(host)]:\(bound)" : "\(host):\(bound)"
+        }
     }
 
     /// The saslauthd socket, bound as ``listen(_:_:)`` binds, answered by a ``SaslauthdAcceptor``.

@@ -19,6 +19,15 @@ struct VerifyDaemonCommand: AsyncParsableCommand {
     // Listeners
     @Option(name: .customLong("sasl-socket"), help: "saslauthd-compatible socket path (Cyrus SASL's mux).") var saslSocket: String?
     @Option(help: "JSON-lines conversation socket path.") var socket: String?
+    @Option(name: .customLong("http-socket"), help: "HTTP auth endpoint socket path (nginx auth_request, Caddy forward_auth; docs/web.md).") var httpSocket: String?
+    @Option(name: .customLong("http-listen"), help: "HTTP auth endpoint on loopback TCP, host:port.") var httpListen: String?
+    @Option(name: .customLong("http-realm"), help: "Realm named in the endpoint's Basic challenge (default Kerberos).") var httpRealm: String?
+    @Option(name: .customLong("http-client-address-header"), help: "Header carrying the client's address from a trusted proxy (default X-Forwarded-For).")
+    var httpClientAddressHeader: String?
+    @Option(name: .customLong("http-trusted-uid"), parsing: .singleValue, help: "Peer uid on the HTTP socket whose client-address header is believed (repeatable).")
+    var httpTrustedUIDs: [UInt32] = []
+    @Option(name: .customLong("http-trusted-address"), parsing: .singleValue, help: "Peer address on the HTTP TCP listener whose client-address header is believed (repeatable).")
+    var httpTrustedAddresses: [String] = []
     @Option(name: .customLong("socket-mode"), help: "Socket file mode, octal (default 0660).") var socketMode: String?
     @Option(name: .customLong("socket-group"), help: "Group (name or number) for the socket files.") var socketGroup: String?
 
@@ -100,6 +109,12 @@ struct VerifyDaemonCommand: AsyncParsableCommand {
     private func apply(to configuration: inout DaemonConfiguration) throws {
         if let saslSocket { configuration.saslSocket = saslSocket }
         if let socket { configuration.socket = socket }
+        if let httpSocket { configuration.httpSocket = httpSocket }
+        if let httpListen { configuration.httpListen = httpListen }
+        if let httpRealm { configuration.httpRealm = httpRealm }
+        if let httpClientAddressHeader { configuration.httpClientAddressHeader = httpClientAddressHeader }
+        if !httpTrustedUIDs.isEmpty { configuration.httpTrustedUIDs = httpTrustedUIDs }
+        if !httpTrustedAddresses.isEmpty { configuration.httpTrustedAddresses = httpTrustedAddresses }
         if let socketMode {
             guard let mode = UInt32(socketMode, radix: 8), mode <= 0o777 else { throw ValidationError("--socket-mode \(socketMode) is not octal") }
             configuration.socketMode = mode
