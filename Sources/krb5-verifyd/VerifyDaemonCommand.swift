@@ -24,9 +24,9 @@ struct VerifyDaemonCommand: AsyncParsableCommand {
     @Option(name: .customLong("http-realm"), help: "Realm named in the endpoint's Basic challenge (default Kerberos).") var httpRealm: String?
     @Option(name: .customLong("http-client-address-header"), help: "Header carrying the client's address from a trusted proxy (default X-Forwarded-For).")
     var httpClientAddressHeader: String?
-    @Option(name: .customLong("http-trusted-uid"), parsing: .singleValue, help: "Peer uid on the HTTP socket whose client-address header is believed (repeatable).")
+    @Option(name: .customLong("http-trusted-uids"), parsing: .singleValue, help: "Peer uid on the HTTP socket whose client-address header is believed (repeatable).")
     var httpTrustedUIDs: [UInt32] = []
-    @Option(name: .customLong("http-trusted-address"), parsing: .singleValue, help: "Peer address on the HTTP TCP listener whose client-address header is believed (repeatable).")
+    @Option(name: .customLong("http-trusted-addresses"), parsing: .singleValue, help: "Peer address on the HTTP TCP listener whose client-address header is believed (repeatable).")
     var httpTrustedAddresses: [String] = []
     @Option(name: .customLong("socket-mode"), help: "Socket file mode, octal (default 0660).") var socketMode: String?
     @Option(name: .customLong("socket-group"), help: "Group (name or number) for the socket files.") var socketGroup: String?
