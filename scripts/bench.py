@@ -8,8 +8,10 @@ Every load is bounded in time (BENCH_SECONDS per measurement, default 5) and in 
 Issue #12's rows (misbehaving KDCs) run against a replica of the realm (realm.sh replica) whose KDCs are SIGSTOPped
 and SIGCONTed, and a black-hole KDC of a second realm; issue #13's rows against a Samba AD DC: KRB5_TEST_AD=DIR (a
 running ad-realm.sh realm), else one started here as root with Docker/ad/ad-realm.sh on AD_ADDRESS; BENCH_AD=0 skips
-them. BENCH_ONLY=faults or BENCH_ONLY=ad runs only those rows and prints them (docs/benchmarks.md untouched)."""
-import json, os, platform, shutil, signal, socket, subprocess, sys, threading, time
+them. Issue #24's rows put the same page behind HTTP Basic through Apache + mod_authnz_external + krb5-login and through
+nginx auth_request + krb5-verifyd's HTTP endpoint, loaded with wrk. BENCH_ONLY=faults, BENCH_ONLY=ad or BENCH_ONLY=web
+runs only those rows and prints them (docs/benchmarks.md untouched)."""
+import base64, json, os, platform, re, shutil, signal, socket, subprocess, sys, threading, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
@@ -256,6 +258,153 @@ def fault_rows(rows, goals):
 AD_REALM_DIR = REALM + ".ad"
 
 
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port, process):
+    for _ in range(600):
+        if process.poll() is not None:
+            sys.exit(f"bench: {process.args[0]} exited ({process.returncode})")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    sys.exit(f"bench: nothing listens on {port}")
+
+
+def wrk(url, user, password, directory, connections=16, seconds=None):
+    """wrk over keep-alive connections for `seconds`, the Basic credentials in a Lua script file (not on a command line)."""
+    script = os.path.join(directory, "basic.lua")
+    with open(os.open(script, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        f.write(f'wrk.headers["Authorization"] = "Basic {token}"\n')
+    duration = seconds if seconds is not None else SECONDS
+    out = subprocess.run(["wrk", "-t", "2", "-c", str(connections), "-d", f"{duration:g}s", "--timeout", "30s", "--latency", "-s", script, url],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"bench: wrk {url} failed: {out.stderr.strip()[-400:]}")
+    text = out.stdout
+    def latency(percent):
+        for line in text.splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[0] == percent:
+                value = parts[1]
+                for suffix, scale in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
+                    if value.endswith(suffix):
+                        return float(value[:-len(suffix)]) * scale
+        return 0.0
+    total = next(int(l.split()[0]) for l in text.splitlines() if "requests in" in l)
+    bad = sum(int(l.split(":")[1]) for l in text.splitlines() if l.strip().startswith("Non-2xx"))
+    errors = sum(int(n) for l in text.splitlines() if l.strip().startswith("Socket errors") for n in re.findall(r"\d+", l))
+    return {"logins": total - bad, "seconds": duration, "p50_ms": latency("50%"), "p99_ms": latency("99%"), "failures": bad + errors}
+
+
+def web_rows(rows, goals, r, server):
+    """Issue #24: the same static page behind HTTP Basic, three ways, each at 16 keep-alive connections: Apache with
+    mod_authnz_external starting krb5-login per request; nginx auth_request to krb5-verifyd's HTTP endpoint; the same
+    with the result cache."""
+    directory = os.path.join(REALM, "web")
+    os.makedirs(os.path.join(directory, "www"), exist_ok=True)
+    with open(os.path.join(directory, "www", "index.html"), "w") as f:
+        f.write("the protected page\n")
+    os.chmod(directory, 0o755)
+    # Apache's children run as nobody (Apache refuses root): krb5-login then needs the keytab and krb5.conf readable.
+    keytab = os.path.join(directory, "host.keytab")
+    shutil.copy(r["HOST_KEYTAB"], keytab)
+    os.chmod(keytab, 0o644)
+    os.chmod(REALM, 0o755)
+    os.chmod(r["KRB5_CONFIG_FILE"], 0o644)
+    processes = []
+    try:
+        apache_port = free_port()
+        modules = "/usr/lib/apache2/modules"
+        with open(os.path.join(directory, "apache2.conf"), "w") as f:
+            f.write("\n".join([
+                f"ServerRoot {directory}", "ServerName localhost", f"Listen 127.0.0.1:{apache_port}", f"PidFile {directory}/apache2.pid",
+                f"ErrorLog {directory}/apache-error.log", "User nobody", "Group nogroup",
+                f"LoadModule mpm_event_module {modules}/mod_mpm_event.so", f"LoadModule authn_core_module {modules}/mod_authn_core.so",
+                f"LoadModule authz_core_module {modules}/mod_authz_core.so", f"LoadModule authz_user_module {modules}/mod_authz_user.so",
+                f"LoadModule auth_basic_module {modules}/mod_auth_basic.so", f"LoadModule authnz_external_module {modules}/mod_authnz_external.so",
+                "StartServers 2", "ThreadsPerChild 25", "MaxRequestWorkers 50", "KeepAlive On", "MaxKeepAliveRequests 0",
+                f'DefineExternalAuth krb5 pipe "{BIN}/krb5-login --krb5-config {r["KRB5_CONFIG_FILE"]} --keytab {keytab} --server-principal {server}"',
+                f"DocumentRoot {directory}/www",
+                f'<Directory "{directory}/www">', "  AuthType Basic", '  AuthName "bench"', "  AuthBasicProvider external", "  AuthExternal krb5",
+                "  Require valid-user", "</Directory>", ""]))
+        apache = subprocess.Popen(["apache2", "-f", os.path.join(directory, "apache2.conf"), "-DFOREGROUND"], stderr=subprocess.DEVNULL)
+        processes.append(apache)
+        wait_for_port(apache_port, apache)
+        url = "/index.html"
+        helper = wrk(f"http://127.0.0.1:{apache_port}{url}", r["USER"], r["USER_PASSWORD"], directory)
+
+        endpoints = []
+        for name, extra in (("uncached", []), ("cached", ["--result-cache-ttl", "60s"])):
+            socket_path = os.path.join(directory, f"verifyd-{name}.http")
+            daemon = subprocess.Popen([f"{BIN}/krb5-verifyd", "--http-socket", socket_path, "--http-trusted-uids", str(os.getuid()),
+                                       "--krb5-config", r["KRB5_CONFIG_FILE"], "--keytab", r["HOST_KEYTAB"], "--server-principal", server,
+                                       "--workers", "4", "--log-level", "error", "--throttle-failures", "1000000"] + extra, stderr=subprocess.DEVNULL)
+            processes.append(daemon)
+            wait_for(socket_path)
+            port = free_port()
+            conf = os.path.join(directory, f"nginx-{name}.conf")
+            with open(conf, "w") as f:
+                f.write(f"""{"user root root;" if os.getuid() == 0 else ""}
+worker_processes 1;
+pid {directory}/nginx-{name}.pid;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {directory}/nginx-{name}-body; proxy_temp_path {directory}/nginx-{name}-proxy;
+    fastcgi_temp_path {directory}/nginx-{name}-fcgi; uwsgi_temp_path {directory}/nginx-{name}-uwsgi; scgi_temp_path {directory}/nginx-{name}-scgi;
+    upstream krb5_verifyd {{ server unix:{socket_path}; keepalive 32; }}
+    server {{
+        listen 127.0.0.1:{port};
+        root {directory}/www;
+        location / {{ auth_request /_krb5_auth; }}
+        location = /_krb5_auth {{
+            internal;
+            proxy_pass http://krb5_verifyd/auth;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+            proxy_set_header X-Forwarded-For $remote_addr;
+        }}
+    }}
+}}
+""")
+            nginx = subprocess.Popen(["nginx", "-c", conf, "-p", directory, "-e", os.path.join(directory, f"nginx-{name}-error.log"), "-g", "daemon off;"],
+                                     stderr=subprocess.DEVNULL)
+            processes.append(nginx)
+            wait_for_port(port, nginx)
+            result = wrk(f"http://127.0.0.1:{port}{url}", r["USER"], r["USER_PASSWORD"], directory)
+            result["daemon_hwm_kb"] = daemon_hwm_kb(daemon.pid)
+            endpoints.append(result)
+        rows.append(("the same page behind HTTP Basic, 16 keep-alive connections", "Apache mod_authnz_external + krb5-login per request", helper,
+                     "nginx auth_request + krb5-verifyd --http-socket", endpoints[0]))
+        rows.append(("the same page behind HTTP Basic, 16 keep-alive connections", "Apache mod_authnz_external + krb5-login per request", helper,
+                     "nginx auth_request + krb5-verifyd --http-socket --result-cache-ttl 60s", endpoints[1]))
+        if rate(helper):
+            ratio = rate(endpoints[0]) / rate(helper)
+            goals.append((f"nginx + the HTTP endpoint against Apache + krb5-login per request, no result cache: {ratio:.1f}× (goal ≥ 10×)", ratio >= 10))
+    finally:
+        for process in processes:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def daemon_hwm_kb(pid):
+    try:
+        return next(int(l.split()[1]) for l in open(f"/proc/{pid}/status") if l.startswith("VmHWM"))
+    except (OSError, StopIteration):
+        return 0
+
+
 def ad_rows(rows, notes, host_name):
     """Issue #13: krb5-verifyd against saslauthd -a kerberos5 on the same Samba AD DC (its KDC is Samba's Heimdal)."""
     if os.environ.get("BENCH_AD") == "0":
@@ -354,7 +503,9 @@ def main():
     goals, notes = [], []
     host_name = server.split("/", 1)[1].split("@", 1)[0]
     try:
-        if ONLY == "faults":
+        if ONLY == "web":
+            web_rows(rows, goals, r, server)
+        elif ONLY == "faults":
             fault_rows(rows, goals)
         elif ONLY == "ad":
             ad_rows(rows, notes, host_name)
@@ -456,8 +607,10 @@ def main():
             # 5. Issue #12: misbehaving KDCs (a replica is added to the realm here), and 6. issue #13: Active Directory.
             fault_rows(rows, goals)
             ad_rows(rows, notes, host_name)
+            # 7. Issue #24: web servers in front of the HTTP endpoint and of the per-process helper.
+            web_rows(rows, goals, r, server)
 
-        if ONLY not in ("faults", "ad"):
+        if ONLY not in ("faults", "ad", "web"):
             # 4. One process per login: kinit (no verification) vs krb5-login (with verification), spawned and reaped
             # here (posix_spawn + wait4). The earlier harness (krb5-bench process) used Foundation's Process, whose
             # waitUntilExit on Linux runs the run loop in 50 ms slices: any child still running when it is called
@@ -528,7 +681,7 @@ def main():
         if failures and not workload.startswith("all KDCs hung"):
             lines.append(f"| ↳ failures in this row: {failures} | | | | | | | | | |")
     if goals:
-        lines += ["", "## Issue #12's goals in this run", ""]
+        lines += ["", "## Goals in this run (issues #12 and #24)", ""]
         lines += [f"- {'✓' if met else '✗'} {text}" for text, met in goals]
     if notes:
         lines += [""] + notes
