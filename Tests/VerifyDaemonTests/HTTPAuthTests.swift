@@ -169,7 +169,7 @@ struct HTTPAuthTests {
 
     @Test("right password: 200 with X-Remote-User and X-Remote-Principal; wrong: 401 with the Basic challenge; disabled: 403; no credentials: 401; other paths: 404")
     func answers() async throws {
-        try await Self.with { fixture in
+        try await Self.with(configure: { configuration, _ in configuration.metricsListen = "127.0.0.1:0" }) { fixture in
             let realm = fixture.realm
             for target in ["unix:\(fixture.endpoints.httpSocket!)", "http://\(fixture.endpoints.http!)"] {
                 let ok = try curl(target, user: "\(realm["USER"]):\(realm["USER_PASSWORD"])")
@@ -191,8 +191,11 @@ struct HTTPAuthTests {
             }
             #expect(!fixture.logs.text.contains(realm["USER_PASSWORD"]))
             #expect(!fixture.logs.text.contains("wrong-password"))
-            #expect(fixture.logs.text.contains("listener=http") || fixture.logs.text.contains("\"listener\": http") || fixture.logs.text.contains("listener: http"),
-                    "logins are logged under the http listener")
+            #expect(fixture.logs.text.contains("\"listener\": http"), "logins are logged under the http listener")
+            let metrics = try TestRealm.run(["curl", "-s", "http://\(fixture.endpoints.metrics!)/metrics"]).output
+            for outcome in ["ok", "bad-credentials", "account-disabled"] {
+                #expect(metrics.contains(#"krb5_verifyd_requests_total{listener="http",outcome="\#(outcome)"} 2"#), "\(metrics)")
+            }
         }
     }
 
