@@ -108,13 +108,17 @@ final class HTTPAuthHandler: ChannelInboundHandler {
         let localNames = settings.localNames
         settings.gate.verifyPassword(login, peer: peerCredentials, listener: .http, on: context.eventLoop, context.onLoop(self) { handler, context, result in
             handler.busy = false
-            let status = HTTPAuth.status(for: result)
             var headers = HTTPHeaders()
-            if result.ok, let principal = result.principal, HTTPAuth.isHeaderSafe(principal) {
+            if result.ok {
+                // Fails closed: a name the headers cannot carry (a control character from the KDC) lets nobody in.
+                guard let principal = result.principal, HTTPAuth.isHeaderSafe(principal) else {
+                    return handler.respond(.forbidden, body: "forbidden: the principal's name cannot be sent in a header", request: request, context: context)
+                }
                 let user = localNames.localName(of: principal).flatMap { HTTPAuth.isHeaderSafe($0) ? $0 : nil } ?? principal
                 headers.add(name: "X-Remote-User", value: user)
                 headers.add(name: "X-Remote-Principal", value: principal)
             }
+            let status = HTTPAuth.status(for: result)
             handler.respond(status, headers: headers, body: Self.body(for: result, status: status), request: request, context: context)
         })
     }
