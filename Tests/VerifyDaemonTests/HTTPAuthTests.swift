@@ -313,8 +313,18 @@ struct HTTPAuthTests {
     @Test("no KDC answers: 503")
     func unreachable() async throws {
         let realm = try TestRealm.shared()
-        let configText = try String(contentsOfFile: realm.configFile, encoding: .utf8)
-            .replacingOccurrences(of: "kdc = 127.0.0.1:\(realm["KDC_PORT"])", with: "kdc = 127.0.0.1:1")
+        // The realm's only KDC on a port where nothing listens: every exchange is refused at once.
+        let configText = """
+            [libdefaults]
+             default_realm = \(realm.realm)
+             dns_lookup_kdc = false
+             dns_lookup_realm = false
+             udp_preference_limit = 1
+            [realms]
+             \(realm.realm) = {
+              kdc = 127.0.0.1:1
+             }
+            """
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("krb5-http-unreachable-\(getpid()).conf").path
         try configText.write(toFile: path, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(atPath: path) }
