@@ -334,6 +334,30 @@ struct HTTPAuthTests {
         }
     }
 
+    @Test("X-Remote-User is the local name by the realm's auth_to_local rules; a principal no rule maps is sent as its principal")
+    func localNames() async throws {
+        let realm = try TestRealm.shared()
+        let password = "Http-Local-Passw0rd"
+        let unmapped = try realm.addPrincipal(prefix: "httpmap", password: password)
+        let text = try String(contentsOfFile: realm.configFile, encoding: .utf8)
+        let block = "\(realm.realm) = {"
+        guard let range = text.range(of: block) else { throw TestRealmError("no \(block) in \(realm.configFile)") }
+        // Only alice has a rule (and no DEFAULT rule follows), so the other principal maps to nothing.
+        let rules = "\n  auth_to_local = RULE:[1:$1@$0](^\(realm["USER"])@.*$)s/^\(realm["USER"])@.*$/web-\(realm["USER"])/"
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("krb5-http-an2ln-\(getpid()).conf").path
+        try text.replacingCharacters(in: range, with: block + rules).write(toFile: path, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try await Self.with(configure: { configuration, _ in configuration.login.krb5 = .files(path) }) { fixture in
+            let mapped = try curl("unix:\(fixture.endpoints.httpSocket!)", user: "\(realm["USER"]):\(realm["USER_PASSWORD"])")
+            #expect(mapped.status == 200, "\(mapped)")
+            #expect(mapped.headers["x-remote-user"] == "web-\(realm["USER"])")
+            #expect(mapped.headers["x-remote-principal"] == "\(realm["USER"])@\(realm.realm)")
+            let other = try curl("unix:\(fixture.endpoints.httpSocket!)", user: "\(unmapped):\(password)")
+            #expect(other.status == 200, "\(other)")
+            #expect(other.headers["x-remote-user"] == "\(unmapped)@\(realm.realm)")
+        }
+    }
+
     @Test("a peer outside allowed_uids is refused on the HTTP socket without an answer")
     func refusedPeer() async throws {
         try await Self.with(configure: { configuration, _ in configuration.allowedUIDs = [getuid() &+ 1] }) { fixture in
