@@ -150,6 +150,8 @@ private final class SendOperation: @unchecked Sendable {
     private var failed: Set<Int> = []
     private var udpTargets: Set<Int> = []
     private var triedTCP: Set<Int> = []
+    /// UDP-only targets (`udp/` in krb5.conf) that answered RESPONSE_TOO_BIG.
+    private var tooBigForUDP: Set<Int> = []
     private var hedgeTimer: Scheduled<Void>?
     private var retransmitTimer: Scheduled<Void>?
     private var retransmitInterval: TimeAmount
@@ -279,9 +281,15 @@ private final class SendOperation: @unchecked Sendable {
     func received(_ bytes: [UInt8], index: Int, udp: Bool) {
         guard !closed, kind.accepts(bytes) else { return }
         if udp, kind.speaksKerberos, KDCMessage.errorCode(bytes) == KDCMessage.responseTooBig {
-            // MIT's rule: the reply does not fit a datagram, so ask the same KDC again over TCP.
             for channel in channels[index] ?? [] { channel.close(promise: nil) }
             channels[index] = nil
+            guard targets[index].kdc.transport != .udp else {
+                // Asking again over UDP would get the same answer until the deadline: this KDC cannot serve it.
+                tooBigForUDP.insert(index)
+                failedTarget(index)
+                return
+            }
+            // MIT's rule: the reply does not fit a datagram, so ask the same KDC again over TCP.
             send(to: index, forceTCP: true)
             return
         }
@@ -305,7 +313,7 @@ private final class SendOperation: @unchecked Sendable {
         udpTargets.remove(index)
         for channel in channels[index] ?? [] { channel.close(promise: nil) }
         channels[index] = nil
-        transport.markUnresponsive(targets[index].key)
+        if !tooBigForUDP.contains(index) { transport.markUnresponsive(targets[index].key) }
         if index == next - 1 {
             attempt()
         } else if next >= targets.count && failed.count == targets.count {
@@ -314,6 +322,13 @@ private final class SendOperation: @unchecked Sendable {
     }
 
     private func finishUnreachable() {
+        if !tooBigForUDP.isEmpty {
+            let kdcs = tooBigForUDP.sorted().map { targets[$0].kdc.description }.joined(separator: ", ")
+            resumer.resume(.failure(KerberosError(code: Int32(KRB5KRB_ERR_RESPONSE_TOO_BIG),
+                                                  message: "The reply of \(kdcs) (realm '\(realm)') does not fit a datagram, and krb5.conf allows it only UDP (udp/): allow TCP",
+                                                  reason: .kdcUnreachable)))
+            return
+        }
         resumer.resume(.failure(KerberosError(code: Int32(KRB5_KDC_UNREACH), message: "Cannot contact any KDC for realm '\(realm)'", reason: .kdcUnreachable)))
     }
 
