@@ -621,7 +621,9 @@ PAM_EXTERN int pam_sm_authenticate(pam_handle_t *pamh, int flags, int argc, cons
     if (status == PAM_SUCCESS && outcome.ccache != NULL) status = keep_pending(pamh, &options, outcome.ccache, outcome.ccache_length);
     if (status == PAM_NEW_AUTHTOK_REQD) {
         /* acct_mgmt says so too, for stacks that let authentication pass (new_authtok_reqd=ok). */
-        pam_set_data(pamh, DATA_EXPIRED, strdup("1"), cleanup_secret);
+        /* The proven old password, for chauthtok's PAM_CHANGE_EXPIRED_AUTHTOK pass (libpam does not keep PAM_AUTHTOK). */
+        const char *old = password != NULL ? password : typed;
+        pam_set_data(pamh, DATA_EXPIRED, old != NULL ? strdup(old) : NULL, cleanup_secret);
         tell(pamh, PAM_TEXT_INFO, "Password expired. You must change it now.");
     }
     debug_log(pamh, &options, "authenticate %s: %s (%s)", user, pam_strerror(pamh, status), outcome.error ? outcome.error : "ok");
@@ -731,7 +733,7 @@ PAM_EXTERN int pam_sm_chauthtok(pam_handle_t *pamh, int flags, int argc, const c
         if (old == NULL && (flags & PAM_CHANGE_EXPIRED_AUTHTOK)) {
             /* The password that just authenticated and turned out expired. */
             const void *expired = NULL;
-            if (pam_get_data(pamh, DATA_EXPIRED, &expired) == PAM_SUCCESS && expired != NULL) pam_get_item(pamh, PAM_AUTHTOK, &old);
+            if (pam_get_data(pamh, DATA_EXPIRED, &expired) == PAM_SUCCESS && expired != NULL) old = expired;
         }
         if (old == NULL && (options.use_first_pass || options.use_authtok)) return PAM_AUTHTOK_RECOVERY_ERR;
         if (old == NULL) {
@@ -787,7 +789,10 @@ PAM_EXTERN int pam_sm_chauthtok(pam_handle_t *pamh, int flags, int argc, const c
     } else if (status == PAM_AUTHINFO_UNAVAIL) {
         status = PAM_AUTHTOK_ERR;
     }
-    if (status == PAM_SUCCESS) pam_set_item(pamh, PAM_AUTHTOK, new_password);
+    if (status == PAM_SUCCESS) {
+        pam_set_item(pamh, PAM_AUTHTOK, new_password);
+        pam_set_data(pamh, DATA_EXPIRED, NULL, NULL);
+    }
     debug_log(pamh, &options, "chauthtok update %s: %s", user, pam_strerror(pamh, status));
     outcome_free(&outcome);
     wipe_free(old_copy);

@@ -33,7 +33,9 @@ struct LoginAttempt: Sendable {
         case .success(let resolved): client = resolved
         case .failure(let refusal): return .finished(refusal.result, info: [])
         }
-        let configuration = configuration.applying(realm: client.realm)
+        var configuration = configuration.applying(realm: client.realm)
+        // A session's cache needs a ticket-granting ticket, not the AS's ticket for the verifying service.
+        if conversation.wantsCredentials { configuration.directVerificationTicket = false }
         let armor = ArmorProvider(session: session, configuration: configuration)
         let notes = AttemptNotes()
         do throws(KerberosError) {
