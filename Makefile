@@ -7,7 +7,8 @@ SWIFT ?= swift
 SWIFT_FLAGS ?=
 APT_PACKAGES := libkrb5-dev libssl-dev krb5-kdc krb5-admin-server krb5-pkinit krb5-otp krb5-user krb5-kpropd \
 	freeradius freeradius-utils softhsm2 opensc sasl2-bin pamtester openssl libpam-modules libpam-runtime procps faketime valgrind curl python3-pexpect gcc libp11-kit-dev strace time \
-	openssh-server openssh-client python3-paramiko debootstrap iproute2 util-linux
+	openssh-server openssh-client python3-paramiko debootstrap iproute2 util-linux \
+	libpam0g-dev libjson-c-dev libpam-wrapper libnss-wrapper python3-pypamtest
 
 .PHONY: release-static all deps build release install docs docs-coverage test ad-up ad-down test-docker test-unit demo bench bench-micro fuzz soak valgrind asan tsan kdc-up kdc-down error-names clean pam pam-fuzz
 

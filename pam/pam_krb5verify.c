@@ -231,8 +231,14 @@ static int answer_round(pam_handle_t *pamh, const struct request *request, const
     struct kv_buffer pins = {0}, texts = {0};
     int first = 1, status = PAM_SUCCESS;
     if (kv_buffer_append_text(answers, "{")) return PAM_BUF_ERR;
-    for (size_t i = 0; i < round->count && status == PAM_SUCCESS; i++) {
-        const struct kv_question *question = &round->questions[i];
+    /* The password first, as people expect it before an OTP, whatever order the daemon sent. */
+    size_t order[KV_MAX_QUESTIONS], ordered = 0;
+    for (size_t i = 0; i < round->count; i++)
+        if (round->questions[i].kind == KV_QUESTION_PASSWORD) order[ordered++] = i;
+    for (size_t i = 0; i < round->count; i++)
+        if (round->questions[i].kind != KV_QUESTION_PASSWORD) order[ordered++] = i;
+    for (size_t n = 0; n < ordered && status == PAM_SUCCESS; n++) {
+        const struct kv_question *question = &round->questions[order[n]];
         char prompt[256];
         char *answer = NULL, *pin = NULL;
         prompt_for(question, prompt, sizeof prompt);

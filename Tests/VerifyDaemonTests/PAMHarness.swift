@@ -31,7 +31,7 @@ enum PAMModule {
 
     private static let built = Locked<Result<String, TestRealmError>?>(nil)
 
-    /// The sanitized module, built once per test run (make rebuilds it only when a source changed).
+    /// The sanitized module (and the rest of `make pam`), built once per test run (make rebuilds it only when a source changed).
     static func asanPath() throws -> String {
         try built.withLock { built in
             if let built { return try built.get() }
@@ -43,6 +43,13 @@ enum PAMModule {
             built = result
             return try result.get()
         }
+    }
+
+    /// The module as `make install` installs it (sshd's runs: ASan's runtime preloaded into sshd deadlocks on
+    /// glibc's gettext lock in sshd's forked PAM process, in libkrb5's library initializer).
+    static func productionPath() throws -> String {
+        _ = try asanPath()
+        return packageRoot + "/.build/pam/pam_krb5verify.so"
     }
 
     /// The sanitizer runtime, preloaded ahead of everything else into the program that loads the module.
