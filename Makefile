@@ -66,7 +66,7 @@ $(PAM_DIR)/asan/pam_krb5verify.so: $(PAM_SOURCES) $(PAM_HEADERS)
 
 $(PAM_DIR)/fuzz-reply: pam/fuzz_reply.c pam/krb5verify_wire.c pam/krb5verify_wire.h
 	@mkdir -p $(@D)
-	clang -g -O1 -fsanitize=fuzzer,address,undefined -o $@ pam/fuzz_reply.c pam/krb5verify_wire.c -ljson-c
+	clang -fuse-ld=lld -g -O1 -fsanitize=fuzzer,address,undefined -o $@ pam/fuzz_reply.c pam/krb5verify_wire.c -ljson-c
 
 ## pam-fuzz: the module's reply parser under libFuzzer for PAM_FUZZ_SECONDS (default 60), seeds in Tests/Fuzz/pam-replies.
 PAM_FUZZ_SECONDS ?= 60

@@ -229,6 +229,19 @@ struct PAMModuleTests {
         }
     }
 
+    @Test("the client's timeout (version 2) ends a conversation parked at a question with a timeout result, well before the round timeout")
+    func clientDeadline() async throws {
+        try await DaemonFixture.with(configure: { configuration, _ in configuration.roundTimeout = .seconds(600) }) { fixture throws in
+            let client = try SocketClient(path: fixture.socket)
+            client.send(ClientMessage.login(LoginRequest(principal: fixture.realm["USER"], version: 2, timeout: .seconds(1))).encodedLine)
+            let conversation = Conversation(client: client)
+            guard case .questions = try conversation.next() else { Issue.record("no question"); return }
+            let result = try conversation.result()
+            #expect(result.failure == .timeout, "\(result)")
+            #expect(result.message?.contains("deadline") == true, "\(result)")
+        }
+    }
+
     @Test("acct_mgmt: a .k5login that does not list the principal denies; the module answers nothing for users it did not authenticate")
     func authorization() async throws {
         try await DaemonFixture.with { fixture throws in
@@ -340,5 +353,21 @@ struct PAMSocketTests {
         try pam.service("login", "auth required MODULE socket=\(owned) daemon_user=\(nobody)")
         let believed = try pam.run("login", user: "alice", [.authenticate()], hidden: ["any-Passw0rd"])
         #expect(believed.ok, "\(believed)")
+    }
+}
+
+/// The module's reply parser under libFuzzer (`make pam-fuzz` runs it longer).
+@Suite("pam_krb5verify.so: reply parser fuzzing", .onTestThreads)
+struct PAMReplyFuzzTests {
+    @Test("200,000 mutated daemon lines from the seed replies: no crash, no sanitizer report")
+    func fuzzReplies() throws {
+        _ = try PAMModule.asanPath()
+        let corpus = FileManager.default.temporaryDirectory.appendingPathComponent("pam-fuzz-\(getpid())-\(Int.random(in: 0..<1_000_000))").path
+        try FileManager.default.createDirectory(atPath: corpus, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: corpus) }
+        let run = try TestRealm.run([PAMModule.packageRoot + "/.build/pam/fuzz-reply", "-runs=200000", "-max_len=4096", "-seed=1",
+                                     corpus, PAMModule.packageRoot + "/Tests/Fuzz/pam-replies"])
+        #expect(run.status == 0, "\(run.output.suffix(4000))")
+        #expect(run.output.contains("Done 200000 runs"), "\(run.output.suffix(2000))")
     }
 }
