@@ -642,7 +642,8 @@ PAM_EXTERN int pam_sm_setcred(pam_handle_t *pamh, int flags, int argc, const cha
     struct options options;
     if (parse_options(pamh, argc, argv, &options) != 0) return PAM_SERVICE_ERR;
     if (flags & PAM_DELETE_CRED) return options.keep_ccache ? PAM_SUCCESS : remove_cache(pamh, &options);
-    if (options.no_ccache) return PAM_IGNORE;
+    /* Nothing to establish is not a failure: a stack whose every setcred ignores fails (sshd then drops the login). */
+    if (options.no_ccache) return PAM_SUCCESS;
     return establish(pamh, &options);
 }
 
@@ -650,7 +651,7 @@ PAM_EXTERN int pam_sm_open_session(pam_handle_t *pamh, int flags, int argc, cons
     (void)flags;
     struct options options;
     if (parse_options(pamh, argc, argv, &options) != 0) return PAM_SERVICE_ERR;
-    if (options.no_ccache) return PAM_IGNORE;
+    if (options.no_ccache) return PAM_SUCCESS;
     int status = establish(pamh, &options);
     return status == PAM_IGNORE ? PAM_SUCCESS : status;
 }

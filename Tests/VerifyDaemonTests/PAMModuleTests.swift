@@ -52,8 +52,6 @@ struct PAMModuleTests {
             #expect(closed.ok, "\(closed)")
             let closedName = try #require(closed.env["KRB5CCNAME"], "\(closed)")
             #expect(!FileManager.default.fileExists(atPath: String(closedName.dropFirst(5))), "close_session left \(closedName)")
-            let leftovers = try FileManager.default.contentsOfDirectory(atPath: "/tmp").filter { $0.hasPrefix("krb5verify_pending_") }
-            #expect(leftovers.isEmpty, "\(leftovers)")
         }
     }
 
@@ -242,6 +240,56 @@ struct PAMModuleTests {
         }
     }
 
+    @Test("password stack with use_authtok: the old and new passwords from earlier modules (PAM_OLDAUTHTOK, PAM_AUTHTOK), no prompt")
+    func changeWithStackedPasswords() async throws {
+        try await DaemonFixture.with { fixture throws in
+            let user = try fixture.realm.addPrincipal(prefix: "pauth", password: "Current-Passw0rd")
+            let pam = try PAMWrapper(users: [user])
+            defer { pam.remove() }
+            try pam.service("passwd", """
+                password required  /usr/lib/x86_64-linux-gnu/pam_wrapper/pam_set_items.so
+                password required  MODULE socket=\(fixture.socket) use_authtok
+                """)
+            let changed = try pam.run("passwd", user: user, [.chauthtok()], items: ["PAM_OLDAUTHTOK": "Current-Passw0rd", "PAM_AUTHTOK": "Stacked-Passw0rd-3"])
+            #expect(changed.ok, "\(changed)")
+            try pam.service("login", Self.stack(fixture))
+            #expect(try pam.run("login", user: user, [.authenticate()], hidden: ["Stacked-Passw0rd-3"]).ok)
+        }
+    }
+
+    @Test("ccache_dir puts the session's cache there; keep_ccache leaves it at close_session; no_ccache makes none")
+    func cacheOptions() async throws {
+        try await DaemonFixture.with { fixture throws in
+            let alice = fixture.realm["USER"]
+            let password = fixture.realm["USER_PASSWORD"]
+            let pam = try PAMWrapper(users: [alice])
+            defer { pam.remove() }
+            let caches = pam.directory + "/caches"
+            try FileManager.default.createDirectory(atPath: caches, withIntermediateDirectories: true)
+            let common = "socket=\(fixture.socket)"
+            try pam.service("kept", "auth required MODULE \(common) ccache_dir=\(caches)\nsession required MODULE \(common) ccache_dir=\(caches) keep_ccache")
+            let kept = try pam.run("kept", user: alice, [.authenticate(), .openSession(), .environment, .closeSession()], hidden: [password])
+            #expect(kept.ok, "\(kept)")
+            let name = try #require(kept.env["KRB5CCNAME"], "\(kept)")
+            #expect(name.hasPrefix("FILE:\(caches)/krb5cc_\(pam.users[alice]!)_"), "\(name)")
+            #expect(FileManager.default.fileExists(atPath: String(name.dropFirst(5))), "keep_ccache: close_session removed \(name)")
+            #expect(try FileManager.default.contentsOfDirectory(atPath: caches).count == 1)
+
+            // Authenticated, but no session opened: the cache kept for the session goes at pam_end.
+            try pam.service("auth-only", "auth required MODULE \(common) ccache_dir=\(caches)")
+            let authOnly = try pam.run("auth-only", user: alice, [.authenticate()], hidden: [password])
+            #expect(authOnly.ok, "\(authOnly)")
+            let pending = try FileManager.default.contentsOfDirectory(atPath: caches).filter { $0.hasPrefix("krb5verify_pending_") }
+            #expect(pending.isEmpty, "left at pam_end: \(pending)")
+
+            try pam.service("none", "auth required MODULE \(common) no_ccache ccache_dir=\(caches)\nsession required MODULE \(common) no_ccache ccache_dir=\(caches)")
+            let none = try pam.run("none", user: alice, [.authenticate(), .setcred(), .openSession(), .environment], hidden: [password])
+            #expect(none.ok, "\(none)")
+            #expect(none.env["KRB5CCNAME"] == nil, "\(none)")
+            #expect(try FileManager.default.contentsOfDirectory(atPath: caches).count == 1, "no_ccache wrote a cache")
+        }
+    }
+
     @Test("acct_mgmt: a .k5login that does not list the principal denies; the module answers nothing for users it did not authenticate")
     func authorization() async throws {
         try await DaemonFixture.with { fixture throws in
@@ -255,10 +303,10 @@ struct PAMModuleTests {
             #expect(denied.ok, "\(denied)")
             try "\(alice)@\(fixture.realm.realm)\n".write(toFile: pam.directory + "/home/\(alice)/.k5login", atomically: true, encoding: .utf8)
             #expect(try pam.run("login", user: alice, [.authenticate(), .account()], hidden: [fixture.realm["USER_PASSWORD"]]).ok)
-            // Another module authenticated (pam_permit): account is not this module's to refuse.
+            // Another module authenticated (pam_permit): account is not this module's to answer (PAM_IGNORE; success would die).
             try pam.service("other", """
                 auth     required  pam_permit.so
-                account  [ignore=ignore success=ok default=bad]  MODULE socket=\(fixture.socket) krb5_config=\(fixture.realm.configFile)
+                account  [ignore=ignore default=die]  MODULE socket=\(fixture.socket) krb5_config=\(fixture.realm.configFile)
                 account  required  pam_permit.so
                 """)
             #expect(try pam.run("other", user: alice, [.authenticate(), .account()]).ok)
