@@ -88,11 +88,12 @@ struct PAMModuleTests {
         }
     }
 
-    @Test("wrong password is PAM_AUTH_ERR, an unknown principal PAM_USER_UNKNOWN, a declined prompt fails; nothing is cached")
+    @Test("wrong password and a disabled account are PAM_AUTH_ERR, an unknown principal PAM_USER_UNKNOWN, no answer PAM_CONV_ERR; nothing is cached")
     func wrongAnswers() async throws {
         try await DaemonFixture.with { fixture throws in
             let alice = fixture.realm["USER"]
-            let pam = try PAMWrapper(users: [alice, "nosuchprincipal"])
+            let disabled = fixture.realm["DISABLED_USER"]
+            let pam = try PAMWrapper(users: [alice, "nosuchprincipal", disabled])
             defer { pam.remove() }
             try pam.service("login", Self.stack(fixture))
             let wrong = try pam.run("login", user: alice, [.authenticate(PAMCode.authError), .environment], hidden: ["wrong-Passw0rd"])
@@ -100,6 +101,8 @@ struct PAMModuleTests {
             #expect(wrong.env.isEmpty, "\(wrong)")
             let unknown = try pam.run("login", user: "nosuchprincipal", [.authenticate(PAMCode.userUnknown)], hidden: ["whatever-Passw0rd"])
             #expect(unknown.ok, "\(unknown)")
+            let refused = try pam.run("login", user: disabled, [.authenticate(PAMCode.authError)], hidden: [fixture.realm["DISABLED_PASSWORD"]])
+            #expect(refused.ok, "a disabled account: \(refused)")
             // No answer at all (the conversation has nothing to give): not a success.
             let silent = try pam.run("login", user: alice, [.authenticate(PAMCode.conversationError)])
             #expect(silent.ok, "\(silent)")
