@@ -37,6 +37,7 @@
 #define DATA_PENDING "pam_krb5verify_pending_ccache"
 #define DATA_EXPIRED "pam_krb5verify_expired"
 #define DATA_SESSION "pam_krb5verify_session_ccache"
+#define DATA_PRINCIPAL "pam_krb5verify_principal"
 #define ENV_PENDING "KRB5VERIFY_PENDING_CCACHE"
 #define PENDING_PREFIX "krb5verify_pending_"
 
@@ -155,6 +156,7 @@ struct outcome {
     int ok;
     char *error;
     char *detail;
+    char *principal;           /* the canonical principal, on success */
     unsigned char *ccache;
     size_t ccache_length;
     char *prompted_password;   /* the password the person typed, for PAM_AUTHTOK */
@@ -165,6 +167,7 @@ struct outcome {
 static void outcome_free(struct outcome *outcome) {
     free(outcome->error);
     free(outcome->detail);
+    free(outcome->principal);
     if (outcome->ccache != NULL) explicit_bzero(outcome->ccache, outcome->ccache_length);
     free(outcome->ccache);
     wipe_free(outcome->prompted_password);
@@ -365,9 +368,10 @@ static int converse(pam_handle_t *pamh, const struct options *options, const str
             outcome->ok = message.ok;
             outcome->error = message.error;
             outcome->detail = message.detail;
+            outcome->principal = message.principal;
             outcome->ccache = message.ccache;
             outcome->ccache_length = message.ccache_length;
-            message.error = message.detail = NULL;
+            message.error = message.detail = message.principal = NULL;
             message.ccache = NULL;
             break;
         case KV_MESSAGE_QUESTIONS: {
@@ -624,6 +628,14 @@ PAM_EXTERN int pam_sm_authenticate(pam_handle_t *pamh, int flags, int argc, cons
     const char *typed = outcome.prompted_password;
     if (typed != NULL && (status == PAM_SUCCESS || status == PAM_NEW_AUTHTOK_REQD || options.forward_pass))
         pam_set_item(pamh, PAM_AUTHTOK, typed);
+    if (status == PAM_SUCCESS && outcome.principal != NULL) {
+        /* For acct_mgmt in this process (the cache carries it to another, as sshd's parent). */
+        char *principal = strdup(outcome.principal);
+        if (principal == NULL || pam_set_data(pamh, DATA_PRINCIPAL, principal, cleanup_session) != PAM_SUCCESS) {
+            free(principal);
+            status = PAM_BUF_ERR;
+        }
+    }
     if (status == PAM_SUCCESS && outcome.ccache != NULL) status = keep_pending(pamh, &options, outcome.ccache, outcome.ccache_length);
     if (status == PAM_NEW_AUTHTOK_REQD) {
         /* acct_mgmt says so too, for stacks that let authentication pass (new_authtok_reqd=ok). */
@@ -666,7 +678,8 @@ PAM_EXTERN int pam_sm_close_session(pam_handle_t *pamh, int flags, int argc, con
 }
 
 /* Authorization as krb5-login does it: krb5_kuserok (the user's .k5login, else auth_to_local) for the
- * principal that authenticated, read from the credential cache the daemon issued. */
+ * principal that authenticated: the one the daemon's result named, kept in the handle, or in another process
+ * (sshd's parent) read from the credential cache the daemon issued. */
 PAM_EXTERN int pam_sm_acct_mgmt(pam_handle_t *pamh, int flags, int argc, const char **argv) {
     (void)flags;
     struct options options;
@@ -676,8 +689,10 @@ PAM_EXTERN int pam_sm_acct_mgmt(pam_handle_t *pamh, int flags, int argc, const c
     const char *user = NULL;
     if (pam_get_user(pamh, &user, NULL) != PAM_SUCCESS || user == NULL) return PAM_USER_UNKNOWN;
     char *principal = NULL;
-    const void *session = NULL;
-    if (pam_get_data(pamh, DATA_SESSION, &session) == PAM_SUCCESS && session != NULL) {
+    const void *session = NULL, *known = NULL;
+    if (pam_get_data(pamh, DATA_PRINCIPAL, &known) == PAM_SUCCESS && known != NULL) {
+        principal = strdup(known);
+    } else if (pam_get_data(pamh, DATA_SESSION, &session) == PAM_SUCCESS && session != NULL) {
         int fd = open(session, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
         unsigned char head[2048];
         ssize_t n = fd >= 0 ? read(fd, head, sizeof head) : -1;

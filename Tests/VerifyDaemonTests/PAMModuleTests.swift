@@ -260,7 +260,7 @@ struct PAMModuleTests {
         }
     }
 
-    @Test("ccache_dir puts the session's cache there; keep_ccache leaves it at close_session; no_ccache makes none")
+    @Test("ccache_dir puts the session's cache there; keep_ccache leaves it at close_session; no_ccache makes none and acct_mgmt still authorizes")
     func cacheOptions() async throws {
         try await DaemonFixture.with { fixture throws in
             let alice = fixture.realm["USER"]
@@ -285,8 +285,13 @@ struct PAMModuleTests {
             let pending = try FileManager.default.contentsOfDirectory(atPath: caches).filter { $0.hasPrefix("krb5verify_pending_") }
             #expect(pending.isEmpty, "left at pam_end: \(pending)")
 
-            try pam.service("none", "auth required MODULE \(common) no_ccache ccache_dir=\(caches)\nsession required MODULE \(common) no_ccache ccache_dir=\(caches)")
-            let none = try pam.run("none", user: alice, [.authenticate(), .setcred(), .openSession(), .environment], hidden: [password])
+            // The sudo stack's lines: no cache, and acct_mgmt still checks the principal that authenticated.
+            try pam.service("none", """
+                auth     required MODULE \(common) no_ccache ccache_dir=\(caches)
+                account  [ignore=die default=done] MODULE \(common) krb5_config=\(fixture.realm.configFile)
+                session  required MODULE \(common) no_ccache ccache_dir=\(caches)
+                """)
+            let none = try pam.run("none", user: alice, [.authenticate(), .account(), .setcred(), .openSession(), .environment], hidden: [password])
             #expect(none.ok, "\(none)")
             #expect(none.env["KRB5CCNAME"] == nil, "\(none)")
             #expect(try FileManager.default.contentsOfDirectory(atPath: caches).count == 1, "no_ccache wrote a cache")

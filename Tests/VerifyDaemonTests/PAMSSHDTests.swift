@@ -211,6 +211,24 @@ struct PAMSSHDTests {
         }
     }
 
+    @Test("carol types her smart card's PIN at the prompt that names the token and logs in")
+    func smartCardPIN() async throws {
+        let realm = try TestRealm.shared()
+        let carol = realm["PKINIT_USER"]
+        try Self.ensureAccount(carol)
+        setenv("SOFTHSM2_CONF", realm["SOFTHSM2_CONF"], 1)
+        try await withSSHD(configure: { configuration, realm in
+            configuration.login.preauthOptions = [.init(name: "X509_user_identity", value: realm["PKCS11_IDENTITY"])]
+            configuration.login.armor = .none
+        }) { port, fixture, log in
+            let label = fixture.realm["TOKEN_LABEL"]
+            let login = try attempt(port: port, user: carol, answers: ["PIN for \(label)": fixture.realm["TOKEN_PIN"]])
+            #expect(login.auth, "\(login) \(log())")
+            #expect(login.prompts == ["PIN for \(label): "], "\(login)")
+            #expect(login.status == 0, "\(login)")
+        }
+    }
+
     @Test("a rogue KDC that knows the attacker's password is refused: its ticket does not verify against the host keytab")
     func rogueKDC() async throws {
         try await withSSHD(configure: { configuration, realm in configuration.login.krb5 = .files(realm["KRB5_ROGUE_CONFIG_FILE"]) }) { port, fixture, _ in
