@@ -44,6 +44,7 @@ install: release pam
 	install -D -m 0755 $$bin/krb5-login $(DESTDIR)$(PREFIX)/bin/krb5-login
 	install -D -m 0644 docs/man/krb5-verifyd.8 $(DESTDIR)$(PREFIX)/share/man/man8/krb5-verifyd.8
 	install -D -m 0644 docs/man/krb5-login.1 $(DESTDIR)$(PREFIX)/share/man/man1/krb5-login.1
+	install -D -m 0644 docs/man/pam_krb5verify.8 $(DESTDIR)$(PREFIX)/share/man/man8/pam_krb5verify.8
 	install -D -m 0644 Docker/systemd/krb5-verifyd.service $(DESTDIR)$(PREFIX)/lib/systemd/system/krb5-verifyd.service
 
 ## pam: pam_krb5verify.so (C over libpam, json-c and libkrb5; docs/pam.md) in .build/pam/, an AddressSanitizer
