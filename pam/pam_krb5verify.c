@@ -638,11 +638,12 @@ PAM_EXTERN int pam_sm_authenticate(pam_handle_t *pamh, int flags, int argc, cons
     }
     if (status == PAM_SUCCESS && outcome.ccache != NULL) status = keep_pending(pamh, &options, outcome.ccache, outcome.ccache_length);
     if (status == PAM_NEW_AUTHTOK_REQD) {
-        /* acct_mgmt says so too, for stacks that let authentication pass (new_authtok_reqd=ok). */
-        /* The proven old password, for chauthtok's PAM_CHANGE_EXPIRED_AUTHTOK pass (libpam does not keep PAM_AUTHTOK). */
+        /* acct_mgmt says so too, for stacks that let authentication pass (new_authtok_reqd=ok); the proven old
+         * password is kept for chauthtok's PAM_CHANGE_EXPIRED_AUTHTOK pass (libpam does not keep PAM_AUTHTOK). */
         const char *old = password != NULL ? password : typed;
         pam_set_data(pamh, DATA_EXPIRED, old != NULL ? strdup(old) : NULL, cleanup_secret);
-        tell(pamh, PAM_TEXT_INFO, "Password expired. You must change it now.");
+        if (options.defer_pwchange) tell(pamh, PAM_TEXT_INFO, "Password expired. You must change it now.");
+        else if (outcome.detail != NULL) tell(pamh, PAM_ERROR_MSG, outcome.detail);  /* the change during login was refused */
     }
     debug_log(pamh, &options, "authenticate %s: %s (%s)", user, pam_strerror(pamh, status), outcome.error ? outcome.error : "ok");
     outcome_free(&outcome);

@@ -207,7 +207,7 @@ struct PAMModuleTests {
         }
     }
 
-    @Test("passwd through the password stack: current password proven first (wrong: PAM_AUTHTOK_RECOVERY_ERR), mismatched repeats and a too-short password refused with kadmind's message, then changed")
+    @Test("passwd through the password stack: current password proven first (wrong: PAM_AUTHTOK_RECOVERY_ERR), mismatched repeats and a too-short password refused with kadmind's message, then changed; a refused change during login shows the reason")
     func changePassword() async throws {
         try await DaemonFixture.with { fixture throws in
             _ = try? fixture.realm.kadmin("addpol", "-minlength", "12", "pampolicy")
@@ -227,6 +227,15 @@ struct PAMModuleTests {
             try pam.service("login", Self.stack(fixture))
             #expect(try pam.run("login", user: user, [.authenticate()], hidden: ["Changed-Passw0rd-1"]).ok)
             #expect(try pam.run("login", user: user, [.authenticate(PAMCode.authError)], hidden: ["Current-Passw0rd"]).ok)
+
+            // An expired password whose change during login kadmind refuses: the reason is shown, the password stays expired.
+            let expired = try fixture.realm.addPrincipal(prefix: "pchg", password: "Expired-Passw0rd", attributes: ["+needchange", "-policy", "pampolicy"])
+            let refusing = try PAMWrapper(users: [expired])
+            defer { refusing.remove() }
+            try refusing.service("login", Self.stack(fixture))
+            let refused = try refusing.run("login", user: expired, [.authenticate(PAMCode.newAuthTokenRequired)], hidden: ["Expired-Passw0rd", "Sh0rt!", "Sh0rt!"])
+            #expect(refused.ok, "\(refused)")
+            #expect(refused.errors?.contains { $0.lowercased().contains("password") } == true, "\(refused)")
         }
     }
 
