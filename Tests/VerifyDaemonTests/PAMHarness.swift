@@ -174,5 +174,21 @@ struct PAMWrapper {
         return outcome
     }
 
+    /// Runs pamtester under valgrind (memcheck, definite leaks are errors) on a stack whose `MODULE` is the
+    /// production build: the module in a C program, as sshd or login load it. Each line of `input` answers one prompt.
+    func pamtesterUnderValgrind(_ service: String, user: String, _ operations: [String], input: [String]) throws -> (status: Int32, output: String) {
+        let stack = try String(contentsOfFile: directory + "/services/" + service, encoding: .utf8)
+            .replacingOccurrences(of: try PAMModule.asanPath(), with: try PAMModule.productionPath())
+        try stack.write(toFile: directory + "/services/" + service, atomically: true, encoding: .utf8)
+        let environment = [
+            "LD_PRELOAD": "libpam_wrapper.so libnss_wrapper.so",
+            "PAM_WRAPPER": "1", "PAM_WRAPPER_SERVICE_DIR": directory + "/services",
+            "NSS_WRAPPER_PASSWD": directory + "/passwd", "NSS_WRAPPER_GROUP": directory + "/group",
+        ]
+        return try TestRealm.run(["valgrind", "-q", "--leak-check=full", "--errors-for-leak-kinds=definite", "--error-exitcode=99",
+                                  "pamtester", "-v", service, user] + operations,
+                                 environment: environment, input: input.map { $0 + "\n" }.joined())
+    }
+
     func remove() { try? FileManager.default.removeItem(atPath: directory) }
 }

@@ -436,3 +436,30 @@ struct PAMReplyFuzzTests {
         #expect(run.output.contains("Done 200000 runs"), "\(run.output.suffix(2000))")
     }
 }
+
+/// The production module in pamtester under valgrind: no memory error and no definite leak through
+/// authentication (password and OTP), acct_mgmt, a session with its cache, and a password change.
+@Suite("pam_krb5verify.so under valgrind (pamtester)", .serialized, .onTestThreads)
+struct PAMValgrindTests {
+    @Test("authenticate, acct_mgmt, open and close a session; an OTP login; a password change: valgrind finds nothing")
+    func memcheck() async throws {
+        try await DaemonFixture.with { fixture throws in
+            let alice = fixture.realm["USER"]
+            let otp = try fixture.realm.addOTPUser(prefix: "pvgo")
+            let changer = try fixture.realm.addPrincipal(prefix: "pvgc", password: "Current-Passw0rd")
+            let pam = try PAMWrapper(users: [alice, otp, changer])
+            defer { pam.remove() }
+            try pam.service("vg", PAMModuleTests.stack(fixture).replacingOccurrences(of: "auth     required  /usr/lib/x86_64-linux-gnu/pam_wrapper/pam_set_items.so\n", with: "")
+                .replacingOccurrences(of: "password required  /usr/lib/x86_64-linux-gnu/pam_wrapper/pam_set_items.so\n", with: ""))
+            let session = try pam.pamtesterUnderValgrind("vg", user: alice, ["authenticate", "acct_mgmt", "open_session", "close_session"], input: [fixture.realm["USER_PASSWORD"]])
+            #expect(session.status == 0, "\(session.output)")
+            #expect(session.output.contains("session has successfully been closed"), "\(session.output)")
+            let otpLogin = try pam.pamtesterUnderValgrind("vg", user: otp, ["authenticate"], input: [TOTPClock.code(fixture.realm["OTP_SECRET"])])
+            #expect(otpLogin.status == 0, "\(otpLogin.output)")
+            let change = try pam.pamtesterUnderValgrind("vg", user: changer, ["chauthtok"], input: ["Current-Passw0rd", "Valgrind-Passw0rd-1", "Valgrind-Passw0rd-1"])
+            #expect(change.status == 0, "\(change.output)")
+            let wrong = try pam.pamtesterUnderValgrind("vg", user: alice, ["authenticate"], input: ["wrong-Passw0rd"])
+            #expect(wrong.status == 1 && wrong.output.contains("Authentication failure"), "\(wrong.output)")
+        }
+    }
+}
