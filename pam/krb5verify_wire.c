@@ -290,6 +290,9 @@ int kv_parse_message(const char *line, size_t length, struct kv_message *message
             status = -1;
         } else {
             message->ok = json_object_get_boolean(ok);
+            struct json_object *verified;
+            message->verified = json_object_object_get_ex(root, "verified", &verified) && json_object_is_type(verified, json_type_boolean)
+                && json_object_get_boolean(verified);
             if (optional_string(root, "principal", &message->principal) < 0 || optional_string(root, "error", &message->error) < 0
                 || optional_string(root, "message", &message->detail) < 0) {
                 *why = "a result member is not a string";

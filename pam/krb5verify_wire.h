@@ -74,6 +74,7 @@ struct kv_message {
     struct kv_question questions[KV_MAX_QUESTIONS];
     char *text;                                /* info */
     int ok;                                    /* result */
+    int verified;                              /* result: the daemon verified the ticket against its keytab */
     char *principal;                           /* result, optional */
     char *error;                               /* result on failure */
     char *detail;                              /* result: the daemon's message, optional */

@@ -48,7 +48,7 @@ struct options {
     const char *krb5_config;  /* NULL: krb5's default configuration, read as a secure context reads it */
     int timeout;
     int use_first_pass, try_first_pass, use_authtok, forward_pass;
-    int defer_pwchange, no_ccache, keep_ccache, debug;
+    int defer_pwchange, no_ccache, keep_ccache, allow_unverified, debug;
 };
 
 static int parse_options(pam_handle_t *pamh, int argc, const char **argv, struct options *options) {
@@ -61,7 +61,8 @@ static int parse_options(pam_handle_t *pamh, int argc, const char **argv, struct
         {"use_first_pass", offsetof(struct options, use_first_pass)}, {"try_first_pass", offsetof(struct options, try_first_pass)},
         {"use_authtok", offsetof(struct options, use_authtok)}, {"forward_pass", offsetof(struct options, forward_pass)},
         {"defer_pwchange", offsetof(struct options, defer_pwchange)}, {"no_ccache", offsetof(struct options, no_ccache)},
-        {"keep_ccache", offsetof(struct options, keep_ccache)}, {"debug", offsetof(struct options, debug)},
+        {"keep_ccache", offsetof(struct options, keep_ccache)}, {"allow_unverified", offsetof(struct options, allow_unverified)},
+        {"debug", offsetof(struct options, debug)},
     };
     for (int i = 0; i < argc; i++) {
         const char *arg = argv[i];
@@ -154,6 +155,7 @@ struct request {
 struct outcome {
     int reached;               /* a result line arrived */
     int ok;
+    int verified;
     char *error;
     char *detail;
     char *principal;           /* the canonical principal, on success */
@@ -366,6 +368,7 @@ static int converse(pam_handle_t *pamh, const struct options *options, const str
         case KV_MESSAGE_RESULT:
             outcome->reached = 1;
             outcome->ok = message.ok;
+            outcome->verified = message.verified;
             outcome->error = message.error;
             outcome->detail = message.detail;
             outcome->principal = message.principal;
@@ -596,7 +599,14 @@ static int authenticate_once(pam_handle_t *pamh, const struct options *options, 
     struct request request = {.purpose = PURPOSE_LOGIN, .user = user, .password = password};
     int status = converse(pamh, options, &request, outcome);
     if (status != PAM_SUCCESS) return status;
-    return outcome->ok ? PAM_SUCCESS : auth_status(outcome->error);
+    if (!outcome->ok) return auth_status(outcome->error);
+    /* A ticket nobody checked against the keytab may come from a forged KDC (a daemon run with
+     * insecure_skip_verification, or whatever answers on the socket). */
+    if (!outcome->verified && !options->allow_unverified) {
+        pam_syslog(pamh, LOG_ERR, "the daemon did not verify the credentials; refused (allow_unverified to accept)");
+        return PAM_AUTH_ERR;
+    }
+    return PAM_SUCCESS;
 }
 
 PAM_EXTERN int pam_sm_authenticate(pam_handle_t *pamh, int flags, int argc, const char **argv) {

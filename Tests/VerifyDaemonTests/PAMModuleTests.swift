@@ -351,7 +351,8 @@ struct PAMSocketTests {
             if mode == "hang":
                 continue
             connection.recv(65536)
-            connection.sendall(b'{"type":"result","ok":true,"principal":"x@KRB5.TEST","verified":true}\\n')
+            verified = b"false" if mode == "unverified" else b"true"
+            connection.sendall(b'{"type":"result","ok":true,"principal":"x@KRB5.TEST","verified":' + verified + b'}\\n')
             connection.close()
         """
 
@@ -393,6 +394,21 @@ struct PAMSocketTests {
         defer { _ = hung.terminate(); unlink(path) }
         let outcome = try authenticate(socket: path, options: "timeout=2")
         #expect(outcome.ok, "\(outcome)")
+    }
+
+    @Test("a success the daemon did not verify (a forged KDC would give one) is refused unless allow_unverified")
+    func unverifiedResult() throws {
+        let path = SocketClient.temporaryPath("unverified")
+        let daemon = try fake(path, user: "root", mode: "unverified")
+        defer { _ = daemon.terminate(); unlink(path) }
+        let pam = try PAMWrapper(users: ["alice"])
+        defer { pam.remove() }
+        try pam.service("strict", "auth required MODULE socket=\(path) no_ccache")
+        try pam.service("lax", "auth required MODULE socket=\(path) no_ccache allow_unverified")
+        let refused = try pam.run("strict", user: "alice", [.authenticate(PAMCode.authError)], hidden: ["any-Passw0rd"])
+        #expect(refused.ok, "\(refused)")
+        let accepted = try pam.run("lax", user: "alice", [.authenticate()], hidden: ["any-Passw0rd"])
+        #expect(accepted.ok, "\(accepted)")
     }
 
     @Test("a fake daemon's socket owned by another user is refused; so is a root-owned socket file whose listener is another user (SO_PEERCRED)")
