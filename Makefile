@@ -2,6 +2,8 @@
 SHELL := /bin/bash
 PREFIX ?= /usr/local
 DESTDIR ?=
+PAM_DIR := .build/pam
+PAM_MODULE_DIR ?= /lib/$(shell gcc -print-multiarch)/security
 REALM_DIR ?= $(CURDIR)/.realm
 SWIFT ?= swift
 SWIFT_FLAGS ?=
@@ -37,7 +39,7 @@ release-static: deps
 
 ## install: the binaries, man pages and the systemd unit under $(DESTDIR)$(PREFIX), and pam_krb5verify.so in
 ## the system's PAM module directory ($(DESTDIR)$(PAM_MODULE_DIR)).
-install: release pam
+install: release $(PAM_DIR)/pam_krb5verify.so
 	install -D -m 0644 $(PAM_DIR)/pam_krb5verify.so $(DESTDIR)$(PAM_MODULE_DIR)/pam_krb5verify.so
 	bin=$$($(SWIFT) build -c release --show-bin-path); \
 	install -D -m 0755 $$bin/krb5-verifyd $(DESTDIR)$(PREFIX)/sbin/krb5-verifyd; \
@@ -49,12 +51,11 @@ install: release pam
 
 ## pam: pam_krb5verify.so (C over libpam, json-c and libkrb5; docs/pam.md) in .build/pam/, an AddressSanitizer
 ## build of it in .build/pam/asan/ (the PAM suites load that one) and the reply parser's fuzz target.
-PAM_DIR := .build/pam
-PAM_MODULE_DIR ?= /lib/$(shell gcc -print-multiarch)/security
 PAM_SOURCES := pam/pam_krb5verify.c pam/krb5verify_wire.c
 PAM_HEADERS := pam/krb5verify_wire.h pam/pam_krb5verify.map
 PAM_CFLAGS := -std=gnu11 -g -Wall -Wextra -Werror -fPIC -fstack-protector-strong -Wl,-z,relro,-z,now -Wl,--version-script=pam/pam_krb5verify.map
 PAM_LIBS := -lpam -ljson-c -lkrb5
+CLANG ?= clang
 pam: $(PAM_DIR)/pam_krb5verify.so $(PAM_DIR)/asan/pam_krb5verify.so $(PAM_DIR)/fuzz-reply
 
 $(PAM_DIR)/pam_krb5verify.so: $(PAM_SOURCES) $(PAM_HEADERS)
@@ -67,7 +68,7 @@ $(PAM_DIR)/asan/pam_krb5verify.so: $(PAM_SOURCES) $(PAM_HEADERS)
 
 $(PAM_DIR)/fuzz-reply: pam/fuzz_reply.c pam/krb5verify_wire.c pam/krb5verify_wire.h
 	@mkdir -p $(@D)
-	clang -fuse-ld=lld -g -O1 -fsanitize=fuzzer,address,undefined -o $@ pam/fuzz_reply.c pam/krb5verify_wire.c -ljson-c
+	$(CLANG) -fuse-ld=lld -g -O1 -fsanitize=fuzzer,address,undefined -o $@ pam/fuzz_reply.c pam/krb5verify_wire.c -ljson-c
 
 ## pam-fuzz: the module's reply parser under libFuzzer for PAM_FUZZ_SECONDS (default 60), seeds in Tests/Fuzz/pam-replies.
 PAM_FUZZ_SECONDS ?= 60
