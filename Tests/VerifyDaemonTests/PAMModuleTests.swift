@@ -62,7 +62,7 @@ struct PAMModuleTests {
             let pam = try PAMWrapper(users: [user])
             defer { pam.remove() }
             try pam.service("sshd", Self.stack(fixture))
-            let right = try pam.run("sshd", user: user, [.authenticate(), .account()], hidden: [TOTPClock.code(fixture.realm["OTP_SECRET"])])
+            let right = try pam.run("sshd", user: user, [.authenticate(), .account()], hidden: [TOTPClock.code(fixture.realm["OTP_SECRET"], leaving: 15)])
             #expect(right.ok, "\(right)")
             let wrong = try pam.run("sshd", user: user, [.authenticate(PAMCode.authError)], hidden: ["000000"])
             #expect(wrong.ok, "\(wrong)")
@@ -239,14 +239,16 @@ struct PAMModuleTests {
         }
     }
 
-    @Test("the client's timeout (version 2) ends a conversation parked at a question with a timeout result, well before the round timeout")
+    @Test("the client's timeout (version 2) ends a conversation waiting for answers with a timeout result, long before the round timeout")
     func clientDeadline() async throws {
         try await DaemonFixture.with(configure: { configuration, _ in configuration.roundTimeout = .seconds(600) }) { fixture throws in
             let client = try SocketClient(path: fixture.socket)
-            client.send(ClientMessage.login(LoginRequest(principal: fixture.realm["USER"], version: 2, timeout: .seconds(1))).encodedLine)
+            client.send(ClientMessage.login(LoginRequest(principal: fixture.realm["USER"], version: 2, timeout: .seconds(2))).encodedLine)
             let conversation = Conversation(client: client)
-            guard case .questions = try conversation.next() else { Issue.record("no question"); return }
-            let result = try conversation.result()
+            // The password question (unanswered), unless a loaded machine took the deadline before it was asked.
+            var message = try conversation.next()
+            if case .questions = message { message = try conversation.next() }
+            guard case .result(let result) = message else { Issue.record("expected the result, got \(message)"); return }
             #expect(result.failure == .timeout, "\(result)")
             #expect(result.message?.contains("deadline") == true, "\(result)")
         }
@@ -470,7 +472,7 @@ struct PAMValgrindTests {
             let session = try pam.pamtesterUnderValgrind("vg", user: alice, ["authenticate", "acct_mgmt", "open_session", "close_session"], input: [fixture.realm["USER_PASSWORD"]])
             #expect(session.status == 0, "\(session.output)")
             #expect(session.output.contains("session has successfully been closed"), "\(session.output)")
-            let otpLogin = try pam.pamtesterUnderValgrind("vg", user: otp, ["authenticate"], input: [TOTPClock.code(fixture.realm["OTP_SECRET"])])
+            let otpLogin = try pam.pamtesterUnderValgrind("vg", user: otp, ["authenticate"], input: [TOTPClock.code(fixture.realm["OTP_SECRET"], leaving: 20)])
             #expect(otpLogin.status == 0, "\(otpLogin.output)")
             let change = try pam.pamtesterUnderValgrind("vg", user: changer, ["chauthtok"], input: ["Current-Passw0rd", "Valgrind-Passw0rd-1", "Valgrind-Passw0rd-1"])
             #expect(change.status == 0, "\(change.output)")
