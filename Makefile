@@ -2,15 +2,18 @@
 SHELL := /bin/bash
 PREFIX ?= /usr/local
 DESTDIR ?=
+PAM_DIR := .build/pam
+PAM_MODULE_DIR ?= /lib/$(shell gcc -print-multiarch)/security
 REALM_DIR ?= $(CURDIR)/.realm
 SWIFT ?= swift
 SWIFT_FLAGS ?=
 APT_PACKAGES := libkrb5-dev libssl-dev krb5-kdc krb5-admin-server krb5-pkinit krb5-otp krb5-user krb5-kpropd \
 	freeradius freeradius-utils softhsm2 opensc sasl2-bin pamtester openssl libpam-modules libpam-runtime procps faketime valgrind curl python3-pexpect gcc libp11-kit-dev strace time \
 	openssh-server openssh-client python3-paramiko debootstrap iproute2 util-linux \
+	libpam0g-dev libjson-c-dev libpam-wrapper libnss-wrapper python3-pypamtest \
 	nginx caddy chromium apache2 libapache2-mod-authnz-external wrk python3-websocket
 
-.PHONY: release-static all deps build release install docs docs-coverage test ad-up ad-down test-docker test-unit demo bench bench-micro fuzz soak valgrind asan tsan kdc-up kdc-down error-names clean
+.PHONY: release-static all deps build release install docs docs-coverage test ad-up ad-down test-docker test-unit demo bench bench-micro fuzz soak valgrind asan tsan kdc-up kdc-down error-names clean pam pam-fuzz
 
 all: build
 
@@ -35,14 +38,44 @@ release: deps
 release-static: deps
 	$(SWIFT) build -c release --product krb5-login --static-swift-stdlib --scratch-path .build-static $(SWIFT_FLAGS)
 
-## install: the binaries, man pages and the systemd unit under $(DESTDIR)$(PREFIX).
-install: release
+## install: the binaries, man pages and the systemd unit under $(DESTDIR)$(PREFIX), and pam_krb5verify.so in
+## the system's PAM module directory ($(DESTDIR)$(PAM_MODULE_DIR)).
+install: release $(PAM_DIR)/pam_krb5verify.so
+	install -D -m 0644 $(PAM_DIR)/pam_krb5verify.so $(DESTDIR)$(PAM_MODULE_DIR)/pam_krb5verify.so
 	bin=$$($(SWIFT) build -c release --show-bin-path); \
 	install -D -m 0755 $$bin/krb5-verifyd $(DESTDIR)$(PREFIX)/sbin/krb5-verifyd; \
 	install -D -m 0755 $$bin/krb5-login $(DESTDIR)$(PREFIX)/bin/krb5-login
 	install -D -m 0644 docs/man/krb5-verifyd.8 $(DESTDIR)$(PREFIX)/share/man/man8/krb5-verifyd.8
 	install -D -m 0644 docs/man/krb5-login.1 $(DESTDIR)$(PREFIX)/share/man/man1/krb5-login.1
+	install -D -m 0644 docs/man/pam_krb5verify.8 $(DESTDIR)$(PREFIX)/share/man/man8/pam_krb5verify.8
 	install -D -m 0644 Docker/systemd/krb5-verifyd.service $(DESTDIR)$(PREFIX)/lib/systemd/system/krb5-verifyd.service
+
+## pam: pam_krb5verify.so (C over libpam, json-c and libkrb5; docs/pam.md) in .build/pam/, an AddressSanitizer
+## build of it in .build/pam/asan/ (the PAM suites load that one) and the reply parser's fuzz target.
+PAM_SOURCES := pam/pam_krb5verify.c pam/krb5verify_wire.c
+PAM_HEADERS := pam/krb5verify_wire.h pam/pam_krb5verify.map
+PAM_CFLAGS := -std=gnu11 -g -Wall -Wextra -Werror -fPIC -fstack-protector-strong -Wl,-z,relro,-z,now -Wl,--version-script=pam/pam_krb5verify.map
+PAM_LIBS := -lpam -ljson-c -lkrb5
+CLANG ?= clang
+pam: $(PAM_DIR)/pam_krb5verify.so $(PAM_DIR)/asan/pam_krb5verify.so $(PAM_DIR)/fuzz-reply
+
+$(PAM_DIR)/pam_krb5verify.so: $(PAM_SOURCES) $(PAM_HEADERS)
+	@mkdir -p $(@D)
+	gcc -shared -O2 -D_FORTIFY_SOURCE=2 $(PAM_CFLAGS) -o $@ $(PAM_SOURCES) $(PAM_LIBS)
+
+$(PAM_DIR)/asan/pam_krb5verify.so: $(PAM_SOURCES) $(PAM_HEADERS)
+	@mkdir -p $(@D)
+	gcc -shared -O1 -fsanitize=address,undefined -fno-omit-frame-pointer $(PAM_CFLAGS) -o $@ $(PAM_SOURCES) $(PAM_LIBS)
+
+$(PAM_DIR)/fuzz-reply: pam/fuzz_reply.c pam/krb5verify_wire.c pam/krb5verify_wire.h
+	@mkdir -p $(@D)
+	$(CLANG) -fuse-ld=lld -g -O1 -fsanitize=fuzzer,address,undefined -o $@ pam/fuzz_reply.c pam/krb5verify_wire.c -ljson-c
+
+## pam-fuzz: the module's reply parser under libFuzzer for PAM_FUZZ_SECONDS (default 60), seeds in Tests/Fuzz/pam-replies.
+PAM_FUZZ_SECONDS ?= 60
+pam-fuzz: $(PAM_DIR)/fuzz-reply
+	@mkdir -p $(PAM_DIR)/fuzz-corpus
+	$(PAM_DIR)/fuzz-reply -max_total_time=$(PAM_FUZZ_SECONDS) -max_len=4096 $(PAM_DIR)/fuzz-corpus Tests/Fuzz/pam-replies
 
 ## docs: the DocC catalog of the Kerberos library, as a static site in .build/docs (after docs-coverage).
 docs: docs-coverage

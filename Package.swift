@@ -33,6 +33,9 @@ let package = Package(
         .systemLibrary(name: "CKrb5", providers: [.apt(["libkrb5-dev"])]),
         // OpenSSL's libcrypto, for LoginService's string-to-key and password digests.
         .systemLibrary(name: "COpenSSL", providers: [.apt(["libssl-dev"])]),
+        // The AES-SHA1 string-to-key (PBKDF2 on the CPU's SHA extensions), which also stands in for libk5crypto's in
+        // the process, so MIT's own exchanges make their password keys with it (docs/engine.md, "One key per login").
+        .target(name: "CStringToKey", linkerSettings: [.linkedLibrary("crypto"), .linkedLibrary("krb5")]),
 
         // Without C: wiped secret memory, the OTP and PKINIT questions that ask for secrets and the answers
         // that carry them, and the package's lock. Shared by the library and the wire formats.
@@ -42,7 +45,7 @@ let package = Package(
         .target(
             name: "Kerberos",
             dependencies: [
-                "CKrb5", "KerberosSecrets",
+                "CKrb5", "CStringToKey", "KerberosSecrets",
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "SystemPackage", package: "swift-system"),
             ],
@@ -57,7 +60,7 @@ let package = Package(
         // which would bring Foundation into krb5-login's start-up.)
         .target(
             name: "LoginService",
-            dependencies: ["Kerberos", "LoginProtocol", "COpenSSL"],
+            dependencies: ["Kerberos", "LoginProtocol", "COpenSSL", "CStringToKey"],
             swiftSettings: strict
         ),
 
@@ -99,7 +102,7 @@ let package = Package(
         .executableTarget(name: "krb5-reference", linkerSettings: [.linkedLibrary("krb5"), .linkedLibrary("pthread")]),
         .executableTarget(
             name: "krb5-bench",
-            dependencies: ["Kerberos", "LoginProtocol", "LoginService", "TOTP", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["Kerberos", "LoginProtocol", "LoginService", "TOTP", "CStringToKey", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: strict
         ),
 
@@ -111,13 +114,13 @@ let package = Package(
 
         .testTarget(
             name: "KerberosTests",
-            dependencies: ["Kerberos", "CKrb5", "TestRealm", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+            dependencies: ["Kerberos", "CKrb5", "CStringToKey", "TestRealm", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
                            .product(name: "SystemPackage", package: "swift-system")],
             swiftSettings: strict
         ),
         .testTarget(name: "KerberosSecretsTests", dependencies: ["KerberosSecrets"], swiftSettings: strict),
         .testTarget(name: "LoginProtocolTests", dependencies: ["LoginProtocol", "KerberosSecrets"], swiftSettings: strict),
-        .testTarget(name: "LoginServiceTests", dependencies: ["LoginService", "LoginProtocol", "Kerberos", "CKrb5", "COpenSSL"], swiftSettings: strict),
+        .testTarget(name: "LoginServiceTests", dependencies: ["LoginService", "LoginProtocol", "Kerberos", "CKrb5", "COpenSSL", "CStringToKey", "TestRealm"], swiftSettings: strict),
         .testTarget(name: "TOTPTests", dependencies: ["TOTP"], swiftSettings: strict),
         .testTarget(
             name: "VerifyDaemonTests",

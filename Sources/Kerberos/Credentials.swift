@@ -1,4 +1,8 @@
 internal import CKrb5
+public import KerberosSecrets
+#if canImport(Glibc)
+import Glibc
+#endif
 #if canImport(FoundationEssentials)
 public import struct FoundationEssentials.Date
 #else
@@ -34,6 +38,48 @@ public final class Credentials {
             return try Principal(copying: client, context: context)
         }
     }
+    /// A FILE credential cache (format version 4) holding these credentials alone, their client as its
+    /// principal: the bytes a PAM module writes into a session's cache file.
+    ///
+    /// The corresponding C function is `krb5_marshal_credentials`.
+    public func fileCacheImage() throws(KerberosError) -> Secret {
+        var marshalled: UnsafeMutablePointer<krb5_data>?
+        try context.check(krb5_marshal_credentials(context.raw, &raw, &marshalled))
+        guard let marshalled else { throw KerberosError(code: Int32(KRB5_CC_FORMAT), message: "No marshalled credentials", reason: .invalidRequest) }
+        defer {
+            if let data = marshalled.pointee.data { explicit_bzero(data, Int(marshalled.pointee.length)) }
+            krb5_free_data(context.raw, marshalled)
+        }
+        let bytes = UnsafeRawBufferPointer(start: marshalled.pointee.data, count: Int(marshalled.pointee.length))
+        // The credentials begin with their client principal, encoded as the cache's default principal is.
+        guard let principalLength = Self.principalLength(bytes) else {
+            throw KerberosError(code: Int32(KRB5_CC_FORMAT), message: "Malformed marshalled credentials", reason: .invalidRequest)
+        }
+        var image: [UInt8] = [0x05, 0x04, 0x00, 0x00]
+        image.reserveCapacity(4 + principalLength + bytes.count)
+        image.append(contentsOf: bytes[..<principalLength])
+        image.append(contentsOf: bytes)
+        defer { image.withUnsafeMutableBytes { if let base = $0.baseAddress { explicit_bzero(base, $0.count) } } }
+        return Secret(copying: image)
+    }
+
+    /// The length of a principal in a version 4 cache's encoding: name type, component count, realm, components.
+    static func principalLength(_ bytes: UnsafeRawBufferPointer) -> Int? {
+        var offset = 0
+        func counted() -> Int? {
+            guard bytes.count - offset >= 4 else { return nil }
+            let value = Int(bytes[offset]) << 24 | Int(bytes[offset + 1]) << 16 | Int(bytes[offset + 2]) << 8 | Int(bytes[offset + 3])
+            offset += 4
+            return value
+        }
+        guard counted() != nil, let components = counted(), components <= 64 else { return nil }
+        for _ in 0...components {
+            guard let length = counted(), length <= bytes.count - offset else { return nil }
+            offset += length
+        }
+        return offset
+    }
+
     /// The client principal's name; empty when there is none.
     var clientName: String { raw.client.flatMap { try? Principal.unparse($0, in: context) } ?? "" }
     /// The service principal's name, such as `krbtgt/EXAMPLE.ORG@EXAMPLE.ORG`; empty when there is none.

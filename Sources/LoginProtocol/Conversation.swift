@@ -114,6 +114,9 @@ public struct LoginResult: Sendable, Equatable {
     public var failure: Failure?
     /// A short human-readable reason; never contains a secret.
     public var message: String?
+    /// On success, when the request asked for them (``LoginRequest/wantsCredentials``): the credentials as the
+    /// bytes of a FILE credential cache (version 4), sent base64-encoded as `"ccache"`.
+    public var credentials: Secret?
 
     /// A result with every member given.
     public init(principal: String?, verified: Bool, expires: Date?, failure: Failure?, message: String?) {
@@ -122,6 +125,17 @@ public struct LoginResult: Sendable, Equatable {
         self.expires = expires
         self.failure = failure
         self.message = message
+    }
+
+    /// Equal when every member is, the credentials compared in constant time.
+    public static func == (lhs: LoginResult, rhs: LoginResult) -> Bool {
+        guard lhs.principal == rhs.principal, lhs.verified == rhs.verified, lhs.expires == rhs.expires, lhs.failure == rhs.failure,
+              lhs.message == rhs.message else { return false }
+        switch (lhs.credentials, rhs.credentials) {
+        case (nil, nil): return true
+        case (let left?, let right?): return left.constantTimeEquals(right)
+        default: return false
+        }
     }
 
     /// Whether the login succeeded (the `ok` member).

@@ -6,19 +6,92 @@ import Foundation
 #endif
 
 /// The login request that opens a conversation: `{"type":"login","principal":"bob","password":"…","service":"imap"}`.
+///
+/// Version 2 of the protocol (docs/protocol.md) adds what a PAM module needs: the remote host and terminal, a
+/// deadline for the whole conversation, a password change as the purpose, how an expired password is handled,
+/// and the credential cache in the result.
 public struct LoginRequest: Sendable {
+    /// What the conversation is for (`"purpose"`).
+    public enum Purpose: String, Sendable {
+        /// A login (the default).
+        case login
+        /// A password change through kpasswd: the old password is proven with a `kadmin/changepw` ticket, the
+        /// new one asked for twice, then the login with the new password.
+        case changePassword = "change-password"
+    }
+
+    /// What happens when the password has expired (`"expired"`).
+    public enum ExpiredPassword: String, Sendable {
+        /// The new password is asked for and changed during the login (the default).
+        case change
+        /// Once the old password is proven, the login ends with `password-expired`: the client changes it
+        /// another way (a PAM stack's password phase).
+        case report
+    }
+
     /// The principal to log in as, as the person typed it (`"principal"`).
     public var principal: String
     /// The password, when the client sends it up front (`"password"`); otherwise it is asked for.
     public var password: Secret?
-    /// The service the login is for, such as `imap` (`"service"`); logged, not used by krb5.
+    /// The service the login is for, such as `imap` or PAM's service `sshd` (`"service"`); logged, not used by krb5.
     public var service: String?
+    /// The protocol version the client speaks (`"version"`, 1 when absent).
+    public var version: Int
+    /// The remote host the person logs in from (`"rhost"`, PAM's `PAM_RHOST`): the throttle keys on it.
+    public var remoteHost: String?
+    /// The terminal (`"tty"`, PAM's `PAM_TTY`); logged.
+    public var terminal: String?
+    /// How long the client waits for the whole conversation (`"timeout"`, whole seconds); the daemon ends it
+    /// with a `timeout` result then, so that it never answers a client that has given up.
+    public var timeout: Duration?
+    /// What the conversation is for.
+    public var purpose: Purpose
+    /// What happens to an expired password.
+    public var expired: ExpiredPassword
+    /// Whether a successful result carries the credentials as a credential cache file (`"credentials"`).
+    public var wantsCredentials: Bool
 
     /// A request with the given members.
-    public init(principal: String, password: Secret? = nil, service: String? = nil) {
+    public init(principal: String, password: Secret? = nil, service: String? = nil, version: Int = 1, remoteHost: String? = nil,
+                terminal: String? = nil, timeout: Duration? = nil, purpose: Purpose = .login, expired: ExpiredPassword = .change,
+                wantsCredentials: Bool = false) {
         self.principal = principal
         self.password = password
         self.service = service
+        self.version = version
+        self.remoteHost = remoteHost
+        self.terminal = terminal
+        self.timeout = timeout
+        self.purpose = purpose
+        self.expired = expired
+        self.wantsCredentials = wantsCredentials
+    }
+
+    /// The longest `timeout` a client may ask for.
+    public static let longestTimeout = Duration.seconds(3600)
+
+    init(fields: Fields) throws(ProtocolError) {
+        let principal = try fields.string("principal")
+        guard !principal.isEmpty else { throw ProtocolError("\"principal\" is empty") }
+        let version = try fields.optionalInt("version") ?? 1
+        guard version >= 1 else { throw ProtocolError("\"version\" must be 1 or more") }
+        var timeout: Duration?
+        if let seconds = try fields.optionalInt("timeout") {
+            guard seconds >= 1, seconds <= Self.longestTimeout.components.seconds else { throw ProtocolError("\"timeout\" must be 1 to 3600 seconds") }
+            timeout = .seconds(seconds)
+        }
+        let purposeName = try fields.optionalString("purpose") ?? Purpose.login.rawValue
+        guard let purpose = Purpose(rawValue: purposeName) else { throw ProtocolError("\"purpose\" must be \"login\" or \"change-password\"") }
+        let expiredName = try fields.optionalString("expired") ?? ExpiredPassword.change.rawValue
+        guard let expired = ExpiredPassword(rawValue: expiredName) else { throw ProtocolError("\"expired\" must be \"change\" or \"report\"") }
+        let remoteHost = try fields.optionalString("rhost")
+        let terminal = try fields.optionalString("tty")
+        for (name, value) in [("rhost", remoteHost), ("tty", terminal)] where (value?.utf8.count ?? 0) > 256 {
+            throw ProtocolError("\"\(name)\" is longer than 256 bytes")
+        }
+        self.init(principal: principal, password: try fields.optionalSecret("password"), service: try fields.optionalString("service"),
+                  version: version, remoteHost: remoteHost, terminal: terminal, timeout: timeout, purpose: purpose, expired: expired,
+                  wantsCredentials: try fields.optionalBool("credentials") ?? false)
     }
 }
 
@@ -36,9 +109,7 @@ public enum ClientMessage: Sendable {
         let fields = Fields(json)
         switch try fields.string("type") {
         case "login":
-            let principal = try fields.string("principal")
-            guard !principal.isEmpty else { throw ProtocolError("\"principal\" is empty") }
-            return .login(LoginRequest(principal: principal, password: try fields.optionalSecret("password"), service: try fields.optionalString("service")))
+            return .login(try LoginRequest(fields: fields))
         case "answers":
             let id = try fields.int("id")
             guard let answers = json["answers"] else { throw ProtocolError("missing \"answers\"") }
@@ -63,6 +134,13 @@ public enum ClientMessage: Sendable {
             writer.string("principal", request.principal)
             if let password = request.password { writer.secret("password", password) }
             if let service = request.service { writer.string("service", service) }
+            if request.version != 1 { writer.int("version", request.version) }
+            if let remoteHost = request.remoteHost { writer.string("rhost", remoteHost) }
+            if let terminal = request.terminal { writer.string("tty", terminal) }
+            if let timeout = request.timeout { writer.int("timeout", Int(timeout.components.seconds)) }
+            if request.purpose != .login { writer.string("purpose", request.purpose.rawValue) }
+            if request.expired != .change { writer.string("expired", request.expired.rawValue) }
+            if request.wantsCredentials { writer.bool("credentials", true) }
         case .answers(let id, let answers):
             writer.string("type", "answers")
             writer.int("id", id)
@@ -99,6 +177,7 @@ public enum ServerMessage: Sendable {
             if result.ok {
                 writer.bool("verified", result.verified)
                 if let expires = result.expires { writer.string("expires", Self.timestamp(expires)) }
+                if let credentials = result.credentials { writer.secret("ccache", credentials.withUnsafeBytes { Base64.encode($0) }) }
             }
             if let failure = result.failure { writer.string("error", failure.rawValue) }
             if let message = result.message { writer.string("message", message) }
@@ -121,8 +200,13 @@ public enum ServerMessage: Sendable {
             let expires = try fields.optionalString("expires").flatMap { try? Date.ISO8601FormatStyle().parse($0) }
             let failure = try fields.optionalString("error").map(LoginResult.Failure.init(rawValue:))
             guard ok == (failure == nil) else { throw ProtocolError("\"ok\" and \"error\" disagree") }
-            return .result(LoginResult(principal: try fields.optionalString("principal"), verified: try fields.optionalBool("verified") ?? false,
-                                       expires: expires, failure: failure, message: try fields.optionalString("message")))
+            var result = LoginResult(principal: try fields.optionalString("principal"), verified: try fields.optionalBool("verified") ?? false,
+                                     expires: expires, failure: failure, message: try fields.optionalString("message"))
+            if let encoded = try fields.optionalSecret("ccache") {
+                guard let credentials = encoded.withUnsafeBytes({ Base64.decode($0) }) else { throw ProtocolError("\"ccache\" is not base64") }
+                result.credentials = credentials
+            }
+            return .result(result)
         case let other:
             throw ProtocolError("unknown message type \"\(other.prefix(40))\"")
         }
@@ -366,5 +450,53 @@ struct Fields {
             }
         case let other?: throw ProtocolError("\"\(key)\" must be an array, not \(other.typeName)")
         }
+    }
+}
+
+/// Standard base64 (RFC 4648) between secrets: the credential cache of a result.
+enum Base64 {
+    private static let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
+
+    static func encode(_ bytes: UnsafeRawBufferPointer) -> Secret {
+        var out = [UInt8](repeating: 0, count: (bytes.count + 2) / 3 * 4)
+        defer { out.withUnsafeMutableBytes { Secret.wipe($0) } }
+        var index = 0
+        for start in stride(from: 0, to: bytes.count, by: 3) {
+            let count = min(3, bytes.count - start)
+            var value = UInt32(bytes[start]) << 16
+            if count > 1 { value |= UInt32(bytes[start + 1]) << 8 }
+            if count > 2 { value |= UInt32(bytes[start + 2]) }
+            for digit in 0..<4 {
+                out[index + digit] = digit <= count ? alphabet[Int(value >> UInt32(18 - 6 * digit) & 0x3f)] : UInt8(ascii: "=")
+            }
+            index += 4
+        }
+        return Secret(copying: out)
+    }
+
+    static func decode(_ text: UnsafeRawBufferPointer) -> Secret? {
+        guard text.count % 4 == 0 else { return nil }
+        var out: [UInt8] = []
+        out.reserveCapacity(text.count / 4 * 3)
+        defer { out.withUnsafeMutableBytes { Secret.wipe($0) } }
+        for start in stride(from: 0, to: text.count, by: 4) {
+            var value: UInt32 = 0
+            var padding = 0
+            for offset in 0..<4 {
+                let character = text[start + offset]
+                let isLast = start + 4 == text.count
+                if character == UInt8(ascii: "="), isLast, offset >= 2, offset == 3 || text[start + 3] == UInt8(ascii: "=") {
+                    padding += 1
+                    value <<= 6
+                    continue
+                }
+                guard padding == 0, let digit = alphabet.firstIndex(of: character) else { return nil }
+                value = value << 6 | UInt32(digit)
+            }
+            out.append(UInt8(value >> 16 & 0xff))
+            if padding < 2 { out.append(UInt8(value >> 8 & 0xff)) }
+            if padding < 1 { out.append(UInt8(value & 0xff)) }
+        }
+        return Secret(copying: out)
     }
 }

@@ -21,11 +21,9 @@ struct LoginAttempt: Sendable {
     let learnt: LearntPreauth
     /// A login that can answer nothing but the password (saslauthd): no question will follow.
     let passwordOnly: Bool
-    /// Whether a login with a password learns the principal's etype info first when none is known, so the key is
-    /// made in process (``PasswordFastPath``): password-only logins, and `krb5-login`'s one login per process.
-    var learnsEtypeInfo: Bool { passwordOnly || oneShot }
-    /// The one login of a process that exits after it (`krb5-login`, ``LoginService/stepBlocking(_:configuration:context:)``).
-    var oneShot = false
+    /// Whether a login with a password uses and keeps the principal's learnt etype info (``PasswordFastPath``):
+    /// password-only logins, which many of the same users repeat. (`krb5-login`'s one login per process has none.)
+    var learnsEtypeInfo: Bool { passwordOnly }
 
     func run() async -> LoginStep {
         let client: (name: String, realm: String)
@@ -33,7 +31,9 @@ struct LoginAttempt: Sendable {
         case .success(let resolved): client = resolved
         case .failure(let refusal): return .finished(refusal.result, info: [])
         }
-        let configuration = configuration.applying(realm: client.realm)
+        var configuration = configuration.applying(realm: client.realm)
+        // A session's cache needs a ticket-granting ticket, not the AS's ticket for the verifying service.
+        if conversation.wantsCredentials { configuration.directVerificationTicket = false }
         let armor = ArmorProvider(session: session, configuration: configuration)
         let notes = AttemptNotes()
         do throws(KerberosError) {
@@ -53,8 +53,10 @@ struct LoginAttempt: Sendable {
                 return .finished(.failed(.badCredentials, "The KDC issued credentials for \(issued), not \(client.name)", principal: client.name), info: notes.info)
             }
             if configuration.verify { try await verify(credentials, configuration: configuration) }
-            let expires = try await store(credentials, in: configuration.outputCache)
-            return .finished(.success(principal: issued, verified: configuration.verify, expires: expires), info: notes.info)
+            let (expires, image) = try await store(credentials, in: configuration.outputCache)
+            var result = LoginResult.success(principal: issued, verified: configuration.verify, expires: expires)
+            result.credentials = image
+            return .finished(result, info: notes.info)
         } catch {
             // A cached armor ticket may be what failed; get a fresh one next time.
             if error.reason == .verificationFailed || error.reason == .kdcUnreachable { await armor.discard(realm: client.realm) }
@@ -82,12 +84,17 @@ struct LoginAttempt: Sendable {
     /// The exchange (``PasswordFastPath``), and the change of an expired password (``changeExpiredPassword(_:password:notes:)``).
     private func initialCredentials(_ request: RequestSetup, configuration: LoginConfiguration, notes: AttemptNotes) async throws(KerberosError) -> Pinned<Credentials> {
         let password = conversation.answers.password
+        if conversation.changesPassword {
+            // Asked for, not forced by the KDC: the same path, with the questions ending attempts the same way.
+            let asked = KerberosError(code: -1765328361, message: "A password change was asked for", reason: .passwordExpired)  // KRB5KDC_ERR_KEY_EXP
+            return try await changeExpiredPassword(request, password: password, expired: asked, notes: notes, banner: nil)
+        }
         let fastPath = PasswordFastPath(session: session, configuration: configuration, learnt: learnt, learnsEtypeInfo: learnsEtypeInfo)
         do {
             return try await fastPath.exchange(request, password: password)
         } catch where error.reason == .passwordExpired && error.name == "KRB5KDC_ERR_KEY_EXP" && !passwordOnly {
             // (A password-only login cannot answer the new-password questions: it ends as password-expired.)
-            return try await changeExpiredPassword(request, password: password, expired: error, notes: notes)
+            return try await changeExpiredPassword(request, password: password, expired: error, notes: notes, banner: "Password expired.  You must change it now.")
         }
     }
 
@@ -95,7 +102,9 @@ struct LoginAttempt: Sendable {
     /// ticket with the old password (which proves it), the new password asked twice (in this replay, the questions
     /// end the attempt until both answers are there), the kpasswd exchange, then the login with the new password.
     /// Prompts and banner are MIT's.
-    private func changeExpiredPassword(_ request: RequestSetup, password: Secret?, expired: KerberosError, notes: AttemptNotes) async throws(KerberosError) -> Pinned<Credentials> {
+    /// A change the client asked for (``LoginConversation/changesPassword``) takes the same path without the banner.
+    private func changeExpiredPassword(_ request: RequestSetup, password: Secret?, expired: KerberosError, notes: AttemptNotes,
+                                       banner: String?) async throws(KerberosError) -> Pinned<Credentials> {
         guard let password else {
             notes.need([.password(prompt: "Password for \(conversation.principal)")])
             throw expired
@@ -103,7 +112,7 @@ struct LoginAttempt: Sendable {
         let ticket = try await session.passwordChangeTicket { context in try request.make(context, password: password) }
         let answers = conversation.answers
         guard let newPassword = answers.newPassword, let again = answers.newPasswordAgain else {
-            notes.add(info: "Password expired.  You must change it now.")
+            if let banner { notes.add(info: banner) }
             notes.need([.newPassword(prompt: "Enter new password"), .newPasswordAgain(prompt: "Enter it again")])
             throw expired
         }
@@ -125,15 +134,17 @@ struct LoginAttempt: Sendable {
         }
     }
 
-    /// Stores the credentials in `outputCache` when one is configured; returns when the ticket expires.
-    private func store(_ credentials: Pinned<Credentials>, in outputCache: String?) async throws(KerberosError) -> Date {
-        try await session.run(credentials) { context, credentials in
+    /// Stores the credentials in `outputCache` when one is configured; returns when the ticket expires and, when
+    /// the conversation asked for them, the credentials as a cache file's bytes.
+    private func store(_ credentials: Pinned<Credentials>, in outputCache: String?) async throws(KerberosError) -> (Date, Secret?) {
+        let wantsCredentials = conversation.wantsCredentials
+        return try await session.run(credentials) { context, credentials in
             if let name = outputCache {
                 let cache = try CredentialCache(resolving: name, in: context)
                 try cache.initialize(for: credentials.client)
                 try cache.store(credentials)
             }
-            return credentials.endTime
+            return (credentials.endTime, wantsCredentials ? try credentials.fileCacheImage() : nil)
         }
     }
 }

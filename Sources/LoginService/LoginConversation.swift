@@ -19,6 +19,10 @@ public final class LoginConversation: Sendable {
     public let principal: String
     /// The service the client named (logged, not used by krb5).
     public let service: String?
+    /// Whether the conversation changes the password (through kpasswd) rather than only logging in.
+    public let changesPassword: Bool
+    /// Whether a successful result carries the credentials (``LoginResult/credentials``).
+    public let wantsCredentials: Bool
 
     private struct State {
         var answers: LoginAnswers
@@ -29,9 +33,12 @@ public final class LoginConversation: Sendable {
 
     /// A conversation for `principal`, starting with `password` when the client sent one and the
     /// `service` it names (for logs).
-    public init(principal: String, password: Secret?, service: String? = nil) {
+    /// `changesPassword` makes it a password change, `wantsCredentials` returns the credentials with the result.
+    public init(principal: String, password: Secret?, service: String? = nil, changesPassword: Bool = false, wantsCredentials: Bool = false) {
         self.principal = principal
         self.service = service
+        self.changesPassword = changesPassword
+        self.wantsCredentials = wantsCredentials
         self.state = Locked(State(answers: LoginAnswers(password: password)))
     }
 

@@ -33,6 +33,10 @@ final class ConversationHandler: ChannelInboundHandler {
     private var roundStarted = NIODeadline.now()
     private var timer: Scheduled<Void>?
     private var idleTimer: Scheduled<Void>?
+    /// The client's own deadline for the whole conversation (``LoginRequest/timeout``), when it gave one.
+    private var deadlineTimer: Scheduled<Void>?
+    /// The client changes an expired password elsewhere (``LoginRequest/ExpiredPassword/report``).
+    private var reportsExpiredPassword = false
     private var isParked = false
 
     init(gate: LoginGate, timeouts: ListenerTimeouts) {
@@ -97,11 +101,21 @@ final class ConversationHandler: ChannelInboundHandler {
             request.principal = loginRequest.principal
             request.arrived = .now()
             roundStarted = request.arrived
-            switch gate.admit(name: loginRequest.principal, clientAddress: nil) {
+            if let timeout = loginRequest.timeout {
+                deadlineTimer = context.schedule(in: timeout, self) { handler, context in
+                    handler.unpark()
+                    handler.finish(.failed(.timeout, "the client's deadline passed", principal: handler.conversation?.principal), context: context)
+                }
+            }
+            reportsExpiredPassword = loginRequest.expired == .report && loginRequest.purpose == .login
+            // The remote host (PAM_RHOST) is the client address the throttle keys on, as saslauthd's fifth field is.
+            switch gate.admit(name: loginRequest.principal, clientAddress: loginRequest.remoteHost) {
             case .success(let admitted):
                 login = admitted
                 request.principal = admitted.principal
-                conversation = LoginConversation(principal: admitted.principal, password: loginRequest.password, service: loginRequest.service)
+                conversation = LoginConversation(principal: admitted.principal, password: loginRequest.password, service: loginRequest.service,
+                                                 changesPassword: loginRequest.purpose == .changePassword,
+                                                 wantsCredentials: loginRequest.wantsCredentials)
                 step(context: context)
             case .failure(let refusal):
                 finish(refusal.result, floor: refusal.delay, context: context)
@@ -159,6 +173,9 @@ final class ConversationHandler: ChannelInboundHandler {
         case .finished(let result, let info):
             for message in info { write(.info(message), context: context) }
             finish(result, context: context)
+        case .questions(_, let questions, _) where reportsExpiredPassword && questions.contains(where: \.isNewPassword):
+            // The questions come only once a kadmin/changepw ticket proved the old password.
+            finish(.failed(.passwordExpired, "The password has expired; change it", principal: conversation?.principal), context: context)
         case .questions(let id, let questions, let info):
             guard gate.park() else {
                 finish(.failed(.internal, "too many conversations waiting for answers"), context: context)
@@ -183,6 +200,7 @@ final class ConversationHandler: ChannelInboundHandler {
         phase = .finished
         timer?.cancel()
         idleTimer?.cancel()
+        deadlineTimer?.cancel()
         unpark()
         var request = self.request
         request.principal = conversation?.principal ?? result.principal ?? "-"
@@ -197,7 +215,9 @@ final class ConversationHandler: ChannelInboundHandler {
 
     private func write(_ message: ServerMessage, context: ChannelHandlerContext) {
         guard context.channel.isActive else { return }
-        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(bytes: message.encodedLine)), promise: nil)
+        var line = message.encodedLine
+        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(bytes: line)), promise: nil)
+        line.withUnsafeMutableBytes { Secret.wipe($0) }  // a result may carry credentials
     }
 
     private func arm(_ timeout: Duration, context: ChannelHandlerContext, _ fire: @escaping (ConversationHandler, ChannelHandlerContext) -> Void) {
@@ -215,6 +235,7 @@ final class ConversationHandler: ChannelInboundHandler {
     func channelInactive(context: ChannelHandlerContext) {
         timer?.cancel()
         idleTimer?.cancel()
+        deadlineTimer?.cancel()
         unpark()
         conversation = nil
         phase = .finished
@@ -223,5 +244,15 @@ final class ConversationHandler: ChannelInboundHandler {
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         context.close(promise: nil)
+    }
+}
+
+extension LoginQuestion {
+    /// A question for a new password, which krb5 asks only once the old one is proven.
+    var isNewPassword: Bool {
+        switch self {
+        case .newPassword, .newPasswordAgain: true
+        default: false
+        }
     }
 }

@@ -1,0 +1,251 @@
+import Foundation
+import Kerberos
+import LoginProtocol
+import TestRealm
+import Testing
+import VerifyDaemon
+
+/// A real OpenSSH sshd with keyboard-interactive over PAM, pam_krb5verify.so as installed (the sanitized build
+/// runs in the pam_wrapper suites; see ``PAMModule/productionPath()``) in `/etc/pam.d/sshd-krb5verify`, the daemon in process. Logins by paramiko
+/// with a prompt handler that answers by prompt text. Needs root (sshd, /etc/pam.d, local accounts), as CI runs.
+@Suite("pam_krb5verify.so in sshd with keyboard-interactive", .serialized, .onTestThreads)
+struct PAMSSHDTests {
+    /// Local accounts with a shell (made when missing) and principals of the same names.
+    static let passwordAccount = "k5vpass"
+    static let otpAccount = "k5votp"
+    static let password = "Ssh-Passw0rd-1"
+    static let service = "sshd-krb5verify"
+
+    static let client = """
+        import base64, hashlib, hmac, json, socket, struct, sys, time, paramiko
+        spec = json.loads(sys.stdin.read())
+        result = {"auth": False, "prompts": [], "output": ""}
+        def totp(secret):
+            # RFC 6238, made when the prompt appears, with at least 10 s of its step left.
+            if 30 - time.time() % 30 < 10:
+                time.sleep(30 - time.time() % 30 + 0.2)
+            digest = hmac.new(base64.b32decode(secret), struct.pack(">Q", int(time.time()) // 30), hashlib.sha1).digest()
+            offset = digest[-1] & 0x0F
+            return "%06d" % ((struct.unpack(">I", digest[offset:offset + 4])[0] & 0x7FFFFFFF) % 1000000)
+        def handler(title, instructions, prompts):
+            answers = []
+            for text, echo in prompts:
+                result["prompts"].append(text)
+                value = next((value for key, value in spec["answers"].items() if key in text), "")
+                answers.append(totp(spec["totp_secret"]) if value == "TOTP" else value)
+            return answers
+        sock = socket.create_connection(("127.0.0.1", int(spec["port"])), timeout=60)
+        t = paramiko.Transport(sock)
+        try:
+            t.start_client(timeout=60)
+            t.auth_interactive(spec["user"], handler)
+            result["auth"] = t.is_authenticated()
+        except Exception as e:
+            result["error"] = repr(e)
+        if result["auth"]:
+            try:
+                chan = t.open_session(timeout=60)
+                chan.exec_command(spec["command"])
+                data = b""
+                while True:
+                    chunk = chan.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                result["status"] = chan.recv_exit_status()
+                result["output"] = data.decode()
+            except Exception as e:
+                result["session_error"] = repr(e)
+        t.close()
+        print(json.dumps(result))
+        """
+
+    struct Attempt: Decodable {
+        var auth: Bool
+        var prompts: [String]
+        var output: String
+        var status: Int?
+        var error: String?
+        var session_error: String?
+    }
+
+    static func ensureAccount(_ name: String) throws {
+        if getpwnam(name) != nil { return }
+        let made = try TestRealm.run(["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/bin/sh", name])
+        guard made.status == 0 else { throw TestRealmError("useradd \(name): \(made.output)") }
+    }
+
+    func freePort() throws -> String {
+        try TestRealm.run(["/usr/bin/python3", "-c", "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])"])
+            .output.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// Starts sshd as `sshd-krb5verify` (its PAM service name).
+    func startSSHD(in directory: String) throws -> (port: String, pid: pid_t) {
+        try FileManager.default.createDirectory(atPath: "/run/sshd", withIntermediateDirectories: true)
+        chmod("/run/sshd", 0o755)
+        let hostKey = directory + "/host_ed25519"
+        _ = try TestRealm.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", hostKey])
+        let port = try freePort()
+        try """
+            Port \(port)
+            ListenAddress 127.0.0.1
+            HostKey \(hostKey)
+            PidFile \(directory)/sshd.pid
+            UsePAM yes
+            PasswordAuthentication no
+            KbdInteractiveAuthentication yes
+            PubkeyAuthentication no
+            AuthorizedKeysFile none
+            PermitRootLogin no
+            MaxAuthTries 3
+            LogLevel VERBOSE
+            """.write(toFile: directory + "/sshd_config", atomically: true, encoding: .utf8)
+        let program = directory + "/" + Self.service
+        try? FileManager.default.removeItem(atPath: program)
+        #expect(symlink("/usr/sbin/sshd", program) == 0)
+        let started = try TestRealm.run([program, "-f", directory + "/sshd_config", "-E", directory + "/sshd.log"])
+        guard started.status == 0 else { throw TestRealmError("sshd did not start: \(started.output)") }
+        for _ in 0..<400 {
+            if let text = try? String(contentsOfFile: directory + "/sshd.pid", encoding: .utf8), let pid = pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines)),
+               (try? TestRealm.run(["/usr/bin/python3", "-c", "import socket; socket.create_connection(('127.0.0.1', \(port)), timeout=1)"]).status) == 0 {
+                return (port, pid)
+            }
+            usleep(50_000)
+        }
+        throw TestRealmError("sshd did not come up: \(started.output)")
+    }
+
+    /// One login by keyboard-interactive: each prompt is answered with the value of the first key it contains (the
+    /// value `TOTP`: the realm's current one-time code), then `command` runs in the session.
+    func attempt(port: String, user: String, answers: [String: String], command: String = "true") throws -> Attempt {
+        struct Spec: Encodable { var port: String; var user: String; var answers: [String: String]; var command: String; var totp_secret: String }
+        let input = try JSONEncoder().encode(Spec(port: port, user: user, answers: answers, command: command, totp_secret: try TestRealm.shared()["OTP_SECRET"]))
+        let result = try TestRealm.run(["/usr/bin/python3", "-c", Self.client], inputBytes: Array(input))
+        guard let line = result.output.split(separator: "\n").last, let attempt = try? JSONDecoder().decode(Attempt.self, from: Data(line.utf8)) else {
+            throw TestRealmError("paramiko client: \(result.output)")
+        }
+        return attempt
+    }
+
+    func stack(socket: String, configFile: String) -> String {
+        let module = (try? PAMModule.productionPath()) ?? "pam_krb5verify.so"
+        let common = "socket=\(socket) krb5_config=\(configFile)"
+        return """
+            auth     required  \(module) \(common)
+            account  required  \(module) \(common)
+            session  required  \(module) \(common)
+            password required  \(module) \(common)
+
+            """
+    }
+
+    /// The principals of the local accounts on the real KDC.
+    static func preparePrincipals(_ realm: TestRealm) throws {
+        for account in [passwordAccount, otpAccount] {
+            try ensureAccount(account)
+            _ = try? realm.kadmin("addprinc", "-pw", password, "+requires_preauth", account)
+            try realm.kadmin("cpw", "-pw", password, account)
+        }
+        // The OTP user has a password too: the KDC offers OTP and the password, and the module asks for both.
+        try realm.kadmin("setstr", otpAccount, "otp", "[{\"type\":\"RADIUS\"}]")
+    }
+
+    /// Runs `body` with sshd and a daemon (configured by `configure`) behind the module's stack.
+    func withSSHD(configure: @escaping (inout DaemonConfiguration, TestRealm) -> Void = { _, _ in },
+                  _ body: (_ port: String, _ fixture: DaemonFixture, _ log: () -> Substring) throws -> Void) async throws {
+        let realm = try TestRealm.shared()
+        try Self.preparePrincipals(realm)
+        let directory = realm.directory + "/pam-sshd-\(getpid())-\(Int.random(in: 0..<1_000_000))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let (port, sshd) = try startSSHD(in: directory)
+        defer {
+            kill(sshd, SIGTERM)
+            unlink("/etc/pam.d/\(Self.service)")
+        }
+        try await DaemonFixture.with(configure: configure) { fixture throws in
+            try stack(socket: fixture.socket, configFile: realm.configFile).write(toFile: "/etc/pam.d/\(Self.service)", atomically: true, encoding: .utf8)
+            try body(port, fixture, { (try? String(contentsOfFile: directory + "/sshd.log", encoding: .utf8))?.suffix(2000) ?? "" })
+        }
+    }
+
+    @Test("bob types his password and his one-time password (a real TOTP code through FreeRADIUS) at sshd's prompts and logs in; a wrong code is refused")
+    func passwordAndOTP() async throws {
+        try await withSSHD { port, fixture, log in
+            // "TOTP": the client computes the code when the prompt appears.
+            let bob = try attempt(port: port, user: Self.otpAccount, answers: ["Password": Self.password, "One-time password": "TOTP"])
+            #expect(bob.auth, "\(bob) \(log())")
+            #expect(bob.prompts == ["Password: ", "One-time password: "], "\(bob)")
+            #expect(bob.status == 0, "\(bob)")
+            let wrong = try attempt(port: port, user: Self.otpAccount, answers: ["Password": Self.password, "One-time password": "000000"])
+            #expect(!wrong.auth, "\(wrong)")
+        }
+    }
+
+    @Test("alice types her password at sshd's prompt and logs in; a wrong password is refused")
+    func password() async throws {
+        try await withSSHD { port, _, log in
+            let alice = try attempt(port: port, user: Self.passwordAccount, answers: ["Password": Self.password])
+            #expect(alice.auth, "\(alice) \(log())")
+            #expect(alice.prompts == ["Password: "], "\(alice)")
+            #expect(alice.status == 0, "\(alice)")
+            let wrong = try attempt(port: port, user: Self.passwordAccount, answers: ["Password": "Wrong-Passw0rd"])
+            #expect(!wrong.auth, "\(wrong)")
+        }
+    }
+
+    @Test("KRB5CCNAME in the session names a cache of the user's holding the TGT; sshd's close_session removes it")
+    func sessionCache() async throws {
+        try await withSSHD { port, fixture, log in
+            let realm = fixture.realm
+            let uid = getpwnam(Self.passwordAccount).pointee.pw_uid
+            let command = "echo \"CC=$KRB5CCNAME\"; stat -c 'owner=%u mode=%a' \"${KRB5CCNAME#FILE:}\"; KRB5_CONFIG=\(realm.configFile) klist"
+            let session = try attempt(port: port, user: Self.passwordAccount, answers: ["Password": Self.password], command: command)
+            #expect(session.auth, "\(session) \(log())")
+            #expect(session.output.contains("CC=FILE:/tmp/krb5cc_\(uid)_"), "\(session) \(log())")
+            #expect(session.output.contains("owner=\(uid) mode=600"), "\(session)")
+            #expect(session.output.contains("Default principal: \(Self.passwordAccount)@\(realm.realm)"), "\(session)")
+            #expect(session.output.contains("krbtgt/\(realm.realm)@\(realm.realm)"), "\(session)")
+            let line = try #require(session.output.split(separator: "\n").first { $0.hasPrefix("CC=FILE:") })
+            let path = String(line.dropFirst("CC=FILE:".count))
+            // sshd closes the PAM session as the connection ends.
+            var gone = false
+            for _ in 0..<Int(TestRealm.loginTimeout.components.seconds * 10) where !gone {
+                gone = !FileManager.default.fileExists(atPath: path)
+                if !gone { usleep(100_000) }
+            }
+            #expect(gone, "the session's cache \(path) outlived the session")
+        }
+    }
+
+    @Test("carol types her smart card's PIN at the prompt that names the token and logs in")
+    func smartCardPIN() async throws {
+        let realm = try TestRealm.shared()
+        let carol = realm["PKINIT_USER"]
+        try Self.ensureAccount(carol)
+        setenv("SOFTHSM2_CONF", realm["SOFTHSM2_CONF"], 1)
+        try await withSSHD(configure: { configuration, realm in
+            configuration.login.preauthOptions = [.init(name: "X509_user_identity", value: realm["PKCS11_IDENTITY"])]
+            configuration.login.armor = .none
+        }) { port, fixture, log in
+            let label = fixture.realm["TOKEN_LABEL"]
+            let login = try attempt(port: port, user: carol, answers: ["PIN for \(label)": fixture.realm["TOKEN_PIN"]])
+            #expect(login.auth, "\(login) \(log())")
+            #expect(login.prompts == ["PIN for \(label): "], "\(login)")
+            #expect(login.status == 0, "\(login)")
+        }
+    }
+
+    @Test("a rogue KDC that knows the attacker's password is refused: its ticket does not verify against the host keytab")
+    func rogueKDC() async throws {
+        try await withSSHD(configure: { configuration, realm in configuration.login.krb5 = .files(realm["KRB5_ROGUE_CONFIG_FILE"]) }) { port, fixture, _ in
+            // The rogue KDC's database has alice with the attacker's password (docs/test-kdc.md); a local alice logs in.
+            let alice = fixture.realm["USER"]
+            try Self.ensureAccount(alice)
+            let rogue = try attempt(port: port, user: alice, answers: ["Password": fixture.realm["ROGUE_PASSWORD"]])
+            #expect(!rogue.auth, "\(rogue)")
+            #expect(rogue.prompts == ["Password: "], "\(rogue)")
+            #expect(fixture.logs.text.contains("verification-failed"), "\(fixture.logs.text.suffix(2000))")
+        }
+    }
+}
