@@ -95,11 +95,12 @@ kdc-down:
 
 ## test: everything, against fresh throwaway realms that are stopped afterwards: the MIT realm, a Samba AD DC
 ## and a Heimdal KDC (these two run from a cached Debian root, Docker/ad/kdc-root.sh, built once while the
-## tests compile; they need root: a chroot and the address 127.0.0.2).
+## tests compile; they need root: a chroot and the address 127.0.0.2). Examples/WebLogin is built too, for ExampleAppTests.
 test: deps
 	@rm -rf $(REALM_DIR).test $(REALM_DIR).ad $(REALM_DIR).heimdal; \
 	Docker/ad/ad-realm.sh root >$(REALM_DIR).root.log 2>&1 & root=$$!; \
 	$(SWIFT) build --build-tests $(SWIFT_FLAGS) || { wait $$root; exit 1; }; \
+	$(SWIFT) build --package-path Examples/WebLogin $(SWIFT_FLAGS) || { wait $$root; exit 1; }; \
 	wait $$root || { cat $(REALM_DIR).root.log >&2; exit 1; }; cat $(REALM_DIR).root.log; \
 	down() { Docker/kdc/realm.sh down $(REALM_DIR).test; Docker/ad/ad-realm.sh down $(REALM_DIR).ad; \
 		Docker/ad/heimdal-realm.sh down $(REALM_DIR).heimdal; rm -rf $(REALM_DIR).test $(REALM_DIR).ad $(REALM_DIR).heimdal; }; \

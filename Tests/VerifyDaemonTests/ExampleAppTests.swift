@@ -18,7 +18,10 @@ final class ExampleApp {
             let result = Result { () throws(TestRealmError) -> String in
                 let swift = ProcessInfo.processInfo.environment["SWIFT"] ?? "swift"
                 let build = try TestRealm.run([swift, "build", "--package-path", packageDirectory, "--product", "WebLogin"])
-                guard build.status == 0 else { throw TestRealmError("building Examples/WebLogin failed: \(build.output.suffix(3000))") }
+                guard build.status == 0 else {
+                    let errors = build.output.split(separator: "\n").filter { $0.contains("error") }.prefix(20).joined(separator: "\n")
+                    throw TestRealmError("building Examples/WebLogin failed (\(build.status)):\n\(errors)\n\(build.output.suffix(2000))")
+                }
                 let path = try TestRealm.run([swift, "build", "--package-path", packageDirectory, "--show-bin-path"])
                 return path.output.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "\n").last.map(String.init)! + "/WebLogin"
             }
