@@ -45,7 +45,12 @@ public final class VerifyDaemon: Service, Sendable {
     ///
     /// Throws ``ConfigurationError`` for a configuration that makes no sense, or the `KerberosError`
     /// of a krb5 configuration that cannot make a context.
-    public init(configuration: DaemonConfiguration, logger: Logger = Logger(label: "krb5-verifyd")) throws {
+    public convenience init(configuration: DaemonConfiguration, logger: Logger = Logger(label: "krb5-verifyd")) throws {
+        try self.init(configuration: configuration, logger: logger, clock: { .now() })
+    }
+
+    /// A daemon whose throttles and password verifiers read `clock` (tests hold time still with it).
+    init(configuration: DaemonConfiguration, logger: Logger, clock: @escaping @Sendable () -> NIODeadline) throws {
         try configuration.validate()
         self.configuration = configuration
         // Every field the daemon logs may carry what a client sent: control characters are escaped.
@@ -55,7 +60,7 @@ public final class VerifyDaemon: Service, Sendable {
         self.logger = logger
         self.service = try LoginService(configuration: configuration.login, threads: configuration.workers, resultCacheTTL: configuration.resultCacheTTL)
         self.state = Locked(DaemonStateMachine(maxConnections: configuration.maxConnections, maxParked: configuration.maxParkedConversations))
-        self.gate = LoginGate(configuration: configuration, service: service, logger: logger, metrics: metrics, state: state)
+        self.gate = LoginGate(configuration: configuration, service: service, logger: logger, metrics: metrics, state: state, clock: clock)
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     }
 
