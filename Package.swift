@@ -33,6 +33,8 @@ let package = Package(
         .systemLibrary(name: "CKrb5", providers: [.apt(["libkrb5-dev"])]),
         // OpenSSL's libcrypto, for LoginService's string-to-key and password digests.
         .systemLibrary(name: "COpenSSL", providers: [.apt(["libssl-dev"])]),
+        // prctl(2), which is variadic, behind fixed-signature wrappers (the daemon's PR_SET_DUMPABLE).
+        .systemLibrary(name: "CProcessControl"),
 
         // Without C: wiped secret memory, the OTP and PKINIT questions that ask for secrets and the answers
         // that carry them, and the package's lock. Shared by the library and the wire formats.
@@ -65,7 +67,7 @@ let package = Package(
         .target(
             name: "VerifyDaemon",
             dependencies: [
-                "LoginService", "LoginProtocol",
+                "LoginService", "LoginProtocol", "CProcessControl",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
