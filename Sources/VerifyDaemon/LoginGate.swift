@@ -83,6 +83,8 @@ final class LoginGate: Sendable {
     private let peers: Throttle
     private let verifiers: PasswordVerifiers
     private let failureFloor: Duration
+    /// The slowest recent guessing failures' exchange times: the failure answers' floor beyond `failureFloor`.
+    private let timing = Locked(FailureTiming())
     /// The throttles' and the verifiers' time (a test's fixed clock, or the monotonic clock).
     private let clock: @Sendable () -> NIODeadline
     private let allowedUIDs: [UInt32]
@@ -287,7 +289,12 @@ final class LoginGate: Sendable {
                 return
             }
             metrics.inFlight.increment()
+            let began = NIODeadline.now()
             body { result, outcome in
+                if let failure = result?.failure, failure == .badCredentials || failure == .unknownPrincipal {
+                    let took = NIODeadline.now() - began
+                    self.timing.withLock { $0.record(.nanoseconds(took.nanoseconds)) }
+                }
                 let finish: @Sendable () -> Void = {
                     self.state.withLock { $0.loginEnded() }
                     self.metrics.inFlight.decrement()
@@ -303,15 +310,21 @@ final class LoginGate: Sendable {
     // MARK: Answers
 
     /// Logs and counts one finished request, then runs `reply` on `loop`: at once for a success, else no sooner
-    /// than `floor` (the failure floor, or a throttle's penalty) after `started` (default: the request's arrival;
-    /// a conversation passes when its last exchange began). While half of `max_connections` already wait out a
-    /// delay, a further one waits out only the failure floor, so penalties cannot fill the daemon.
+    /// than `floor` (a throttle's penalty) or the failure floor after `started` (default: the request's arrival;
+    /// a conversation passes when its last exchange began). The failure floor is `failure_floor` or the slowest
+    /// recent guessing failure's exchange (``FailureTiming``), whichever is longer, so that an unknown name is
+    /// answered as late as a known one with a wrong password. While half of `max_connections` already wait out
+    /// a delay, a further one waits out only the failure floor, so penalties cannot fill the daemon.
     func answer(_ result: LoginResult, _ request: Request, on loop: any EventLoop, floor: Duration? = nil, started: NIODeadline? = nil,
                 _ reply: @escaping @Sendable () -> Void) {
-        log(result, request)
-        if result.ok { return reply() }
+        if result.ok {
+            log(result, request)
+            return reply()
+        }
         let crowded = state.withLock { $0.isCrowdedWithDelays }
-        let floor = crowded ? failureFloor : max(floor ?? .zero, failureFloor)
+        let base = currentFailureFloor
+        let floor = crowded ? base : max(floor ?? .zero, base)
+        log(result, request, floor: floor)
         let remaining = (started ?? request.arrived) + TimeAmount(floor) - .now()
         if remaining <= .zero {
             reply()
@@ -324,8 +337,11 @@ final class LoginGate: Sendable {
         }
     }
 
-    /// Logs and counts one finished request; never with a secret.
-    func log(_ result: LoginResult, _ request: Request) {
+    /// The floor of every failure's answer now: `failure_floor`, or the slowest recent guessing failure's exchange.
+    var currentFailureFloor: Duration { max(failureFloor, timing.withLock { $0.slowest }) }
+
+    /// Logs and counts one finished request (a failure with the `floor` its answer waits for); never with a secret.
+    func log(_ result: LoginResult, _ request: Request, floor: Duration? = nil) {
         let latency = NIODeadline.now() - request.arrived
         let outcome = result.failure?.rawValue ?? "ok"
         metrics.record(listener: request.listener.rawValue, outcome: outcome, latency: .nanoseconds(latency.nanoseconds))
@@ -339,6 +355,7 @@ final class LoginGate: Sendable {
         if result.ok, let canonical = result.principal, canonical != request.principal { metadata["canonical_principal"] = .string(canonical) }
         if let peer = request.peer { metadata["peer_uid"] = .stringConvertible(peer.uid); metadata["peer_pid"] = .stringConvertible(peer.pid) }
         if let message = result.message { metadata["reason"] = .string(message) }
+        if let floor { metadata["floor_ms"] = .stringConvertible(floor.milliseconds) }
         logger.log(level: level, "login", metadata: metadata)
     }
 

@@ -147,4 +147,28 @@ struct SecondReviewTests {
             #expect(result.message?.contains("is not one this service logs in to") == true, "\(result.message ?? "")")
         }
     }
+
+    @Test("an unknown principal's failure is answered no sooner than a known principal's wrong password: the floor is the slowest recent failure's exchange")
+    func failuresTakeTheSameTime() async throws {
+        // No fixed floor: only the measured one hides which names exist.
+        try await Self.withDaemon({ configuration, _ in configuration.failureFloor = .zero }) { fixture in
+            let realm = fixture.realm
+            let gate = fixture.daemon.gate
+            #expect(gate.currentFailureFloor == .zero)
+            let known = try realm.addPrincipal(prefix: "timing", password: "Timing-Passw0rd")
+            let started = ContinuousClock.now
+            #expect(try fixture.sasl(known, "wrong", address: "") == .no("authentication failed"))
+            let knownTook = ContinuousClock.now - started
+            let floor = gate.currentFailureFloor
+            #expect(floor > .zero && floor <= knownTook, "the known principal's exchange set the floor: \(floor), answered in \(knownTook)")
+            for index in 0..<3 {
+                let unknown = TestRealm.uniqueName("nobody")
+                let asked = ContinuousClock.now
+                #expect(try fixture.sasl(unknown, "wrong", address: "") == .no("authentication failed"))
+                #expect(ContinuousClock.now - asked >= floor, "unknown name \(index) answered no sooner than the floor \(floor)")
+                let line = fixture.logs.entries.last { $0.contains("login") && $0.contains(unknown) }
+                #expect(line?.contains("floor_ms") == true, "\(line ?? "no log line")")
+            }
+        }
+    }
 }

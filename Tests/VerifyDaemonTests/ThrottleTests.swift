@@ -231,6 +231,18 @@ struct ThrottleTests {
         #expect(LoginGate.throttleKey("alice@AD.EXAMPLE") != LoginGate.throttleKey("bob@AD.EXAMPLE"))
     }
 
+    @Test("the failure floor follows the slowest of the last 32 guessing failures' exchanges, up to 5 s")
+    func failureTiming() {
+        var timing = FailureTiming()
+        #expect(timing.slowest == .zero)
+        for milliseconds in [3, 12, 5] { timing.record(.milliseconds(milliseconds)) }
+        #expect(timing.slowest == .milliseconds(12), "an unknown name's one round trip is padded to a known name's three")
+        for _ in 0..<FailureTiming.kept { timing.record(.milliseconds(2)) }
+        #expect(timing.slowest == .milliseconds(2), "older exchanges are forgotten")
+        timing.record(.seconds(40))
+        #expect(timing.slowest == FailureTiming.ceiling)
+    }
+
     @Test("names Swift's String calls equal are distinct keys everywhere: NFD and NFC, KELVIN SIGN and K")
     func exactNames() {
         let nfc = "jos\u{e9}@R", nfd = "jose\u{301}@R", kelvin = "\u{212A}alice@R", plain = "kalice@R"
