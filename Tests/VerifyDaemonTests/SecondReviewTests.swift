@@ -171,4 +171,19 @@ struct SecondReviewTests {
             }
         }
     }
+
+    @Test("the issued client principal is the one requested, byte for byte, whatever the spelling asked for")
+    func issuedPrincipalIsRequested() async throws {
+        try await Self.withDaemon { fixture in
+            let realm = fixture.realm
+            let user = realm["USER"]
+            let nfc = try realm.addPrincipal(prefix: "issu\u{e9}", password: "Issued-Passw0rd")
+            for (asked, password, canonical) in [(user, realm["USER_PASSWORD"], user), ("\(user)@\(realm.realm)", realm["USER_PASSWORD"], user),
+                                                 ("\\\(user)", realm["USER_PASSWORD"], user), (nfc, "Issued-Passw0rd", nfc)] {
+                let result = try fixture.converse(asked, password: password).result()
+                #expect(result.ok && result.verified, "\(asked): \(result)")
+                #expect(result.principal.map { Array($0.utf8) } == Array("\(canonical)@\(realm.realm)".utf8), "\(asked) was issued \(result.principal ?? "-")")
+            }
+        }
+    }
 }
