@@ -5,7 +5,8 @@ import FoundationEssentials
 import Foundation
 #endif
 
-/// The login request that opens a conversation: `{"type":"login","principal":"bob","password":"…","service":"imap"}`.
+/// The login request that opens a conversation:
+/// `{"type":"login","principal":"bob","password":"…","service":"imap","client_address":"192.0.2.7"}`.
 public struct LoginRequest: Sendable {
     /// The principal to log in as, as the person typed it (`"principal"`).
     public var principal: String
@@ -13,12 +14,19 @@ public struct LoginRequest: Sendable {
     public var password: Secret?
     /// The service the login is for, such as `imap` (`"service"`); logged, not used by krb5.
     public var service: String?
+    /// The address of the person logging in, as the front end saw it (`"client_address"`, PAM's `PAM_RHOST`,
+    /// saslauthd's fifth field): the daemon's per-address throttle key. At most 256 bytes.
+    public var clientAddress: String?
+
+    /// The longest `client_address` accepted, as saslauthd limits its fields.
+    public static let maxClientAddressLength = 256
 
     /// A request with the given members.
-    public init(principal: String, password: Secret? = nil, service: String? = nil) {
+    public init(principal: String, password: Secret? = nil, service: String? = nil, clientAddress: String? = nil) {
         self.principal = principal
         self.password = password
         self.service = service
+        self.clientAddress = clientAddress
     }
 }
 
@@ -38,7 +46,12 @@ public enum ClientMessage: Sendable {
         case "login":
             let principal = try fields.string("principal")
             guard !principal.isEmpty else { throw ProtocolError("\"principal\" is empty") }
-            return .login(LoginRequest(principal: principal, password: try fields.optionalSecret("password"), service: try fields.optionalString("service")))
+            let address = try fields.optionalString("client_address")
+            if let address, address.utf8.count > LoginRequest.maxClientAddressLength {
+                throw ProtocolError("\"client_address\" is longer than \(LoginRequest.maxClientAddressLength) bytes")
+            }
+            return .login(LoginRequest(principal: principal, password: try fields.optionalSecret("password"), service: try fields.optionalString("service"),
+                                       clientAddress: address))
         case "answers":
             let id = try fields.int("id")
             guard let answers = json["answers"] else { throw ProtocolError("missing \"answers\"") }
@@ -63,6 +76,7 @@ public enum ClientMessage: Sendable {
             writer.string("principal", request.principal)
             if let password = request.password { writer.secret("password", password) }
             if let service = request.service { writer.string("service", service) }
+            if let address = request.clientAddress { writer.string("client_address", address) }
         case .answers(let id, let answers):
             writer.string("type", "answers")
             writer.int("id", id)

@@ -97,7 +97,7 @@ final class ConversationHandler: ChannelInboundHandler {
             request.principal = loginRequest.principal
             request.arrived = .now()
             roundStarted = request.arrived
-            switch gate.admit(name: loginRequest.principal, clientAddress: nil) {
+            switch gate.admit(name: loginRequest.principal, clientAddress: loginRequest.clientAddress) {
             case .success(let admitted):
                 login = admitted
                 request.principal = admitted.principal

@@ -74,9 +74,9 @@ struct DaemonFixture {
     }
 
     /// Opens a conversation with a login request.
-    func converse(_ principal: String, password: String? = nil) throws -> Conversation {
+    func converse(_ principal: String, password: String? = nil, address: String? = nil) throws -> Conversation {
         let client = try SocketClient(path: socket)
-        client.send(ClientMessage.login(LoginRequest(principal: principal, password: password.map(Secret.init))).encodedLine)
+        client.send(ClientMessage.login(LoginRequest(principal: principal, password: password.map(Secret.init), clientAddress: address)).encodedLine)
         return Conversation(client: client)
     }
 }

@@ -68,6 +68,9 @@ struct SecondReviewTests {
             let tested = fixture.logs.entries.filter { $0.contains("refused without asking the KDC") && $0.contains(victim) && $0.contains("tested") && !$0.contains("untested") }
             #expect(tested.count == 1, "one guess tested for that address in this penalty period: \(tested.count)")
             #expect(try fixture.sasl(victim, "Oracle-Passw0rd", address: "198.51.100.9") == .ok, "the owner, from another address, at once")
+            // The conversation's client_address is the same key: refused from the guessing address, let in from another.
+            #expect(try fixture.converse(victim, password: "Oracle-Passw0rd", address: attacker).result().failure == .badCredentials)
+            #expect(try fixture.converse(victim, password: "Oracle-Passw0rd", address: "198.51.100.10").result().ok)
             #expect(try Self.kdcLines(realm, naming: " \(victim)@", after: skip).filter { $0.contains("PREAUTH_FAILED") }.count == 5,
                     "only throttle_failures guesses reached the KDC")
         }
