@@ -215,7 +215,7 @@ final class LoginGate: Sendable {
             verifiers.forget(login.principalKey)
         }
         if let result, result.ok, let password {
-            verifiers.remember(password, for: login.principalKey)
+            verifiers.remember(password, for: login.principalKey, from: login.peerKey ?? ExactName(""))
         }
         if reservation.peerHeld, let peer = login.peerKey {
             let failed: Bool? = guessing || result?.failure == .kdcUnreachable ? true : nil

@@ -11,7 +11,9 @@ import NIOCore
 /// refusal's penalty has passed; and at most `sources` sources of one principal may be waiting out such a
 /// penalty at once. Whatever the concurrency, a throttled principal has at most `sources` wrong guesses tested
 /// per penalty period; a guess that finds no test free is refused untested, with the same answer and delay as a
-/// wrong one. The owner, from an address of their own, finds that address's test free.
+/// wrong one. The owner, from an address of their own, finds that address's test free; and the addresses the
+/// principal last logged in from (up to ``knownSources``) are not held to the principal's cap, so an attacker
+/// with many addresses cannot use up the tests of the owner's usual ones.
 ///
 /// The verifier only opens the way to the KDC, which still decides: a password changed or an account
 /// disabled elsewhere fails there, and that failure drops the verifier. Principals are keyed by their bytes
@@ -33,7 +35,12 @@ final class PasswordVerifiers: Sendable {
         var verifier: Secret
         /// Sources whose last test was wrong, and until when they get no other.
         var resting: [ExactName: NIODeadline] = [:]
+        /// The sources the principal last logged in from, most recent last.
+        var known: [ExactName] = []
     }
+
+    /// How many of a principal's recent login sources are remembered.
+    static let knownSources = 4
 
     /// HMAC-SHA-256 under a key drawn at start-up (the result cache's digests, under a key of its own).
     private let digester = PasswordDigester()
@@ -47,16 +54,17 @@ final class PasswordVerifiers: Sendable {
         self.sources = sources
     }
 
-    /// Remembers `password` as the one that last logged `principal` in.
-    func remember(_ password: Secret, for principal: ExactName) {
+    /// Remembers `password` as the one that last logged `principal` in, from `source`.
+    func remember(_ password: Secret, for principal: ExactName, from source: ExactName) {
         let verifier = code(password, principal)
         table.withLock { table in
             if table.count >= capacity && table[principal] == nil { table.removeAll() }
-            if table[principal] == nil {
-                table[principal] = Record(verifier: verifier)
-            } else {
-                table[principal]?.verifier = verifier
-            }
+            var record = table[principal] ?? Record(verifier: verifier)
+            record.verifier = verifier
+            record.known.removeAll { $0 == source }
+            record.known.append(source)
+            if record.known.count > Self.knownSources { record.known.removeFirst() }
+            table[principal] = record
         }
     }
 
@@ -68,7 +76,7 @@ final class PasswordVerifiers: Sendable {
             guard var record = table[principal] else { return .untested }
             record.resting = record.resting.filter { $0.value > now }
             defer { table[principal] = record }
-            guard record.resting[source] == nil, record.resting.count < sources else { return .untested }
+            guard record.resting[source] == nil, record.resting.count < sources || record.known.contains(source) else { return .untested }
             if record.verifier.constantTimeEquals(candidate) { return .matched }
             record.resting[source] = now + TimeAmount(penalty)
             return .mismatched

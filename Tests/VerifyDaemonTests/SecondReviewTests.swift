@@ -51,7 +51,8 @@ struct SecondReviewTests {
     func guessingOracleClosed() async throws {
         // Time stands still for the throttles and the verifiers: the attacker's penalty never runs out in this test.
         let frozen = NIODeadline.now()
-        try await Self.withDaemon(clock: { frozen }) { fixture in
+        // A short penalty (its ceiling 16 × 50 ms): the refused answers are awaited many times here.
+        try await Self.withDaemon(clock: { frozen }, { configuration, _ in configuration.throttlePenalty = .milliseconds(50) }) { fixture in
             let realm = fixture.realm
             let victim = try realm.addPrincipal(prefix: "oracle", password: "Oracle-Passw0rd")
             #expect(try fixture.sasl(victim, "Oracle-Passw0rd", address: "198.51.100.1") == .ok, "the owner logs in once: a verifier")
@@ -71,6 +72,12 @@ struct SecondReviewTests {
             // The conversation's client_address is the same key: refused from the guessing address, let in from another.
             #expect(try fixture.converse(victim, password: "Oracle-Passw0rd", address: attacker).result().failure == .badCredentials)
             #expect(try fixture.converse(victim, password: "Oracle-Passw0rd", address: "198.51.100.10").result().ok)
+            // Four more guessing addresses, one guess each: with the first, throttle_failures sources now wait out a
+            // penalty, the principal's cap. A new address is then refused untested; the owner's known ones still get in.
+            let botnet = await Self.parallel(4) { index in try fixture.sasl(victim, "botnet-\(index)", address: "203.0.113.\(101 + index)") }
+            #expect(botnet.allSatisfy { $0 == .no("authentication failed") })
+            #expect(try fixture.sasl(victim, "Oracle-Passw0rd", address: "198.51.100.11") == .no("authentication failed"), "a sixth source is not tested")
+            #expect(try fixture.sasl(victim, "Oracle-Passw0rd", address: "198.51.100.1") == .ok, "the address the owner logged in from")
             #expect(try Self.kdcLines(realm, naming: " \(victim)@", after: skip).filter { $0.contains("PREAUTH_FAILED") }.count == 5,
                     "only throttle_failures guesses reached the KDC")
         }

@@ -184,7 +184,7 @@ struct ThrottleTests {
     func verifiers() {
         let verifiers = PasswordVerifiers()
         let alice = ExactName("alice@R"), now = NIODeadline.now()
-        verifiers.remember(Secret("right"), for: alice)
+        verifiers.remember(Secret("right"), for: alice, from: ExactName("addr:home"))
         #expect(verifiers.test(Secret("right"), for: alice, from: ExactName("a"), penalty: .seconds(1), now: now) == .matched)
         #expect(verifiers.test(Secret("wrong"), for: alice, from: ExactName("b"), penalty: .seconds(1), now: now) == .mismatched)
         #expect(verifiers.test(Secret("right"), for: ExactName("bob@R"), from: ExactName("c"), penalty: .seconds(1), now: now) == .untested)
@@ -197,7 +197,7 @@ struct ThrottleTests {
         let verifiers = PasswordVerifiers(sources: 2)
         let alice = ExactName("alice@R"), now = NIODeadline.uptimeNanoseconds(1_000_000_000_000)
         let attacker = ExactName("addr:203.0.113.1")
-        verifiers.remember(Secret("right"), for: alice)
+        verifiers.remember(Secret("right"), for: alice, from: ExactName("addr:home"))
         #expect(verifiers.test(Secret("guess-1"), for: alice, from: attacker, penalty: .seconds(4), now: now) == .mismatched)
         // However many guesses follow from that source, none is tested until the penalty is over, the right one neither.
         for index in 2..<300 {
@@ -211,6 +211,10 @@ struct ThrottleTests {
         #expect(verifiers.test(Secret("right"), for: alice, from: ExactName("addr:c"), penalty: .seconds(4), now: now + .seconds(3)) == .untested)
         #expect(verifiers.test(Secret("right"), for: alice, from: ExactName("addr:c"), penalty: .seconds(4), now: now + .seconds(4)) == .matched)
         #expect(verifiers.test(Secret("right"), for: alice, from: attacker, penalty: .seconds(4), now: now + .seconds(4)) == .matched)
+        // The address alice last logged in from is not held to the cap: with two sources resting, it is still tested.
+        #expect(verifiers.test(Secret("y"), for: alice, from: ExactName("addr:d"), penalty: .seconds(8), now: now + .seconds(4)) == .mismatched)
+        #expect(verifiers.test(Secret("right"), for: alice, from: ExactName("addr:e"), penalty: .seconds(8), now: now + .seconds(4)) == .untested)
+        #expect(verifiers.test(Secret("right"), for: alice, from: ExactName("addr:home"), penalty: .seconds(8), now: now + .seconds(4)) == .matched)
     }
 
     @Test("control characters in messages and metadata are escaped, plain text is untouched")
@@ -256,7 +260,7 @@ struct ThrottleTests {
         #expect(throttle.check(nfc) == .allowed)
         // The verifiers: the NFC principal's password is no verifier of the NFD one.
         let verifiers = PasswordVerifiers()
-        verifiers.remember(Secret("right"), for: ExactName(nfc))
+        verifiers.remember(Secret("right"), for: ExactName(nfc), from: ExactName(""))
         #expect(verifiers.test(Secret("right"), for: ExactName(nfd), from: ExactName(""), penalty: .seconds(1), now: .now()) == .untested)
         #expect(verifiers.test(Secret("right"), for: ExactName(nfc), from: ExactName(""), penalty: .seconds(1), now: .now()) == .matched)
         // The result cache: a success of one is no success of the other.
