@@ -37,8 +37,11 @@ public enum ProcessResources {
         var core = rlimit(rlim_cur: 0, rlim_max: 0)
         _ = setrlimit(Int32(RLIMIT_CORE.rawValue), &core)
         var files = limit(RLIMIT_NOFILE)
-        if files.rlim_cur < files.rlim_max {
-            files.rlim_cur = files.rlim_max
+        // An unlimited hard limit (RLIM_INFINITY, all ones) cannot be the soft one (the kernel caps descriptors at fs.nr_open, 1,048,576
+        // by default): aim at that instead.
+        let target = files.rlim_max == rlim_t.max ? rlim_t(1 << 20) : files.rlim_max
+        if files.rlim_cur < target {
+            files.rlim_cur = target
             _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &files)
         }
         return report()

@@ -91,7 +91,13 @@ struct ProcessResourcesTests {
         #expect(replies.compactMap { $0 }.allSatisfy { $0 == .ok }, "\(replies.compactMap { $0 }.filter { $0 != .ok })")
         #expect(replies.contains { $0 == .ok })
         #expect(!daemon.log.contains("kdc-unreachable"), "no login was answered kdc-unreachable")
-        #expect(try daemon.sasl(realm["USER"], realm["USER_PASSWORD"], address: address) == .ok, "the address was not throttled")
+        // Its one connection may still be taken by the burst's last client: a closed door is asked again.
+        var reply: SaslauthdReply?
+        for _ in 0..<600 where reply == nil {
+            reply = try? daemon.sasl(realm["USER"], realm["USER_PASSWORD"], address: address)
+            if reply == nil { try await Task.sleep(for: .milliseconds(50)) }
+        }
+        #expect(reply == .ok, "the address was not throttled")
     }
 
     @Test("the systemd unit forbids core files and gives the descriptors room")
