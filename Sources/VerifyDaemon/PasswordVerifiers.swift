@@ -83,9 +83,6 @@ final class PasswordVerifiers: Sendable {
         }
     }
 
-    /// Whether `principal` has a verifier.
-    func hasVerifier(for principal: ExactName) -> Bool { table.withLock { $0[principal] != nil } }
-
     /// Forgets `principal`'s verifier (its password failed at the KDC).
     func forget(_ principal: ExactName) {
         _ = table.withLock { $0.removeValue(forKey: principal) }
