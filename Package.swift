@@ -35,6 +35,9 @@ let package = Package(
         .systemLibrary(name: "COpenSSL", providers: [.apt(["libssl-dev"])]),
         // prctl(2), which is variadic, behind fixed-signature wrappers (the daemon's PR_SET_DUMPABLE).
         .systemLibrary(name: "CProcessControl"),
+        // The AES-SHA1 string-to-key (PBKDF2 on the CPU's SHA extensions), which also stands in for libk5crypto's in
+        // the process, so MIT's own exchanges make their password keys with it (docs/engine.md, "One key per login").
+        .target(name: "CStringToKey", linkerSettings: [.linkedLibrary("crypto"), .linkedLibrary("krb5")]),
 
         // Without C: wiped secret memory, the OTP and PKINIT questions that ask for secrets and the answers
         // that carry them, and the package's lock. Shared by the library and the wire formats.
@@ -44,7 +47,7 @@ let package = Package(
         .target(
             name: "Kerberos",
             dependencies: [
-                "CKrb5", "KerberosSecrets",
+                "CKrb5", "CStringToKey", "KerberosSecrets",
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "SystemPackage", package: "swift-system"),
             ],
@@ -59,7 +62,7 @@ let package = Package(
         // which would bring Foundation into krb5-login's start-up.)
         .target(
             name: "LoginService",
-            dependencies: ["Kerberos", "LoginProtocol", "COpenSSL"],
+            dependencies: ["Kerberos", "LoginProtocol", "COpenSSL", "CStringToKey"],
             swiftSettings: strict
         ),
 
@@ -113,13 +116,13 @@ let package = Package(
 
         .testTarget(
             name: "KerberosTests",
-            dependencies: ["Kerberos", "CKrb5", "TestRealm", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+            dependencies: ["Kerberos", "CKrb5", "CStringToKey", "TestRealm", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
                            .product(name: "SystemPackage", package: "swift-system")],
             swiftSettings: strict
         ),
         .testTarget(name: "KerberosSecretsTests", dependencies: ["KerberosSecrets"], swiftSettings: strict),
         .testTarget(name: "LoginProtocolTests", dependencies: ["LoginProtocol", "KerberosSecrets"], swiftSettings: strict),
-        .testTarget(name: "LoginServiceTests", dependencies: ["LoginService", "LoginProtocol", "Kerberos", "CKrb5", "COpenSSL"], swiftSettings: strict),
+        .testTarget(name: "LoginServiceTests", dependencies: ["LoginService", "LoginProtocol", "Kerberos", "CKrb5", "COpenSSL", "CStringToKey", "TestRealm"], swiftSettings: strict),
         .testTarget(name: "TOTPTests", dependencies: ["TOTP"], swiftSettings: strict),
         .testTarget(
             name: "VerifyDaemonTests",

@@ -454,6 +454,7 @@ up() {
     [ -n "$OTHER_KDC_PORT" ] || die "FIXED_PORTS needs six ports: KDC KADMIN KPASSWD RADIUS ROGUE OTHER"
     OTHER_REALM=OTHER.$REALM OTHER_USER=xuser OTHER_USER_PASSWORD=xuser-Passw0rd
     USER=alice USER_PASSWORD=alice-Passw0rd ROGUE_PASSWORD=attacker-Chosen1
+    PREAUTH_USER=palice PREAUTH_PASSWORD=palice-Passw0rd
     DISABLED_USER=disabled DISABLED_PASSWORD=disabled-Passw0rd EXPIRED_USER=expired EXPIRED_PASSWORD=expired-Passw0rd
     KEYTAB_CLIENT=kcuser PKINIT_USER=pkuser PKINIT_KEY_PASSPHRASE=pkinit-Phrase1
     TOKEN_LABEL=scard TOKEN_PIN=123456 TOKEN_SO_PIN=87654321 OTP_USER=otpuser OTP_SECRET=JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP
@@ -480,10 +481,13 @@ up() {
     local k="kadmin_local $dir"
     HOST_PRINCIPAL="host/$HOSTNAME_FQDN@$REALM" LOCALHOST_PRINCIPAL="host/localhost@$REALM"
     OTHER_SERVICE_PRINCIPAL="svc/other@$REALM"
-    # Users require pre-authentication, as in any real realm; services do not.
-    $k addprinc -pw "$USER_PASSWORD" +requires_preauth "$USER" >/dev/null
-    $k addprinc -pw "$DISABLED_PASSWORD" +requires_preauth -allow_tix "$DISABLED_USER" >/dev/null
-    $k addprinc -pw "$EXPIRED_PASSWORD" +requires_preauth +needchange "$EXPIRED_USER" >/dev/null
+    # Users as MIT's addprinc makes them (its default_principal_flags have no preauth: the KDC answers the first
+    # AS-REQ with an AS-REP), and one that requires pre-authentication, as Debian's template, AD and FreeIPA do.
+    # Smart-card and OTP users need it for their mechanism to be offered.
+    $k addprinc -pw "$USER_PASSWORD" "$USER" >/dev/null
+    $k addprinc -pw "$PREAUTH_PASSWORD" +requires_preauth "$PREAUTH_USER" >/dev/null
+    $k addprinc -pw "$DISABLED_PASSWORD" -allow_tix "$DISABLED_USER" >/dev/null
+    $k addprinc -pw "$EXPIRED_PASSWORD" +needchange "$EXPIRED_USER" >/dev/null
     $k addprinc -randkey "$KEYTAB_CLIENT" >/dev/null
     $k addprinc -randkey WELLKNOWN/ANONYMOUS >/dev/null
     $k addprinc -nokey +requires_preauth "$PKINIT_USER" >/dev/null
@@ -512,7 +516,7 @@ up() {
     # The other realm: a user of its own, and a two-way trust with ours (the same krbtgt keys on both sides).
     local trust; trust=$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
     KRB5_KDC_PROFILE=$dir/other/kdc.conf kdb5_util create -s -r "$OTHER_REALM" -P "other-$master" >/dev/null
-    KRB5_KDC_PROFILE=$dir/other/kdc.conf kadmin.local -r "$OTHER_REALM" addprinc -pw "$OTHER_USER_PASSWORD" +requires_preauth "$OTHER_USER" >/dev/null
+    KRB5_KDC_PROFILE=$dir/other/kdc.conf kadmin.local -r "$OTHER_REALM" addprinc -pw "$OTHER_USER_PASSWORD" "$OTHER_USER" >/dev/null
     local side side_realm tgt
     for side in other db; do
         side_realm=$REALM; [ $side = other ] && side_realm=$OTHER_REALM
@@ -560,6 +564,8 @@ EMPTY_KEYTAB=$dir/empty.keytab
 OTHER_SERVICE_PRINCIPAL=$OTHER_SERVICE_PRINCIPAL
 USER=$USER
 USER_PASSWORD=$USER_PASSWORD
+PREAUTH_USER=$PREAUTH_USER
+PREAUTH_PASSWORD=$PREAUTH_PASSWORD
 ROGUE_PASSWORD=$ROGUE_PASSWORD
 DISABLED_USER=$DISABLED_USER
 DISABLED_PASSWORD=$DISABLED_PASSWORD

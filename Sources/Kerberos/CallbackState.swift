@@ -11,6 +11,9 @@ final class CallbackState {
     let responder: Responder?
     let expire: ((PasswordExpiry) -> Void)?
     private(set) var thrownError: (any Error)?
+    /// Whether the responder answered a question a second factor decides (an OTP, a question this library does
+    /// not decode) since last reset: the next request carries a one-time value.
+    var answeredOneTimeValue = false
 
     init(context: Context, prompter: Prompter?, responder: Responder?, expire: ((PasswordExpiry) -> Void)?) {
         self.context = context

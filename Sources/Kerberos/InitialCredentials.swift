@@ -285,6 +285,8 @@ final class InitialCredentialsRequest {
     // Swift arrays for the length of a closure, and freed in deinit, after the options are.
     private var encryptionTypes: UnsafeMutableBufferPointer<krb5_enctype>?
     private var preauthTypes: UnsafeMutableBufferPointer<krb5_preauthtype>?
+    /// Whether the options name pre-authentication types, which krb5 then puts in the first request.
+    var hasPreauthTypes: Bool { preauthTypes != nil }
     private var saltStorage: UnsafeMutableRawBufferPointer?
     private var salt: UnsafeMutablePointer<krb5_data>?
     private var localAddresses: UnsafeMutablePointer<UnsafeMutablePointer<krb5_address>?>?

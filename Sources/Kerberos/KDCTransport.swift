@@ -20,7 +20,9 @@ struct KDCReply: Sendable {
 ///   a UDP reply of `KRB_ERR_RESPONSE_TOO_BIG` makes the same request go again over TCP to that KDC;
 /// - when no reply has come ``Configuration/hedgeDelay`` after the last send, the message also goes to the next
 ///   KDC, and the first reply from any of them wins; a KDC that refuses (ICMP port unreachable, TCP RST) is
-///   passed over at once;
+///   passed over at once. Only messages a KDC does not count are hedged (``Delivery``): one carrying
+///   pre-authentication goes to the next KDC only after ``Configuration/countedFailover`` of silence, and one
+///   carrying a one-time value only when a KDC refuses it;
 /// - after every KDC was tried, UDP requests are sent again at growing intervals, until the caller's deadline.
 ///
 /// No thread waits: sockets live on the event loop, timers are event-loop tasks.
@@ -31,6 +33,10 @@ final class KDCTransport: Sendable {
         var hedgeDelay: TimeAmount = .milliseconds(250)
         /// How long a KDC that left a request unanswered is tried last.
         var unresponsiveMemory: TimeAmount = .seconds(30)
+        /// How long a KDC may leave a message with pre-authentication unanswered before the next KDC gets it: long
+        /// enough that a KDC which is only slow (a PDC, an LDAP back end) has answered, so no wrong password is
+        /// counted twice where KDCs share their lockout counters; short enough to leave a hung KDC within the login.
+        var countedFailover: TimeAmount = .seconds(3)
         /// The first interval between UDP retransmissions once every KDC was tried; doubles each time.
         var retransmitInterval: TimeAmount = .seconds(1)
         /// The largest reply accepted over TCP.
@@ -83,12 +89,12 @@ final class KDCTransport: Sendable {
     /// the route to that server) and resumes `resumer` with the first reply of `kind`, or with `KRB5_KDC_UNREACH`
     /// once every target refused. The caller's deadline and cancellation finish `resumer` too, which closes every
     /// socket of the send.
-    func send(_ messages: [[UInt8]], to targets: [KDCTarget], kind: ReplyKind, udpPreferenceLimit: Int, tcpOnly: Bool, realm: String,
-              resumer: Resumer<KDCReply>) {
+    func send(_ messages: [[UInt8]], to targets: [KDCTarget], kind: ReplyKind, udpPreferenceLimit: Int, tcpOnly: Bool, delivery: Delivery,
+              realm: String, resumer: Resumer<KDCReply>) {
         precondition(messages.count == targets.count, "one message per target")
         let loop = group.next()
         let operation = SendOperation(transport: self, loop: loop, messages: messages, kind: kind, targets: targets,
-                                      udpPreferenceLimit: udpPreferenceLimit, tcpOnly: tcpOnly, realm: realm, resumer: resumer)
+                                      udpPreferenceLimit: udpPreferenceLimit, tcpOnly: tcpOnly, delivery: delivery, realm: realm, resumer: resumer)
         resumer.onFinish { loop.execute { operation.close() } }
         loop.execute { operation.attempt() }
     }
@@ -141,6 +147,7 @@ private final class SendOperation: @unchecked Sendable {
     let targets: [KDCTarget]
     let udpPreferenceLimit: Int
     let tcpOnly: Bool
+    let delivery: Delivery
     let realm: String
     let resumer: Resumer<KDCReply>
 
@@ -153,13 +160,15 @@ private final class SendOperation: @unchecked Sendable {
     private var localFailure: Int32?
     private var udpTargets: Set<Int> = []
     private var triedTCP: Set<Int> = []
+    /// UDP-only targets (`udp/` in krb5.conf) that answered RESPONSE_TOO_BIG.
+    private var tooBigForUDP: Set<Int> = []
     private var hedgeTimer: Scheduled<Void>?
     private var retransmitTimer: Scheduled<Void>?
     private var retransmitInterval: TimeAmount
     private var closed = false
 
     init(transport: KDCTransport, loop: any EventLoop, messages: [[UInt8]], kind: ReplyKind, targets: [KDCTarget], udpPreferenceLimit: Int,
-         tcpOnly: Bool, realm: String, resumer: Resumer<KDCReply>) {
+         tcpOnly: Bool, delivery: Delivery, realm: String, resumer: Resumer<KDCReply>) {
         self.transport = transport
         self.loop = loop
         self.messages = messages
@@ -167,9 +176,20 @@ private final class SendOperation: @unchecked Sendable {
         self.targets = targets
         self.udpPreferenceLimit = udpPreferenceLimit
         self.tcpOnly = tcpOnly
+        self.delivery = delivery
         self.realm = realm
         self.resumer = resumer
         self.retransmitInterval = transport.configuration.retransmitInterval
+    }
+
+    /// How long a KDC may stay silent before the next one gets the message, and before its silence is remembered;
+    /// nil for a one-time value, which goes to the next KDC only on a refusal and whose wait is never held against a KDC.
+    private var silenceAllowed: TimeAmount? {
+        switch delivery {
+        case .hedged: transport.configuration.hedgeDelay
+        case .counted: transport.configuration.countedFailover
+        case .oneTime: nil
+        }
     }
 
     /// Sends to the next KDC and arms the hedge timer; after the last one, arms retransmission.
@@ -184,7 +204,9 @@ private final class SendOperation: @unchecked Sendable {
         let index = next
         next += 1
         send(to: index, forceTCP: false)
-        hedgeTimer = loop.scheduleTask(in: transport.configuration.hedgeDelay) { [self] in attempt() }
+        if let silence = silenceAllowed {
+            hedgeTimer = loop.scheduleTask(in: silence) { [self] in attempt() }
+        }
     }
 
     private func scheduleRetransmit() {
@@ -269,9 +291,15 @@ private final class SendOperation: @unchecked Sendable {
     func received(_ bytes: [UInt8], index: Int, udp: Bool) {
         guard !closed, kind.accepts(bytes) else { return }
         if udp, kind.speaksKerberos, KDCMessage.errorCode(bytes) == KDCMessage.responseTooBig {
-            // MIT's rule: the reply does not fit a datagram, so ask the same KDC again over TCP.
             for channel in channels[index] ?? [] { channel.close(promise: nil) }
             channels[index] = nil
+            guard targets[index].kdc.transport != .udp else {
+                // Asking again over UDP would get the same answer until the deadline: this KDC cannot serve it.
+                tooBigForUDP.insert(index)
+                failedTarget(index)
+                return
+            }
+            // MIT's rule: the reply does not fit a datagram, so ask the same KDC again over TCP.
             send(to: index, forceTCP: true)
             return
         }
@@ -297,7 +325,7 @@ private final class SendOperation: @unchecked Sendable {
         udpTargets.remove(index)
         for channel in channels[index] ?? [] { channel.close(promise: nil) }
         channels[index] = nil
-        if error.flatMap(KDCTransport.localShortage) == nil { transport.markUnresponsive(targets[index].key) }
+        if !tooBigForUDP.contains(index) && error.flatMap(KDCTransport.localShortage) == nil { transport.markUnresponsive(targets[index].key) }
         if index == next - 1 {
             attempt()
         } else if next >= targets.count && failed.count == targets.count {
@@ -312,6 +340,13 @@ private final class SendOperation: @unchecked Sendable {
             resumer.resume(.failure(KerberosError(code: code, message: message, reason: .other)))
             return
         }
+        if !tooBigForUDP.isEmpty {
+            let kdcs = tooBigForUDP.sorted().map { targets[$0].kdc.description }.joined(separator: ", ")
+            resumer.resume(.failure(KerberosError(code: Int32(KRB5KRB_ERR_RESPONSE_TOO_BIG),
+                                                  message: "The reply of \(kdcs) (realm '\(realm)') does not fit a datagram, and krb5.conf allows it only UDP (udp/): allow TCP",
+                                                  reason: .kdcUnreachable)))
+            return
+        }
         resumer.resume(.failure(KerberosError(code: Int32(KRB5_KDC_UNREACH), message: "Cannot contact any KDC for realm '\(realm)'", reason: .kdcUnreachable)))
     }
 
@@ -324,7 +359,7 @@ private final class SendOperation: @unchecked Sendable {
         hedgeTimer?.cancel()
         retransmitTimer?.cancel()
         let now = NIODeadline.now()
-        for (index, sent) in sentAt where !failed.contains(index) && now - sent >= transport.configuration.hedgeDelay {
+        for (index, sent) in sentAt where !failed.contains(index) && silenceAllowed.map({ now - sent >= $0 }) == true {
             if case .success(let reply)? = resumer.result, reply.kdc == targets[index].kdc { continue }
             transport.markUnresponsive(targets[index].key)
         }

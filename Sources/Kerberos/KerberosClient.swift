@@ -309,7 +309,7 @@ package struct KerberosSession: Sendable {
     }
 
     /// Sends one message to `realm`'s KDCs and awaits the first reply.
-    func send(_ message: [UInt8], realm: String, tcpOnly: Bool, primaryOnly: Bool) async throws(KerberosError) -> KDCReply {
+    func send(_ message: [UInt8], realm: String, tcpOnly: Bool, delivery: Delivery = .hedged, primaryOnly: Bool) async throws(KerberosError) -> KDCReply {
         let resolved = try await client.location(of: realm, session: self)
         let transport = client.transport
         let targets = transport.order(resolved.targets, primaryOnly: primaryOnly)
@@ -317,16 +317,17 @@ package struct KerberosSession: Sendable {
             throw KerberosError(code: Int32(KRB5_KDC_UNREACH), message: "No \(primaryOnly ? "primary " : "")KDC is configured for realm '\(realm)'", reason: .kdcUnreachable)
         }
         return try await transmit(Array(repeating: message, count: targets.count), to: targets, kind: .kdc,
-                                  udpPreferenceLimit: resolved.location.udpPreferenceLimit, tcpOnly: tcpOnly, realm: realm)
+                                  udpPreferenceLimit: resolved.location.udpPreferenceLimit, tcpOnly: tcpOnly, delivery: delivery, realm: realm)
     }
 
     /// Sends `messages[i]` to `targets[i]` on the transport (``KDCTransport``) and awaits the first reply of `kind`,
     /// under the session's deadline: the one way KDC, kpasswd and DNS messages leave.
     func transmit(_ messages: [[UInt8]], to targets: [KDCTarget], kind: ReplyKind, udpPreferenceLimit: Int, tcpOnly: Bool,
-                  realm: String) async throws(KerberosError) -> KDCReply {
+                  delivery: Delivery = .hedged, realm: String) async throws(KerberosError) -> KDCReply {
         let transport = client.transport
         return try await awaitStep(deadline: deadline, loop: client.group.next(), onTimeout: timedOut(realm)) { resumer in
-            transport.send(messages, to: targets, kind: kind, udpPreferenceLimit: udpPreferenceLimit, tcpOnly: tcpOnly, realm: realm, resumer: resumer)
+            transport.send(messages, to: targets, kind: kind, udpPreferenceLimit: udpPreferenceLimit, tcpOnly: tcpOnly, delivery: delivery,
+                           realm: realm, resumer: resumer)
         }
     }
 
@@ -345,9 +346,9 @@ package struct KerberosSession: Sendable {
             switch outcome {
             case .complete:
                 return
-            case .send(let request, let realm, let tcpOnly):
+            case .send(let request, let realm, let tcpOnly, let delivery):
                 trace.realm = realm
-                let answer = try await send(request, realm: realm, tcpOnly: tcpOnly, primaryOnly: primaryOnly)
+                let answer = try await send(request, realm: realm, tcpOnly: tcpOnly, delivery: delivery, primaryOnly: primaryOnly)
                 if !answer.kdc.isPrimary { trace.answeredByReplica = true }
                 reply = answer.bytes
             }
@@ -376,46 +377,36 @@ package struct KerberosSession: Sendable {
         }
     }
 
-    /// Asks the KDC which enctype, salt and string-to-key parameters it uses for the setup's client, without a
-    /// password and without counting a failure: an AS-REQ without pre-authentication, whose
-    /// `KDC_ERR_PREAUTH_REQUIRED` answer carries PA-ETYPE-INFO2, read here. Nothing blocks.
+    /// Asks the KDC which enctype, salt and string-to-key parameters it uses for the setup's client, without
+    /// sending anything that carries a key, so the KDC counts no failure: MIT's own exchange with the setup's options
+    /// and armor, stopped where it would make the password key (``InitialCredentialsExchange/encryptionInfo(fromReply:)``).
+    /// Armored when the setup is, so the answer comes inside FAST, where no one on the path can change it.
     ///
-    /// The question goes without FAST armor even when the setup has some: inside FAST the answer could only be read
-    /// with the armor key, which stays inside MIT's state (`krb5_get_etype_info` would do it, blocking its thread
-    /// on the network). The question carries no secret; the answer is the caller's to trust only for a while. When
-    /// the setup is armored and the KDC answers anything else (a KDC that refuses unarmored requests), the result
-    /// is ``EncryptionType/null``, so the caller takes MIT's armored exchange.
-    ///
-    /// An AS-REP instead (no pre-authentication required) gives ``EncryptionType/null``.
+    /// Returns ``EncryptionType/null`` info when the KDC's answer needs no password key (it offered only other
+    /// mechanisms); throws the KDC's error for an unknown principal or a disabled account. Nothing blocks.
     package func encryptionInfo(_ setup: @escaping @Sendable (Context) throws -> InitialCredentialsSetup) async throws(KerberosError) -> EncryptionInfo {
         let spec = try await make(setup)
+        let armor = try await armorCache(for: spec)
         let exchange: Pinned<InitialCredentialsExchange> = try await make { context in
             var options = spec.onWorker.options
             options.responder = nil
             options.prompter = nil
-            options.armor = nil
-            options.fastRequired = false
-            return try InitialCredentialsExchange(context: context, client: spec.onWorker.client, key: .password(nil), options: options)
+            options.preauthTypes = nil
+            options.armor = Self.armor(fetched: armor?.onWorker, configured: options.armor)
+            // A password krb5 never turns into a key: the step stops where it would.
+            return try InitialCredentialsExchange(context: context, client: spec.onWorker.client, key: .password(Secret("")), options: options)
         }
-        let first = try await run(exchange) { _, exchange in try exchange.step([]) }
-        guard case .send(let request, let realm, let tcpOnly) = first else {
-            throw KerberosError(code: Int32(KRB5KRB_AP_ERR_MSG_TYPE), message: "krb5 sent no AS-REQ", reason: .other)
+        var outcome = try await run(exchange) { _, exchange in try exchange.step([]) }
+        // At most one resend over TCP (RESPONSE_TOO_BIG), as MIT's loop makes it.
+        for _ in 0..<2 {
+            guard case .send(let request, let realm, let tcpOnly, _) = outcome else { break }
+            let reply = try await send(request, realm: realm, tcpOnly: tcpOnly, primaryOnly: false).bytes
+            let (info, next) = try await run(exchange) { _, exchange in try exchange.encryptionInfo(fromReply: reply) }
+            if let info { return info }
+            guard case .send(_, _, true, _)? = next else { break }
+            outcome = next!
         }
-        let reply = try await send(request, realm: realm, tcpOnly: tcpOnly, primaryOnly: false)
-        let (defaultSalt, armored) = try await run(spec) { _, setup in
-            (Array((setup.client.realm + setup.client.components.joined()).utf8), setup.options.armor != nil)
-        }
-        if KDCMessage.errorCode(reply.bytes) == KDCMessage.preauthRequired {
-            guard let info = KDCMessage.etypeInfo2(reply.bytes) else {
-                return EncryptionInfo(encryptionType: .null, salt: defaultSalt, parameters: [])
-            }
-            return EncryptionInfo(encryptionType: EncryptionType(rawValue: info.enctype), salt: info.salt ?? defaultSalt, parameters: info.parameters)
-        }
-        if KDCMessage.errorCode(reply.bytes) != nil && !armored {
-            // Any other error (an unknown principal, a disabled account): krb5 turns it into its error.
-            let bytes = reply.bytes
-            _ = try await run(exchange) { _, exchange in try exchange.step(bytes) }
-        }
+        let defaultSalt = try await run(spec) { _, setup in Array((setup.client.realm + setup.client.components.joined()).utf8) }
         return EncryptionInfo(encryptionType: .null, salt: defaultSalt, parameters: [])
     }
 
@@ -474,15 +465,22 @@ package struct KerberosSession: Sendable {
     private func exchange(_ spec: Pinned<InitialCredentialsSetup>, armor: Pinned<CredentialCache>?, primaryOnly: Bool, trace: Trace) async throws(KerberosError) -> Pinned<Credentials> {
         let exchange: Pinned<InitialCredentialsExchange> = try await make { context in
             var setup = spec.value!
-            switch (armor, setup.options.armor) {
-            case (let armor?, _): setup.options.armor = .cache(armor.value!)
-            case (nil, .anonymousPKINIT?), (nil, .keytab?): setup.options.armor = nil  // none could be had
-            default: break
-            }
-            return try InitialCredentialsExchange(context: context, client: setup.client, key: setup.key, options: setup.options)
+            setup.options.armor = Self.armor(fetched: armor?.onWorker, configured: setup.options.armor)
+            return try InitialCredentialsExchange(context: context, client: setup.client, key: setup.key, options: setup.options,
+                                                  onPasswordKey: setup.onPasswordKey)
         }
         try await drive(exchange, primaryOnly: primaryOnly, trace: trace)
         return try await make { _ in try exchange.value!.credentials() }
+    }
+
+    /// The armor an exchange uses: the cache ``armorCache(for:)`` fetched, else a cache the options name, else none
+    /// (anonymous PKINIT or keytab armor that could not be had).
+    private static func armor(fetched: CredentialCache?, configured: Armor?) -> Armor? {
+        switch (fetched, configured) {
+        case (let fetched?, _): .cache(fetched)
+        case (nil, .anonymousPKINIT?), (nil, .keytab?): nil
+        default: configured
+        }
     }
 
     /// Fetches the armor ticket the options ask for into a new MEMORY cache (``Armor/ticketRequest(for:login:in:)``),
@@ -588,6 +586,9 @@ public struct InitialCredentialsSetup {
     /// Objects that live as long as the request and are released on its worker with it (a guard that wipes a
     /// key from a MEMORY keytab, say).
     package var attachments: [AnyObject] = []
+    /// Told, on the worker, which enctype, salt and parameters each password key of the exchange was made for (the
+    /// KDC's etype info as the exchange received it).
+    package var onPasswordKey: (@Sendable (EncryptionInfo) -> Void)?
 
     /// A password login (nil: asked through the responder or prompter).
     public init(client: Principal, password: Secret?, options: InitialCredentialsOptions = InitialCredentialsOptions()) {

@@ -13,6 +13,17 @@ public enum ResponderQuestion: Sendable, Hashable {
     case other(name: String, challenge: String)
 }
 
+extension ResponderQuestion {
+    /// Whether a second factor decides the answer (an OTP, or a mechanism this library does not know), so the
+    /// request carrying it must reach one KDC only.
+    var decidedBySecondFactor: Bool {
+        switch self {
+        case .password, .pkinit: false
+        case .otp, .other: true
+        }
+    }
+}
+
 /// Answers to one round of questions. Questions left unanswered fall through to the prompter.
 public struct ResponderAnswers: Sendable {
     /// The answer to ``ResponderQuestion/password``.
@@ -72,7 +83,9 @@ extension CallbackState {
         let questions = Self.questions(context.raw, rctx)
         do {
             let answers = try responder.answer(questions)
-            return try set(answers, questions: questions, rctx)
+            let code = try set(answers, questions: questions, rctx)
+            if code == 0 && questions.contains(where: \.decidedBySecondFactor) { answeredOneTimeValue = true }
+            return code
         } catch {
             return fail(error)
         }

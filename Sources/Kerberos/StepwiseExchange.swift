@@ -1,13 +1,27 @@
 import KerberosSecrets
 internal import CKrb5
+internal import CStringToKey
 #if canImport(Glibc)
 internal import Glibc
 #endif
 
+/// How a message may be spread over a realm's KDCs (docs/engine.md, "Counted and one-time values").
+enum Delivery: Sendable, Equatable {
+    /// Nothing a KDC counts: the same message may go to several KDCs (hedged).
+    case hedged
+    /// Pre-authentication data a KDC counts against its lockout (an encrypted timestamp or challenge): to one KDC
+    /// at a time, the next only after a refusal or a long silence, so a wrong password counts once where KDCs share
+    /// their counters.
+    case counted
+    /// A one-time value (an OTP, any answer a second factor decides): to one KDC at a time, the next only after a
+    /// refusal, and a KDC's silence is not held against it (a person may be approving a push).
+    case oneTime
+}
+
 /// What one krb5 step asks for next.
 enum StepOutcome: Sendable {
     /// Send `request` to a KDC of `realm` and step again with its reply; `tcpOnly` after RESPONSE_TOO_BIG.
-    case send(request: [UInt8], realm: String, tcpOnly: Bool)
+    case send(request: [UInt8], realm: String, tcpOnly: Bool, delivery: Delivery)
     /// The exchange is complete.
     case complete
 }
@@ -37,6 +51,13 @@ final class InitialCredentialsExchange: StepwiseExchange {
     let context: Context
     let request: InitialCredentialsRequest
     let client: Principal
+    /// What the last step that made a password key asked for: the enctype, salt and parameters MIT passed to the
+    /// string-to-key (CStringToKey records them), that is the KDC's etype info as this exchange received it.
+    private(set) var passwordKeyRequest: EncryptionInfo?
+    /// How the last request made was to be delivered (a resend over TCP keeps it).
+    private var lastDelivery = Delivery.hedged
+    /// Told ``passwordKeyRequest`` after each step that made a password key.
+    private let onPasswordKey: ((EncryptionInfo) -> Void)?
     private let raw: OpaquePointer
 
     /// Starts an exchange. `options.armor` must already be a cache (``Armor/cache(_:)`` or ``Armor/cacheName(_:)``):
@@ -45,12 +66,14 @@ final class InitialCredentialsExchange: StepwiseExchange {
     /// The corresponding C functions are `krb5_init_creds_init`, `krb5_init_creds_set_service`,
     /// `krb5_init_creds_set_password` (krb5 keeps its own copy of the password, wiped when freed) and
     /// `krb5_init_creds_set_keytab`.
-    init(context: Context, client: Principal, key: InitialKey, options: InitialCredentialsOptions) throws {
+    init(context: Context, client: Principal, key: InitialKey, options: InitialCredentialsOptions,
+         onPasswordKey: ((EncryptionInfo) -> Void)? = nil) throws {
         if case .password(let password?) = key, password.containsNUL {
             throw KerberosError(code: Int32(KRB5_LIBOS_CANTREADPWD), message: "The password contains a NUL byte", reason: .invalidRequest)
         }
         self.context = context
         self.client = client
+        self.onPasswordKey = onPasswordKey
         let request = try InitialCredentialsRequest(context: context, client: client, options: options)
         self.request = request
         var handle: OpaquePointer?
@@ -82,11 +105,53 @@ final class InitialCredentialsExchange: StepwiseExchange {
     /// The corresponding C function is `krb5_init_creds_step`; it runs the prompter and responder when the
     /// KDC's reply asks questions, and string-to-key and decryption; it never sends.
     func step(_ reply: [UInt8]) throws -> StepOutcome {
-        try withExtendedLifetime(request) {
+        try step(reply, questionOnly: false)
+    }
+
+    /// A step that stops where MIT would make the password key: the KDC's reply (PREAUTH_REQUIRED, inside FAST when
+    /// armored, or an AS-REP) has told which enctype, salt and parameters the key takes, and nothing that carries
+    /// the key is made or sent, so the KDC counts no failure. Returns them; nil when the step made no key (a KDC
+    /// that offered only other mechanisms). Throws the KDC's error (an unknown principal, a disabled account).
+    func encryptionInfo(fromReply reply: [UInt8]) throws -> (info: EncryptionInfo?, outcome: StepOutcome?) {
+        do {
+            let outcome = try step(reply, questionOnly: true)
+            return (passwordKeyRequest, outcome)
+        } catch {
+            if let info = passwordKeyRequest { return (info, nil) }
+            throw error
+        }
+    }
+
+    private func step(_ reply: [UInt8], questionOnly: Bool) throws -> StepOutcome {
+        s2k_begin_step(questionOnly ? 1 : 0)
+        defer {
+            var asked = s2k_request()
+            if s2k_end_step(&asked) == 1 {
+                let info = withUnsafeBytes(of: asked.salt) { salt in
+                    withUnsafeBytes(of: asked.parameters) { parameters in
+                        EncryptionInfo(encryptionType: EncryptionType(rawValue: asked.enctype), salt: Array(salt.prefix(asked.saltLength)),
+                                       parameters: Array(parameters.prefix(asked.parametersLength)))
+                    }
+                }
+                passwordKeyRequest = info
+                if !questionOnly { onPasswordKey?(info) }
+            }
+        }
+        request.state.answeredOneTimeValue = false
+        let outcome = try withExtendedLifetime(request) {
             try runStep(context: context, reply: reply, state: request.state) { input, output, realm, flags in
                 krb5_init_creds_step(context.raw, raw, input, output, realm, flags)
             }
         }
+        guard case .send(let message, let realm, let tcpOnly, _) = outcome else { return outcome }
+        // The first request carries pre-authentication only when the options put it there (optimistic or learnt);
+        // every later one answers the KDC (PREAUTH_REQUIRED, a clock correction) and may carry it. A resend over TCP
+        // is the same message.
+        if !tcpOnly {
+            lastDelivery = request.state.answeredOneTimeValue ? .oneTime
+                : (!reply.isEmpty || request.hasPreauthTypes) ? .counted : .hedged
+        }
+        return .send(request: message, realm: realm, tcpOnly: tcpOnly, delivery: lastDelivery)
     }
 
     /// The corresponding C function is `krb5_init_creds_get_creds`.
@@ -179,7 +244,7 @@ private func runStep(context: Context, reply: [UInt8], state: CallbackState?,
     let tooBig = Int(code) == KRB5KRB_ERR_RESPONSE_TOO_BIG
     if !tooBig { try context.check(code) }
     guard tooBig || flags & UInt32(KRB5_INIT_CREDS_STEP_FLAG_CONTINUE) != 0 else { return .complete }
-    return .send(request: Array(output.buffer), realm: String(krb5Data: realm), tcpOnly: tooBig)
+    return .send(request: Array(output.buffer), realm: String(krb5Data: realm), tcpOnly: tooBig, delivery: .hedged)
 }
 
 extension Context {

@@ -1,12 +1,12 @@
 import Kerberos
 
 /// What earlier logins taught the service about principals' keys, shared by its worker threads: the
-/// etype info the KDC gave for each principal, and the principals whose optimistic preauth with the
-/// default salt failed. Both are public knowledge (the KDC tells anyone who asks), never secrets.
+/// etype info each principal's last successful login made its key with, and the principals whose optimistic
+/// preauth with the default salt failed. Both are public knowledge (the KDC tells anyone who asks), never secrets.
 ///
 /// Bounded: each table is forgotten wholesale when it reaches `capacity` names, which costs one more
-/// exchange per principal afterwards and nothing else. Etype info is asked for without FAST
-/// (``KerberosSession/encryptionInfo(_:)``), so it is kept only for `lifetime`: anyone on the path could have chosen it.
+/// exchange per principal afterwards and nothing else. Info is kept for `lifetime` only, so a key changed on the
+/// KDC (a new salt after a rename, a new enctype) is picked up without a refused first attempt.
 final class LearntPreauth: Sendable {
     private struct Learnt {
         var info: EncryptionInfo
@@ -50,22 +50,19 @@ final class LearntPreauth: Sendable {
         }
     }
 
-    /// Runs `attempt` with the known etype info (learnt first when there is none). When the KDC refuses the
-    /// key, either the password is wrong or the principal's salt or enctype changed since it was learnt:
-    /// asking again counts no failure at the KDC, and the attempt is repeated once only if it changed. At
-    /// most one re-learn per login, however often the KDC's answer changes.
+    /// Runs `attempt` with the known etype info. When the KDC refuses the key, either the password is wrong or the
+    /// principal's salt or enctype changed since it was learnt: asking again counts no failure at the KDC, and the
+    /// attempt is repeated once only if the answer changed. At most one re-learn per login.
     static func withOneRelearn<Result>(
-        known: EncryptionInfo?,
+        known: EncryptionInfo,
         learn: () async throws(KerberosError) -> EncryptionInfo,
         attempt: (EncryptionInfo) async throws(KerberosError) -> Result
     ) async throws(KerberosError) -> Result {
-        let info: EncryptionInfo
-        if let known { info = known } else { info = try await learn() }
         do {
-            return try await attempt(info)
+            return try await attempt(known)
         } catch where error.reason == .badPassword {
             let current = try await learn()
-            guard current != info else { throw error }
+            guard current != known, current.encryptionType != .null else { throw error }
             return try await attempt(current)
         }
     }

@@ -21,11 +21,9 @@ struct LoginAttempt: Sendable {
     let learnt: LearntPreauth
     /// A login that can answer nothing but the password (saslauthd): no question will follow.
     let passwordOnly: Bool
-    /// Whether a login with a password learns the principal's etype info first when none is known, so the key is
-    /// made in process (``PasswordFastPath``): password-only logins, and `krb5-login`'s one login per process.
-    var learnsEtypeInfo: Bool { passwordOnly || oneShot }
-    /// The one login of a process that exits after it (`krb5-login`, ``LoginService/stepBlocking(_:configuration:context:)``).
-    var oneShot = false
+    /// Whether a login with a password uses and keeps the principal's learnt etype info (``PasswordFastPath``):
+    /// password-only logins, which many of the same users repeat. (`krb5-login`'s one login per process has none.)
+    var learnsEtypeInfo: Bool { passwordOnly }
 
     func run() async -> LoginStep {
         let client: (name: String, realm: String)

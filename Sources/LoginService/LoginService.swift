@@ -5,6 +5,7 @@ import FoundationEssentials
 #else
 import Foundation
 #endif
+import CStringToKey
 import Dispatch
 import Synchronization
 
@@ -69,6 +70,15 @@ public final class LoginService: Sendable {
             }
         }
         return resolution
+    }
+
+    /// The password keys made so far on the worker that the next login runs on (`CStringToKey`'s counts for that
+    /// thread): by the fast string-to-key, and by libk5crypto.
+    func keysMadeOnNextWorker() async throws(KerberosError) -> (fast: UInt64, libk5crypto: UInt64) {
+        try await client.session().run { _ in
+            let counts = s2k_counts_on_this_thread()
+            return (counts.fast, counts.libk5crypto)
+        }
     }
 
     /// How many names ``resolve(_:)`` keeps now.
@@ -155,11 +165,10 @@ public final class LoginService: Sendable {
         }
         let client = KerberosClient.Configuration(krb5: configuration.krb5, loginTimeout: configuration.loginTimeout)
         return KerberosClient.withOneShotClient(context: context, configuration: client) { client in
-            // One login per process: MIT's own exchange would ask for the etype info and make the key with
-            // libk5crypto's slower PBKDF2; learning it first costs the same round trip and the key is made with
-            // libcrypto's (docs/login-helper.md, "Cost per process").
+            // One login per process: MIT's own exchange, which asks the KDC for what the key takes when it needs to
+            // (an AS-REP without preauth needs no second message); its key is made by CStringToKey's stand-in.
             await LoginAttempt(session: client.session(), configuration: configuration, names: names, conversation: conversation,
-                               learnt: LearntPreauth(), passwordOnly: false, oneShot: true).run()
+                               learnt: LearntPreauth(), passwordOnly: false).run()
         }
     }
 }

@@ -1,16 +1,23 @@
 import Kerberos
 
-/// The password exchange made as short as it is safe to make: with etype info learnt from earlier logins
-/// (password-only logins) or asked for first (`krb5-login`, whose process makes one login), the key is made in
-/// process (``StringToKey``) and the encrypted timestamp goes in
-/// the first request, through a MEMORY keytab; with optimistic preauth configured, MIT makes the timestamp
-/// with the default salt. Anything else is MIT's normal password exchange.
+/// The password exchange made as short as it is safe to make, with one password key per login, always made by
+/// `CStringToKey` (directly, or through its stand-in for libk5crypto when MIT's exchange makes the key):
+/// - with etype info learnt from an earlier login of the principal (password-only logins): the key goes to krb5 in
+///   a MEMORY keytab and the encrypted timestamp or challenge in the first request, one KDC exchange;
+/// - without: MIT's own exchange, armored when armor is configured, which asks the KDC (PREAUTH_REQUIRED, or an
+///   AS-REP without preauth); the etype info its key was made for is learnt once the login succeeded, so only
+///   info that produced a working key, inside the login's own (armored) exchange, is ever kept;
+/// - with optimistic preauth configured: MIT's timestamp with the default salt in the first request.
+///
+/// A refused key never counts twice at the KDC: before a second attempt, the KDC's etype info is asked again in
+/// a way that counts no failure (``KerberosSession/encryptionInfo(_:)``, armored when the login is), and the
+/// second attempt is made only when it differs from what the first key was made for.
 struct PasswordFastPath: Sendable {
     let session: KerberosSession
     /// The service's configuration as it applies to the client's realm.
     let configuration: LoginConfiguration
     let learnt: LearntPreauth
-    /// Whether to use learnt etype info, asking the KDC for it when none is known (``LoginAttempt/learnsEtypeInfo``).
+    /// Whether to use and keep learnt etype info (``LoginAttempt/learnsEtypeInfo``).
     let learnsEtypeInfo: Bool
 
     /// The exchange with `password` (nil: the responder or prompter asks for it).
@@ -21,10 +28,15 @@ struct PasswordFastPath: Sendable {
         let principal = request.principal
         if learnsEtypeInfo && configuration.learnedPreauth {
             do {
-                return try await LearntPreauth.withOneRelearn(known: learnt.encryptionInfo(for: principal)) { () async throws(KerberosError) in
-                    try await learn(request)
+                guard let known = learnt.encryptionInfo(for: principal) else {
+                    return try await learning(request, password: password)
+                }
+                return try await LearntPreauth.withOneRelearn(known: known) { () async throws(KerberosError) in
+                    try await ask(request)
                 } attempt: { info async throws(KerberosError) in
-                    try await oneExchange(request, password: password, info: info)
+                    let credentials = try await oneExchange(request, password: password, info: info)
+                    if info != known { learnt.remember(info, for: principal) }
+                    return credentials
                 }
             } catch where error.reason == .clockSkew {
                 // The timestamp made on this host's clock was refused. MIT's own exchange corrects the clock from the
@@ -32,23 +44,52 @@ struct PasswordFastPath: Sendable {
                 return try await session.initialCredentials { context in try request.make(context, password: password) }
             }
         }
-        let plain: @Sendable (Context) throws -> InitialCredentialsSetup = { context in try request.make(context, password: password) }
         guard configuration.optimisticPreauth && !learnt.refusesOptimistic(principal) else {
-            return try await session.initialCredentials(plain)
+            return try await session.initialCredentials { context in try request.make(context, password: password) }
         }
+        return try await optimistic(request, password: password)
+    }
+
+    /// MIT's exchange (its key made by the stand-in); the etype info of its key is learnt when the login succeeds.
+    private func learning(_ request: RequestSetup, password: Secret) async throws(KerberosError) -> Pinned<Credentials> {
+        let keyInfo = Locked<EncryptionInfo?>(nil)
+        let credentials = try await session.initialCredentials { context in
+            var setup = try request.make(context, password: password)
+            setup.onPasswordKey = { info in keyInfo.withLock { $0 = info } }
+            return setup
+        }
+        if let info = keyInfo.withLock({ $0 }) { learnt.remember(info, for: request.principal) }
+        return credentials
+    }
+
+    /// MIT's optimistic timestamp with the default salt. A refusal is a wrong password unless the principal's key
+    /// takes another salt or enctype than the optimistic key was made for; only then is the login tried again,
+    /// with the principal's own etype info, and the principal remembered.
+    private func optimistic(_ request: RequestSetup, password: Secret) async throws(KerberosError) -> Pinned<Credentials> {
+        let keyInfo = Locked<EncryptionInfo?>(nil)
         do {
             return try await session.initialCredentials { context in
                 var setup = try request.make(context, password: password)
                 setup.options.preauthTypes = [.encryptedTimestamp]
+                setup.onPasswordKey = { info in keyInfo.withLock { $0 = info } }
                 return setup
             }
         } catch where error.reason == .badPassword {
-            // MIT does not fall back by itself: an optimistic timestamp made with the default salt fails
-            // for a principal whose salt differs. Retry the normal exchange and remember the principal.
-            let credentials = try await session.initialCredentials(plain)
-            learnt.refuseOptimistic(principal)
+            guard let used = keyInfo.withLock({ $0 }) else { throw error }
+            let current = try await ask(request)
+            guard current.encryptionType != .null, !Self.sameKey(current, used) else { throw error }
+            let credentials = try await oneExchange(request, password: password, info: current)
+            learnt.refuseOptimistic(request.principal)
             return credentials
         }
+    }
+
+    /// Whether two etype infos make the same key from one password (explicit default parameters equal none).
+    static func sameKey(_ a: EncryptionInfo, _ b: EncryptionInfo) -> Bool {
+        func parameters(_ info: EncryptionInfo) -> [UInt8] {
+            info.parameters.isEmpty ? (EncryptionInfo.defaultParameters(info.encryptionType) ?? []) : info.parameters
+        }
+        return a.encryptionType == b.encryptionType && a.salt == b.salt && parameters(a) == parameters(b)
     }
 
     /// One exchange with learnt etype info: the key made in process (``StringToKey``) and handed to krb5 through a
@@ -104,14 +145,10 @@ struct PasswordFastPath: Sendable {
         }
     }
 
-    /// Asks the KDC for the principal's etype info and remembers it.
-    private func learn(_ request: RequestSetup) async throws(KerberosError) -> EncryptionInfo {
-        let info = try await session.encryptionInfo { context in try request.makeForEncryptionInfo(context) }
-        // The question goes without FAST (``KerberosSession/encryptionInfo(_:)``), so whoever sits on the path could
-        // have chosen the answer: it is trusted only for a while, so one downgrade does not persist. (It cannot
-        // expose the password: inside FAST the key it makes only answers an encrypted challenge.)
-        learnt.remember(info, for: request.principal)
-        return info
+    /// The principal's etype info as the KDC gives it now, asked in a way that counts no failure (armored when the
+    /// login is). Not remembered: only a key that worked makes info worth keeping.
+    private func ask(_ request: RequestSetup) async throws(KerberosError) -> EncryptionInfo {
+        try await session.encryptionInfo { context in try request.makeForEncryptionInfo(context) }
     }
 }
 

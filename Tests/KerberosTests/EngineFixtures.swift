@@ -100,8 +100,9 @@ final class EngineRealm: @unchecked Sendable {
     }
 
     /// Starts one more `krb5kdc` on the realm's database (foreground, killed at exit) with its own kdc.conf:
-    /// `udpPort` nil for a TCP-only KDC; `extraDefaults` lines go under `[kdcdefaults]`. Returns its port.
-    func startExtraKDC(udp: Bool, extraDefaults: [String] = []) throws -> Int {
+    /// `udp` false for a TCP-only KDC; `extraDefaults` lines go under `[kdcdefaults]`; `radiusServer` replaces the
+    /// OTP token type's RADIUS server. Returns its port; its log is `extraLog(port)`.
+    func startExtraKDC(udp: Bool, extraDefaults: [String] = [], radiusServer: String? = nil) throws -> Int {
         let port = try freePort()
         let profile = try String(contentsOfFile: realm["KDC_PROFILE"], encoding: .utf8)
         var lines: [String] = []
@@ -118,7 +119,11 @@ final class EngineRealm: @unchecked Sendable {
             }
             if trimmed.hasPrefix("kadmind_listen") || trimmed.hasPrefix("kpasswd_listen") { continue }
             if trimmed.hasPrefix("kdc = FILE:") {
-                lines.append(" kdc = FILE:\(realm.directory)/extra-\(port).log")
+                lines.append(" kdc = FILE:\(extraLog(port))")
+                continue
+            }
+            if let radiusServer, trimmed.hasPrefix("server =") {
+                lines.append("  server = \(radiusServer)")
                 continue
             }
             lines.append(String(line))
@@ -135,6 +140,9 @@ final class EngineRealm: @unchecked Sendable {
         }
         throw TestRealmError("the extra KDC on \(port) did not come up")
     }
+
+    /// The log file of the extra KDC on `port`.
+    func extraLog(_ port: Int) -> String { realm.directory + "/extra-\(port).log" }
 }
 
 /// A free port on 127.0.0.1 for both TCP and UDP at the time of asking.
@@ -195,11 +203,15 @@ final class BlackHoleKDC: @unchecked Sendable {
     }
 }
 
-/// A UDP proxy that forwards each datagram to a real KDC and delays its reply by `delay`.
+/// A UDP proxy that forwards each datagram to a real KDC (or RADIUS server) and delays its reply by `delay`.
 final class SlowKDCProxy: @unchecked Sendable {
     let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     let port: Int
     private var channel: (any Channel)?
+    private let forwarded = Locked<Set<[UInt8]>>([])
+
+    /// How many different datagrams the proxy has forwarded (a retransmission is the same datagram again).
+    var distinctRequests: Int { forwarded.withLock { $0.count } }
 
     init(upstreamPort: Int, delay: TimeAmount) throws {
         port = try freePort()
@@ -208,7 +220,7 @@ final class SlowKDCProxy: @unchecked Sendable {
         channel = try DatagramBootstrap(group: group)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(Forwarder(upstream: upstream, delay: delay, group: group))
+                    try channel.pipeline.syncOperations.addHandler(Forwarder(upstream: upstream, delay: delay, group: group, forwarded: self.forwarded))
                 }
             }
             .bind(host: "127.0.0.1", port: port).wait()
@@ -227,15 +239,19 @@ final class SlowKDCProxy: @unchecked Sendable {
         let upstream: SocketAddress
         let delay: TimeAmount
         let group: any EventLoopGroup
+        let forwarded: Locked<Set<[UInt8]>>
 
-        init(upstream: SocketAddress, delay: TimeAmount, group: any EventLoopGroup) {
+        init(upstream: SocketAddress, delay: TimeAmount, group: any EventLoopGroup, forwarded: Locked<Set<[UInt8]>>) {
             self.upstream = upstream
             self.delay = delay
             self.group = group
+            self.forwarded = forwarded
         }
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
             let request = unwrapInboundIn(data)
+            let bytes = Array(request.data.readableBytesView)
+            forwarded.withLock { _ = $0.insert(bytes) }
             let client = request.remoteAddress
             let front = context.channel
             let upstream = self.upstream

@@ -103,7 +103,7 @@ struct PAMExecTests {
     /// A principal named like a local account (bin, daemon/admin), with a known password.
     func accountPrincipal(_ name: String) throws -> String {
         let password = "acct-\(name.replacingOccurrences(of: "/", with: "-"))-Passw0rd"
-        _ = try? realm.kadmin("addprinc", "-pw", password, "+requires_preauth", name)
+        _ = try? realm.kadmin("addprinc", "-pw", password, name)
         try realm.kadmin("cpw", "-pw", password, name)
         return password
     }

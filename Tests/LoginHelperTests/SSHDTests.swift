@@ -123,7 +123,7 @@ struct SSHDTests {
     /// Gives the local account a principal of its own name, on the real KDC with `password` and on the rogue
     /// KDC with the attacker's password.
     func preparePrincipals() throws {
-        _ = try? realm.kadmin("addprinc", "-pw", password, "+requires_preauth", account)
+        _ = try? realm.kadmin("addprinc", "-pw", password, account)
         try realm.kadmin("cpw", "-pw", password, account)
         let rogue = ["env", "KRB5_CONFIG=\(realm["KRB5_ROGUE_CONFIG_FILE"])", "KRB5_KDC_PROFILE=\(realm.directory)/rogue/kdc.conf",
                      "kadmin.local", "-r", realm.realm]

@@ -1,6 +1,8 @@
 import Foundation
 import CKrb5
 import COpenSSL
+import CStringToKey
+import Glibc
 import Kerberos
 @testable import LoginService
 import Testing
@@ -10,8 +12,21 @@ import Testing
 struct StringToKeyTests {
     static func hex(_ secret: Secret) -> String { secret.withUnsafeBytes { $0.map { String(format: "%02x", $0) }.joined() } }
 
-    /// `krb5_c_string_to_key_with_params`, MIT's own derivation.
+    typealias StringToKeyFunction = @convention(c) (krb5_context?, krb5_enctype, UnsafePointer<krb5_data>?, UnsafePointer<krb5_data>?,
+                                                   UnsafePointer<krb5_data>?, UnsafeMutablePointer<krb5_keyblock>?) -> krb5_error_code
+
+    /// libk5crypto's own `krb5_c_string_to_key_with_params` (the process's is CStringToKey's stand-in).
+    static let libk5crypto: StringToKeyFunction = {
+        let library = dlopen("libk5crypto.so.3", RTLD_NOW)
+        return unsafeBitCast(dlsym(library, "krb5_c_string_to_key_with_params")!, to: StringToKeyFunction.self)
+    }()
+
+    /// `krb5_c_string_to_key_with_params`, libk5crypto's own derivation.
     static func mit(_ password: String, salt: String, enctype: EncryptionType, iterations: UInt32?) throws -> String {
+        try derive(password, salt: salt, enctype: enctype, iterations: iterations, with: libk5crypto)
+    }
+
+    static func derive(_ password: String, salt: String, enctype: EncryptionType, iterations: UInt32?, with function: StringToKeyFunction) throws -> String {
         var context: krb5_context?
         #expect(krb5_init_context(&context) == 0)
         defer { krb5_free_context(context) }
@@ -22,8 +37,8 @@ struct StringToKeyTests {
             var pw = krb5_data(magic: 0, length: UInt32(p.count), data: p.baseAddress!.assumingMemoryBound(to: CChar.self))
             var sa = krb5_data(magic: 0, length: UInt32(s.count), data: s.baseAddress?.assumingMemoryBound(to: CChar.self))
             var pr = krb5_data(magic: 0, length: UInt32(r.count), data: r.baseAddress?.assumingMemoryBound(to: CChar.self))
-            if r.isEmpty { return krb5_c_string_to_key_with_params(context, enctype.rawValue, &pw, &sa, nil, &key) }
-            return krb5_c_string_to_key_with_params(context, enctype.rawValue, &pw, &sa, &pr, &key)
+            if r.isEmpty { return function(context, enctype.rawValue, &pw, &sa, nil, &key) }
+            return function(context, enctype.rawValue, &pw, &sa, &pr, &key)
         } } }
         #expect(code == 0)
         defer { krb5_free_keyblock_contents(context, &key) }
@@ -66,7 +81,7 @@ struct StringToKeyTests {
         }
     }
 
-    /// Both PBKDF2s of `COpenSSL` (the SHA-extensions one where the CPU has them, as release builds use it; the
+    /// Both PBKDF2s of `CStringToKey` (the SHA-extensions one where the CPU has them, as release builds use it; the
     /// portable one) against libcrypto's `PKCS5_PBKDF2_HMAC_SHA1`, on random passwords (empty, up to and over
     /// SHA-1's 64-byte block), salts, iteration counts and output lengths (one and several blocks, odd lengths).
     @Test("the PBKDF2s give libcrypto's bytes for random passwords, salts, counts and lengths")
@@ -84,12 +99,12 @@ struct StringToKeyTests {
                 }
             }
             #expect(made == 1)
-            #expect(copenssl_pbkdf2_sha1_portable(password, password.count, salt, salt.count, iterations, &portable, length) == 1)
+            #expect(s2k_pbkdf2_sha1_portable(password, password.count, salt, salt.count, iterations, &portable, length) == 1)
             #expect(portable == expected, "portable: \(password.count)-byte password, \(salt.count)-byte salt, \(iterations), \(length)")
             #if arch(x86_64)
-            if copenssl_cpu_has_sha_ni() != 0 {
+            if s2k_cpu_has_sha_ni() != 0 {
                 var extensions = [UInt8](repeating: 0, count: length)
-                #expect(copenssl_pbkdf2_sha1_ni(password, password.count, salt, salt.count, iterations, &extensions, length) == 1)
+                #expect(s2k_pbkdf2_sha1_ni(password, password.count, salt, salt.count, iterations, &extensions, length) == 1)
                 #expect(extensions == expected, "SHA-NI: \(password.count)-byte password, \(salt.count)-byte salt, \(iterations), \(length)")
             }
             #endif
@@ -104,5 +119,26 @@ struct StringToKeyTests {
         #expect(StringToKey.key(password: Secret("x"), info: EncryptionInfo(encryptionType: .aes256CTSHMACSHA196, salt: salt, parameters: [0, 0, 0x0f, 0xff])) == nil,
                 "4095 iterations: libk5crypto refuses fewer than 4096, and so does this")
         #expect(StringToKey.key(password: Secret("x"), info: EncryptionInfo(encryptionType: .aes256CTSHMACSHA196, salt: salt, parameters: [1, 0, 0, 0])) == nil)
+    }
+
+    /// The process's `krb5_c_string_to_key_with_params` is CStringToKey's: it gives libk5crypto's keys for AES-SHA1,
+    /// made by `s2k_aes_sha1_key` (counted on this thread), and passes other enctypes to libk5crypto.
+    @Test("the process's krb5_c_string_to_key_with_params makes AES-SHA1 keys here and passes others to libk5crypto")
+    func standIn() throws {
+        typealias Global = StringToKeyFunction
+        let global: Global = { context, enctype, string, salt, params, key in krb5_c_string_to_key_with_params(context, enctype, string, salt, params, key) }
+        let before = s2k_counts_on_this_thread()
+        for enctype in [EncryptionType.aes128CTSHMACSHA196, .aes256CTSHMACSHA196] {
+            for iterations in [nil, 4096, 5000] as [UInt32?] {
+                #expect(try Self.derive("pässwörd", salt: "AD.EXAMPLEbob", enctype: enctype, iterations: iterations, with: global)
+                        == (try Self.mit("pässwörd", salt: "AD.EXAMPLEbob", enctype: enctype, iterations: iterations)))
+            }
+        }
+        let afterAES = s2k_counts_on_this_thread()
+        #expect(afterAES.fast - before.fast == 6)
+        #expect(afterAES.libk5crypto == before.libk5crypto)
+        #expect(try Self.derive("pässwörd", salt: "R", enctype: .aes256CTSHMACSHA384192, iterations: nil, with: global)
+                == (try Self.mit("pässwörd", salt: "R", enctype: .aes256CTSHMACSHA384192, iterations: nil)))
+        #expect(s2k_counts_on_this_thread().libk5crypto == afterAES.libk5crypto + 1)
     }
 }

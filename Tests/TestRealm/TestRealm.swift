@@ -103,10 +103,11 @@ public struct TestRealm: Sendable {
         try realmScript(["kadmin"] + arguments)
     }
 
-    /// Creates a user principal (requiring pre-authentication) of its own for one test; returns its name without realm.
+    /// Creates a user principal of its own for one test, as MIT's `addprinc` makes it (no pre-authentication
+    /// required unless `attributes` has `+requires_preauth`); returns its name without realm.
     public func addPrincipal(prefix: String, password: String, attributes: [String] = []) throws -> String {
         let name = Self.uniqueName(prefix)
-        try realmScript(["kadmin", "addprinc", "-pw", password, "+requires_preauth"] + attributes + [name])
+        try realmScript(["kadmin", "addprinc", "-pw", password] + attributes + [name])
         return name
     }
 

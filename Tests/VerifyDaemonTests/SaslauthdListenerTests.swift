@@ -255,15 +255,15 @@ struct LeanLoginTests {
         return lines
     }
 
-    @Test("a password-only login is one AS exchange once the etype info is learnt, with no TGS exchange; a wrong password counts one failure")
+    @Test("a password-only login of a preauth principal is one AS exchange once its etype info is learnt, with no TGS exchange; a wrong password counts one failure")
     func oneExchange() async throws {
         try await DaemonFixture.with { fixture throws in
             let realm = fixture.realm
-            let user = try realm.addPrincipal(prefix: "lean", password: "Lean-Passw0rd")
+            let user = try realm.addPrincipal(prefix: "lean", password: "Lean-Passw0rd", attributes: ["+requires_preauth"])
             let start = try realm.kdcLog().count
             #expect(try fixture.sasl(user, "Lean-Passw0rd") == .ok)
             var lines = try await Self.requests(realm, for: user, after: start, atLeast: 2)
-            #expect(lines.count == 2, "etype info, then the login: \(lines)")
+            #expect(lines.count == 2, "PREAUTH_REQUIRED, then the login: \(lines)")
             #expect(lines.allSatisfy { $0.contains("AS_REQ") }, "\(lines)")
             #expect(lines.last?.contains("ISSUE") == true && lines.last?.contains("for host/") == true, "the verification ticket straight from the AS: \(lines)")
 
@@ -277,6 +277,21 @@ struct LeanLoginTests {
             lines = try await Self.requests(realm, for: user, after: third, atLeast: 2)
             #expect(lines.filter { $0.contains("PREAUTH_FAILED") }.count == 1, "one failure at the KDC: \(lines)")
             #expect(!lines.contains { $0.contains("TGS_REQ") })
+        }
+    }
+
+    @Test("a password-only login of a principal as addprinc makes it (no preauth) is one AS exchange from the first")
+    func oneExchangeWithoutPreauth() async throws {
+        try await DaemonFixture.with { fixture throws in
+            let realm = fixture.realm
+            let user = try realm.addPrincipal(prefix: "plain", password: "Plain-Passw0rd")
+            for (index, address) in ["", "192.0.2.62"].enumerated() {
+                let start = try realm.kdcLog().count
+                #expect(try fixture.sasl(user, "Plain-Passw0rd", address: address) == .ok)
+                let lines = try await Self.requests(realm, for: user, after: start, atLeast: 1)
+                #expect(lines.count == 1 && lines[0].contains("AS_REQ") && lines[0].contains("ISSUE") && lines[0].contains("for host/"),
+                        "login \(index + 1): one exchange, the verification ticket straight from the AS: \(lines)")
+            }
         }
     }
 

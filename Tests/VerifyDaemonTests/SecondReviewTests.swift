@@ -54,7 +54,8 @@ struct SecondReviewTests {
         // A short penalty (its ceiling 16 × 50 ms): the refused answers are awaited many times here.
         try await Self.withDaemon(clock: { frozen }, { configuration, _ in configuration.throttlePenalty = .milliseconds(50) }) { fixture in
             let realm = fixture.realm
-            let victim = try realm.addPrincipal(prefix: "oracle", password: "Oracle-Passw0rd")
+            // Requiring preauth, so that the KDC counts (and logs) each wrong password it sees.
+            let victim = try realm.addPrincipal(prefix: "oracle", password: "Oracle-Passw0rd", attributes: ["+requires_preauth"])
             #expect(try fixture.sasl(victim, "Oracle-Passw0rd", address: "198.51.100.1") == .ok, "the owner logs in once: a verifier")
             let attacker = "203.0.113.66"
             let skip = try realm.kdcLog().count
@@ -165,7 +166,8 @@ struct SecondReviewTests {
             let realm = fixture.realm
             let gate = fixture.daemon.gate
             #expect(gate.currentFailureFloor == .zero)
-            let known = try realm.addPrincipal(prefix: "timing", password: "Timing-Passw0rd")
+            // A preauth principal: its wrong password costs more round trips than an unknown name's one.
+            let known = try realm.addPrincipal(prefix: "timing", password: "Timing-Passw0rd", attributes: ["+requires_preauth"])
             let started = ContinuousClock.now
             #expect(try fixture.sasl(known, "wrong", address: "") == .no("authentication failed"))
             let knownTook = ContinuousClock.now - started
