@@ -104,7 +104,7 @@ let package = Package(
         .executableTarget(name: "krb5-reference", linkerSettings: [.linkedLibrary("krb5"), .linkedLibrary("pthread")]),
         .executableTarget(
             name: "krb5-bench",
-            dependencies: ["Kerberos", "LoginProtocol", "LoginService", "TOTP", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["Kerberos", "LoginProtocol", "LoginService", "TOTP", "CStringToKey", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: strict
         ),
 

@@ -8,7 +8,8 @@ Every load is bounded in time (BENCH_SECONDS per measurement, default 5) and in 
 Issue #12's rows (misbehaving KDCs) run against a replica of the realm (realm.sh replica) whose KDCs are SIGSTOPped
 and SIGCONTed, and a black-hole KDC of a second realm; issue #13's rows against a Samba AD DC: KRB5_TEST_AD=DIR (a
 running ad-realm.sh realm), else one started here as root with Docker/ad/ad-realm.sh on AD_ADDRESS; BENCH_AD=0 skips
-them. BENCH_ONLY=faults or BENCH_ONLY=ad runs only those rows and prints them (docs/benchmarks.md untouched)."""
+them. BENCH_ONLY=faults, BENCH_ONLY=ad or BENCH_ONLY=matrix (issue #20's path matrix, MIT and Heimdal) runs only those rows
+and prints them (docs/benchmarks.md untouched)."""
 import json, os, platform, shutil, signal, socket, subprocess, sys, threading, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -119,6 +120,133 @@ def merge(results):
     return {"logins": sum(x["logins"] for x in results), "seconds": sum(x["seconds"] for x in results), "p50_ms": p50s[len(p50s) // 2],
             "p99_ms": max(x["p99_ms"] for x in results), "max_ms": max(x.get("max_ms", 0) for x in results),
             "failures": sum(x["failures"] for x in results), "daemon_hwm_kb": max(x.get("daemon_hwm_kb", 0) for x in results)}
+
+TICK = os.sysconf("SC_CLK_TCK")
+# Issue #20's path matrix: one line per cell, rendered as its own table.
+MATRIX = []
+
+
+def cpu_ticks(pid, with_children=False):
+    """utime + stime of `pid` in clock ticks, with its child processes' (saslauthd's pre-forked workers) when asked."""
+    def own(process):
+        try:
+            fields = open(f"/proc/{process}/stat").read().rsplit(")", 1)[1].split()
+            return int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            return 0
+    total = own(pid)
+    if with_children:
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                parent = int(open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if parent == pid:
+                total += own(int(entry))
+    return total
+
+
+def timed_sasl(socket_path, login, password_env, concurrency, pid, kdc_pid=None, tree=False):
+    """A sasl load with the daemon's (and the KDC's) CPU per login in ms added to its result."""
+    daemon0, kdc0 = cpu_ticks(pid, tree), cpu_ticks(kdc_pid) if kdc_pid else 0
+    result = sasl(socket_path, login, password_env, concurrency=concurrency, pid=pid)
+    daemon1, kdc1 = cpu_ticks(pid, tree), cpu_ticks(kdc_pid) if kdc_pid else 0
+    logins = max(result["logins"], 1)
+    result["daemon_cpu_ms"] = (daemon1 - daemon0) * 1000 / TICK / logins
+    result["kdc_cpu_ms"] = (kdc1 - kdc0) * 1000 / TICK / logins if kdc_pid else None
+    return result
+
+
+def matrix_cell(rows, goals, kdc, principal, armor, concurrency, theirs, ours, s2k_ms, goal):
+    """One cell of the path matrix: a row of the main table, a line of the matrix, and its goals."""
+    ratio = rate(ours) / rate(theirs) if rate(theirs) else 0
+    kdc_ms = ours.get("kdc_cpu_ms")
+    limit = os.cpu_count() * 1000 / (s2k_ms + kdc_ms) if kdc_ms else None
+    MATRIX.append((kdc, principal, armor, concurrency, rate(ours), rate(theirs), ratio, ours["daemon_cpu_ms"], theirs["daemon_cpu_ms"],
+                   kdc_ms, theirs.get("kdc_cpu_ms"), limit))
+    rows.append((f"{kdc}, {principal}, {armor}, saslauthd protocol, concurrency {concurrency}", "saslauthd -a kerberos5 (5 processes, unarmored)",
+                 theirs, "krb5-verifyd (4 workers)", ours))
+    if goal:
+        goals.append((f"{kdc}, {principal}, {armor}, concurrency {concurrency}: {ratio:.2f}× saslauthd (goal ≥ 3×)", ratio >= 3))
+    if limit and principal == "preauth" and concurrency == 16 and kdc == "MIT":
+        goals.append((f"MIT, preauth, {armor}, concurrency 16: {rate(ours) / limit:.0%} of the machine's limit, {limit:.0f}/s "
+                      f"(goal ≥ 50 %)", rate(ours) / limit >= 0.5))
+
+
+def mit_matrix(rows, goals, r, server, s2k_ms):
+    """Issue #20: {no preauth, preauth} × {no armor, anonymous FAST} on the MIT realm, krb5-verifyd against saslauthd at
+    concurrency 4 and 16, with the daemons' and the KDC's CPU per login."""
+    kdc_pid = int(open(os.path.join(REALM, "krb5kdc.pid")).read().split()[0])
+    sasl_dir = os.path.join(REALM, "saslauthd")
+    sasl_pid = start_saslauthd(sasl_dir, r["KRB5_CONFIG_FILE"], r["HOST_KEYTAB"])
+    daemons = {}
+    try:
+        for armor in ("none", "anonymous"):
+            path = os.path.join(REALM, f"verifyd-{armor}.mux")
+            daemons[armor] = subprocess.Popen([f"{BIN}/krb5-verifyd", "--sasl-socket", path, "--krb5-config", r["KRB5_CONFIG_FILE"], "--keytab", r["HOST_KEYTAB"],
+                                               "--server-principal", server, "--workers", "4", "--log-level", "error", "--armor", armor], stderr=subprocess.DEVNULL)
+            wait_for(path)
+        for principal, user, password in (("no preauth", r["USER"], r["USER_PASSWORD"]), ("preauth", r["PREAUTH_USER"], r["PREAUTH_PASSWORD"])):
+            secret = {"KRB5_BENCH_PASSWORD": password}
+            for armor, label in (("none", "no armor"), ("anonymous", "anonymous FAST")):
+                for concurrency in (4, 16):
+                    theirs = timed_sasl(os.path.join(sasl_dir, "mux"), user, secret, concurrency, sasl_pid, kdc_pid, tree=True)
+                    ours = timed_sasl(os.path.join(REALM, f"verifyd-{armor}.mux"), user, secret, concurrency, daemons[armor].pid, kdc_pid)
+                    matrix_cell(rows, goals, "MIT", principal, label, concurrency, theirs, ours, s2k_ms, goal=True)
+                    if concurrency == 16 and principal == "no preauth" and armor == "none":
+                        rss_mb = ours.get("daemon_hwm_kb", 0) / 1024
+                        goals.append((f"krb5-verifyd's RSS at concurrency 16: {rss_mb:.1f} MB (goal ≤ 40 MB)", 0 < rss_mb <= 40))
+    finally:
+        for daemon in daemons.values():
+            daemon.terminate()
+            daemon.wait()
+        stop_pid(sasl_pid)
+
+
+def heimdal_rows(rows, goals, notes, host_name, s2k_ms):
+    """Issue #20: the Heimdal KDC (preauth required, its default), krb5-verifyd against saslauthd, unarmored."""
+    if os.environ.get("BENCH_AD") == "0" or os.geteuid() != 0:
+        notes.append("Heimdal rows skipped (BENCH_AD=0, or not root: heimdal-realm.sh needs a chroot).")
+        return
+    directory = REALM + ".heimdal"
+    script = os.path.join(ROOT, "Docker/ad/heimdal-realm.sh")
+    subprocess.run([script, "down", directory], capture_output=True)
+    shutil.rmtree(directory, ignore_errors=True)
+    up = subprocess.run([script, "up", directory], capture_output=True, text=True)
+    if up.returncode != 0:
+        notes.append(f"Heimdal rows skipped: heimdal-realm.sh up failed: {up.stderr.strip()[-300:]}")
+        return
+    daemon, sasl_pid = None, None
+    try:
+        h = env_file(os.path.join(directory, "realm.env"))
+        # saslauthd verifies as host/<this host>: that principal, and a keytab of its own with it.
+        subprocess.run([script, "kadmin", directory, "add", "--random-key", "--use-defaults", f"host/{host_name}"], capture_output=True)
+        keytab = os.path.join(directory, "saslauthd.keytab")
+        subprocess.run([script, "kadmin", directory, "ext_keytab", "-k", keytab, f"host/{host_name}"], capture_output=True, check=True)
+        sasl_pid = start_saslauthd(os.path.join(REALM, "saslauthd-heimdal"), h["KRB5_CONFIG_FILE"], keytab)
+        ours_socket = os.path.join(REALM, "verifyd-heimdal.mux")
+        daemon = subprocess.Popen([f"{BIN}/krb5-verifyd", "--sasl-socket", ours_socket, "--krb5-config", h["KRB5_CONFIG_FILE"], "--keytab", h["HOST_KEYTAB"],
+                                   "--server-principal", h["HOST_PRINCIPAL"], "--workers", "4", "--log-level", "error"], stderr=subprocess.DEVNULL)
+        wait_for(ours_socket)
+        kdc_pid = next((int(entry) for entry in os.listdir("/proc") if entry.isdigit() and os.path.exists(f"/proc/{entry}/cmdline")
+                        and open(f"/proc/{entry}/cmdline", "rb").read().split(b"\0")[0].rsplit(b"/", 1)[-1] == b"kdc"), None)
+        secret = {"KRB5_BENCH_PASSWORD": h["USER_PASSWORD"]}
+        for concurrency in (4, 16):
+            theirs = timed_sasl(os.path.join(REALM, "saslauthd-heimdal", "mux"), h["USER"], secret, concurrency, sasl_pid, kdc_pid, tree=True)
+            ours = timed_sasl(ours_socket, h["USER"], secret, concurrency, daemon.pid, kdc_pid)
+            matrix_cell(rows, goals, "Heimdal", "preauth", "no armor", concurrency, theirs, ours, s2k_ms, goal=True)
+        notes.append("Heimdal: its KDC requires pre-authentication by default (`require-preauth = true`), so the matrix has no "
+                     "Heimdal cell without preauth; and it has no anonymous PKINIT configured, so no armored cell.")
+    finally:
+        if daemon:
+            daemon.terminate()
+            daemon.wait()
+        if sasl_pid:
+            stop_pid(sasl_pid)
+        subprocess.run([script, "down", directory], capture_output=True)
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def start_saslauthd(directory, krb5_config, keytab):
@@ -256,7 +384,7 @@ def fault_rows(rows, goals):
 AD_REALM_DIR = REALM + ".ad"
 
 
-def ad_rows(rows, notes, host_name):
+def ad_rows(rows, goals, notes, host_name):
     """Issue #13: krb5-verifyd against saslauthd -a kerberos5 on the same Samba AD DC (its KDC is Samba's Heimdal)."""
     if os.environ.get("BENCH_AD") == "0":
         notes.append("Active Directory rows skipped (BENCH_AD=0).")
@@ -292,11 +420,11 @@ def ad_rows(rows, notes, host_name):
                                    "--server-principal", ad["HOST_PRINCIPAL"], "--workers", "4", "--log-level", "error"], stderr=subprocess.DEVNULL)
         daemons.append(daemon)
         wait_for(ours_socket)
-        for concurrency in (1, 4, 16):
-            theirs = sasl(os.path.join(REALM, "saslauthd-ad", "mux"), ad["USER"], secret, concurrency=concurrency, pid=sasl_pid)
-            ours = sasl(ours_socket, ad["USER"], secret, concurrency=concurrency, pid=daemon.pid)
-            rows.append((f"Active Directory (Samba {ad.get('KDC_ADDRESS', 'DC')}), saslauthd protocol, concurrency {concurrency}",
-                         "saslauthd -a kerberos5 (5 threads)", theirs, "krb5-verifyd (4 workers)", ours, None))
+        for concurrency in (4, 16):
+            theirs = timed_sasl(os.path.join(REALM, "saslauthd-ad", "mux"), ad["USER"], secret, concurrency, sasl_pid, tree=True)
+            ours = timed_sasl(ours_socket, ad["USER"], secret, concurrency, daemon.pid)
+            # The DC is Samba's many processes: its CPU per login is not read here (no limit column); the goal is MIT's and Heimdal's.
+            matrix_cell(rows, goals, f"Active Directory (Samba {ad.get('KDC_ADDRESS', 'DC')})", "preauth", "no armor", concurrency, theirs, ours, 0, goal=False)
     finally:
         for daemon in daemons:
             daemon.terminate()
@@ -357,7 +485,11 @@ def main():
         if ONLY == "faults":
             fault_rows(rows, goals)
         elif ONLY == "ad":
-            ad_rows(rows, notes, host_name)
+            ad_rows(rows, goals, notes, host_name)
+        elif ONLY == "matrix":
+            s2k_ms = measure([f"{BIN}/krb5-bench", "string-to-key"])["ms_per_key"]
+            mit_matrix(rows, goals, r, server, s2k_ms)
+            heimdal_rows(rows, goals, notes, host_name, s2k_ms)
         elif not ONLY_PROCESS:
             # 1. The library in process vs the C reference (same krb5 calls), 1 and 2 threads.
             for threads in (1, 2):
@@ -379,32 +511,24 @@ def main():
             rows.append(("verified login, 1 thread", "plain calls: AS, AS again with preauth, TGS", full,
                          "optimistic preauth + verification ticket from the AS: one AS exchange", lean))
 
-            # 3. krb5-verifyd vs saslauthd -a kerberos5 over the saslauthd protocol.
+            # 3. Issue #20's path matrix: krb5-verifyd vs saslauthd -a kerberos5 over the saslauthd protocol for each kind of
+            # principal and armor, with CPU per login; and the C reference beside the daemon.
+            s2k_ms = measure([f"{BIN}/krb5-bench", "string-to-key"])["ms_per_key"]
+            notes.append(f"One AES-256 password key (PBKDF2, 4,096 iterations) costs {s2k_ms:.3f} ms of CPU here "
+                         "(`krb5-bench string-to-key`); the machine's limit on verified logins is cores ÷ (that + the KDC's CPU per login).")
+            mit_matrix(rows, goals, r, server, s2k_ms)
+            heimdal_rows(rows, goals, notes, host_name, s2k_ms)
             ours_socket = os.path.join(REALM, "verifyd.mux")
             verifyd = subprocess.Popen([f"{BIN}/krb5-verifyd", "--sasl-socket", ours_socket, "--krb5-config", r["KRB5_CONFIG_FILE"], "--keytab", r["HOST_KEYTAB"],
                                         "--server-principal", server, "--workers", "4", "--log-level", "error"], stderr=subprocess.DEVNULL)
             daemons.append(verifyd)
-            sasl_dir = os.path.join(REALM, "saslauthd")
-            os.makedirs(sasl_dir, exist_ok=True)
-            subprocess.run(["saslauthd", "-a", "kerberos5", "-m", sasl_dir, "-n", "5"], check=True,
-                           env={**os.environ, "KRB5_CONFIG": r["KRB5_CONFIG_FILE"], "KRB5_KTNAME": r["HOST_KEYTAB"]})
             wait_for(ours_socket)
-            wait_for(os.path.join(sasl_dir, "mux"))
-            saslauthd_pid = int(open(os.path.join(sasl_dir, "saslauthd.pid")).read().split()[0])
-            for concurrency in (1, 4, 16):
-                theirs = measure([f"{BIN}/krb5-bench", "sasl", "--socket", os.path.join(sasl_dir, "mux"), "--login", r["USER"], "--concurrency", str(concurrency),
-                                  "--seconds", str(SECONDS), "--pid", str(saslauthd_pid)], secret)
+            for concurrency in (4, 16):
                 ours = measure([f"{BIN}/krb5-bench", "sasl", "--socket", ours_socket, "--login", r["USER"], "--concurrency", str(concurrency),
                                 "--seconds", str(SECONDS), "--pid", str(verifyd.pid)], secret)
-                rows.append((f"saslauthd protocol, concurrency {concurrency}", "saslauthd -a kerberos5 (5 threads)", theirs, "krb5-verifyd (4 workers)", ours))
-                if concurrency > 1:
-                    ratio, rss_mb = rate(ours) / rate(theirs) if rate(theirs) else 0, ours.get("daemon_hwm_kb", 0) / 1024
-                    goals.append((f"throughput against saslauthd at concurrency {concurrency}: {ratio:.2f}× (goal ≥ 3×)", ratio >= 3))
-                    goals.append((f"krb5-verifyd's RSS at concurrency {concurrency}: {rss_mb:.1f} MB (goal ≤ 40 MB)", 0 < rss_mb <= 40))
-                if concurrency > 1:
-                    c = measure([f"{BIN}/krb5-reference", r["KRB5_CONFIG_FILE"], r["USER"], r["HOST_KEYTAB"], server, str(concurrency), str(SECONDS)], secret)
-                    rows.append((f"verified logins, {concurrency} at a time", f"C reference, {concurrency} threads in process (aggregate)", c,
-                                 "krb5-verifyd over its socket", ours))
+                c = measure([f"{BIN}/krb5-reference", r["KRB5_CONFIG_FILE"], r["USER"], r["HOST_KEYTAB"], server, str(concurrency), str(SECONDS)], secret)
+                rows.append((f"verified logins, {concurrency} at a time", f"C reference, {concurrency} threads in process (aggregate)", c,
+                             "krb5-verifyd over its socket", ours))
 
             # 3a. What the shortcuts buy: krb5-verifyd on the plain MIT path (three KDC exchanges per login).
             plain_socket = os.path.join(REALM, "verifyd-plain.mux")
@@ -426,8 +550,6 @@ def main():
                 daemon.terminate()
                 daemon.wait()
             daemons.clear()
-            subprocess.run(["kill", str(saslauthd_pid)])
-            time.sleep(0.5)
             cached_socket = os.path.join(REALM, "verifyd-cached.mux")
             cached = subprocess.Popen([f"{BIN}/krb5-verifyd", "--sasl-socket", cached_socket, "--krb5-config", r["KRB5_CONFIG_FILE"], "--keytab", r["HOST_KEYTAB"],
                                        "--server-principal", server, "--workers", "4", "--log-level", "error", "--result-cache-ttl", "60s"], stderr=subprocess.DEVNULL)
@@ -455,36 +577,40 @@ def main():
 
             # 5. Issue #12: misbehaving KDCs (a replica is added to the realm here), and 6. issue #13: Active Directory.
             fault_rows(rows, goals)
-            ad_rows(rows, notes, host_name)
+            ad_rows(rows, goals, notes, host_name)
 
-        if ONLY not in ("faults", "ad"):
+        if ONLY not in ("faults", "ad", "matrix"):
             # 4. One process per login: kinit (no verification) vs krb5-login (with verification), spawned and reaped
             # here (posix_spawn + wait4). The earlier harness (krb5-bench process) used Foundation's Process, whose
             # waitUntilExit on Linux runs the run loop in 50 ms slices: any child still running when it is called
             # measured ~51 ms (kinit, krb5-login, and `sleep 0.002` alike).
             realm_env = {"KRB5_CONFIG": r["KRB5_CONFIG_FILE"]}
-            password = r["USER_PASSWORD"].encode()
-            kinit_args = [shutil.which("kinit"), "-c", "MEMORY:bench", r["USER"]]
             # make release-static: the same helper with the Swift runtime linked in (-static-stdlib).
             static = os.path.join(ROOT, ".build-static", "release", "krb5-login")
             helpers = [("krb5-login", f"{BIN}/krb5-login")] + ([("krb5-login -static-stdlib", static)] if os.path.exists(static) else [])
-            commands = [(kinit_args, password + b"\n", realm_env, True, (0,))]
-            for _, helper in helpers:
-                commands.append(([helper, "--krb5-config", r["KRB5_CONFIG_FILE"], "--keytab", r["HOST_KEYTAB"], "--server-principal", server],
-                                 r["USER"].encode() + b"\n" + password + b"\n", realm_env, True, (0,)))
-            for _, helper in helpers:
-                commands.append(([helper, "--pam-exec", "--krb5-config", r["KRB5_CONFIG_FILE"], "--keytab", r["HOST_KEYTAB"],
-                                  "--server-principal", server, "--no-authorize"], password + b"\0",
-                                 {"PAM_USER": r["USER"], "PAM_TYPE": "auth", "PAM_SERVICE": "bench"}, False, (0,)))
-            results = spawn_interleaved(commands)
-            kinit = results[0]
-            for (name, _), login in zip(helpers, results[1:1 + len(helpers)]):
-                rows.append(("one process per login", "kinit (no verification)", kinit, f"{name} (with verification)", login))
-            for (name, _), pam in zip(helpers, results[1 + len(helpers):]):
-                rows.append(("one process per login, pam_exec form", "kinit (no verification)", kinit, f"{name} --pam-exec (with verification)", pam))
+            for principal, user, secret_text in (("no preauth", r["USER"], r["USER_PASSWORD"]), ("preauth", r["PREAUTH_USER"], r["PREAUTH_PASSWORD"])):
+                password = secret_text.encode()
+                kinit_args = [shutil.which("kinit"), "-c", "MEMORY:bench", user]
+                commands = [(kinit_args, password + b"\n", realm_env, True, (0,))]
+                for _, helper in helpers:
+                    commands.append(([helper, "--krb5-config", r["KRB5_CONFIG_FILE"], "--keytab", r["HOST_KEYTAB"], "--server-principal", server],
+                                     user.encode() + b"\n" + password + b"\n", realm_env, True, (0,)))
+                for _, helper in helpers:
+                    commands.append(([helper, "--pam-exec", "--krb5-config", r["KRB5_CONFIG_FILE"], "--keytab", r["HOST_KEYTAB"],
+                                      "--server-principal", server, "--no-authorize"], password + b"\0",
+                                     {"PAM_USER": user, "PAM_TYPE": "auth", "PAM_SERVICE": "bench"}, False, (0,)))
+                results = spawn_interleaved(commands)
+                kinit = results[0]
+                for (name, _), login in zip(helpers, results[1:1 + len(helpers)]):
+                    rows.append((f"MIT, {principal}: one process per login", "kinit (no verification)", kinit, f"{name} (with verification)", login))
+                    if kinit["p50_ms"]:
+                        ratio, goal = login["p50_ms"] / kinit["p50_ms"], 1.1 if "static" in name else 1.3
+                        goals.append((f"MIT, {principal}: {name} costs {ratio:.2f}× kinit's time (goal ≤ {goal}×)", ratio <= goal))
+                for (name, _), pam in zip(helpers, results[1 + len(helpers):]):
+                    rows.append((f"MIT, {principal}: one process per login, pam_exec form", "kinit (no verification)", kinit, f"{name} --pam-exec (with verification)", pam))
             # Process start alone: kinit -V with no input reads the configuration, makes a context, sends one AS-REQ (answered
             # "pre-authentication required"), asks for the password and stops at end of input; krb5-login --version prints its version.
-            starts = spawn_interleaved([([shutil.which("kinit"), "-V", "-c", "MEMORY:bench", r["USER"]], b"", realm_env, True, (1,))]
+            starts = spawn_interleaved([([shutil.which("kinit"), "-V", "-c", "MEMORY:bench", r["PREAUTH_USER"]], b"", realm_env, True, (1,))]
                                        + [([helper, "--version"], b"", realm_env, True, (0,)) for _, helper in helpers])
             for (name, _), login_start in zip(helpers, starts[1:]):
                 rows.append(("process start", "kinit -V (context, one AS exchange, prompt, end of input)", starts[0], f"{name} --version", login_start))
@@ -516,7 +642,7 @@ def main():
         ratio = rate(ours) / rate(peer) if peer and rate(peer) else 0
         if given_ratio:
             ratio_text = given_ratio
-        elif workload.startswith("one process") or workload == "process start":
+        elif "one process" in workload or workload == "process start":
             ratio_text = f"{ours['p50_ms'] / peer['p50_ms']:.2f}× the time" if peer["p50_ms"] else "-"
         else:
             ratio_text = f"{ratio:.2f}×"
@@ -527,8 +653,21 @@ def main():
         failures = (peer or {}).get("failures", 0) + ours.get("failures", 0)
         if failures and not workload.startswith("all KDCs hung"):
             lines.append(f"| ↳ failures in this row: {failures} | | | | | | | | | |")
+    if MATRIX:
+        def ms(value):
+            return f"{value:.2f}" if value is not None else "—"
+        lines += ["", "## Path matrix (issue #20)", "",
+                  "krb5-verifyd (4 workers) against saslauthd -a kerberos5 (5 processes; it has no FAST) over the saslauthd protocol, per "
+                  "KDC, kind of principal and armor, in this run. CPU per login from /proc (utime + stime over the load, divided by the "
+                  "logins; saslauthd's includes its pre-forked workers). The machine's limit is cores ÷ (one password key + the KDC's CPU "
+                  "per login): what a verified login must cost on one machine that runs both the client and the KDC.", "",
+                  "| KDC | principal | armor | concurrency | krb5-verifyd /s | saslauthd /s | ratio | krb5-verifyd CPU ms/login | saslauthd CPU ms/login | KDC CPU ms/login (ours / saslauthd's) | machine limit /s | of the limit |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for kdc, principal, armor, concurrency, ours_rate, theirs_rate, ratio, ours_cpu, theirs_cpu, kdc_ours, kdc_theirs, limit in MATRIX:
+            lines.append(f"| {kdc} | {principal} | {armor} | {concurrency} | {ours_rate:.0f} | {theirs_rate:.0f} | {ratio:.2f}× | {ms(ours_cpu)} | {ms(theirs_cpu)} | "
+                         f"{ms(kdc_ours)} / {ms(kdc_theirs)} | {f'{limit:.0f}' if limit else '—'} | {f'{ours_rate / limit:.0%}' if limit else '—'} |")
     if goals:
-        lines += ["", "## Issue #12's goals in this run", ""]
+        lines += ["", "## Goals in this run", ""]
         lines += [f"- {'✓' if met else '✗'} {text}" for text, met in goals]
     if notes:
         lines += [""] + notes

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CStringToKey
 import Foundation
 import Kerberos
 import LoginProtocol
@@ -10,7 +11,7 @@ import Synchronization
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "krb5-bench", abstract: "Benchmarks for make bench.",
-        subcommands: [LibraryLoop.self, SaslLoad.self, ProcessLoop.self, Soak.self, LeakCheck.self])
+        subcommands: [LibraryLoop.self, SaslLoad.self, ProcessLoop.self, Soak.self, LeakCheck.self, StringToKeyCost.self])
 }
 
 /// Latency samples and the JSON line that reports them.
@@ -192,5 +193,25 @@ struct ProcessLoop: ParsableCommand {
             peak = max(peak, usage.ru_maxrss)
         }
         print(samples.report(elapsed: Date().timeIntervalSince(start), extra: #","child_max_rss_kb":\#(peak)"#))
+    }
+}
+
+/// The CPU cost of one password key (aes256-cts-hmac-sha1-96, 4,096 iterations) as logins make it: the machine's
+/// limit on password logins per core is 1 / (this + the KDC's CPU per login).
+struct StringToKeyCost: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "string-to-key", abstract: "Milliseconds of CPU per AES-256 password key.")
+    @Option var seconds = 2.0
+
+    func run() {
+        let password = Array("Bench-Passw0rd".utf8), salt = Array("KRB5.TESTalice".utf8)
+        var key = [UInt8](repeating: 0, count: 32)
+        var keys = 0
+        let start = clock()
+        while Double(clock() - start) / Double(CLOCKS_PER_SEC) < seconds {
+            _ = s2k_aes_sha1_key(password, password.count, salt, salt.count, 4096, &key, 32)
+            keys += 1
+        }
+        let cpu = Double(clock() - start) / Double(CLOCKS_PER_SEC)
+        print(String(format: #"{"keys":%d,"ms_per_key":%.4f,"sha_extensions":%@}"#, keys, cpu * 1000 / Double(keys), s2k_cpu_has_sha_ni() != 0 ? "true" : "false"))
     }
 }
