@@ -132,10 +132,13 @@ final class Throttle: Sendable {
             case nil:
                 break
             }
+            // Failures of a window that is over free their slots for those in line too.
+            if entry.blockedUntil <= now { restartWindowIfOver(&entry, now: now) }
             var decided: [(Waiter, Verdict)] = []
             if isRefusing(entry, now: now) {
-                decided = entry.waiting.map { ($0, refuse(&entry)) }
+                let waiting = entry.waiting
                 entry.waiting = []
+                for waiter in waiting { decided.append((waiter, refuse(&entry))) }
             } else {
                 while !entry.waiting.isEmpty && entry.failures + entry.inFlight < policy.failures {
                     entry.inFlight += 1
