@@ -116,8 +116,22 @@ struct LoginHelperTests {
         let denied = try TestRealm.run(["pamtester", service, realm["USER"], "authenticate"], input: "wrong-password\n")
         #expect(denied.status != 0)
         #expect(!denied.output.contains("successfully authenticated"))
+        // The forged-KDC case through PAM: the helper pointed at the rogue KDC of the same realm, which issues a
+        // real TGT for the attacker's password; only verification against the host keytab refuses it.
+        let rogueCommand = ([binary, "--krb5-config", realm["KRB5_ROGUE_CONFIG_FILE"], "--keytab", realm["HOST_KEYTAB"],
+                             "--server-principal", realm["LOCALHOST_PRINCIPAL"]] + TestRealm.loginTimeoutFlags).joined(separator: " ")
+        try "auth required pam_exec.so expose_authtok quiet \(rogueCommand) --pam-exec --no-authorize\naccount required pam_permit.so\n"
+            .write(toFile: file, atomically: true, encoding: .utf8)
+        let rogueLog = realm.directory + "/rogue/kdc.log"
+        let issuedBefore = Self.issued(to: realm["USER"], in: rogueLog)
         let rogue = try TestRealm.run(["pamtester", service, realm["USER"], "authenticate"], input: realm["ROGUE_PASSWORD"] + "\n")
-        #expect(!rogue.output.contains("successfully authenticated"))
+        #expect(rogue.status != 0 && !rogue.output.contains("successfully authenticated"), "\(rogue.output)")
+        #expect(Self.issued(to: realm["USER"], in: rogueLog) > issuedBefore, "the rogue KDC did issue a ticket: verification refused it")
+    }
+
+    /// The tickets a KDC's log says it issued to `user`.
+    static func issued(to user: String, in log: String) -> Int {
+        ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").split(separator: "\n").filter { $0.contains("ISSUE:") && $0.contains(" \(user)@") }.count
     }
 
     @Test("conversation mode: OTP question on stdout, answer on stdin, result last")
