@@ -33,6 +33,8 @@ let package = Package(
         .systemLibrary(name: "CKrb5", providers: [.apt(["libkrb5-dev"])]),
         // OpenSSL's libcrypto, for LoginService's string-to-key and password digests.
         .systemLibrary(name: "COpenSSL", providers: [.apt(["libssl-dev"])]),
+        // prctl(2), which is variadic, behind fixed-signature wrappers (the daemon's PR_SET_DUMPABLE).
+        .systemLibrary(name: "CProcessControl"),
         // The AES-SHA1 string-to-key (PBKDF2 on the CPU's SHA extensions), which also stands in for libk5crypto's in
         // the process, so MIT's own exchanges make their password keys with it (docs/engine.md, "One key per login").
         .target(name: "CStringToKey", linkerSettings: [.linkedLibrary("crypto"), .linkedLibrary("krb5")]),
@@ -68,7 +70,7 @@ let package = Package(
         .target(
             name: "VerifyDaemon",
             dependencies: [
-                "LoginService", "LoginProtocol",
+                "LoginService", "LoginProtocol", "CProcessControl",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -192,7 +192,7 @@ static int login_line(pam_handle_t *pamh, const struct options *options, const s
         || kv_buffer_append_text(line, ",\"timeout\":")
         || (snprintf(number, sizeof number, "%d", options->timeout), kv_buffer_append_text(line, number))
         || append_item(pamh, line, 0, "service", PAM_SERVICE)
-        || append_item(pamh, line, 0, "rhost", PAM_RHOST)
+        || append_item(pamh, line, 0, "client_address", PAM_RHOST)
         || append_item(pamh, line, 0, "tty", PAM_TTY)
         || kv_buffer_append_member(line, 0, "purpose", request->purpose == PURPOSE_LOGIN ? "login" : "change-password");
     if (!failed && request->purpose == PURPOSE_LOGIN) {

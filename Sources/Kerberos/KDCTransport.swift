@@ -78,6 +78,13 @@ final class KDCTransport: Sendable {
         unresponsive.withLock { $0[key] = nil }
     }
 
+    /// The errno of `error` when it is this process's or this host's shortage, not the KDC's: out of descriptors
+    /// (`EMFILE`, `ENFILE`), buffers (`ENOBUFS`) or memory (`ENOMEM`). Such a failure never marks a KDC unresponsive.
+    static func localShortage(_ error: any Error) -> Int32? {
+        guard let error = error as? IOError, [EMFILE, ENFILE, ENOBUFS, ENOMEM].contains(error.errnoCode) else { return nil }
+        return error.errnoCode
+    }
+
     /// Sends `messages[i]` to `targets[i]` (a kpasswd request differs per server: it carries this host's address on
     /// the route to that server) and resumes `resumer` with the first reply of `kind`, or with `KRB5_KDC_UNREACH`
     /// once every target refused. The caller's deadline and cancellation finish `resumer` too, which closes every
@@ -148,6 +155,9 @@ private final class SendOperation: @unchecked Sendable {
     private var channels: [Int: [any Channel]] = [:]
     private var sentAt: [Int: NIODeadline] = [:]
     private var failed: Set<Int> = []
+    /// The errno of the last failure that was this process's own (out of descriptors, buffers or memory), not
+    /// the KDC's: such a KDC is not marked unresponsive, and the send ends as a local failure.
+    private var localFailure: Int32?
     private var udpTargets: Set<Int> = []
     private var triedTCP: Set<Int> = []
     /// UDP-only targets (`udp/` in krb5.conf) that answered RESPONSE_TOO_BIG.
@@ -259,8 +269,8 @@ private final class SendOperation: @unchecked Sendable {
             guard !closed else { channel.close(promise: nil); return }
             channels[index, default: []].append(channel)
             write(channel, index: index, udp: udp)
-        case .failure:
-            failedTarget(index)
+        case .failure(let error):
+            failedTarget(index, error: error)
         }
     }
 
@@ -269,11 +279,11 @@ private final class SendOperation: @unchecked Sendable {
         var buffer = channel.allocator.buffer(capacity: message.count + 4)
         if udp {
             buffer.writeBytes(message)
-            channel.writeAndFlush(AddressedEnvelope(remoteAddress: targets[index].address, data: buffer)).whenFailure { [self] _ in failedTarget(index) }
+            channel.writeAndFlush(AddressedEnvelope(remoteAddress: targets[index].address, data: buffer)).whenFailure { [self] in failedTarget(index, error: $0) }
         } else {
             buffer.writeInteger(UInt32(message.count))
             buffer.writeBytes(message)
-            channel.writeAndFlush(buffer).whenFailure { [self] _ in failedTarget(index) }
+            channel.writeAndFlush(buffer).whenFailure { [self] in failedTarget(index, error: $0) }
         }
     }
 
@@ -298,9 +308,11 @@ private final class SendOperation: @unchecked Sendable {
     }
 
     /// Target `index` refused, reset, or closed without a reply: pass over it at once (after trying TCP when UDP
-    /// was refused and the KDC may speak either, as MIT's second pass does).
-    func failedTarget(_ index: Int) {
+    /// was refused and the KDC may speak either, as MIT's second pass does). `error`, when it is this process's
+    /// own shortage (``KDCTransport/localShortage(_:)``), says nothing about the KDC: it is not marked unresponsive.
+    func failedTarget(_ index: Int, error: (any Error)? = nil) {
         guard !closed, !failed.contains(index) else { return }
+        if let error, let code = KDCTransport.localShortage(error) { localFailure = code }
         if udpTargets.contains(index), targets[index].kdc.transport == .any, !triedTCP.contains(index) {
             triedTCP.insert(index)
             udpTargets.remove(index)
@@ -313,7 +325,7 @@ private final class SendOperation: @unchecked Sendable {
         udpTargets.remove(index)
         for channel in channels[index] ?? [] { channel.close(promise: nil) }
         channels[index] = nil
-        if !tooBigForUDP.contains(index) { transport.markUnresponsive(targets[index].key) }
+        if !tooBigForUDP.contains(index) && error.flatMap(KDCTransport.localShortage) == nil { transport.markUnresponsive(targets[index].key) }
         if index == next - 1 {
             attempt()
         } else if next >= targets.count && failed.count == targets.count {
@@ -322,6 +334,12 @@ private final class SendOperation: @unchecked Sendable {
     }
 
     private func finishUnreachable() {
+        if let code = localFailure {
+            // Not the KDCs' doing: the answer must not read kdc-unreachable, which counts against the client's address.
+            let message = "No socket for a KDC of realm '\(realm)': this process is short of \(code == EMFILE || code == ENFILE ? "file descriptors" : "memory") (errno \(code))"
+            resumer.resume(.failure(KerberosError(code: code, message: message, reason: .other)))
+            return
+        }
         if !tooBigForUDP.isEmpty {
             let kdcs = tooBigForUDP.sorted().map { targets[$0].kdc.description }.joined(separator: ", ")
             resumer.resume(.failure(KerberosError(code: Int32(KRB5KRB_ERR_RESPONSE_TOO_BIG),
@@ -331,6 +349,7 @@ private final class SendOperation: @unchecked Sendable {
         }
         resumer.resume(.failure(KerberosError(code: Int32(KRB5_KDC_UNREACH), message: "Cannot contact any KDC for realm '\(realm)'", reason: .kdcUnreachable)))
     }
+
 
     /// Called on the loop once the send is finished for any reason (reply, deadline, cancellation): closes the
     /// sockets and remembers the KDCs that left the message unanswered for longer than the hedge delay.
@@ -366,7 +385,7 @@ private final class DatagramReplyHandler: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        operation.failedTarget(index)
+        operation.failedTarget(index, error: error)
         context.close(promise: nil)
     }
 }
@@ -390,7 +409,7 @@ private final class StreamReplyHandler: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        operation.failedTarget(index)
+        operation.failedTarget(index, error: error)
         context.close(promise: nil)
     }
 

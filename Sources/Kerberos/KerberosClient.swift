@@ -337,38 +337,74 @@ package struct KerberosSession: Sendable {
         var answeredByReplica = false
     }
 
-    /// Drives a stepwise exchange to completion: each step on the worker, each message on the event loop.
-    func drive<E: StepwiseExchange>(_ exchange: Pinned<E>, primaryOnly: Bool, trace: Trace) async throws(KerberosError) {
-        var reply: [UInt8] = []
+    /// Drives a stepwise exchange whose first step gave `first` to completion: each later step on the worker, each
+    /// message on the event loop; the credentials are taken in the job of the step that completes the exchange, so a
+    /// KDC message costs one hop there and one back.
+    func drive<E: StepwiseExchange>(_ exchange: Pinned<E>, first: StepOutcome, primaryOnly: Bool, trace: Trace) async throws(KerberosError) -> Pinned<Credentials> {
+        var outcome = first
+        let worker = self.worker
         while true {
-            let input = reply
-            let outcome = try await run(exchange) { _, exchange in try exchange.step(input) }
-            switch outcome {
-            case .complete:
-                return
-            case .send(let request, let realm, let tcpOnly, let delivery):
-                trace.realm = realm
-                let answer = try await send(request, realm: realm, tcpOnly: tcpOnly, delivery: delivery, primaryOnly: primaryOnly)
-                if !answer.kdc.isPrimary { trace.answeredByReplica = true }
-                reply = answer.bytes
+            guard case .send(let request, let realm, let tcpOnly, let delivery) = outcome else {
+                return try await make { _ in try exchange.onWorker.credentials() }
             }
+            trace.realm = realm
+            let answer = try await send(request, realm: realm, tcpOnly: tcpOnly, delivery: delivery, primaryOnly: primaryOnly)
+            if !answer.kdc.isPrimary { trace.answeredByReplica = true }
+            let reply = answer.bytes
+            let (next, credentials) = try await run(exchange) { _, exchange -> (StepOutcome, Pinned<Credentials>?) in
+                let next = try exchange.step(reply)
+                guard case .complete = next else { return (next, nil) }
+                return (next, Pinned(try exchange.credentials(), worker: worker))
+            }
+            if let credentials { return credentials }
+            outcome = next
         }
+    }
+
+    /// A login's setup, made on the worker with either the armor ticket to fetch first or the exchange started.
+    private struct Begun: Sendable {
+        var spec: Pinned<InitialCredentialsSetup>
+        var armorRequest: ArmorRequest?
+        var started: StartedExchange?
+    }
+
+    /// A started exchange: made and stepped once on the worker, in the job that made its setup when it can be.
+    private struct StartedExchange: Sendable {
+        var exchange: Pinned<InitialCredentialsExchange>
+        var first: StepOutcome
+    }
+
+    /// Makes the exchange of `setup`, armored with `armor` when one was fetched, and takes its first step. On the worker.
+    private func start(_ setup: InitialCredentialsSetup, armor: CredentialCache?, context: Context) throws -> StartedExchange {
+        var setup = setup
+        setup.options.armor = Self.armor(fetched: armor, configured: setup.options.armor)
+        let exchange = try InitialCredentialsExchange(context: context, client: setup.client, key: setup.key, options: setup.options,
+                                                      onPasswordKey: setup.onPasswordKey)
+        return StartedExchange(exchange: Pinned(exchange, worker: worker), first: try exchange.step([]))
     }
 
     /// Gets initial credentials set up by `setup` (run on the worker), first fetching FAST armor when the
     /// options ask for anonymous-PKINIT or keytab armor, and retrying on a primary KDC after a failure answered
-    /// by a replica (MIT's `use_primary`).
+    /// by a replica (MIT's `use_primary`). Without armor to fetch, the setup, the exchange and its first step are
+    /// one job on the worker.
     package func initialCredentials(_ setup: @escaping @Sendable (Context) throws -> InitialCredentialsSetup) async throws(KerberosError) -> Pinned<Credentials> {
-        let spec = try await make(setup)
-        let armor: Pinned<CredentialCache>? = try await armorCache(for: spec)
+        let begun = try await run { (context: Context) throws -> Begun in
+            let made = try setup(context)
+            let spec = Pinned(made, worker: self.worker)
+            if let request = try self.armorRequest(made, context: context) { return Begun(spec: spec, armorRequest: request, started: nil) }
+            return Begun(spec: spec, armorRequest: nil, started: try self.start(made, armor: nil, context: context))
+        }
+        let spec = begun.spec, started = begun.started
+        var armor: Pinned<CredentialCache>?
+        if let request = begun.armorRequest { armor = try await armorCache(for: spec, request: request) }
         let trace = Trace()
         do {
-            return try await exchange(spec, armor: armor, primaryOnly: false, trace: trace)
+            return try await exchange(spec, armor: armor, started: started, primaryOnly: false, trace: trace)
         } catch {
             guard Self.retriesOnPrimary(error), trace.answeredByReplica, let realm = trace.realm,
                   (try? await client.location(of: realm, session: self))?.location.hasPrimary == true else { throw error }
             do {
-                return try await exchange(spec, armor: armor, primaryOnly: true, trace: Trace())
+                return try await exchange(spec, armor: armor, started: nil, primaryOnly: true, trace: Trace())
             } catch let primaryError {
                 // The primary unreachable (but time left): the replica's answer stands, as in MIT's gic_pwd.c.
                 if primaryError.code == Int32(KRB5_KDC_UNREACH) && deadline > .now() { throw error }
@@ -385,18 +421,26 @@ package struct KerberosSession: Sendable {
     /// Returns ``EncryptionType/null`` info when the KDC's answer needs no password key (it offered only other
     /// mechanisms); throws the KDC's error for an unknown principal or a disabled account. Nothing blocks.
     package func encryptionInfo(_ setup: @escaping @Sendable (Context) throws -> InitialCredentialsSetup) async throws(KerberosError) -> EncryptionInfo {
-        let spec = try await make(setup)
-        let armor = try await armorCache(for: spec)
-        let exchange: Pinned<InitialCredentialsExchange> = try await make { context in
-            var options = spec.onWorker.options
+        let begun = try await run { (context: Context) throws -> Begun in
+            let made = try setup(context)
+            return Begun(spec: Pinned(made, worker: self.worker), armorRequest: try self.armorRequest(made, context: context), started: nil)
+        }
+        let spec = begun.spec
+        var fetched: Pinned<CredentialCache>?
+        if let request = begun.armorRequest { fetched = try await armorCache(for: spec, request: request) }
+        let armor = fetched, worker = self.worker
+        let (exchange, first, defaultSalt) = try await run { context in
+            let setup = spec.onWorker
+            var options = setup.options
             options.responder = nil
             options.prompter = nil
             options.preauthTypes = nil
             options.armor = Self.armor(fetched: armor?.onWorker, configured: options.armor)
             // A password krb5 never turns into a key: the step stops where it would.
-            return try InitialCredentialsExchange(context: context, client: spec.onWorker.client, key: .password(Secret("")), options: options)
+            let exchange = try InitialCredentialsExchange(context: context, client: setup.client, key: .password(Secret("")), options: options)
+            return (Pinned(exchange, worker: worker), try exchange.step([]), Array((setup.client.realm + setup.client.components.joined()).utf8))
         }
-        var outcome = try await run(exchange) { _, exchange in try exchange.step([]) }
+        var outcome = first
         // At most one resend over TCP (RESPONSE_TOO_BIG), as MIT's loop makes it.
         for _ in 0..<2 {
             guard case .send(let request, let realm, let tcpOnly, _) = outcome else { break }
@@ -406,7 +450,6 @@ package struct KerberosSession: Sendable {
             guard case .send(_, _, true, _)? = next else { break }
             outcome = next!
         }
-        let defaultSalt = try await run(spec) { _, setup in Array((setup.client.realm + setup.client.components.joined()).utf8) }
         return EncryptionInfo(encryptionType: .null, salt: defaultSalt, parameters: [])
     }
 
@@ -462,18 +505,17 @@ package struct KerberosSession: Sendable {
         }
     }
 
-    private func exchange(_ spec: Pinned<InitialCredentialsSetup>, armor: Pinned<CredentialCache>?, primaryOnly: Bool, trace: Trace) async throws(KerberosError) -> Pinned<Credentials> {
-        let exchange: Pinned<InitialCredentialsExchange> = try await make { context in
-            var setup = spec.value!
-            setup.options.armor = Self.armor(fetched: armor?.onWorker, configured: setup.options.armor)
-            return try InitialCredentialsExchange(context: context, client: setup.client, key: setup.key, options: setup.options,
-                                                  onPasswordKey: setup.onPasswordKey)
+    /// The exchange of `spec`, from `started` when its first step was taken already.
+    private func exchange(_ spec: Pinned<InitialCredentialsSetup>, armor: Pinned<CredentialCache>?, started: StartedExchange?, primaryOnly: Bool,
+                          trace: Trace) async throws(KerberosError) -> Pinned<Credentials> {
+        var started = started
+        if started == nil {
+            started = try await run { context in try self.start(spec.onWorker, armor: armor?.onWorker, context: context) }
         }
-        try await drive(exchange, primaryOnly: primaryOnly, trace: trace)
-        return try await make { _ in try exchange.value!.credentials() }
+        return try await drive(started!.exchange, first: started!.first, primaryOnly: primaryOnly, trace: trace)
     }
 
-    /// The armor an exchange uses: the cache ``armorCache(for:)`` fetched, else a cache the options name, else none
+    /// The armor an exchange uses: the cache ``armorCache(for:request:)`` fetched, else a cache the options name, else none
     /// (anonymous PKINIT or keytab armor that could not be had).
     private static func armor(fetched: CredentialCache?, configured: Armor?) -> Armor? {
         switch (fetched, configured) {
@@ -483,18 +525,25 @@ package struct KerberosSession: Sendable {
         }
     }
 
-    /// Fetches the armor ticket the options ask for into a new MEMORY cache (``Armor/ticketRequest(for:login:in:)``),
-    /// or nil when the options name a cache or no armor, or when none could be had and the login may go on without.
-    private func armorCache(for spec: Pinned<InitialCredentialsSetup>) async throws(KerberosError) -> Pinned<CredentialCache>? {
-        let request: Pinned<(setup: InitialCredentialsSetup, cache: CredentialCache)?> = try await make { context in
-            let setup = spec.value!
-            return try setup.options.armor?.ticketRequest(for: setup.client, login: setup.options, in: context)
-        }
-        guard try await run(request, { _, value in value != nil }) else { return nil }
+    /// The exchange that fetches the armor ticket `setup`'s options ask for, and the MEMORY cache it fills
+    /// (``Armor/ticketRequest(for:login:in:)``); nil when the options name a cache or no armor. On the worker.
+    private func armorRequest(_ setup: InitialCredentialsSetup, context: Context) throws -> ArmorRequest? {
+        guard let request = try setup.options.armor?.ticketRequest(for: setup.client, login: setup.options, in: context) else { return nil }
+        return ArmorRequest(setup: Pinned(request.setup, worker: worker), cache: Pinned(request.cache, worker: worker))
+    }
+
+    /// An armor ticket to fetch before the login: its exchange's setup and the cache it fills.
+    private struct ArmorRequest: Sendable {
+        var setup: Pinned<InitialCredentialsSetup>
+        var cache: Pinned<CredentialCache>
+    }
+
+    /// Fetches the armor ticket of `request` into its MEMORY cache, or nil when none could be had and the login may
+    /// go on without.
+    private func armorCache(for spec: Pinned<InitialCredentialsSetup>, request: ArmorRequest) async throws(KerberosError) -> Pinned<CredentialCache>? {
         do {
-            let armorSetup: Pinned<InitialCredentialsSetup> = try await make { _ in request.value!!.setup }
-            _ = try await exchange(armorSetup, armor: nil, primaryOnly: false, trace: Trace())
-            return try await make { _ in request.value!!.cache }
+            _ = try await exchange(request.setup, armor: nil, started: nil, primaryOnly: false, trace: Trace())
+            return request.cache
         } catch {
             guard Armor.proceedsUnarmored(after: error, fastRequired: try await run(spec, { _, setup in setup.options.fastRequired })) else { throw error }
             return nil
@@ -506,13 +555,13 @@ package struct KerberosSession: Sendable {
     /// `krb5_rd_req` with the keytab. Returns whether the check ran: false only when `nofail` is off and the
     /// keytab has no usable key.
     package func verify(_ credentials: Pinned<Credentials>, _ options: @escaping @Sendable (Context) throws -> VerificationOptions) async throws(KerberosError) -> Bool {
-        // Which servers to try, on the worker.
-        let plan: Pinned<VerificationPlan> = try await run(credentials) { context, credentials in
-            Pinned(try VerificationPlan(context: context, credentials: credentials, options: options(context)), worker: worker)
+        // Which servers to try, on the worker, and whether the credentials are a ticket for one of them.
+        let worker = self.worker
+        let (plan, count, nofail) = try await run(credentials) { context, credentials in
+            let plan = try VerificationPlan(context: context, credentials: credentials, options: options(context))
+            return (Pinned(plan, worker: worker), plan.servers.count, plan.options.nofail)
         }
-        let count = try await run(plan) { _, plan in plan.servers.count }
         if count == 0 {
-            let nofail = try await run(plan) { _, plan in plan.options.nofail }
             if nofail {
                 throw KerberosError(code: Int32(KRB5_KT_NOTFOUND), message: "No key in the keytab to verify the credentials with", reason: .verificationFailed)
             }
@@ -521,19 +570,21 @@ package struct KerberosSession: Sendable {
         var lastError: KerberosError?
         for index in 0..<count {
             do {
-                let direct = try await run(plan) { _, plan in plan.isDirect(index) }
-                let ticket: Pinned<Credentials>
-                if direct {
-                    ticket = credentials
-                } else {
-                    let exchange: Pinned<ServiceTicketExchange> = try await make { context in
-                        try ServiceTicketExchange(context: context, ticketGrantingTicket: credentials.value!, server: plan.value!.servers[index])
-                    }
-                    try await drive(exchange, primaryOnly: false, trace: Trace())
-                    ticket = try await make { _ in try exchange.value!.credentials() }
+                // A ticket for the server itself (the direct verification ticket) is checked in the same job.
+                let checkedDirectly = try await run(plan) { context, plan in
+                    guard plan.isDirect(index) else { return false }
+                    try context.checkServiceTicket(credentials.onWorker, server: plan.servers[index], keytab: plan.keytab)
+                    return true
                 }
-                try await run(plan) { context, plan in
-                    try context.checkServiceTicket(ticket.value!, server: plan.servers[index], keytab: plan.keytab)
+                if !checkedDirectly {
+                    let (exchange, first) = try await run(plan) { context, plan in
+                        let exchange = try ServiceTicketExchange(context: context, ticketGrantingTicket: credentials.onWorker, server: plan.servers[index])
+                        return (Pinned(exchange, worker: worker), try exchange.step([]))
+                    }
+                    let ticket = try await drive(exchange, first: first, primaryOnly: false, trace: Trace())
+                    try await run(plan) { context, plan in
+                        try context.checkServiceTicket(ticket.onWorker, server: plan.servers[index], keytab: plan.keytab)
+                    }
                 }
                 return true
             } catch {

@@ -5,7 +5,8 @@ import FoundationEssentials
 import Foundation
 #endif
 
-/// The login request that opens a conversation: `{"type":"login","principal":"bob","password":"…","service":"imap"}`.
+/// The login request that opens a conversation:
+/// `{"type":"login","principal":"bob","password":"…","service":"imap","client_address":"192.0.2.7"}`.
 ///
 /// Version 2 of the protocol (docs/protocol.md) adds what a PAM module needs: the remote host and terminal, a
 /// deadline for the whole conversation, a password change as the purpose, how an expired password is handled,
@@ -37,8 +38,9 @@ public struct LoginRequest: Sendable {
     public var service: String?
     /// The protocol version the client speaks (`"version"`, 1 when absent).
     public var version: Int
-    /// The remote host the person logs in from (`"rhost"`, PAM's `PAM_RHOST`): the throttle keys on it.
-    public var remoteHost: String?
+    /// The address of the person logging in, as the front end saw it (`"client_address"`, PAM's `PAM_RHOST`,
+    /// saslauthd's fifth field): the daemon's per-address throttle key. At most 256 bytes.
+    public var clientAddress: String?
     /// The terminal (`"tty"`, PAM's `PAM_TTY`); logged.
     public var terminal: String?
     /// How long the client waits for the whole conversation (`"timeout"`, whole seconds); the daemon ends it
@@ -52,20 +54,23 @@ public struct LoginRequest: Sendable {
     public var wantsCredentials: Bool
 
     /// A request with the given members.
-    public init(principal: String, password: Secret? = nil, service: String? = nil, version: Int = 1, remoteHost: String? = nil,
+    public init(principal: String, password: Secret? = nil, service: String? = nil, version: Int = 1, clientAddress: String? = nil,
                 terminal: String? = nil, timeout: Duration? = nil, purpose: Purpose = .login, expired: ExpiredPassword = .change,
                 wantsCredentials: Bool = false) {
         self.principal = principal
         self.password = password
         self.service = service
         self.version = version
-        self.remoteHost = remoteHost
+        self.clientAddress = clientAddress
         self.terminal = terminal
         self.timeout = timeout
         self.purpose = purpose
         self.expired = expired
         self.wantsCredentials = wantsCredentials
     }
+
+    /// The longest `client_address` accepted, as saslauthd limits its fields.
+    public static let maxClientAddressLength = 256
 
     /// The longest `timeout` a client may ask for.
     public static let longestTimeout = Duration.seconds(3600)
@@ -84,13 +89,13 @@ public struct LoginRequest: Sendable {
         guard let purpose = Purpose(rawValue: purposeName) else { throw ProtocolError("\"purpose\" must be \"login\" or \"change-password\"") }
         let expiredName = try fields.optionalString("expired") ?? ExpiredPassword.change.rawValue
         guard let expired = ExpiredPassword(rawValue: expiredName) else { throw ProtocolError("\"expired\" must be \"change\" or \"report\"") }
-        let remoteHost = try fields.optionalString("rhost")
+        let clientAddress = try fields.optionalString("client_address")
         let terminal = try fields.optionalString("tty")
-        for (name, value) in [("rhost", remoteHost), ("tty", terminal)] where (value?.utf8.count ?? 0) > 256 {
-            throw ProtocolError("\"\(name)\" is longer than 256 bytes")
+        for (name, value) in [("client_address", clientAddress), ("tty", terminal)] where (value?.utf8.count ?? 0) > Self.maxClientAddressLength {
+            throw ProtocolError("\"\(name)\" is longer than \(Self.maxClientAddressLength) bytes")
         }
         self.init(principal: principal, password: try fields.optionalSecret("password"), service: try fields.optionalString("service"),
-                  version: version, remoteHost: remoteHost, terminal: terminal, timeout: timeout, purpose: purpose, expired: expired,
+                  version: version, clientAddress: clientAddress, terminal: terminal, timeout: timeout, purpose: purpose, expired: expired,
                   wantsCredentials: try fields.optionalBool("credentials") ?? false)
     }
 }
@@ -135,7 +140,7 @@ public enum ClientMessage: Sendable {
             if let password = request.password { writer.secret("password", password) }
             if let service = request.service { writer.string("service", service) }
             if request.version != 1 { writer.int("version", request.version) }
-            if let remoteHost = request.remoteHost { writer.string("rhost", remoteHost) }
+            if let address = request.clientAddress { writer.string("client_address", address) }
             if let terminal = request.terminal { writer.string("tty", terminal) }
             if let timeout = request.timeout { writer.int("timeout", Int(timeout.components.seconds)) }
             if request.purpose != .login { writer.string("purpose", request.purpose.rawValue) }

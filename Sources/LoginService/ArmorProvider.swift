@@ -86,7 +86,7 @@ struct ArmorProvider: Sendable {
         let ofRealm = principals.filter { $0.hasSuffix("@\(realm)") }
         let computer = ofRealm.first { $0.dropLast(realm.utf8.count + 1).hasSuffix("$") }
         guard let name = computer ?? ofRealm.first ?? principals.first else {
-            throw KerberosError(code: -1, message: "Keytab \(keytab.name) has no entries", reason: .invalidRequest)
+            throw KerberosError(code: -1765328203, message: "Keytab \(keytab.name) has no entries", reason: .invalidRequest)  // KRB5_KT_NOTFOUND
         }
         return try Principal(parsing: name, in: context)
     }

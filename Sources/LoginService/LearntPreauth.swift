@@ -15,10 +15,11 @@ final class LearntPreauth: Sendable {
     }
 
     private struct Tables {
-        var encryptionInfo: [String: Learnt] = [:]
-        var optimisticRefusals: Set<String> = []
+        // Keyed by the names' bytes (``ExactName``): canonically equivalent spellings are different principals to krb5.
+        var encryptionInfo: [ExactName: Learnt] = [:]
+        var optimisticRefusals: Set<ExactName> = []
         /// Realms whose KDC took no encrypted challenge in an armored first request.
-        var armoredRefusals: Set<String> = []
+        var armoredRefusals: Set<ExactName> = []
     }
 
     private let tables = Locked(Tables())
@@ -33,9 +34,9 @@ final class LearntPreauth: Sendable {
     /// The etype info learnt for `principal`, if any and still trusted.
     func encryptionInfo(for principal: String, now: ContinuousClock.Instant = .now) -> EncryptionInfo? {
         tables.withLock { tables in
-            guard let learnt = tables.encryptionInfo[principal] else { return nil }
+            guard let learnt = tables.encryptionInfo[ExactName(principal)] else { return nil }
             if learnt.expires <= now {
-                tables.encryptionInfo[principal] = nil
+                tables.encryptionInfo[ExactName(principal)] = nil
                 return nil
             }
             return learnt.info
@@ -46,7 +47,7 @@ final class LearntPreauth: Sendable {
     func remember(_ info: EncryptionInfo, for principal: String, now: ContinuousClock.Instant = .now) {
         tables.withLock { tables in
             if tables.encryptionInfo.count >= capacity { tables.encryptionInfo.removeAll() }
-            tables.encryptionInfo[principal] = Learnt(info: info, expires: now + lifetime)
+            tables.encryptionInfo[ExactName(principal)] = Learnt(info: info, expires: now + lifetime)
         }
     }
 
@@ -69,12 +70,12 @@ final class LearntPreauth: Sendable {
 
     /// Whether optimistic preauth with the default salt failed for `principal` before.
     func refusesOptimistic(_ principal: String) -> Bool {
-        tables.withLock { $0.optimisticRefusals.contains(principal) }
+        tables.withLock { $0.optimisticRefusals.contains(ExactName(principal)) }
     }
 
     /// Whether `realm`'s KDC refused the one-exchange path under FAST before (``refuseArmoredOneExchange(_:)``).
     func refusesArmoredOneExchange(_ realm: String) -> Bool {
-        tables.withLock { $0.armoredRefusals.contains(realm) }
+        tables.withLock { $0.armoredRefusals.contains(ExactName(realm)) }
     }
 
     /// Armored logins of `realm` take MIT's path from now on: its KDC refused an encrypted challenge in the first
@@ -82,14 +83,14 @@ final class LearntPreauth: Sendable {
     func refuseArmoredOneExchange(_ realm: String) {
         tables.withLock { tables in
             if tables.armoredRefusals.count >= 1024 { tables.armoredRefusals.removeAll() }
-            tables.armoredRefusals.insert(realm)
+            tables.armoredRefusals.insert(ExactName(realm))
         }
     }
 
     func refuseOptimistic(_ principal: String) {
         tables.withLock { tables in
             if tables.optimisticRefusals.count >= capacity { tables.optimisticRefusals.removeAll() }
-            tables.optimisticRefusals.insert(principal)
+            tables.optimisticRefusals.insert(ExactName(principal))
         }
     }
 }

@@ -49,7 +49,7 @@ struct LoginAttempt: Sendable {
             // The ticket must be for the principal asked for (or the KDC's canonical spelling of it when
             // canonicalization was asked for), whatever the KDC chose to answer.
             let issued = try await session.run(credentials) { _, credentials in try credentials.client.name() }
-            if issued != client.name && !(configuration.canonicalize || configuration.enterpriseNames) {
+            if ExactName(issued) != ExactName(client.name) && !(configuration.canonicalize || configuration.enterpriseNames) {
                 return .finished(.failed(.badCredentials, "The KDC issued credentials for \(issued), not \(client.name)", principal: client.name), info: notes.info)
             }
             if configuration.verify { try await verify(credentials, configuration: configuration) }

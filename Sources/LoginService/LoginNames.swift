@@ -11,6 +11,9 @@ public import LoginProtocol
 struct LoginNames: Sendable {
     /// The realms whose principals may log in.
     let allowedRealms: Set<String>
+    /// ``allowedRealms`` as bytes, which the check compares: to `Set<String>`, `\u{212A}RB5.TEST` (KELVIN SIGN)
+    /// is `KRB5.TEST`, to krb5 it is another realm.
+    private let allowedRealmBytes: Set<ExactName>
     /// The realm added to names that have none (nil: krb5's default realm).
     let realm: String?
     /// `user@suffix` names are enterprise names (``LoginConfiguration/enterpriseNames``).
@@ -21,14 +24,16 @@ struct LoginNames: Sendable {
     init(configuration: LoginConfiguration, context: Context) throws(KerberosError) {
         realm = configuration.realm
         enterpriseNames = configuration.enterpriseNames
-        if let realms = configuration.realms {
-            allowedRealms = Set(realms)
+        var realms: [String]
+        if let listed = configuration.realms {
+            realms = listed
         } else {
-            var realms = Set(try context.configuredRealms())
-            if let realm = try? context.defaultRealm() { realms.insert(realm) }
-            if let realm = configuration.realm { realms.insert(realm) }
-            allowedRealms = realms
+            realms = try context.configuredRealms()
+            if let realm = try? context.defaultRealm() { realms.append(realm) }
+            if let realm = configuration.realm { realms.append(realm) }
         }
+        allowedRealms = Set(realms)
+        allowedRealmBytes = Set(realms.map(ExactName.init))
     }
 
     /// The principal `name` stands for, or the refusal that ends the login before any KDC exchange.
@@ -52,7 +57,7 @@ struct LoginNames: Sendable {
             // Anonymous PKINIT proves nothing about a person; MIT's KDC would hand out such a ticket.
             throw LoginRefusal(.failed(.badCredentials, "Anonymous logins are refused", principal: name))
         }
-        guard allowedRealms.contains(principal.realm) else {
+        guard allowedRealmBytes.contains(ExactName(principal.realm)) else {
             throw LoginRefusal(.failed(.unknownPrincipal, "Realm \(principal.realm) is not one this service logs in to", principal: name))
         }
         return principal
@@ -66,7 +71,8 @@ struct LoginNames: Sendable {
         let name = typed.replacing("\\@", with: "@")
         let parts = name.split(separator: "@", omittingEmptySubsequences: false)
         guard parts.count == 2 || parts.count == 3, !parts[0].isEmpty, !parts[1].isEmpty, !name.contains("\\") else { return nil }
-        if parts.count == 2, let realm = realm ?? (try? context.defaultRealm()), parts[1].uppercased() == realm.uppercased() { return nil }
+        if parts.count == 2, let realm = realm ?? (try? context.defaultRealm()),
+           ExactName(String(parts[1])).asciiCaseFolded == ExactName(realm).asciiCaseFolded { return nil }
         var qualified = name
         if parts.count == 2, let realm { qualified += "@\(realm)" }
         return try Principal(parsing: qualified, in: context, options: .enterprise)

@@ -27,9 +27,11 @@ public final class LoginService: Sendable {
     private let names: LoginNames
     /// A context of the service's own for ``resolve(_:)``, which callers use from any thread, one at a time.
     private let resolver: Mutex<Context>
-    /// The names ``resolve(_:)`` already resolved: a mail server logs in the same users all day, and the same
-    /// configuration gives the same answer. Bounded: emptied when full.
-    private let resolved = Mutex<[String: ResolvedName]>([:])
+    /// The names ``resolve(_:)`` resolved to a principal: a mail server logs in the same users all day, and the
+    /// same configuration gives the same answer. Keyed by the typed bytes (``ExactName``): `jose\u{301}` and
+    /// `josé` are two principals to krb5, though one `String` to Swift. Refused names are not kept, so names
+    /// refused at once cannot flush it. Bounded: emptied when full.
+    private let resolved = Mutex<[ExactName: String]>([:])
     /// How many names ``resolved`` keeps, and the longest it keeps (a saslauthd field's limit).
     static let resolvedNamesKept = (count: 4096, length: 256)
 
@@ -52,7 +54,8 @@ public final class LoginService: Sendable {
     ///
     /// Parsing reads only the loaded configuration (no I/O), so an event loop may call this.
     public func resolve(_ name: String) -> ResolvedName {
-        if let known = resolved.withLock({ $0[name] }) { return known }
+        let key = ExactName(name)
+        if let known = resolved.withLock({ $0[key] }) { return .principal(known) }
         let resolution = resolver.withLock { context -> ResolvedName in
             do throws(LoginRefusal) {
                 return .principal(try names.client(name, in: context).name())
@@ -60,10 +63,10 @@ public final class LoginService: Sendable {
                 return .refused(error.result)
             }
         }
-        if name.utf8.count <= Self.resolvedNamesKept.length {
+        if case .principal(let principal) = resolution, key.bytes.count <= Self.resolvedNamesKept.length {
             resolved.withLock { names in
                 if names.count >= Self.resolvedNamesKept.count { names.removeAll(keepingCapacity: true) }
-                names[name] = resolution
+                names[key] = principal
             }
         }
         return resolution

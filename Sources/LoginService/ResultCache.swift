@@ -22,7 +22,8 @@ import Foundation
 /// Principals are keyed by the string the caller gives. Callers pass the **canonical** name
 /// (`user@REALM`, as krb5 unparses it with its realm) to ``lookup(principal:password:)``,
 /// ``store(principal:password:result:)`` and ``invalidate(principal:)`` alike, so that every spelling of
-/// one principal shares one entry and one invalidation.
+/// one principal shares one entry and one invalidation. Entries are keyed by the name's bytes (``ExactName``):
+/// two principals whose names Swift's `String` calls equal (`jose\u{301}` and `josé`) never share one.
 public final class ResultCache: Sendable {
     private struct Entry {
         var digest: PasswordDigester.Digest
@@ -33,7 +34,7 @@ public final class ResultCache: Sendable {
     private let ttl: Duration
     private let capacity: Int
     private let digester: PasswordDigester
-    private let entries = Locked<[String: Entry]>([:])
+    private let entries = Locked<[ExactName: Entry]>([:])
 
     /// An empty cache whose entries live `ttl`; when `capacity` principals are held, a new one first drops
     /// the expired entries, or all of them when none has expired.
@@ -50,11 +51,12 @@ public final class ResultCache: Sendable {
     /// The cached success for this (canonical) principal and password, if still fresh.
     public func lookup(principal: String, password: Secret) -> LoginResult? {
         let digest = digester.digest(principal, password)
+        let key = ExactName(principal)
         let now = ContinuousClock.now
         return entries.withLock { entries -> LoginResult? in
-            guard let entry = entries[principal], entry.digest.matches(digest) else { return nil }
+            guard let entry = entries[key], entry.digest.matches(digest) else { return nil }
             guard entry.expires > now else {
-                entries[principal] = nil
+                entries[key] = nil
                 return nil
             }
             return entry.result
@@ -66,19 +68,20 @@ public final class ResultCache: Sendable {
     public func store(principal: String, password: Secret, result: LoginResult) {
         guard result.ok else { return }
         let entry = Entry(digest: digester.digest(principal, password), result: result, expires: .now + ttl)
+        let key = ExactName(principal)
         entries.withLock { entries in
-            if entries.count >= capacity, entries[principal] == nil {
+            if entries.count >= capacity, entries[key] == nil {
                 let now = ContinuousClock.now
                 entries = entries.filter { $0.value.expires > now }
                 if entries.count >= capacity { entries.removeAll() }
             }
-            entries[principal] = entry
+            entries[key] = entry
         }
     }
 
     /// Drops the entry of this (canonical) principal; called on any failed login of it.
     public func invalidate(principal: String) {
-        _ = entries.withLock { entries in entries.removeValue(forKey: principal) }
+        _ = entries.withLock { entries in entries.removeValue(forKey: ExactName(principal)) }
     }
 
     /// The number of principals held, expired or not.

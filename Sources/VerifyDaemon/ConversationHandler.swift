@@ -109,7 +109,7 @@ final class ConversationHandler: ChannelInboundHandler {
             }
             reportsExpiredPassword = loginRequest.expired == .report && loginRequest.purpose == .login
             // The remote host (PAM_RHOST) is the client address the throttle keys on, as saslauthd's fifth field is.
-            switch gate.admit(name: loginRequest.principal, clientAddress: loginRequest.remoteHost) {
+            switch gate.admit(name: loginRequest.principal, clientAddress: loginRequest.clientAddress) {
             case .success(let admitted):
                 login = admitted
                 request.principal = admitted.principal

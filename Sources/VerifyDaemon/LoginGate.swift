@@ -11,14 +11,15 @@ import NIOCore
 /// - A connection's peer (``admitPeer(_:listener:)``): `allowed_uids` / `allowed_gids`.
 /// - At a login's arrival (``admit(name:clientAddress:)``): the name's checks (``LoginService/resolve(_:)``:
 ///   empty, malformed, `WELLKNOWN/ANONYMOUS`, a realm outside the allow-list), answered at once.
-/// - Before each KDC exchange (``reserve(_:password:)``): the client address's throttle, then the canonical
-///   principal's, which counts the attempt as it starts. A throttled principal whose password is the one
-///   that last logged it in goes on anyway (``PasswordVerifiers``); anything else throttled is refused
-///   without the KDC (a typed ``Refusal``), after a penalty.
+/// - Before each KDC exchange (``reserve(_:password:_:)``): a slot of the client address's throttle, then one of
+///   the canonical principal's, each counting the attempt as it starts; with every slot held by attempts in
+///   flight, the attempt waits in line. A throttled attempt whose password is the one that last logged the
+///   principal in goes on anyway (``PasswordVerifiers``, which rations such tests per source and principal);
+///   anything else throttled is refused without the KDC (a typed ``Refusal``), after a penalty.
 /// - The exchange itself (``verifyPassword(_:password:on:_:)``, ``step(_:_:on:_:)``), counted in flight.
 /// - After it (``release(_:_:result:password:)``): wrong credentials count against the principal and the
 ///   address, `kdc-unreachable` against the address; a success clears the principal and remembers its
-///   password's verifier.
+///   password's verifier; the slots go to the attempts in line.
 /// - The answer (``answer(_:_:on:floor:_:)``): logged and counted, and a failure sent no sooner than the
 ///   failure floor after the exchange began.
 /// - Conversations parked at a question (``park()``, ``unpark()``).
@@ -39,14 +40,20 @@ final class LoginGate: Sendable {
         let principal: String
         /// The client's address key (`addr:…`), when the request named one.
         let peer: String?
+
+        /// The principal as the verifier table keys it: its bytes.
+        var principalKey: ExactName { ExactName(principal) }
+        /// The address as the address throttle keys it: its bytes.
+        var peerKey: ExactName? { peer.map(ExactName.init) }
     }
 
     /// How an exchange was let through.
-    enum Reservation: Sendable {
-        /// Counted against the principal's limit.
-        case counted
-        /// The principal or address is throttled, but the password is the one that last succeeded.
-        case verifiedBypass
+    struct Reservation: Sendable {
+        /// Counted against the principal's limit; false: the principal or address is throttled, but the password
+        /// is the one that last succeeded.
+        let counted: Bool
+        /// Holds one of the client address's slots.
+        let peerHeld: Bool
     }
 
     /// A login refused without a KDC exchange; answered no sooner than `delay` after it arrived.
@@ -75,8 +82,12 @@ final class LoginGate: Sendable {
     private let service: LoginService
     private let principals: Throttle
     private let peers: Throttle
-    private let verifiers = PasswordVerifiers()
+    private let verifiers: PasswordVerifiers
     private let failureFloor: Duration
+    /// The slowest recent guessing failures' exchange times: the failure answers' floor beyond `failureFloor`.
+    private let timing = Locked(FailureTiming())
+    /// The throttles' and the verifiers' time (a test's fixed clock, or the monotonic clock).
+    private let clock: @Sendable () -> NIODeadline
     private let allowedUIDs: [UInt32]
     private let allowedGIDs: [UInt32]
     private let logger: Logger
@@ -85,13 +96,15 @@ final class LoginGate: Sendable {
     private let state: Locked<DaemonStateMachine<CheckedContinuation<Void, Never>>>
 
     init(configuration: DaemonConfiguration, service: LoginService, logger: Logger, metrics: DaemonMetrics,
-         state: Locked<DaemonStateMachine<CheckedContinuation<Void, Never>>>) {
+         state: Locked<DaemonStateMachine<CheckedContinuation<Void, Never>>>, clock: @escaping @Sendable () -> NIODeadline = { .now() }) {
         let policy = Throttle.Policy(failures: configuration.throttleFailures, window: configuration.throttleWindow,
                                      backoff: configuration.throttleBackoff, maxBackoff: configuration.throttleMaxBackoff,
                                      penalty: configuration.throttlePenalty)
         self.service = service
         self.principals = Throttle(policy: policy)
         self.peers = Throttle(policy: policy)
+        self.verifiers = PasswordVerifiers(sources: configuration.throttleFailures)
+        self.clock = clock
         self.failureFloor = configuration.failureFloor
         self.allowedUIDs = configuration.allowedUIDs
         self.allowedGIDs = configuration.allowedGIDs
@@ -131,51 +144,92 @@ final class LoginGate: Sendable {
     }
 
     /// Lets one KDC exchange of `login` go ahead, or refuses it because its address or its principal is
-    /// throttled. Every success must be followed by one ``release(_:_:result:password:)``.
-    private func reserve(_ login: Login, password: Secret?) -> Result<Reservation, Refusal> {
-        var verdict = login.peer.map { peers.check($0) } ?? .allowed
-        var throttled = login.peer ?? ""
-        if verdict == .allowed {
-            verdict = principals.reserve(Self.throttleKey(login.principal))
-            throttled = login.principal
+    /// throttled; `decided` runs once, at once or (the attempt waited for a slot) on the thread that freed the
+    /// slot. Every success must be followed by one ``release(_:_:result:password:)``.
+    ///
+    /// The address's slot first, then the principal's, so an attempt never holds a principal's slot while it
+    /// waits. Refused by either, a password is tested against the principal's verifier, under its ration
+    /// (``PasswordVerifiers``): the one that last logged it in goes on to the KDC, anything else is refused.
+    private func reserve(_ login: Login, password: Secret?, _ decided: @escaping @Sendable (Result<Reservation, Refusal>) -> Void) {
+        guard let peer = login.peerKey else { return reservePrincipal(login, password: password, peerHeld: false, decided) }
+        let afterPeer: Throttle.Waiter = { [self] verdict in
+            switch verdict {
+            case .allowed: reservePrincipal(login, password: password, peerHeld: true, decided)
+            case .refused(let penalty): throttled(login, password: password, penalty: penalty, by: peer, peerHeld: false, decided)
+            case .queued: break
+            }
         }
-        guard case .refused(let penalty) = verdict else { return .success(.counted) }
-        if let password, verifiers.matches(password, for: login.principal) {
-            logger.info("throttled, but the password is the one that last succeeded", metadata: ["principal": .string(login.principal)])
-            return .success(.verifiedBypass)
-        }
-        logger.notice("refused without asking the KDC: throttled", metadata: [
-            "principal": .string(login.principal), "key": .string(throttled), "penalty_ms": .stringConvertible(penalty.milliseconds),
-        ])
-        return .failure(Refusal(kind: .throttled, result: .failed(.badCredentials, "Authentication failed", principal: login.principal),
-                                delay: max(penalty, failureFloor)))
+        let verdict = peers.reserve(peer, now: clock(), waiter: afterPeer)
+        if verdict != .queued { afterPeer(verdict) }
     }
 
-    /// The principal's throttle key: its canonical name folded to lower case. Active Directory's names are
-    /// case-insensitive (`ALICE`, `Alice` and `alice` are one account, and the DC counts their failures as one),
-    /// so spellings must not multiply the throttle's budget. On a case-sensitive realm two principals that differ
-    /// only in case share one budget, which can only throttle sooner, never later.
-    static func throttleKey(_ principal: String) -> String { principal.lowercased() }
+    private func reservePrincipal(_ login: Login, password: Secret?, peerHeld: Bool, _ decided: @escaping @Sendable (Result<Reservation, Refusal>) -> Void) {
+        let key = Self.throttleKey(login.principal)
+        let afterPrincipal: Throttle.Waiter = { [self] verdict in
+            switch verdict {
+            case .allowed: decided(.success(Reservation(counted: true, peerHeld: peerHeld)))
+            case .refused(let penalty): throttled(login, password: password, penalty: penalty, by: key, peerHeld: peerHeld, decided)
+            case .queued: break
+            }
+        }
+        let verdict = principals.reserve(key, now: clock(), waiter: afterPrincipal)
+        if verdict != .queued { afterPrincipal(verdict) }
+    }
 
-    /// Ends an exchange let through by ``reserve(_:password:)``; `result` is nil when it ended at questions.
+    /// A throttled attempt: its password tested against the principal's verifier if its source has a test free.
+    private func throttled(_ login: Login, password: Secret?, penalty: Duration, by key: ExactName, peerHeld: Bool,
+                           _ decided: @escaping @Sendable (Result<Reservation, Refusal>) -> Void) {
+        let source = login.peerKey ?? ExactName("")
+        let outcome = password.map { verifiers.test($0, for: login.principalKey, from: source, penalty: penalty, now: clock()) } ?? .untested
+        if outcome == .matched {
+            logger.info("throttled, but the password is the one that last succeeded", metadata: ["principal": .string(login.principal)])
+            return decided(.success(Reservation(counted: false, peerHeld: peerHeld)))
+        }
+        if peerHeld, let peer = login.peerKey {
+            // A wrong guess tested here failed as surely as at the KDC: it counts against its address.
+            peers.release(peer, failed: outcome == .mismatched ? true : nil, now: clock()).wake()
+        }
+        logger.notice("refused without asking the KDC: throttled", metadata: [
+            "principal": .string(login.principal), "key": .string(key.description), "penalty_ms": .stringConvertible(penalty.milliseconds),
+            "verifier": .string(outcome == .mismatched ? "tested" : "untested"),
+        ])
+        decided(.failure(Refusal(kind: .throttled, result: .failed(.badCredentials, "Authentication failed", principal: login.principal),
+                                 delay: max(penalty, failureFloor))))
+    }
+
+    /// The principal's throttle key: its canonical name's bytes with ASCII letters folded to lower case. Active
+    /// Directory's names are case-insensitive (`ALICE`, `Alice` and `alice` are one account, and the DC counts
+    /// their failures as one), so spellings must not multiply the throttle's budget. On a case-sensitive realm
+    /// two principals that differ only in ASCII case share one budget, which can only throttle sooner. Nothing
+    /// beyond ASCII is folded: Unicode's folding would make `\u{212A}alice` (KELVIN SIGN) and `kalice` one key,
+    /// and let guesses at one name throttle another.
+    static func throttleKey(_ principal: String) -> ExactName { ExactName(principal).asciiCaseFolded }
+
+    /// Ends an exchange let through by ``reserve(_:password:_:)``; `result` is nil when it ended at questions.
+    /// The slots it held go to the attempts waiting for them.
     private func release(_ login: Login, _ reservation: Reservation, result: LoginResult?, password: Secret?) {
         let guessing = result?.failure == .badCredentials || result?.failure == .unknownPrincipal
-        switch reservation {
-        case .counted:
+        let now = clock()
+        var released: [Throttle.Release] = []
+        if reservation.counted {
             let failed: Bool? = result.map { $0.ok ? false : (guessing ? true : nil) } ?? nil
-            if principals.release(Self.throttleKey(login.principal), failed: failed) {
-                logger.warning("throttling engaged", metadata: ["key": .string(login.principal)])
-            }
-        case .verifiedBypass:
+            let release = principals.release(Self.throttleKey(login.principal), failed: failed, now: now)
+            if release.engagedBackoff { logger.warning("throttling engaged", metadata: ["key": .string(login.principal)]) }
+            released.append(release)
+        } else if guessing {
             // The password that last succeeded failed: it was changed or revoked elsewhere.
-            if guessing { verifiers.forget(login.principal) }
+            verifiers.forget(login.principalKey)
         }
         if let result, result.ok, let password {
-            verifiers.remember(password, for: login.principal)
+            verifiers.remember(password, for: login.principalKey, from: login.peerKey ?? ExactName(""))
         }
-        if let peer = login.peer, guessing || result?.failure == .kdcUnreachable, peers.recordFailure(peer) {
-            logger.warning("throttling engaged", metadata: ["key": .string(peer)])
+        if reservation.peerHeld, let peer = login.peerKey {
+            let failed: Bool? = guessing || result?.failure == .kdcUnreachable ? true : nil
+            let release = peers.release(peer, failed: failed, now: now)
+            if release.engagedBackoff { logger.warning("throttling engaged", metadata: ["key": .string(peer.description)]) }
+            released.append(release)
         }
+        for release in released { release.wake() }
     }
 
     // MARK: Exchanges
@@ -200,7 +254,7 @@ final class LoginGate: Sendable {
         let finish = answering(as: login.principal)
         let password = request.password
         if password.isEmpty { return finish(.failed(.badCredentials, "empty password", principal: login.principal), nil) }
-        exchange(login, password: password, on: loop, anyThread: anyThread, { done in
+        exchange(login, password: password, on: loop, anyThread: anyThread, { [service] done in
             service.verifyPassword(principal: login.principal, password: password) { done($0, $0) }
         }, refused: { finish($0.result, $0.delay) }, ended: { finish($0, nil) })
     }
@@ -209,7 +263,7 @@ final class LoginGate: Sendable {
     /// step, or with the refusal. Its outcome is accounted for (throttle, in-flight count) whether or not anyone
     /// is left to hear it.
     func step(_ login: Login, _ conversation: LoginConversation, on loop: any EventLoop, _ ended: @escaping @Sendable (Result<LoginStep, Refusal>) -> Void) {
-        exchange(login, password: conversation.password, on: loop, { done in
+        exchange(login, password: conversation.password, on: loop, { [service] done in
             service.step(conversation) { step in
                 let result: LoginResult? = if case .finished(let result, _) = step { result } else { nil }
                 done(result, step)
@@ -217,44 +271,66 @@ final class LoginGate: Sendable {
         }, refused: { ended(.failure($0)) }, ended: { ended(.success($0)) })
     }
 
-    /// Reserve, count in flight, run `body` on the service, release with its result, hop back to `loop` (unless
-    /// `anyThread`: then go on where the result came).
+    /// Reserve (waiting in line for a slot if need be), count in flight, run `body` on the service, release with its
+    /// result, hop back to `loop` (unless `anyThread`: then go on where the result came). A refusal also comes on
+    /// `loop` unless `anyThread`. The attempt counts as in flight from the start, so a draining shutdown waits
+    /// for attempts in line too.
     private func exchange<Outcome: Sendable>(
         _ login: Login, password: Secret?, on loop: any EventLoop, anyThread: Bool = false,
-        _ body: (_ done: @escaping @Sendable (LoginResult?, Outcome) -> Void) -> Void,
-        refused: (Refusal) -> Void, ended: @escaping @Sendable (Outcome) -> Void
+        _ body: @escaping @Sendable (_ done: @escaping @Sendable (LoginResult?, Outcome) -> Void) -> Void,
+        refused: @escaping @Sendable (Refusal) -> Void, ended: @escaping @Sendable (Outcome) -> Void
     ) {
-        let reservation: Reservation
-        switch reserve(login, password: password) {
-        case .success(let granted): reservation = granted
-        case .failure(let refusal): return refused(refusal)
-        }
         state.withLock { $0.loginStarted() }
-        metrics.inFlight.increment()
-        body { result, outcome in
-            let finish: @Sendable () -> Void = {
-                self.state.withLock { $0.loginEnded() }
-                self.metrics.inFlight.decrement()
-                self.release(login, reservation, result: result, password: password)
-                ended(outcome)  // replies, or counts the reply as delayed (``answer(_:_:on:floor:started:_:)``)
-                self.state.withLock { $0.replyMade() }?.resume()
+        reserve(login, password: password) { [self] decision in
+            let reservation: Reservation
+            switch decision {
+            case .success(let granted): reservation = granted
+            case .failure(let refusal):
+                let answer: @Sendable () -> Void = {
+                    self.state.withLock { $0.loginEnded() }
+                    refused(refusal)  // replies, or counts the reply as delayed
+                    self.state.withLock { $0.replyMade() }?.resume()
+                }
+                if anyThread || loop.inEventLoop { answer() } else { loop.execute(answer) }
+                return
             }
-            if anyThread { finish() } else { loop.execute(finish) }
+            metrics.inFlight.increment()
+            let began = NIODeadline.now()
+            body { result, outcome in
+                if let failure = result?.failure, failure == .badCredentials || failure == .unknownPrincipal {
+                    let took = NIODeadline.now() - began
+                    self.timing.withLock { $0.record(.nanoseconds(took.nanoseconds)) }
+                }
+                let finish: @Sendable () -> Void = {
+                    self.state.withLock { $0.loginEnded() }
+                    self.metrics.inFlight.decrement()
+                    self.release(login, reservation, result: result, password: password)
+                    ended(outcome)  // replies, or counts the reply as delayed (``answer(_:_:on:floor:started:_:)``)
+                    self.state.withLock { $0.replyMade() }?.resume()
+                }
+                if anyThread { finish() } else { loop.execute(finish) }
+            }
         }
     }
 
     // MARK: Answers
 
     /// Logs and counts one finished request, then runs `reply` on `loop`: at once for a success, else no sooner
-    /// than `floor` (the failure floor, or a throttle's penalty) after `started` (default: the request's arrival;
-    /// a conversation passes when its last exchange began). While half of `max_connections` already wait out a
-    /// delay, a further one waits out only the failure floor, so penalties cannot fill the daemon.
+    /// than `floor` (a throttle's penalty) or the failure floor after `started` (default: the request's arrival;
+    /// a conversation passes when its last exchange began). The failure floor is `failure_floor` or the slowest
+    /// recent guessing failure's exchange (``FailureTiming``), whichever is longer, so that an unknown name is
+    /// answered as late as a known one with a wrong password. While half of `max_connections` already wait out
+    /// a delay, a further one waits out only the failure floor, so penalties cannot fill the daemon.
     func answer(_ result: LoginResult, _ request: Request, on loop: any EventLoop, floor: Duration? = nil, started: NIODeadline? = nil,
                 _ reply: @escaping @Sendable () -> Void) {
-        log(result, request)
-        if result.ok { return reply() }
+        if result.ok {
+            log(result, request)
+            return reply()
+        }
         let crowded = state.withLock { $0.isCrowdedWithDelays }
-        let floor = crowded ? failureFloor : max(floor ?? .zero, failureFloor)
+        let base = currentFailureFloor
+        let floor = crowded ? base : max(floor ?? .zero, base)
+        log(result, request, floor: floor)
         let remaining = (started ?? request.arrived) + TimeAmount(floor) - .now()
         if remaining <= .zero {
             reply()
@@ -267,8 +343,11 @@ final class LoginGate: Sendable {
         }
     }
 
-    /// Logs and counts one finished request; never with a secret.
-    func log(_ result: LoginResult, _ request: Request) {
+    /// The floor of every failure's answer now: `failure_floor`, or the slowest recent guessing failure's exchange.
+    var currentFailureFloor: Duration { max(failureFloor, timing.withLock { $0.slowest }) }
+
+    /// Logs and counts one finished request (a failure with the `floor` its answer waits for); never with a secret.
+    func log(_ result: LoginResult, _ request: Request, floor: Duration? = nil) {
         let latency = NIODeadline.now() - request.arrived
         let outcome = result.failure?.rawValue ?? "ok"
         metrics.record(listener: request.listener.rawValue, outcome: outcome, latency: .nanoseconds(latency.nanoseconds))
@@ -282,6 +361,7 @@ final class LoginGate: Sendable {
         if result.ok, let canonical = result.principal, canonical != request.principal { metadata["canonical_principal"] = .string(canonical) }
         if let peer = request.peer { metadata["peer_uid"] = .stringConvertible(peer.uid); metadata["peer_pid"] = .stringConvertible(peer.pid) }
         if let message = result.message { metadata["reason"] = .string(message) }
+        if let floor { metadata["floor_ms"] = .stringConvertible(floor.milliseconds) }
         logger.log(level: level, "login", metadata: metadata)
     }
 

@@ -24,6 +24,8 @@ public final class VerifyDaemon: Service, Sendable {
     /// accounting, the failure floor, logging.
     let gate: LoginGate
     let metrics = DaemonMetrics()
+    /// `max_connections`, or fewer when the descriptor limit cannot serve that many (``DescriptorBudget``).
+    public let maxConnections: Int
     private let group: MultiThreadedEventLoopGroup
     /// Listeners, connections, logins in flight, parked conversations and the shutdown, under one lock (shared
     /// with the gate).
@@ -49,7 +51,12 @@ public final class VerifyDaemon: Service, Sendable {
     ///
     /// Throws ``ConfigurationError`` for a configuration that makes no sense, or the `KerberosError`
     /// of a krb5 configuration that cannot make a context.
-    public init(configuration: DaemonConfiguration, logger: Logger = Logger(label: "krb5-verifyd")) throws {
+    public convenience init(configuration: DaemonConfiguration, logger: Logger = Logger(label: "krb5-verifyd")) throws {
+        try self.init(configuration: configuration, logger: logger, clock: { .now() })
+    }
+
+    /// A daemon whose throttles and password verifiers read `clock` (tests hold time still with it).
+    init(configuration: DaemonConfiguration, logger: Logger, clock: @escaping @Sendable () -> NIODeadline) throws {
         try configuration.validate()
         self.configuration = configuration
         // Every field the daemon logs may carry what a client sent: control characters are escaped.
@@ -58,8 +65,16 @@ public final class VerifyDaemon: Service, Sendable {
         logger.logLevel = configuration.logLevel
         self.logger = logger
         self.service = try LoginService(configuration: configuration.login, threads: configuration.workers, resultCacheTTL: configuration.resultCacheTTL)
-        self.state = Locked(DaemonStateMachine(maxConnections: configuration.maxConnections, maxParked: configuration.maxParkedConversations))
-        self.gate = LoginGate(configuration: configuration, service: service, logger: logger, metrics: metrics, state: state)
+        let descriptors = ProcessResources.descriptorLimit
+        self.maxConnections = DescriptorBudget.maxConnections(configured: configuration.maxConnections, limit: descriptors)
+        if maxConnections < configuration.maxConnections {
+            logger.warning("max_connections lowered to fit the descriptor limit", metadata: [
+                "max_connections": .stringConvertible(maxConnections), "configured": .stringConvertible(configuration.maxConnections),
+                "nofile": .stringConvertible(descriptors), "sockets_per_login": .stringConvertible(DescriptorBudget.socketsPerLogin),
+            ])
+        }
+        self.state = Locked(DaemonStateMachine(maxConnections: maxConnections, maxParked: configuration.maxParkedConversations))
+        self.gate = LoginGate(configuration: configuration, service: service, logger: logger, metrics: metrics, state: state, clock: clock)
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     }
 
@@ -156,7 +171,7 @@ public final class VerifyDaemon: Service, Sendable {
     /// what it sees of the daemon.
     func makeSaslauthdAcceptor(listener: SystemPackage.FileDescriptor) -> SaslauthdAcceptor {
         SaslauthdAcceptor(listener: listener, gate: gate, timeouts: ListenerTimeouts(configuration), group: group, state: state,
-                          metrics: metrics, logger: logger, maxConnections: configuration.maxConnections)
+                          metrics: metrics, logger: logger, maxConnections: maxConnections)
     }
 
     /// The saslauthd socket's accept threads: one per two cores, at most four. Each connection is a few system
@@ -192,7 +207,7 @@ public final class VerifyDaemon: Service, Sendable {
                 metrics.connections.decrement()
             }
         } else {
-            logger.warning("connection refused: limit of \(configuration.maxConnections) reached or shutting down")
+            logger.warning("connection refused: limit of \(maxConnections) reached or shutting down")
         }
         return admitted
     }

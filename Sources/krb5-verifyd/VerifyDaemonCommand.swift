@@ -79,6 +79,8 @@ struct VerifyDaemonCommand: AsyncParsableCommand {
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.") var logLevel: String?
 
     func run() async throws {
+        // Before anything holds a secret: no core dumps, and the descriptors' soft limit raised.
+        let process = ProcessResources.harden()
         var configuration = DaemonConfiguration()
         do {
             if let config { try configuration.load(tomlFile: config) }
@@ -94,6 +96,13 @@ struct VerifyDaemonCommand: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "krb5-verifyd")
+        logger.info("process limits", metadata: [
+            "dumpable": .stringConvertible(process.dumpable), "core": .stringConvertible(process.coreLimit.soft),
+            "nofile": .stringConvertible(process.descriptorLimit.soft), "nofile_hard": .stringConvertible(process.descriptorLimit.hard),
+        ])
+        if process.dumpable != 0 || process.coreLimit.soft != 0 {
+            logger.warning("core dumps could not be turned off: a dump would hold password verifiers", metadata: ["process": .string(process.description)])
+        }
         let daemon = try VerifyDaemon(configuration: configuration, logger: logger)
         let group = ServiceGroup(configuration: .init(
             services: [.init(service: daemon)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))

@@ -1,10 +1,22 @@
 @testable import Kerberos
 import Foundation
+import NIOCore
 import Testing
 
 /// The engine's parsers and location logic, without a KDC.
 @Suite("Engine: KDC location and message parsing")
 struct EngineUnitTests {
+    @Test("this process's shortages (EMFILE, ENFILE, ENOBUFS, ENOMEM) are told from a KDC's failures: they never mark a KDC unresponsive")
+    func localShortages() {
+        for code in [EMFILE, ENFILE, ENOBUFS, ENOMEM] {
+            #expect(KDCTransport.localShortage(IOError(errnoCode: code, reason: "socket")) == code)
+        }
+        for code in [ECONNREFUSED, ECONNRESET, EHOSTUNREACH, ETIMEDOUT] {
+            #expect(KDCTransport.localShortage(IOError(errnoCode: code, reason: "connect")) == nil)
+        }
+        #expect(KDCTransport.localShortage(CancellationError()) == nil)
+    }
+
     @Test("krb5.conf kdc values: host, host:port, [v6]:port, tcp/ and udp/ prefixes; https proxies are skipped")
     func kdcValues() throws {
         let plain = try #require(KDCAddress(parsing: "kdc.example.org"))

@@ -42,8 +42,10 @@ struct LoginHelperTests {
         // The realm's users have no local accounts: authorization (PAMExecTests) is off here.
         #expect(try run(["--pam-exec", "--no-authorize"], input: Array(realm["USER_PASSWORD"].utf8) + [0], environment: env).status == 0)
         #expect(try run(["--pam-exec", "--no-authorize"], input: Array(realm["USER_PASSWORD"].utf8), environment: env).status == 0, "NUL-less input ends at EOF")
-        let unauthorized = try run(["--pam-exec"], input: Array(realm["USER_PASSWORD"].utf8) + [0], environment: env)
-        #expect(unauthorized.status == 1, "no local account \(realm["USER"]): \(unauthorized.output)")
+        // (palice: the sshd suites make a local alice for their logins; no suite makes a local palice.)
+        let preauthUser = ["PAM_USER": realm["PREAUTH_USER"], "PAM_TYPE": "auth", "PAM_SERVICE": "login"]
+        let unauthorized = try run(["--pam-exec"], input: Array(realm["PREAUTH_PASSWORD"].utf8) + [0], environment: preauthUser)
+        #expect(unauthorized.status == 1, "no local account \(realm["PREAUTH_USER"]): \(unauthorized.output)")
         #expect(try run(["--pam-exec"], input: Array("wrong".utf8) + [0], environment: env).status == 1)
         #expect(try run(["--pam-exec"], input: [0xC3, 0x28, 0x01, 0x7F] + [0], environment: env).status == 1, "binary password: denied, no crash")
         #expect(try run(["--pam-exec"], input: [], environment: env).status == 2, "empty input")
@@ -116,8 +118,22 @@ struct LoginHelperTests {
         let denied = try TestRealm.run(["pamtester", service, realm["USER"], "authenticate"], input: "wrong-password\n")
         #expect(denied.status != 0)
         #expect(!denied.output.contains("successfully authenticated"))
+        // The forged-KDC case through PAM: the helper pointed at the rogue KDC of the same realm, which issues a
+        // real TGT for the attacker's password; only verification against the host keytab refuses it.
+        let rogueCommand = ([binary, "--krb5-config", realm["KRB5_ROGUE_CONFIG_FILE"], "--keytab", realm["HOST_KEYTAB"],
+                             "--server-principal", realm["LOCALHOST_PRINCIPAL"]] + TestRealm.loginTimeoutFlags).joined(separator: " ")
+        try "auth required pam_exec.so expose_authtok quiet \(rogueCommand) --pam-exec --no-authorize\naccount required pam_permit.so\n"
+            .write(toFile: file, atomically: true, encoding: .utf8)
+        let rogueLog = realm.directory + "/rogue/kdc.log"
+        let issuedBefore = Self.issued(to: realm["USER"], in: rogueLog)
         let rogue = try TestRealm.run(["pamtester", service, realm["USER"], "authenticate"], input: realm["ROGUE_PASSWORD"] + "\n")
-        #expect(!rogue.output.contains("successfully authenticated"))
+        #expect(rogue.status != 0 && !rogue.output.contains("successfully authenticated"), "\(rogue.output)")
+        #expect(Self.issued(to: realm["USER"], in: rogueLog) > issuedBefore, "the rogue KDC did issue a ticket: verification refused it")
+    }
+
+    /// The tickets a KDC's log says it issued to `user`.
+    static func issued(to user: String, in log: String) -> Int {
+        ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").split(separator: "\n").filter { $0.contains("ISSUE:") && $0.contains(" \(user)@") }.count
     }
 
     @Test("conversation mode: OTP question on stdout, answer on stdin, result last")

@@ -18,7 +18,22 @@ struct ConversationProtocolTests {
         #expect(request.service == "imap")
         #expect(request.password?.withUnsafeBytes { Array($0) } == Array("päss\"w".utf8))
         guard case .login(let bare) = try decode(#"{"type":"login","principal":"carol"}"#) else { Issue.record("not a login"); return }
-        #expect(bare.password == nil)
+        #expect(bare.password == nil && bare.clientAddress == nil)
+    }
+
+    @Test("a login request's client_address decodes and round-trips; one over 256 bytes is refused")
+    func clientAddress() throws {
+        guard case .login(let request) = try decode(#"{"type":"login","principal":"bob","client_address":"2001:db8::7"}"#) else {
+            Issue.record("not a login"); return
+        }
+        #expect(request.clientAddress == "2001:db8::7")
+        guard case .login(let again) = try ClientMessage.decode(ClientMessage.login(request).encodedLine.dropLast().map { $0 }) else {
+            Issue.record("not a login"); return
+        }
+        #expect(again.clientAddress == "2001:db8::7")
+        let long = String(repeating: "a", count: LoginRequest.maxClientAddressLength + 1)
+        let error = #expect(throws: ProtocolError.self) { try decode(#"{"type":"login","principal":"bob","client_address":""# + long + #""}"#) }
+        #expect(error?.reason.contains("client_address") == true)
     }
 
     @Test("answers of every kind decode and round-trip")

@@ -6,19 +6,19 @@ import Testing
 /// Version 2 of the conversation protocol: what pam_krb5verify.so sends and receives (docs/protocol.md).
 @Suite("conversation protocol, version 2")
 struct ProtocolVersion2Tests {
-    @Test("a version 2 login request: rhost, tty, timeout, purpose, expired and credentials decode and survive a round trip")
+    @Test("a version 2 login request: client_address, tty, timeout, purpose, expired and credentials decode and survive a round trip")
     func loginRequest() throws {
-        let line = #"{"type":"login","principal":"bob","version":2,"timeout":300,"service":"sshd","rhost":"192.0.2.7","tty":"ssh","purpose":"change-password","expired":"report","credentials":true,"password":"x"}"#
+        let line = #"{"type":"login","principal":"bob","version":2,"timeout":300,"service":"sshd","client_address":"192.0.2.7","tty":"ssh","purpose":"change-password","expired":"report","credentials":true,"password":"x"}"#
         guard case .login(let request) = try ClientMessage.decode(Array(line.utf8)) else { Issue.record("not a login"); return }
         #expect(request.version == 2)
-        #expect(request.remoteHost == "192.0.2.7")
+        #expect(request.clientAddress == "192.0.2.7")
         #expect(request.terminal == "ssh")
         #expect(request.timeout == .seconds(300))
         #expect(request.purpose == .changePassword)
         #expect(request.expired == .report)
         #expect(request.wantsCredentials)
         guard case .login(let again) = try ClientMessage.decode(ClientMessage.login(request).encodedLine.dropLast()) else { Issue.record("not a login"); return }
-        #expect(again.remoteHost == request.remoteHost && again.terminal == request.terminal && again.timeout == request.timeout)
+        #expect(again.clientAddress == request.clientAddress && again.terminal == request.terminal && again.timeout == request.timeout)
         #expect(again.purpose == request.purpose && again.expired == request.expired && again.wantsCredentials)
 
         guard case .login(let version1) = try ClientMessage.decode(Array(#"{"type":"login","principal":"bob"}"#.utf8)) else { Issue.record("not a login"); return }
@@ -32,7 +32,7 @@ struct ProtocolVersion2Tests {
         (#"{"type":"login","principal":"bob","timeout":3601}"#, "\"timeout\""),
         (#"{"type":"login","principal":"bob","version":0}"#, "\"version\""),
         (#"{"type":"login","principal":"bob","credentials":"yes"}"#, "\"credentials\""),
-        (#"{"type":"login","principal":"bob","rhost":7}"#, "\"rhost\""),
+        (#"{"type":"login","principal":"bob","client_address":7}"#, "\"client_address\""),
     ])
     func refused(line: String, member: String) {
         #expect {

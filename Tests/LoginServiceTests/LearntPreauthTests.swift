@@ -109,4 +109,14 @@ struct LearntPreauthTests {
         #expect(PasswordFastPath.realm(of: #"carol.upn\@upn.example@AD.EXAMPLE"#) == "AD.EXAMPLE")
         #expect(PasswordFastPath.realm(of: #"a\@b"#) == #"a\@b"#, "no unescaped @: no realm part")
     }
+
+    @Test("learnt etype info is keyed by the name's bytes: a canonically equivalent spelling is another principal")
+    func keyedByBytes() {
+        let learnt = LearntPreauth()
+        learnt.remember(Self.aes256, for: "jose\u{301}@R")
+        #expect(learnt.encryptionInfo(for: "jose\u{301}@R") == Self.aes256)
+        #expect(learnt.encryptionInfo(for: "jos\u{e9}@R") == nil, "NFC josé is not NFD jose\u{301}")
+        learnt.refuseOptimistic("\u{212A}alice@R")
+        #expect(!learnt.refusesOptimistic("Kalice@R"), "KELVIN SIGN is not K")
+    }
 }

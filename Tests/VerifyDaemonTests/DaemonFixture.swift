@@ -4,8 +4,9 @@ import Logging
 import LoginProtocol
 import LoginService
 import TestRealm
+import NIOCore
 import Testing
-import VerifyDaemon
+@testable import VerifyDaemon
 
 /// A daemon started in process on sockets of its own, against the live test realm.
 struct DaemonFixture {
@@ -22,7 +23,10 @@ struct DaemonFixture {
     var saslSocket: String { endpoints.saslSocket! }
     var socket: String { endpoints.socket! }
 
-    static func start(configure: (inout DaemonConfiguration, TestRealm) -> Void = { _, _ in }) async throws -> DaemonFixture {
+    /// `clock`: the time the throttles and the password verifiers read (a test holds it still); replies are still
+    /// delayed in real time.
+    static func start(configure: (inout DaemonConfiguration, TestRealm) -> Void = { _, _ in },
+                      clock: @escaping @Sendable () -> NIODeadline = { .now() }) async throws -> DaemonFixture {
         // Up to a thousand parked conversations plus their clients live in this one process.
         var limit = rlimit()
         getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
@@ -42,7 +46,7 @@ struct DaemonFixture {
         configuration.logLevel = .trace
         configure(&configuration, realm)
         let logs = LogCapture()
-        let daemon = try VerifyDaemon(configuration: configuration, logger: Logger(label: "test") { _ in logs.handler() })
+        let daemon = try VerifyDaemon(configuration: configuration, logger: Logger(label: "test") { _ in logs.handler() }, clock: clock)
         let endpoints = try await daemon.start()
         return DaemonFixture(realm: realm, daemon: daemon, endpoints: endpoints, logs: logs)
     }
@@ -50,8 +54,9 @@ struct DaemonFixture {
     func stop() async { await daemon.shutdown() }
 
     /// Runs `body` with a daemon that is stopped however `body` ends.
-    static func with(configure: (inout DaemonConfiguration, TestRealm) -> Void = { _, _ in }, _ body: (DaemonFixture) async throws -> Void) async throws {
-        let fixture = try await start(configure: configure)
+    static func with(configure: (inout DaemonConfiguration, TestRealm) -> Void = { _, _ in }, clock: @escaping @Sendable () -> NIODeadline = { .now() },
+                     _ body: (DaemonFixture) async throws -> Void) async throws {
+        let fixture = try await start(configure: configure, clock: clock)
         do {
             try await body(fixture)
             await fixture.stop()
@@ -69,9 +74,9 @@ struct DaemonFixture {
     }
 
     /// Opens a conversation with a login request.
-    func converse(_ principal: String, password: String? = nil) throws -> Conversation {
+    func converse(_ principal: String, password: String? = nil, address: String? = nil) throws -> Conversation {
         let client = try SocketClient(path: socket)
-        client.send(ClientMessage.login(LoginRequest(principal: principal, password: password.map(Secret.init))).encodedLine)
+        client.send(ClientMessage.login(LoginRequest(principal: principal, password: password.map(Secret.init), clientAddress: address)).encodedLine)
         return Conversation(client: client)
     }
 }
