@@ -41,8 +41,8 @@ enum HTTPAuth {
         case basic(Credentials)
     }
 
-    /// Parses the `Authorization` header (RFC 7617). The decoded bytes live in a buffer wiped before returning;
-    /// the password leaves only as a ``Secret``.
+    /// Parses the `Authorization` header (RFC 7617). The encoded and decoded bytes live in buffers wiped before
+    /// returning; the password leaves only as a ``Secret``. (NIO's header `String` itself cannot be wiped.)
     static func authorization(_ value: String?) throws(BadRequest) -> Authorization {
         guard let value else { return .absent }
         guard value.utf8.count <= maxAuthorizationBytes else { throw BadRequest("the Authorization header is longer than \(maxAuthorizationBytes) bytes") }
@@ -52,8 +52,10 @@ enum HTTPAuth {
             return .otherScheme
         }
         guard trimmed[..<space].lowercased() == "basic" else { return .otherScheme }
-        let encoded = trimmed[space...].drop { $0 == " " }
-        var decoded = try base64Decoded(Array(encoded.utf8))
+        // The base64 text is the password in another spelling: its copy is wiped too.
+        var encoded = Array(trimmed[space...].drop { $0 == " " }.utf8)
+        defer { encoded.withUnsafeMutableBytes { Secret.wipe($0) } }
+        var decoded = try base64Decoded(encoded)
         defer { decoded.withUnsafeMutableBytes { Secret.wipe($0) } }
         guard let colon = decoded.firstIndex(of: UInt8(ascii: ":")) else { throw BadRequest("the Basic credentials have no colon between name and password") }
         let userBytes = decoded[..<colon]
