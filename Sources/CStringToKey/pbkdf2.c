@@ -47,6 +47,22 @@ static inline void s2k_hmac_sha1(const SHA_CTX *inner, const SHA_CTX *outer, con
     OPENSSL_cleanse(&work, sizeof work);
 }
 
+/// Appends up to `size` bytes of the block `t` to the output and advances it.
+static inline void s2k_emit(unsigned char **output, size_t *outputLength, const unsigned char *t, size_t size) {
+    size_t length = *outputLength < size ? *outputLength : size;
+    memcpy(*output, t, length);
+    *output += length;
+    *outputLength -= length;
+}
+
+/// Wipes a PBKDF2's intermediates: the last U, the running T and the HMAC key states.
+static void s2k_wipe(unsigned char *u, size_t uSize, unsigned char *t, size_t tSize, SHA_CTX *inner, SHA_CTX *outer) {
+    OPENSSL_cleanse(u, uSize);
+    OPENSSL_cleanse(t, tSize);
+    OPENSSL_cleanse(inner, sizeof *inner);
+    OPENSSL_cleanse(outer, sizeof *outer);
+}
+
 /// PBKDF2-HMAC-SHA1 (RFC 8018 section 5.2) on OpenSSL's SHA-1, on any CPU: 1 on success.
 ///
 /// The HMAC's inner and outer key states are made once and copied by value for each iteration, so an
@@ -66,15 +82,9 @@ int s2k_pbkdf2_sha1_portable(const void *password, size_t passwordLength, const 
             s2k_hmac_sha1(&inner, &outer, u, sizeof u, 0, u);
             for (size_t i = 0; i < sizeof t; i++) t[i] ^= u[i];
         }
-        size_t length = outputLength < sizeof t ? outputLength : sizeof t;
-        memcpy(output, t, length);
-        output += length;
-        outputLength -= length;
+        s2k_emit(&output, &outputLength, t, sizeof t);
     }
-    OPENSSL_cleanse(u, sizeof u);
-    OPENSSL_cleanse(t, sizeof t);
-    OPENSSL_cleanse(&inner, sizeof inner);
-    OPENSSL_cleanse(&outer, sizeof outer);
+    s2k_wipe(u, sizeof u, t, sizeof t, &inner, &outer);
     return ok;
 }
 
@@ -262,15 +272,9 @@ __attribute__((noinline)) S2K_SHA_NI int s2k_pbkdf2_sha1_ni(const void *password
         }
         s2k_sha1_ni_store(tA, tEA, reversal, t);
         s2k_sha1_ni_store(tB, tEB, reversal, t + SHA_DIGEST_LENGTH);
-        size_t length = outputLength < sizeof t ? outputLength : sizeof t;
-        memcpy(output, t, length);
-        output += length;
-        outputLength -= length;
+        s2k_emit(&output, &outputLength, t, sizeof t);
     }
-    OPENSSL_cleanse(u, sizeof u);
-    OPENSSL_cleanse(t, sizeof t);
-    OPENSSL_cleanse(&inner, sizeof inner);
-    OPENSSL_cleanse(&outer, sizeof outer);
+    s2k_wipe(u, sizeof u, t, sizeof t, &inner, &outer);
     return ok;
 }
 #undef S2K_SHA1_BOTH

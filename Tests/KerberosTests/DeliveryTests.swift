@@ -43,7 +43,8 @@ struct DeliveryTests {
             return InitialCredentialsSetup(client: try Principal(parsing: bob, in: context), password: nil, options: options)
         }
         #expect(ticket.verified && ticket.client.hasPrefix(bob + "@"))
-        // (The KDC's RADIUS client retransmits its one request while it waits; a second KDC would make another.)
+        // (Were the KDC's RADIUS client to retransmit its one request while it waits, that would be the same datagram;
+        // a second KDC would make another.)
         #expect(radius.distinctRequests == 1, "the second factor saw \(radius.distinctRequests) Access-Requests")
 
         // The first KDC waited 1.5 s on RADIUS; a password login right after still goes to it first.

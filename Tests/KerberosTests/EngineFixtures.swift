@@ -101,7 +101,7 @@ final class EngineRealm: @unchecked Sendable {
 
     /// Starts one more `krb5kdc` on the realm's database (foreground, killed at exit) with its own kdc.conf:
     /// `udp` false for a TCP-only KDC; `extraDefaults` lines go under `[kdcdefaults]`; `radiusServer` replaces the
-    /// OTP token type's RADIUS server. Returns its port; its log is `extraLog(port)`.
+    /// OTP token type's RADIUS server (waited on 15 s). Returns its port; its log is `extraLog(port)`.
     func startExtraKDC(udp: Bool, extraDefaults: [String] = [], radiusServer: String? = nil) throws -> Int {
         let port = try freePort()
         let profile = try String(contentsOfFile: realm["KDC_PROFILE"], encoding: .utf8)
@@ -124,6 +124,11 @@ final class EngineRealm: @unchecked Sendable {
             }
             if let radiusServer, trimmed.hasPrefix("server =") {
                 lines.append("  server = \(radiusServer)")
+                continue
+            }
+            if radiusServer != nil, trimmed.hasPrefix("timeout =") {
+                // Room for a second factor that takes seconds, on a loaded machine (the realm's own KDC waits 2 s).
+                lines.append("  timeout = 15")
                 continue
             }
             lines.append(String(line))
