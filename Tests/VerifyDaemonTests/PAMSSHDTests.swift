@@ -87,8 +87,8 @@ struct PAMSSHDTests {
             .output.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
-    /// Starts sshd as `service` (its PAM service name).
-    func startSSHD(in directory: String, service: String) throws -> (port: String, pid: pid_t) {
+    /// Starts sshd as `service` (its PAM service name) under memcheck, logging into `memcheckLogs`.
+    func startSSHD(in directory: String, service: String, memcheckLogs: String) throws -> (port: String, pid: pid_t) {
         try FileManager.default.createDirectory(atPath: "/run/sshd", withIntermediateDirectories: true)
         chmod("/run/sshd", 0o755)
         let hostKey = directory + "/host_ed25519"
@@ -111,11 +111,11 @@ struct PAMSSHDTests {
         let program = directory + "/" + service
         try? FileManager.default.removeItem(atPath: program)
         #expect(symlink("/usr/sbin/sshd", program) == 0)
-        // Sticky and writable by all, as /tmp: the session's processes, forked after sshd takes the user's
+        // In /tmp, sticky and writable by all: the session's processes, forked after sshd takes the user's
         // identity, open their logs there too (valgrind exits 1 when it cannot).
-        try FileManager.default.createDirectory(atPath: directory + "/valgrind", withIntermediateDirectories: true)
-        chmod(directory + "/valgrind", 0o1777)
-        let started = try TestRealm.run(Self.memcheck(logDirectory: directory + "/valgrind") + [program, "-f", directory + "/sshd_config", "-E", directory + "/sshd.log"],
+        try FileManager.default.createDirectory(atPath: memcheckLogs, withIntermediateDirectories: true)
+        chmod(memcheckLogs, 0o1777)
+        let started = try TestRealm.run(Self.memcheck(logDirectory: memcheckLogs) + [program, "-f", directory + "/sshd_config", "-E", directory + "/sshd.log"],
                                         environment: ["LD_PRELOAD": try PAMModule.sshdSandboxOffPath()])
         guard started.status == 0 else { throw TestRealmError("sshd did not start: \(started.output)") }
         let deadline = ContinuousClock.now + TestRealm.loginTimeout
@@ -211,10 +211,12 @@ struct PAMSSHDTests {
         let directory = realm.directory + "/pam-sshd-" + instance
         let service = Self.service + "-" + instance
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let (port, sshd) = try startSSHD(in: directory, service: service)
+        let memcheckLogs = "/tmp/pam-sshd-memcheck-" + instance
+        let (port, sshd) = try startSSHD(in: directory, service: service, memcheckLogs: memcheckLogs)
         defer {
             kill(sshd, SIGTERM)
             unlink("/etc/pam.d/\(service)")
+            try? FileManager.default.removeItem(atPath: memcheckLogs)  // what matters is in the issues recorded
         }
         try await DaemonFixture.with(configure: configure) { fixture throws in
             try stack(socket: fixture.socket, configFile: realm.configFile).write(toFile: "/etc/pam.d/\(service)", atomically: true, encoding: .utf8)
@@ -223,7 +225,7 @@ struct PAMSSHDTests {
         let sshdLog = (try? String(contentsOfFile: directory + "/sshd.log", encoding: .utf8)) ?? ""
         // The logins (each ends in one "Accepted" or "Failed keyboard-interactive/pam"), not startSSHD's probes.
         let logins = sshdLog.split(separator: "\n").filter { $0.hasPrefix("Accepted keyboard-interactive/pam ") || $0.hasPrefix("Failed keyboard-interactive/pam ") }
-        expectNoMemcheckErrors(in: directory + "/valgrind", connections: logins.count)
+        expectNoMemcheckErrors(in: memcheckLogs, connections: logins.count)
     }
 
     @Test("bob types his password and his one-time password (a real TOTP code through FreeRADIUS) at sshd's prompts and logs in; a wrong code is refused")
