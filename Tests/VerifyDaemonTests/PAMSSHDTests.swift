@@ -6,7 +6,7 @@ import Testing
 import VerifyDaemon
 
 /// A real OpenSSH sshd with keyboard-interactive over PAM, pam_krb5verify.so as installed (the sanitized build
-/// runs in the pam_wrapper suites; see ``PAMModule/productionPath()``) in `/etc/pam.d/sshd-krb5verify`, the daemon in process. Logins by paramiko
+/// runs in the pam_wrapper suites; see ``PAMModule/productionPath()``) in `/etc/pam.d/sshd-krb5verify-PID-N`, the daemon in process. Logins by paramiko
 /// with a prompt handler that answers by prompt text. sshd and every process it forks or re-executes run under
 /// valgrind's memcheck, and each test fails on any error it reports. Needs root (sshd, /etc/pam.d, local
 /// accounts), as CI runs.
