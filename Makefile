@@ -51,13 +51,14 @@ install: release $(PAM_DIR)/pam_krb5verify.so
 	install -D -m 0644 Docker/systemd/krb5-verifyd.service $(DESTDIR)$(PREFIX)/lib/systemd/system/krb5-verifyd.service
 
 ## pam: pam_krb5verify.so (C over libpam, json-c and libkrb5; docs/pam.md) in .build/pam/, an AddressSanitizer
-## build of it in .build/pam/asan/ (the PAM suites load that one) and the reply parser's fuzz target.
+## build of it in .build/pam/asan/ (the PAM suites load that one), the reply parser's fuzz target, and the
+## test-only preload that lets sshd's preauth child run under valgrind (pam/sshd_sandbox_off.c; PAMSSHDTests).
 PAM_SOURCES := pam/pam_krb5verify.c pam/krb5verify_wire.c
 PAM_HEADERS := pam/krb5verify_wire.h pam/pam_krb5verify.map
 PAM_CFLAGS := -std=gnu11 -g -Wall -Wextra -Werror -fPIC -fstack-protector-strong -Wl,-z,relro,-z,now -Wl,--version-script=pam/pam_krb5verify.map
 PAM_LIBS := -lpam -ljson-c -lkrb5
 CLANG ?= clang
-pam: $(PAM_DIR)/pam_krb5verify.so $(PAM_DIR)/asan/pam_krb5verify.so $(PAM_DIR)/fuzz-reply
+pam: $(PAM_DIR)/pam_krb5verify.so $(PAM_DIR)/asan/pam_krb5verify.so $(PAM_DIR)/fuzz-reply $(PAM_DIR)/sshd-sandbox-off.so
 
 $(PAM_DIR)/pam_krb5verify.so: $(PAM_SOURCES) $(PAM_HEADERS)
 	@mkdir -p $(@D)
@@ -66,6 +67,10 @@ $(PAM_DIR)/pam_krb5verify.so: $(PAM_SOURCES) $(PAM_HEADERS)
 $(PAM_DIR)/asan/pam_krb5verify.so: $(PAM_SOURCES) $(PAM_HEADERS)
 	@mkdir -p $(@D)
 	gcc -shared -O1 -fsanitize=address,undefined -fno-omit-frame-pointer $(PAM_CFLAGS) -o $@ $(PAM_SOURCES) $(PAM_LIBS)
+
+$(PAM_DIR)/sshd-sandbox-off.so: pam/sshd_sandbox_off.c
+	@mkdir -p $(@D)
+	gcc -shared -fPIC -O2 -Wall -Wextra -Werror -o $@ $< -ldl
 
 $(PAM_DIR)/fuzz-reply: pam/fuzz_reply.c pam/krb5verify_wire.c pam/krb5verify_wire.h
 	@mkdir -p $(@D)

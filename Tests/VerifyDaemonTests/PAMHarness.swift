@@ -45,11 +45,18 @@ enum PAMModule {
         }
     }
 
-    /// The module as `make install` installs it (sshd's runs: ASan's runtime preloaded into sshd deadlocks on
-    /// glibc's gettext lock in sshd's forked PAM process, in libkrb5's library initializer).
+    /// The module as `make install` installs it, for the runs under valgrind (pamtester's, sshd's: ASan's runtime
+    /// preloaded into sshd deadlocks on glibc's gettext lock in sshd's forked PAM process, in libkrb5's library
+    /// initializer).
     static func productionPath() throws -> String {
         _ = try asanPath()
         return packageRoot + "/.build/pam/pam_krb5verify.so"
+    }
+
+    /// The test-only preload that lets sshd's preauth child run under valgrind (pam/sshd_sandbox_off.c).
+    static func sshdSandboxOffPath() throws -> String {
+        _ = try asanPath()
+        return packageRoot + "/.build/pam/sshd-sandbox-off.so"
     }
 
     /// The sanitizer runtime, preloaded ahead of everything else into the program that loads the module.

@@ -6,14 +6,18 @@ import Testing
 import VerifyDaemon
 
 /// A real OpenSSH sshd with keyboard-interactive over PAM, pam_krb5verify.so as installed (the sanitized build
-/// runs in the pam_wrapper suites; see ``PAMModule/productionPath()``) in `/etc/pam.d/sshd-krb5verify`, the daemon in process. Logins by paramiko
-/// with a prompt handler that answers by prompt text. Needs root (sshd, /etc/pam.d, local accounts), as CI runs.
+/// runs in the pam_wrapper suites; see ``PAMModule/productionPath()``) in `/etc/pam.d/sshd-krb5verify-PID-N`, the daemon in process. Logins by paramiko
+/// with a prompt handler that answers by prompt text. sshd and every process it forks or re-executes run under
+/// valgrind's memcheck, and each test fails on any error it reports. Needs root (sshd, /etc/pam.d, local
+/// accounts), as CI runs.
 @Suite("pam_krb5verify.so in sshd with keyboard-interactive", .serialized, .onTestThreads)
 struct PAMSSHDTests {
     /// Local accounts with a shell (made when missing) and principals of the same names.
     static let passwordAccount = "k5vpass"
     static let otpAccount = "k5votp"
     static let password = "Ssh-Passw0rd-1"
+    /// The PAM service name prefix: sshd takes its program's name as the service, and each sshd of a test gets
+    /// its own (`sshd-krb5verify-PID-N`), so that runs in other checkouts on the machine keep their stacks.
     static let service = "sshd-krb5verify"
 
     static let client = """
@@ -36,6 +40,8 @@ struct PAMSSHDTests {
             return answers
         sock = socket.create_connection(("127.0.0.1", int(spec["port"])), timeout=60)
         t = paramiko.Transport(sock)
+        # sshd runs under valgrind: paramiko's own 15 s banner and 30 s authentication waits are too short.
+        t.banner_timeout = t.auth_timeout = 60
         try:
             t.start_client(timeout=60)
             t.auth_interactive(spec["user"], handler)
@@ -72,7 +78,8 @@ struct PAMSSHDTests {
     static func ensureAccount(_ name: String) throws {
         if getpwnam(name) != nil { return }
         let made = try TestRealm.run(["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/bin/sh", name])
-        guard made.status == 0 else { throw TestRealmError("useradd \(name): \(made.output)") }
+        // getpwnam: or made meanwhile by a run in another checkout.
+        guard made.status == 0 || getpwnam(name) != nil else { throw TestRealmError("useradd \(name): \(made.output)") }
     }
 
     func freePort() throws -> String {
@@ -80,8 +87,8 @@ struct PAMSSHDTests {
             .output.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
-    /// Starts sshd as `sshd-krb5verify` (its PAM service name).
-    func startSSHD(in directory: String) throws -> (port: String, pid: pid_t) {
+    /// Starts sshd as `service` (its PAM service name) under memcheck, logging into `memcheckLogs`.
+    func startSSHD(in directory: String, service: String, memcheckLogs: String) throws -> (port: String, pid: pid_t) {
         try FileManager.default.createDirectory(atPath: "/run/sshd", withIntermediateDirectories: true)
         chmod("/run/sshd", 0o755)
         let hostKey = directory + "/host_ed25519"
@@ -101,12 +108,18 @@ struct PAMSSHDTests {
             MaxAuthTries 3
             LogLevel VERBOSE
             """.write(toFile: directory + "/sshd_config", atomically: true, encoding: .utf8)
-        let program = directory + "/" + Self.service
+        let program = directory + "/" + service
         try? FileManager.default.removeItem(atPath: program)
         #expect(symlink("/usr/sbin/sshd", program) == 0)
-        let started = try TestRealm.run([program, "-f", directory + "/sshd_config", "-E", directory + "/sshd.log"])
+        // In /tmp, sticky and writable by all: the session's processes, forked after sshd takes the user's
+        // identity, open their logs there too (valgrind exits 1 when it cannot).
+        try FileManager.default.createDirectory(atPath: memcheckLogs, withIntermediateDirectories: true)
+        chmod(memcheckLogs, 0o1777)
+        let started = try TestRealm.run(Self.memcheck(logDirectory: memcheckLogs) + [program, "-f", directory + "/sshd_config", "-E", directory + "/sshd.log"],
+                                        environment: ["LD_PRELOAD": try PAMModule.sshdSandboxOffPath()])
         guard started.status == 0 else { throw TestRealmError("sshd did not start: \(started.output)") }
-        for _ in 0..<400 {
+        let deadline = ContinuousClock.now + TestRealm.loginTimeout
+        while ContinuousClock.now < deadline {
             if let text = try? String(contentsOfFile: directory + "/sshd.pid", encoding: .utf8), let pid = pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines)),
                (try? TestRealm.run(["/usr/bin/python3", "-c", "import socket; socket.create_connection(('127.0.0.1', \(port)), timeout=1)"]).status) == 0 {
                 return (port, pid)
@@ -114,6 +127,43 @@ struct PAMSSHDTests {
             usleep(50_000)
         }
         throw TestRealmError("sshd did not come up: \(started.output)")
+    }
+
+    /// valgrind's memcheck for sshd: its forks, and the re-executed sshd of each connection with its own forks
+    /// (the monitor, which loads the PAM stack; the PAM process; the preauth child, sandbox off), each logging to
+    /// `vg.PID` in `logDirectory`; definite leaks count as errors, sshd's own ones suppressed
+    /// (scripts/valgrind.supp). The session's commands (/bin/sh and what it runs) are not followed.
+    static func memcheck(logDirectory: String) -> [String] {
+        ["valgrind", "--trace-children=yes", "--trace-children-skip=/bin/*,/usr/bin/*", "--child-silent-after-fork=no",
+         "--leak-check=full", "--show-leak-kinds=definite", "--errors-for-leak-kinds=definite", "--num-callers=40",
+         "--suppressions=\(PAMModule.packageRoot)/scripts/valgrind.supp", "--log-file=\(logDirectory)/vg.%p"]
+    }
+
+    /// Waits for every per-connection sshd process memcheck followed to end (its log's `ERROR SUMMARY`, or the
+    /// process gone after executing the session's shell), then records an issue for each log reporting errors,
+    /// and one if fewer than `connections` connections' monitor and PAM process were checked.
+    func expectNoMemcheckErrors(in logDirectory: String, connections: Int) {
+        let deadline = ContinuousClock.now + TestRealm.loginTimeout
+        var logs: [(pid: pid_t, text: String)] = []
+        repeat {
+            let names = (try? FileManager.default.contentsOfDirectory(atPath: logDirectory)) ?? []
+            logs = names.compactMap { name in
+                guard name.hasPrefix("vg."), let pid = pid_t(name.dropFirst(3)),
+                      let text = try? String(contentsOfFile: logDirectory + "/" + name, encoding: .utf8),
+                      text.contains(" -R\n") else { return nil }  // the re-executed sshd of a connection, and its forks
+                return (pid, text)
+            }
+            if logs.allSatisfy({ $0.text.contains("ERROR SUMMARY:") || kill($0.pid, 0) != 0 }) { break }
+            usleep(200_000)
+        } while ContinuousClock.now < deadline
+        let finished = logs.filter { $0.text.contains("ERROR SUMMARY:") }
+        #expect(finished.count >= 2 * connections, "memcheck logs of per-connection sshd processes: \(finished.count) finished of \(logs.count)")
+        for log in finished where !log.text.contains("ERROR SUMMARY: 0 errors") {
+            Issue.record("memcheck found errors in sshd process \(log.pid) (pam_krb5verify.so loaded there):\n\(log.text.suffix(20_000))")
+        }
+        for log in logs where !log.text.contains("ERROR SUMMARY:") && kill(log.pid, 0) == 0 {
+            Issue.record("sshd process \(log.pid) under memcheck did not end within \(TestRealm.loginTimeout)")
+        }
     }
 
     /// One login by keyboard-interactive: each prompt is answered with the value of the first key it contains (the
@@ -151,22 +201,31 @@ struct PAMSSHDTests {
         try realm.kadmin("setstr", otpAccount, "otp", "[{\"type\":\"RADIUS\"}]")
     }
 
-    /// Runs `body` with sshd and a daemon (configured by `configure`) behind the module's stack.
+    /// Runs `body` with sshd (under memcheck) and a daemon (configured by `configure`) behind the module's stack,
+    /// then expects memcheck to have found nothing in any of its connections.
     func withSSHD(configure: @escaping (inout DaemonConfiguration, TestRealm) -> Void = { _, _ in },
                   _ body: (_ port: String, _ fixture: DaemonFixture, _ log: () -> Substring) throws -> Void) async throws {
         let realm = try TestRealm.shared()
         try Self.preparePrincipals(realm)
-        let directory = realm.directory + "/pam-sshd-\(getpid())-\(Int.random(in: 0..<1_000_000))"
+        let instance = "\(getpid())-\(Int.random(in: 0..<1_000_000))"
+        let directory = realm.directory + "/pam-sshd-" + instance
+        let service = Self.service + "-" + instance
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let (port, sshd) = try startSSHD(in: directory)
+        let memcheckLogs = "/tmp/pam-sshd-memcheck-" + instance
+        let (port, sshd) = try startSSHD(in: directory, service: service, memcheckLogs: memcheckLogs)
         defer {
             kill(sshd, SIGTERM)
-            unlink("/etc/pam.d/\(Self.service)")
+            unlink("/etc/pam.d/\(service)")
+            try? FileManager.default.removeItem(atPath: memcheckLogs)  // what matters is in the issues recorded
         }
         try await DaemonFixture.with(configure: configure) { fixture throws in
-            try stack(socket: fixture.socket, configFile: realm.configFile).write(toFile: "/etc/pam.d/\(Self.service)", atomically: true, encoding: .utf8)
+            try stack(socket: fixture.socket, configFile: realm.configFile).write(toFile: "/etc/pam.d/\(service)", atomically: true, encoding: .utf8)
             try body(port, fixture, { (try? String(contentsOfFile: directory + "/sshd.log", encoding: .utf8))?.suffix(2000) ?? "" })
         }
+        let sshdLog = (try? String(contentsOfFile: directory + "/sshd.log", encoding: .utf8)) ?? ""
+        // The logins (each ends in one "Accepted" or "Failed keyboard-interactive/pam"), not startSSHD's probes.
+        let logins = sshdLog.split(separator: "\n").filter { $0.hasPrefix("Accepted keyboard-interactive/pam ") || $0.hasPrefix("Failed keyboard-interactive/pam ") }
+        expectNoMemcheckErrors(in: memcheckLogs, connections: logins.count)
     }
 
     @Test("bob types his password and his one-time password (a real TOTP code through FreeRADIUS) at sshd's prompts and logs in; a wrong code is refused")
@@ -230,7 +289,7 @@ struct PAMSSHDTests {
         }) { port, fixture, log in
             let label = fixture.realm["TOKEN_LABEL"]
             let login = try attempt(port: port, user: carol, answers: ["PIN for \(label)": fixture.realm["TOKEN_PIN"]])
-            #expect(login.auth, "\(login) \(log())")
+            #expect(login.auth, "\(login) \(log()) \(fixture.logs.text.suffix(2000))")
             #expect(login.prompts == ["PIN for \(label): "], "\(login)")
             #expect(login.status == 0, "\(login)")
         }
