@@ -288,7 +288,10 @@ struct EngineTests {
             await group.waitForAll()
         }
         let during = peak.withLock { $0 }
-        #expect(during - before <= 4, "threads: \(before) before, \(during) with 1,000 logins waiting")
+        // A thread per waiting login would add 1,000. The count is the whole test process's, and suites running beside
+        // this one start and stop threads of their own (NIO groups, sshd and web-server fixtures), so the bound is far
+        // below 1,000 rather than the handful this client's own threads would allow.
+        #expect(during - before < 100, "threads: \(before) before, \(during) with 1,000 logins waiting")
         print("engine: threads \(before) before, peak \(during) with 1,000 logins on a hung KDC")
         await client.shutdown()
     }
