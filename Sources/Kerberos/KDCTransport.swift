@@ -35,7 +35,8 @@ final class KDCTransport: Sendable {
         var unresponsiveMemory: TimeAmount = .seconds(30)
         /// How long a KDC may leave a message with pre-authentication unanswered before the next KDC gets it: long
         /// enough that a KDC which is only slow (a PDC, an LDAP back end) has answered, so no wrong password is
-        /// counted twice where KDCs share their lockout counters; short enough to leave a hung KDC within the login.
+        /// counted twice where KDCs share their lockout counters; short enough to leave a hung KDC within the login
+        /// (``KerberosClient`` makes it at most half the login timeout). Its silence is remembered after `hedgeDelay`.
         var countedFailover: TimeAmount = .seconds(3)
         /// The first interval between UDP retransmissions once every KDC was tried; doubles each time.
         var retransmitInterval: TimeAmount = .seconds(1)
@@ -163,6 +164,8 @@ private final class SendOperation: @unchecked Sendable {
     /// UDP-only targets (`udp/` in krb5.conf) that answered RESPONSE_TOO_BIG.
     private var tooBigForUDP: Set<Int> = []
     private var hedgeTimer: Scheduled<Void>?
+    /// Timers that remember a KDC's silence before the message fails over (counted messages).
+    private var silenceTimers: [Scheduled<Void>] = []
     private var retransmitTimer: Scheduled<Void>?
     private var retransmitInterval: TimeAmount
     private var closed = false
@@ -182,14 +185,21 @@ private final class SendOperation: @unchecked Sendable {
         self.retransmitInterval = transport.configuration.retransmitInterval
     }
 
-    /// How long a KDC may stay silent before the next one gets the message, and before its silence is remembered;
-    /// nil for a one-time value, which goes to the next KDC only on a refusal and whose wait is never held against a KDC.
-    private var silenceAllowed: TimeAmount? {
+    /// How long a KDC may stay silent before the next one gets the message; nil for a one-time value, which goes to
+    /// the next KDC only on a refusal.
+    private var failoverDelay: TimeAmount? {
         switch delivery {
         case .hedged: transport.configuration.hedgeDelay
         case .counted: transport.configuration.countedFailover
         case .oneTime: nil
         }
+    }
+
+    /// How long a KDC may stay silent before its silence is remembered (it is tried last by later messages, which
+    /// then go to a KDC that answers, while this one still waits for it); nil for a one-time value, whose wait may be a
+    /// person approving a push and is never held against a KDC.
+    private var silenceRemembered: TimeAmount? {
+        delivery == .oneTime ? nil : transport.configuration.hedgeDelay
     }
 
     /// Sends to the next KDC and arms the hedge timer; after the last one, arms retransmission.
@@ -204,8 +214,15 @@ private final class SendOperation: @unchecked Sendable {
         let index = next
         next += 1
         send(to: index, forceTCP: false)
-        if let silence = silenceAllowed {
-            hedgeTimer = loop.scheduleTask(in: silence) { [self] in attempt() }
+        if let delay = failoverDelay {
+            hedgeTimer = loop.scheduleTask(in: delay) { [self] in attempt() }
+        }
+        if let remembered = silenceRemembered, remembered < (failoverDelay ?? .nanoseconds(.max)) {
+            // A counted message waits longer for its KDC than later messages should: they avoid it meanwhile.
+            silenceTimers.append(loop.scheduleTask(in: remembered) { [self] in
+                guard !closed, !failed.contains(index) else { return }
+                transport.markUnresponsive(targets[index].key)
+            })
         }
     }
 
@@ -358,8 +375,9 @@ private final class SendOperation: @unchecked Sendable {
         closed = true
         hedgeTimer?.cancel()
         retransmitTimer?.cancel()
+        for timer in silenceTimers { timer.cancel() }
         let now = NIODeadline.now()
-        for (index, sent) in sentAt where !failed.contains(index) && silenceAllowed.map({ now - sent >= $0 }) == true {
+        for (index, sent) in sentAt where !failed.contains(index) && silenceRemembered.map({ now - sent >= $0 }) == true {
             if case .success(let reply)? = resumer.result, reply.kdc == targets[index].kdc { continue }
             transport.markUnresponsive(targets[index].key)
         }

@@ -114,8 +114,11 @@ public final class KerberosClient: Sendable {
     }
 
     private static func transportConfiguration(_ configuration: Configuration) -> KDCTransport.Configuration {
-        KDCTransport.Configuration(hedgeDelay: .nanoseconds(configuration.hedgeDelay.nanoseconds),
-                                   unresponsiveMemory: .nanoseconds(configuration.unresponsiveMemory.nanoseconds))
+        var transport = KDCTransport.Configuration(hedgeDelay: .nanoseconds(configuration.hedgeDelay.nanoseconds),
+                                                   unresponsiveMemory: .nanoseconds(configuration.unresponsiveMemory.nanoseconds))
+        // A counted message fails over within the first half of the login, so a hung KDC leaves time for the next.
+        transport.countedFailover = min(transport.countedFailover, .nanoseconds(configuration.loginTimeout.nanoseconds / 2))
+        return transport
     }
 
     /// Lets running work finish its current step, then stops the worker and event-loop threads.

@@ -1,5 +1,5 @@
 import Foundation
-import Kerberos
+@testable import Kerberos
 import NIOCore
 import TestRealm
 import Testing
@@ -87,6 +87,30 @@ struct DeliveryTests {
             #expect(error.name == "KRB5KRB_ERR_RESPONSE_TOO_BIG", "\(error)")
             #expect(error.message.contains("does not fit a datagram") && error.message.contains("UDP"), "\(error.message)")
         }
+        await client.shutdown()
+    }
+
+    @Test("a counted message waits for its silent KDC, while a login that starts a hedge delay later goes to the KDC that answers, and is answered first")
+    func silentKDCAvoidedMeanwhile() async throws {
+        let hole = try BlackHoleKDC()
+        defer { hole.stop() }
+        let client = try client(try engine.config(kdcs: [hole.address, "127.0.0.1:\(engine.primaryPort)"]))
+        var options = LoginOptions()
+        options.preauthTypes = [.encryptedTimestamp]   // the first request carries the timestamp: counted
+        let firstDone = Locked(false)
+        let first = Task {
+            defer { firstDone.withLock { $0 = true } }
+            return try await client.initialCredentials(for: engine.user, password: Secret(engine.password), options: options)
+        }
+        // Once the silent KDC has had the first login's request for a hedge delay, it is remembered as unresponsive.
+        while !client.transport.isMarkedUnresponsive(hole.address) { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(hole.datagramsReceived >= 1)
+        let second = try await client.initialCredentials(for: engine.user, password: Secret(engine.password), options: options)
+        #expect(second.client.hasPrefix(engine.user + "@"))
+        #expect(!firstDone.withLock { $0 }, "the second login was answered while the first still waited on the silent KDC")
+        #expect(hole.datagramsReceived == 1, "only the first login's request went to the silent KDC")
+        let late = try await first.value
+        #expect(late.client.hasPrefix(engine.user + "@"), "the first login failed over to the KDC that answers")
         await client.shutdown()
     }
 }

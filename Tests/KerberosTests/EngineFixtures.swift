@@ -186,6 +186,10 @@ final class BlackHoleKDC: @unchecked Sendable {
     let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     let port: Int
     private var channels: [any Channel] = []
+    private let datagrams = Locked(0)
+
+    /// How many datagrams it has swallowed.
+    var datagramsReceived: Int { datagrams.withLock { $0 } }
 
     init() throws {
         let port = try freePort()
@@ -194,8 +198,11 @@ final class BlackHoleKDC: @unchecked Sendable {
             .serverChannelOption(.backlog, value: 4096)
             .childChannelInitializer { channel in channel.eventLoop.makeSucceededVoidFuture() }
             .bind(host: "127.0.0.1", port: port).wait()
+        let datagrams = self.datagrams
         let udp = try DatagramBootstrap(group: group)
-            .channelInitializer { channel in channel.eventLoop.makeSucceededVoidFuture() }
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(Counter(datagrams: datagrams)) }
+            }
             .bind(host: "127.0.0.1", port: port).wait()
         channels = [tcp, udp]
     }
@@ -205,6 +212,13 @@ final class BlackHoleKDC: @unchecked Sendable {
     func stop() {
         for channel in channels { try? channel.close().wait() }
         try? group.syncShutdownGracefully()
+    }
+
+    private final class Counter: ChannelInboundHandler, Sendable {
+        typealias InboundIn = AddressedEnvelope<ByteBuffer>
+        let datagrams: Locked<Int>
+        init(datagrams: Locked<Int>) { self.datagrams = datagrams }
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) { datagrams.withLock { $0 += 1 } }
     }
 }
 
