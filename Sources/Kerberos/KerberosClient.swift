@@ -36,16 +36,23 @@ public final class KerberosClient: Sendable {
         public var hedgeDelay: Duration
         /// How long a KDC that left a request unanswered is tried after the others.
         public var unresponsiveMemory: Duration
+        /// The realms a KDC's referral (`KDC_ERR_WRONG_REALM`, answered to canonicalized or enterprise names) may send
+        /// initial credentials to, besides the realm of the name asked for; a referral elsewhere fails with
+        /// ``KerberosError/Reason/unknownPrincipal`` before any message goes there. nil follows referrals to any
+        /// realm, as MIT does. Compared as bytes.
+        public var referralRealms: Set<String>?
 
         /// The defaults: krb5's configuration, 2 workers, a 6 s login timeout (SSSD's `krb5_auth_timeout`),
-        /// 250 ms hedge delay, 30 s memory of unresponsive KDCs (SSSD's `retry_timeout`). See `docs/engine.md`.
+        /// 250 ms hedge delay, 30 s memory of unresponsive KDCs (SSSD's `retry_timeout`), referrals to any realm.
+        /// See `docs/engine.md`.
         public init(krb5: Context.Configuration = .default, threads: Int = 2, loginTimeout: Duration = .seconds(6),
-                    hedgeDelay: Duration = .milliseconds(250), unresponsiveMemory: Duration = .seconds(30)) {
+                    hedgeDelay: Duration = .milliseconds(250), unresponsiveMemory: Duration = .seconds(30), referralRealms: Set<String>? = nil) {
             self.krb5 = krb5
             self.threads = threads
             self.loginTimeout = loginTimeout
             self.hedgeDelay = hedgeDelay
             self.unresponsiveMemory = unresponsiveMemory
+            self.referralRealms = referralRealms
         }
     }
 
@@ -61,6 +68,10 @@ public final class KerberosClient: Sendable {
     /// cooperative pool (which a caller may have filled with blocking work).
     let executor: EventLoopTaskExecutor
     private let locations = Locked<[String: (location: ResolvedLocation, expires: NIODeadline)]>([:])
+    /// The most locations kept (two per realm: KDCs and kpasswd servers); when full, expired ones go, then all.
+    static let maximumLocations = 256
+    /// How many locations are kept now.
+    var locationCount: Int { locations.withLock { $0.count } }
     private let nextWorker = Locked(0)
 
     /// Starts the worker threads and one event-loop thread.
@@ -201,28 +212,33 @@ public final class KerberosClient: Sendable {
         return KerberosSession(client: self, worker: workers[index], deadline: .now() + .nanoseconds(timeout.nanoseconds), timeout: timeout)
     }
 
-    /// The realm's KDCs (or kpasswd servers) with their addresses, cached for five minutes: krb5.conf read on the
-    /// session's worker, SRV records and host names asked of DNS on the event loop (``DNSServiceRecords``), host
-    /// names resolved concurrently. A location with no address is not cached.
+    /// The realm's KDCs (or kpasswd servers) with their addresses, cached for five minutes, or for less when DNS
+    /// gave them with a shorter TTL (not under ``DNSServiceRecords/minimumTTL``): krb5.conf read on the session's
+    /// worker, SRV records and host names asked of DNS on the event loop (``DNSServiceRecords``), host names resolved
+    /// concurrently. A location with no address is not cached.
     func location(of realm: String, role: ServerRole = .kdc, session: KerberosSession) async throws(KerberosError) -> ResolvedLocation {
         let now = NIODeadline.now()
         let key = "\(role.dnsService) \(realm)"
         if let cached = locations.withLock({ $0[key] }), cached.expires > now { return cached.location }
         var location = try await session.run { context in try KDCLocator.locate(role, realm: realm, context: context) }
+        var ttl = DNSServiceRecords.maximumTTL
         if location.inDNS {
-            location.kdcs = try await session.serversFromDNS(role.dnsService, realm: realm)
+            let servers = try await session.serversFromDNS(role.dnsService, realm: realm)
+            location.kdcs = servers.values
+            ttl = servers.ttl
             if location.kdcs.isEmpty { throw KDCLocator.cannotFind(role, realm: realm) }
         }
         let kdcs = location.kdcs
-        let resolved = await withTaskGroup(of: (Int, [SocketAddress]).self) { group in
+        let resolved = await withTaskGroup(of: (Int, DNSServiceRecords.Answer<SocketAddress>?).self) { group in
             for (index, kdc) in kdcs.enumerated() {
-                group.addTask { (index, (try? await session.addresses(of: kdc, realm: realm)) ?? []) }
+                group.addTask { (index, try? await session.addresses(of: kdc, realm: realm)) }
             }
-            return await group.reduce(into: [Int: [SocketAddress]]()) { $0[$1.0] = $1.1 }
+            return await group.reduce(into: [Int: DNSServiceRecords.Answer<SocketAddress>]()) { $0[$1.0] = $1.1 }
         }
         var targets: [KDCTarget] = []
         for (index, kdc) in kdcs.enumerated() {
-            let addresses = resolved[index] ?? []
+            let addresses = resolved[index]?.values ?? []
+            ttl = min(ttl, resolved[index]?.ttl ?? ttl)
             for address in addresses {
                 targets.append(KDCTarget(kdc: kdc, address: address, key: addresses.count == 1 ? kdc.description : "\(kdc.description)@\(address)"))
             }
@@ -231,7 +247,13 @@ public final class KerberosClient: Sendable {
         if targets.isEmpty {
             if session.deadline <= .now() { throw KerberosError.loginTimedOut(realm: realm, timeout: session.timeout) }
         } else {
-            locations.withLock { $0[key] = (result, now + .minutes(5)) }
+            locations.withLock { locations in
+                if locations.count >= Self.maximumLocations {
+                    locations = locations.filter { $0.value.expires > now }
+                    if locations.count >= Self.maximumLocations { locations.removeAll(keepingCapacity: true) }
+                }
+                locations[key] = (result, now + .seconds(Int64(ttl)))
+            }
         }
         return result
     }
@@ -336,8 +358,9 @@ package struct KerberosSession: Sendable {
         var answeredByReplica = false
     }
 
-    /// Drives a stepwise exchange to completion: each step on the worker, each message on the event loop.
-    func drive<E: StepwiseExchange>(_ exchange: Pinned<E>, primaryOnly: Bool, trace: Trace) async throws(KerberosError) {
+    /// Drives a stepwise exchange to completion: each step on the worker, each message on the event loop. With
+    /// `realms`, a message for any other realm (a referral's) fails the exchange before it is sent.
+    func drive<E: StepwiseExchange>(_ exchange: Pinned<E>, primaryOnly: Bool, trace: Trace, realms: Set<[UInt8]>? = nil) async throws(KerberosError) {
         var reply: [UInt8] = []
         while true {
             let input = reply
@@ -346,6 +369,10 @@ package struct KerberosSession: Sendable {
             case .complete:
                 return
             case .send(let request, let realm, let tcpOnly):
+                if let realms, !realms.contains(Array(realm.utf8)) {
+                    throw KerberosError(code: Int32(KRB5KDC_ERR_WRONG_REALM), message: "The KDC referred the login to realm \"\(realm)\", which is not allowed",
+                                        reason: .unknownPrincipal)
+                }
                 trace.realm = realm
                 let answer = try await send(request, realm: realm, tcpOnly: tcpOnly, primaryOnly: primaryOnly)
                 if !answer.kdc.isPrimary { trace.answeredByReplica = true }
@@ -481,7 +508,13 @@ package struct KerberosSession: Sendable {
             }
             return try InitialCredentialsExchange(context: context, client: setup.client, key: setup.key, options: setup.options)
         }
-        try await drive(exchange, primaryOnly: primaryOnly, trace: trace)
+        // The name's own realm, and those a referral may lead to (Configuration.referralRealms).
+        var realms: Set<[UInt8]>?
+        if let allowed = client.configuration.referralRealms {
+            let own = try await run(spec) { _, setup in setup.client.realm }
+            realms = Set(allowed.map { Array($0.utf8) }).union([Array(own.utf8)])
+        }
+        try await drive(exchange, primaryOnly: primaryOnly, trace: trace, realms: realms)
         return try await make { _ in try exchange.value!.credentials() }
     }
 
