@@ -96,7 +96,7 @@ test-docker: deps
 
 ## test-unit: the tests that need no KDC.
 test-unit:
-	$(SWIFT) test $(SWIFT_FLAGS) --filter 'KerberosSecretsTests|KerberosErrorTests|PrincipalTests|BindingUnitTests|TerminalTests|KDCMessageTests|KerberosExecutorTests|TOTPTests|LoginProtocolTests|LoginServiceTests|ThrottleTests'
+	$(SWIFT) test $(SWIFT_FLAGS) --filter 'KerberosSecretsTests|KerberosErrorTests|PrincipalTests|BindingUnitTests|TerminalTests|KDCMessageTests|DNSMessageTests|KerberosExecutorTests|TOTPTests|LoginProtocolTests|LoginServiceTests|ThrottleTests'
 
 ## demo: build, start a throwaway realm, log a user in through the library with verification.
 demo: build
