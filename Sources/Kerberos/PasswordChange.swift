@@ -175,7 +175,8 @@ package final class PasswordChangeExchange {
                     "Access denied", "Wrong protocol version", "Initial password required"][Int(code)]
         var message = ""
         let server = Array(clear.dropFirst(2))
-        if !server.isEmpty {
+        if server.count == adPolicyLength && server[0] == 0 && server[1] == 0 {
+            // Active Directory's password policy: MIT words it.
             var output: UnsafeMutablePointer<CChar>?
             server.withUnsafeBytes { raw in
                 var data = krb5_data(magic: 0, length: UInt32(raw.count), data: UnsafeMutablePointer(mutating: raw.baseAddress?.assumingMemoryBound(to: CChar.self)))
@@ -185,9 +186,17 @@ package final class PasswordChangeExchange {
                 message = String(cString: output)
                 krb5_free_string(context.raw, output)
             }
+        } else if !server.contains(0), let text = String(validating: server, as: UTF8.self) {
+            // Read here, not by krb5_chpw_message: MIT 1.20's UTF-8 normalization reads past the end of a message
+            // that ends inside a multi-byte sequence (found by make fuzz, docs/fuzzing.md). Anything but UTF-8
+            // without NUL is no message, as MIT treats it.
+            message = text
         }
         return PasswordChangeResult(code: code, codeText: text, message: message)
     }
+
+    /// The length of Active Directory's password-policy blob in a kpasswd result (MIT's `AD_POLICY_INFO_LENGTH`).
+    static let adPolicyLength = 30
 }
 
 extension KDCTarget {
