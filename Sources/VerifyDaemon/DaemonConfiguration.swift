@@ -77,8 +77,32 @@ public struct DaemonConfiguration: Sendable {
         try load(toml: text, source: path)
     }
 
+    /// Refuses what toml++ (TOMLKit's parser) would not survive, naming the line: a table header that does not start
+    /// with a key (`[=]`, `[.a]`, `[[#]]`, `[\u{1}]`) fails an assertion in its `parse_key`, which aborts the process
+    /// (and is undefined behaviour where assertions are compiled out). Found by `make fuzz` (docs/fuzzing.md). Also
+    /// refused: control characters other than tab, newline and carriage return, which TOML allows nowhere.
+    static func checkBeforeParsing(_ text: String, source: String) throws(ConfigurationError) {
+        // By scalars: a String's "\r\n" is one Character.
+        for (index, line) in text.unicodeScalars.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            if let control = line.first(where: { ($0.value < 0x20 && $0 != "\t" && $0 != "\r") || $0.value == 0x7F }) {
+                throw ConfigurationError("\(source): line \(index + 1): control character U+\(String(control.value, radix: 16, uppercase: true)) is not allowed in TOML")
+            }
+            var rest = line.drop(while: { $0 == " " || $0 == "\t" })
+            guard rest.first == "[" else { continue }
+            rest = rest.dropFirst()
+            if rest.first == "[" { rest = rest.dropFirst() }
+            rest = rest.drop(while: { $0 == " " || $0 == "\t" })
+            guard let first = rest.first else { continue }
+            let startsKey = first.isASCII && (first.properties.isAlphabetic || ("0"..."9").contains(first) || "_-\"'".unicodeScalars.contains(first))
+            if !startsKey {
+                throw ConfigurationError("\(source): line \(index + 1): a table header must start with a key (a bare key or a quoted one)")
+            }
+        }
+    }
+
     /// Reads TOML text over the current values.
     public mutating func load(toml text: String, source: String = "configuration") throws(ConfigurationError) {
+        try Self.checkBeforeParsing(text, source: source)
         let table: TOMLTable
         do { table = try TOMLTable(string: text) } catch { throw ConfigurationError("\(source): \(error)") }
         for key in table.keys where !Self.keys.contains(key) {
