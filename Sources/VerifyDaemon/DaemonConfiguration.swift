@@ -78,7 +78,7 @@ public struct DaemonConfiguration: Sendable {
     }
 
     /// Refuses what toml++ (TOMLKit's parser) would not survive, naming the line: a table header that does not start
-    /// with a key (`[=]`, `[.a]`, `[[#]]`, `[\u{1}]`) fails an assertion in its `parse_key`, which aborts the process
+    /// with a key on its line (`[=]`, `[.a]`, `[[#]]`, `[\u{1}]`, a lone `[`) fails an assertion in its `parse_key`, which aborts the process
     /// (and is undefined behaviour where assertions are compiled out). Found by `make fuzz` (docs/fuzzing.md). Also
     /// refused: control characters other than tab, newline and carriage return, which TOML allows nowhere.
     static func checkBeforeParsing(_ text: String, source: String) throws(ConfigurationError) {
@@ -92,8 +92,10 @@ public struct DaemonConfiguration: Sendable {
             rest = rest.dropFirst()
             if rest.first == "[" { rest = rest.dropFirst() }
             rest = rest.drop(while: { $0 == " " || $0 == "\t" })
-            guard let first = rest.first else { continue }
-            let startsKey = first.isASCII && (first.properties.isAlphabetic || ("0"..."9").contains(first) || "_-\"'".unicodeScalars.contains(first))
+            // Nothing after the bracket on its line counts as no key too (toml++ reads on into the next line).
+            let startsKey = rest.first.map { first in
+                first.isASCII && (first.properties.isAlphabetic || ("0"..."9").contains(first) || "_-\"'".unicodeScalars.contains(first))
+            } ?? false
             if !startsKey {
                 throw ConfigurationError("\(source): line \(index + 1): a table header must start with a key (a bare key or a quoted one)")
             }
