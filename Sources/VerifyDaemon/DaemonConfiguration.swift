@@ -82,12 +82,14 @@ public struct DaemonConfiguration: Sendable {
     /// (and is undefined behaviour where assertions are compiled out). Found by `make fuzz` (docs/fuzzing.md). Also
     /// refused: control characters other than tab, newline and carriage return, which TOML allows nowhere.
     static func checkBeforeParsing(_ text: String, source: String) throws(ConfigurationError) {
-        // By scalars: a String's "\r\n" is one Character.
-        for (index, line) in text.unicodeScalars.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+        // By scalars (a String's "\r\n" is one Character), after the byte-order mark toml++ skips.
+        let scalars = text.unicodeScalars.first == "\u{FEFF}" ? text.unicodeScalars.dropFirst() : text.unicodeScalars[...]
+        for (index, line) in scalars.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
             if let control = line.first(where: { ($0.value < 0x20 && $0 != "\t" && $0 != "\r") || $0.value == 0x7F }) {
                 throw ConfigurationError("\(source): line \(index + 1): control character U+\(String(control.value, radix: 16, uppercase: true)) is not allowed in TOML")
             }
-            var rest = line.drop(while: { $0 == " " || $0 == "\t" })
+            // Any white space, not only TOML's space and tab: what toml++ might skip before a header.
+            var rest = line.drop(while: \.properties.isWhitespace)
             guard rest.first == "[" else { continue }
             rest = rest.dropFirst()
             if rest.first == "[" { rest = rest.dropFirst() }

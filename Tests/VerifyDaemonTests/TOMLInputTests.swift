@@ -13,6 +13,8 @@ struct TOMLInputTests {
         ("  [[ =]]\n", "configuration: line 1: a table header must start with a key (a bare key or a quoted one)"),
         (" \n[\n[[t]]\nx = 0x\n", "configuration: line 2: a table header must start with a key (a bare key or a quoted one)"),
         ("[\r\n", "configuration: line 1: a table header must start with a key (a bare key or a quoted one)"),
+        ("\u{FEFF}[}", "configuration: line 1: a table header must start with a key (a bare key or a quoted one)"),
+        ("\u{A0}[=]", "configuration: line 1: a table header must start with a key (a bare key or a quoted one)"),
         ("a = 1\n\n[\u{1}\u{0}ms.\"EXAMPLE.COM\"]\n", "configuration: line 3: control character U+1 is not allowed in TOML"),
         ("log_level = \"info\u{7F}\"\n", "configuration: line 1: control character U+7F is not allowed in TOML"),
     ])
