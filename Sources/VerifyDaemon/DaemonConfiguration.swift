@@ -102,6 +102,55 @@ public struct DaemonConfiguration: Sendable {
                 throw ConfigurationError("\(source): line \(index + 1): a table header must start with a key (a bare key or a quoted one)")
             }
         }
+        if let line = braceInArrayValue(text) {
+            throw ConfigurationError("\(source): line \(line): \"}\" where an array value should be")
+        }
+    }
+
+    /// The line of the first `}` where an array's value should start (after `[` or `,`, white space, newlines and
+    /// comments between), outside strings and comments; nil when there is none. toml++ asserts (`parse_value`) on
+    /// it: `a = [}]`, `a = ["x",}]` (found by `make fuzz`).
+    static func braceInArrayValue(_ text: String) -> Int? {
+        let scalars = Array(text.unicodeScalars)
+        var line = 1
+        var index = 0
+        var previous: Unicode.Scalar = "\n"  // the last significant scalar
+        while index < scalars.count {
+            let scalar = scalars[index]
+            switch scalar {
+            case "\n":
+                line += 1
+            case " ", "\t", "\r":
+                break
+            case "#":
+                while index + 1 < scalars.count && scalars[index + 1] != "\n" { index += 1 }
+            case "\"", "'":
+                // A string: basic ("..." with escapes) or literal ('...'), single- or multi-line (tripled quotes).
+                let tripled = index + 2 < scalars.count && scalars[index + 1] == scalar && scalars[index + 2] == scalar
+                index += tripled ? 3 : 1
+                while index < scalars.count {
+                    let current = scalars[index]
+                    if current == "\n" { line += 1 }
+                    if current == "\\" && scalar == "\"" {
+                        index += 2
+                        continue
+                    }
+                    if current == scalar && (!tripled || (index + 2 < scalars.count && scalars[index + 1] == scalar && scalars[index + 2] == scalar)) {
+                        index += tripled ? 2 : 0
+                        break
+                    }
+                    if current == "\n" && !tripled { break }
+                    index += 1
+                }
+                previous = scalar
+            case "}" where previous == "[" || previous == ",":
+                return line
+            default:
+                previous = scalar
+            }
+            index += 1
+        }
+        return nil
     }
 
     /// Reads TOML text over the current values.

@@ -15,6 +15,9 @@ struct TOMLInputTests {
         ("[\r\n", "configuration: line 1: a table header must start with a key (a bare key or a quoted one)"),
         ("\u{FEFF}[}", "configuration: line 1: a table header must start with a key (a bare key or a quoted one)"),
         ("\u{A0}[=]", "configuration: line 1: a table header must start with a key (a bare key or a quoted one)"),
+        ("a = [}]\n", "configuration: line 1: \"}\" where an array value should be"),
+        ("socket = \"/run/c\"\nrealms = [\"A\", \"B\",} \"C\"]\n", "configuration: line 2: \"}\" where an array value should be"),
+        ("a = [\n  # comment ,}\n  \"x\", # \"\n }]\n", "configuration: line 4: \"}\" where an array value should be"),
         ("a = 1\n\n[\u{1}\u{0}ms.\"EXAMPLE.COM\"]\n", "configuration: line 3: control character U+1 is not allowed in TOML"),
         ("log_level = \"info\u{7F}\"\n", "configuration: line 1: control character U+7F is not allowed in TOML"),
     ])
@@ -28,6 +31,9 @@ struct TOMLInputTests {
         var configuration = DaemonConfiguration()
         try configuration.load(toml: """
         sasl_socket = "/tmp/a"\r
+        log_level = "info" # [}, ",}" in a comment
+        server_principal = "host/[},x\\"y"
+        armor_principal = '''a,}'''
         krb5_config = [
           "/etc/krb5.conf",\t# the system's
         ]
@@ -36,6 +42,7 @@ struct TOMLInputTests {
         keytab = "/etc/krb5-ad.keytab"
         """)
         #expect(configuration.login.realms == ["AD.EXAMPLE", "EXAMPLE.ORG"])
+        #expect(configuration.login.serverPrincipal == "host/[},x\"y")
     }
 
     @Test("the input make fuzz found is refused, not an abort")
