@@ -136,7 +136,7 @@ test-docker: deps
 
 ## test-unit: the tests that need no KDC.
 test-unit:
-	$(SWIFT) test $(SWIFT_FLAGS) --filter 'KerberosSecretsTests|KerberosErrorTests|PrincipalTests|BindingUnitTests|TerminalTests|KDCMessageTests|KerberosExecutorTests|TOTPTests|LoginProtocolTests|LoginServiceTests|ThrottleTests'
+	$(SWIFT) test $(SWIFT_FLAGS) --filter 'KerberosSecretsTests|KerberosErrorTests|PrincipalTests|BindingUnitTests|TerminalTests|KDCMessageTests|DNSMessageTests|KerberosExecutorTests|TOTPTests|LoginProtocolTests|LoginServiceTests|ThrottleTests'
 
 ## demo: build, start a throwaway realm, log a user in through the library with verification.
 demo: build
@@ -154,10 +154,12 @@ bench: release release-static
 bench-micro: deps
 	SWIFT=$(SWIFT) scripts/bench-micro.py
 
-## fuzz: a million mutated inputs into each wire parser (FUZZ_INPUTS to change), seeds in Tests/Fuzz/corpus.
-FUZZ_INPUTS ?= 1000000
-fuzz: release
-	$$(swift build -c release --show-bin-path)/krb5-fuzz $(FUZZ_INPUTS)
+## fuzz: libFuzzer on every parser of network and client bytes (docs/fuzzing.md): krb5-fuzz built for libFuzzer
+## with AddressSanitizer in .build-fuzz, each target run FUZZ_SECONDS (default 60) from Tests/Fuzz/corpus/TARGET.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := dns frames der kpasswd json saslauthd toml
+fuzz: deps
+	SWIFT=$(SWIFT) SWIFT_FLAGS="$(SWIFT_FLAGS)" scripts/fuzz.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 ## soak: 100,000 mixed logins through the release krb5-verifyd at concurrency 16 (SOAK_COUNT to change).
 SOAK_COUNT ?= 100000
@@ -191,4 +193,4 @@ error-names:
 	scripts/gen-error-names.sh
 
 clean:
-	rm -rf .build $(REALM_DIR) $(REALM_DIR).test $(REALM_DIR).demo $(REALM_DIR).ad $(REALM_DIR).heimdal $(REALM_DIR).root.log
+	rm -rf .build .build-fuzz $(REALM_DIR) $(REALM_DIR).test $(REALM_DIR).demo $(REALM_DIR).ad $(REALM_DIR).heimdal $(REALM_DIR).root.log

@@ -1,5 +1,5 @@
 internal import CKrb5
-internal import NIOCore
+package import NIOCore
 #if canImport(Glibc)
 internal import Glibc
 #endif
@@ -12,20 +12,22 @@ internal import Glibc
 ///
 /// The name servers and search domains are resolv.conf's, read when a question is to be asked (rarely: locations are
 /// cached), so a changed resolv.conf is followed as glibc follows it. Questions go over UDP with the failover, hedging and
-/// retransmission of KDC messages (``KDCTransport``), under the login's deadline. A truncated answer is used as it
-/// came (SRV and address answers for a realm fit a datagram).
-enum DNSServiceRecords {
+/// retransmission of KDC messages (``KDCTransport``), under the login's deadline; a truncated answer is asked again
+/// over TCP. A response is taken only when it repeats the question, and only records about the asked name count;
+/// everything read is bounded (names, compression, record counts, SRV targets, addresses), and the TTLs say how long
+/// the location is kept (within ``minimumTTL`` and ``maximumTTL``).
+package enum DNSServiceRecords {
     /// One SRV record.
-    struct Record: Hashable, Sendable {
-        var priority: UInt16
-        var weight: UInt16
-        var port: UInt16
-        var target: String
+    package struct Record: Hashable, Sendable {
+        package var priority: UInt16
+        package var weight: UInt16
+        package var port: UInt16
+        package var target: String
     }
 
-    static let typeA: UInt16 = 1
-    static let typeAAAA: UInt16 = 28
-    static let typeSRV: UInt16 = 33
+    package static let typeA: UInt16 = 1
+    package static let typeAAAA: UInt16 = 28
+    package static let typeSRV: UInt16 = 33
 
     /// The servers an SRV answer names, UDP records first, each list in priority order (higher weight first within
     /// a priority); a server listed for both keeps one entry that may use either.
@@ -128,8 +130,41 @@ enum DNSServiceRecords {
 
     // MARK: Messages
 
+    /// The most SRV records of one answer that become servers, and the most servers a realm's SRV answers give: each
+    /// server costs A and AAAA questions and sockets.
+    package static let maximumServiceRecords = 16
+    /// The most addresses one host name gives.
+    package static let maximumAddresses = 8
+    /// The most search domains tried (glibc's `MAXDNSRCH`).
+    static let maximumSearchDomains = 6
+    /// The most answer records read from one message; the rest are ignored.
+    static let maximumAnswerRecords = 256
+    /// RFC 1035 section 3.1: a name is at most 255 bytes on the wire.
+    static let maximumNameLength = 255
+    /// How long what DNS said is kept: its TTL, within these bounds (a TTL of 0 would send a question per login).
+    package static let minimumTTL: UInt32 = 5
+    package static let maximumTTL: UInt32 = 300
+
+    /// One question: the ID it went with, the name and the type asked.
+    package struct Question: Sendable, Equatable {
+        package var id: UInt16
+        package var name: String
+        package var type: UInt16
+
+        package init(id: UInt16, name: String, type: UInt16) {
+            self.id = id
+            self.name = name
+            self.type = type
+        }
+    }
+
+    /// RCODE 0, NOERROR.
+    static let noError: UInt8 = 0
+    /// RCODE 3, NXDOMAIN: the name does not exist, an answer with no records.
+    static let nameError: UInt8 = 3
+
     /// A query for `name` (`type`, class IN, recursion desired), or nil for a name DNS cannot carry.
-    static func query(id: UInt16, name: String, type: UInt16) -> [UInt8]? {
+    package static func query(id: UInt16, name: String, type: UInt16) -> [UInt8]? {
         var message: [UInt8] = [UInt8(id >> 8), UInt8(id & 0xFF), 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]
         let trimmed = name.hasSuffix(".") ? String(name.dropLast()) : name
         for label in trimmed.split(separator: ".", omittingEmptySubsequences: false) {
@@ -139,160 +174,254 @@ enum DNSServiceRecords {
             message += bytes
         }
         message.append(0)
-        guard message.count - 12 <= 255 else { return nil }
+        guard message.count - 12 <= maximumNameLength else { return nil }
         message += [UInt8(type >> 8), UInt8(type & 0xFF), 0, 1]
         return message
     }
 
-    /// Whether `message` is the answer to query `id` (the same ID, the response bit set).
-    static func isAnswer(_ message: [UInt8], id: UInt16) -> Bool {
-        message.count >= 12 && UInt16(message[0]) << 8 | UInt16(message[1]) == id && message[2] & 0x80 != 0
+    /// Whether `message` is a response to `question`: the same ID, the response bit set, a standard query, and
+    /// exactly the question that was asked (name, compared without case, type and class IN). A response that says
+    /// anything else is some other exchange's, or forged, and is ignored.
+    package static func isResponse(_ message: [UInt8], to question: Question) -> Bool {
+        guard message.count >= 12, UInt16(message[0]) << 8 | UInt16(message[1]) == question.id,
+              message[2] & 0x80 != 0, message[2] & 0x78 == 0,  // QR, OPCODE QUERY
+              message[4] == 0, message[5] == 1 else { return false }
+        var reader = Reader(message: message, offset: 12)
+        guard let name = reader.name(), let type = reader.uint16(), let questionClass = reader.uint16() else { return false }
+        return type == question.type && questionClass == 1 && sameName(name, question.name)
     }
 
-    /// The SRV answers of a DNS response (RFC 1035 section 4.1, RFC 2782), sorted by priority then descending
-    /// weight; empty for a malformed message.
-    static func parse(_ message: [UInt8]) -> [Record] {
-        var records: [Record] = []
-        answers(message) { type, reader in
-            if type == typeSRV, let priority = reader.uint16(), let weight = reader.uint16(), let port = reader.uint16(), let target = reader.name() {
-                records.append(Record(priority: priority, weight: weight, port: port, target: target))
-            }
+    /// Whether the TC bit is set: the answer did not fit the datagram and is to be asked again over TCP.
+    package static func isTruncated(_ message: [UInt8]) -> Bool { message.count >= 12 && message[2] & 0x02 != 0 }
+
+    /// The RCODE of a response.
+    package static func responseCode(_ message: [UInt8]) -> UInt8 { message.count >= 12 ? message[3] & 0x0F : 0xFF }
+
+    /// Whether the response answers the question, with records or with NXDOMAIN; any other RCODE (SERVFAIL,
+    /// REFUSED, ...) means this server has no answer, and the next one is asked.
+    package static func isAnswer(_ message: [UInt8]) -> Bool {
+        let code = responseCode(message)
+        return code == noError || code == nameError
+    }
+
+    /// Names compared as DNS compares them: ASCII letters without case, a trailing dot ignored.
+    static func sameName(_ left: String, _ right: String) -> Bool {
+        func canonical(_ name: String) -> [UInt8] {
+            var bytes = Array(name.utf8)
+            if bytes.last == UInt8(ascii: ".") && bytes.count > 1 { bytes.removeLast() }
+            return bytes.map { $0 >= 0x41 && $0 <= 0x5A ? $0 | 0x20 : $0 }
         }
-        return records.sorted { ($0.priority, UInt16.max - $0.weight) < ($1.priority, UInt16.max - $1.weight) }
+        return canonical(left) == canonical(right)
     }
 
-    /// The A and AAAA answers of a DNS response as socket addresses with `port`, in the answer's order.
-    static func addresses(_ message: [UInt8], port: Int) -> [SocketAddress] {
-        var result: [SocketAddress] = []
-        answers(message) { type, reader in
-            let length = type == typeA ? 4 : type == typeAAAA ? 16 : 0
-            guard length > 0, let bytes = reader.bytes(length) else { return }
+    /// Values of the answer records of a response to `question` with their TTL.
+    package struct Answer<Value: Sendable>: Sendable {
+        package var values: [Value]
+        /// The smallest TTL of the records used, within ``minimumTTL`` and ``maximumTTL``; ``maximumTTL`` when none.
+        package var ttl: UInt32
+    }
+
+    /// The SRV answers of a response to `question` (RFC 1035 section 4.1, RFC 2782), sorted by priority then
+    /// descending weight, at most ``maximumServiceRecords``; none for a malformed message or one that answers
+    /// something else.
+    package static func serviceRecords(_ message: [UInt8], question: Question) -> Answer<Record> {
+        var answer = answers(message, question: question) { reader -> Record? in
+            guard let priority = reader.uint16(), let weight = reader.uint16(), let port = reader.uint16(), let target = reader.name() else { return nil }
+            return Record(priority: priority, weight: weight, port: port, target: target)
+        }
+        answer.values = Array(answer.values.sorted { ($0.priority, UInt16.max - $0.weight) < ($1.priority, UInt16.max - $1.weight) }
+            .prefix(maximumServiceRecords))
+        return answer
+    }
+
+    /// The A or AAAA answers (as `question` asks) of a response as socket addresses with `port`, in the answer's
+    /// order, at most ``maximumAddresses``.
+    package static func addresses(_ message: [UInt8], question: Question, port: Int) -> Answer<SocketAddress> {
+        let length = question.type == typeA ? 4 : question.type == typeAAAA ? 16 : 0
+        var answer = answers(message, question: question) { reader -> SocketAddress? in
+            guard length > 0, reader.remaining == length, let bytes = reader.bytes(length) else { return nil }
             let text: String
             if length == 4 {
                 text = bytes.map(String.init).joined(separator: ".")
             } else {
                 text = stride(from: 0, to: 16, by: 2).map { String(UInt16(bytes[$0]) << 8 | UInt16(bytes[$0 + 1]), radix: 16) }.joined(separator: ":")
             }
-            if let address = try? SocketAddress(ipAddress: text, port: port) { result.append(address) }
+            return try? SocketAddress(ipAddress: text, port: port)
         }
+        answer.values = Array(answer.values.prefix(maximumAddresses))
+        return answer
+    }
+
+    /// The values `decode` reads from each answer record of `question`'s type and class IN whose owner is the
+    /// question's name or, through CNAME records of the answer, an alias of it. Stops at the first malformed
+    /// record; reads at most ``maximumAnswerRecords``.
+    private static func answers<Value: Sendable>(_ message: [UInt8], question: Question, _ decode: (inout Reader) -> Value?) -> Answer<Value> {
+        var result = Answer<Value>(values: [], ttl: maximumTTL)
+        guard isResponse(message, to: question), isAnswer(message) else { return result }
+        var reader = Reader(message: message, offset: 12)
+        guard reader.name() != nil, reader.skip(4) else { return result }
+        var owners = [question.name]
+        var ttl = maximumTTL
+        let count = min(Int(message[6]) << 8 | Int(message[7]), maximumAnswerRecords)
+        for _ in 0..<count {
+            guard let owner = reader.name(), let type = reader.uint16(), let recordClass = reader.uint16(), let recordTTL = reader.uint32(),
+                  let length = reader.uint16() else { break }
+            let end = reader.offset + Int(length)
+            guard end <= message.count else { break }
+            defer { reader.offset = end }
+            guard recordClass == 1, owners.contains(where: { sameName($0, owner) }) else { continue }
+            var record = Reader(message: message, offset: reader.offset, end: end)
+            if type == typeCNAME, question.type != typeCNAME {
+                if let alias = record.name(), owners.count < 8 { owners.append(alias) }
+                continue
+            }
+            guard type == question.type, let value = decode(&record) else { continue }
+            result.values.append(value)
+            ttl = min(ttl, recordTTL)
+        }
+        result.ttl = min(max(ttl, minimumTTL), maximumTTL)
         return result
     }
 
-    /// Calls `body` with each answer record's type and a reader at its data; stops at the first malformed record.
-    private static func answers(_ message: [UInt8], _ body: (UInt16, inout Reader) -> Void) {
-        guard message.count >= 12 else { return }
-        var reader = Reader(message: message, offset: 12)
-        let questions = Int(message[4]) << 8 | Int(message[5])
-        let answers = Int(message[6]) << 8 | Int(message[7])
-        for _ in 0..<questions {
-            guard reader.name() != nil, reader.skip(4) else { return }
-        }
-        for _ in 0..<answers {
-            guard reader.name() != nil, let type = reader.uint16(), reader.skip(6), let rdLength = reader.uint16() else { return }
-            let end = reader.offset + Int(rdLength)
-            guard end <= message.count else { return }
-            var record = reader
-            body(type, &record)
-            reader.offset = end
-        }
-    }
+    static let typeCNAME: UInt16 = 5
 
+    /// Reads a DNS message; every read is bounded by the message (or a record's end).
     private struct Reader {
         let message: [UInt8]
         var offset: Int
+        var end: Int
+
+        init(message: [UInt8], offset: Int, end: Int? = nil) {
+            self.message = message
+            self.offset = offset
+            self.end = end ?? message.count
+        }
+
+        /// The most compression pointers followed in one name.
+        static let maximumPointers = 16
+
+        var remaining: Int { end - offset }
 
         mutating func uint16() -> UInt16? {
-            guard offset + 2 <= message.count else { return nil }
+            guard offset + 2 <= end else { return nil }
             defer { offset += 2 }
             return UInt16(message[offset]) << 8 | UInt16(message[offset + 1])
         }
 
+        mutating func uint32() -> UInt32? {
+            guard let high = uint16(), let low = uint16() else { return nil }
+            return UInt32(high) << 16 | UInt32(low)
+        }
+
         mutating func bytes(_ count: Int) -> [UInt8]? {
-            guard offset + count <= message.count else { return nil }
+            guard offset + count <= end else { return nil }
             defer { offset += count }
             return Array(message[offset..<(offset + count)])
         }
 
         mutating func skip(_ count: Int) -> Bool {
-            guard offset + count <= message.count else { return false }
+            guard offset + count <= end else { return false }
             offset += count
             return true
         }
 
-        /// A possibly compressed domain name, without the trailing dot ("." for the root).
+        /// A possibly compressed domain name, without the trailing dot ("." for the root); nil when it is
+        /// malformed, longer than 255 bytes, has more than ``maximumPointers`` compression pointers, or a pointer
+        /// that does not point before every byte of the name read so far (so no byte is read twice: no loops).
+        /// One name costs at most 255 label bytes and a few jumps, however the message is built.
         mutating func name() -> String? {
-            var labels: [String] = []
+            var bytes: [UInt8] = []
             var position = offset
             var jumped = false
-            var hops = 0
+            var wireLength = 1
+            var lowest = offset
+            var pointers = 0
             while true {
-                guard position < message.count else { return nil }
+                guard position < (jumped ? message.count : end) else { return nil }
                 let length = Int(message[position])
                 if length == 0 {
                     if !jumped { offset = position + 1 }
                     break
                 }
-                if length & 0xC0 == 0xC0 {
-                    guard position + 1 < message.count, hops < 32 else { return nil }
+                switch length & 0xC0 {
+                case 0xC0:
+                    guard position + 1 < (jumped ? message.count : end) else { return nil }
+                    let target = (length & 0x3F) << 8 | Int(message[position + 1])
+                    pointers += 1
+                    guard target < lowest, pointers <= Self.maximumPointers else { return nil }
+                    lowest = target
                     if !jumped { offset = position + 2 }
-                    position = (length & 0x3F) << 8 | Int(message[position + 1])
+                    position = target
                     jumped = true
-                    hops += 1
-                    continue
+                case 0:
+                    wireLength += 1 + length
+                    guard wireLength <= maximumNameLength, position + 1 + length <= (jumped ? message.count : end) else { return nil }
+                    if !bytes.isEmpty { bytes.append(UInt8(ascii: ".")) }
+                    bytes += message[(position + 1)..<(position + 1 + length)]
+                    position += 1 + length
+                default:
+                    return nil  // the extended label types of RFC 6891 are not used in answers
                 }
-                guard position + 1 + length <= message.count else { return nil }
-                labels.append(String(decoding: message[(position + 1)..<(position + 1 + length)], as: UTF8.self))
-                position += 1 + length
             }
-            return labels.isEmpty ? "." : labels.joined(separator: ".")
+            return bytes.isEmpty ? "." : String(decoding: bytes, as: UTF8.self)
         }
     }
 }
 
 extension KerberosSession {
-    /// The SRV records of `name`, asked of `realm`'s name servers on the event loop; empty when the name has none.
-    func serviceRecords(_ name: String, realm: String) async throws(KerberosError) -> [DNSServiceRecords.Record] {
+    /// The SRV records of `name`, asked of `realm`'s name servers on the event loop; none when the name has none.
+    func serviceRecords(_ name: String, realm: String) async throws(KerberosError) -> DNSServiceRecords.Answer<DNSServiceRecords.Record> {
         let nameservers = DNSServiceRecords.nameserver(forRealm: realm).map { [$0] } ?? DNSServiceRecords.Settings.read().nameservers
-        return DNSServiceRecords.parse(try await ask(name, type: DNSServiceRecords.typeSRV, nameservers: nameservers, realm: realm))
+        let (reply, question) = try await ask(name, type: DNSServiceRecords.typeSRV, nameservers: nameservers, realm: realm)
+        return DNSServiceRecords.serviceRecords(reply, question: question)
     }
 
-    /// The servers of `realm` that the SRV records `_service._udp.REALM` and `_service._tcp.REALM` name.
-    func serversFromDNS(_ service: String, realm: String) async throws(KerberosError) -> [KDCAddress] {
-        DNSServiceRecords.servers(udp: try await serviceRecords("\(service)._udp.\(realm)", realm: realm),
-                                  tcp: try await serviceRecords("\(service)._tcp.\(realm)", realm: realm))
+    /// The servers of `realm` that the SRV records `_service._udp.REALM` and `_service._tcp.REALM` name (at most
+    /// ``DNSServiceRecords/maximumServiceRecords``), and how long the answers may be kept.
+    func serversFromDNS(_ service: String, realm: String) async throws(KerberosError) -> DNSServiceRecords.Answer<KDCAddress> {
+        let udp = try await serviceRecords("\(service)._udp.\(realm)", realm: realm)
+        let tcp = try await serviceRecords("\(service)._tcp.\(realm)", realm: realm)
+        return DNSServiceRecords.Answer(values: Array(DNSServiceRecords.servers(udp: udp.values, tcp: tcp.values).prefix(DNSServiceRecords.maximumServiceRecords)),
+                                        ttl: min(udp.ttl, tcp.ttl))
     }
 
     /// The addresses of a server: its numeric address, else `/etc/hosts`, else A and AAAA records (for each name
-    /// of ``DNSServiceRecords/candidates(_:search:)`` until one has some); empty when none is found.
-    func addresses(of kdc: KDCAddress, realm: String) async throws(KerberosError) -> [SocketAddress] {
-        if let address = try? SocketAddress(ipAddress: kdc.host, port: kdc.port) { return [address] }
+    /// of ``DNSServiceRecords/candidates(_:search:)`` until one has some); none when none is found. The TTL is
+    /// ``DNSServiceRecords/maximumTTL`` unless DNS said less.
+    func addresses(of kdc: KDCAddress, realm: String) async throws(KerberosError) -> DNSServiceRecords.Answer<SocketAddress> {
+        if let address = try? SocketAddress(ipAddress: kdc.host, port: kdc.port) { return .init(values: [address], ttl: DNSServiceRecords.maximumTTL) }
         let fromFile = DNSServiceRecords.hostsFile(kdc.host, port: kdc.port)
-        if !fromFile.isEmpty { return fromFile }
+        if !fromFile.isEmpty { return .init(values: Array(fromFile.prefix(DNSServiceRecords.maximumAddresses)), ttl: DNSServiceRecords.maximumTTL) }
         let settings = DNSServiceRecords.Settings.read()
-        for name in DNSServiceRecords.candidates(kdc.host, search: settings.search) {
+        var ttl = DNSServiceRecords.maximumTTL
+        for name in DNSServiceRecords.candidates(kdc.host, search: Array(settings.search.prefix(DNSServiceRecords.maximumSearchDomains))) {
             var found: [SocketAddress] = []
             for type in [DNSServiceRecords.typeA, DNSServiceRecords.typeAAAA] {
-                found += DNSServiceRecords.addresses(try await ask(name, type: type, nameservers: settings.nameservers, realm: realm), port: kdc.port)
+                let (reply, question) = try await ask(name, type: type, nameservers: settings.nameservers, realm: realm)
+                let answer = DNSServiceRecords.addresses(reply, question: question, port: kdc.port)
+                found += answer.values
+                ttl = min(ttl, answer.ttl)
             }
-            if !found.isEmpty { return found }
+            if !found.isEmpty { return .init(values: Array(found.prefix(DNSServiceRecords.maximumAddresses)), ttl: ttl) }
         }
-        return []
+        return .init(values: [], ttl: ttl)
     }
 
-    /// One DNS question, sent to `nameservers` as a KDC message is sent to KDCs; the answer's bytes.
-    private func ask(_ name: String, type: UInt16, nameservers: [SocketAddress], realm: String) async throws(KerberosError) -> [UInt8] {
-        let id = UInt16.random(in: 0...UInt16.max)
-        guard let query = DNSServiceRecords.query(id: id, name: name, type: type) else { return [] }
+    /// One DNS question, sent to `nameservers` as a KDC message is sent to KDCs (UDP, then TCP to the same server
+    /// when the answer comes truncated); the answer's bytes (empty when no server answered) and the question.
+    private func ask(_ name: String, type: UInt16, nameservers: [SocketAddress], realm: String) async throws(KerberosError) -> ([UInt8], DNSServiceRecords.Question) {
+        let question = DNSServiceRecords.Question(id: UInt16.random(in: 0...UInt16.max), name: name, type: type)
+        guard let query = DNSServiceRecords.query(id: question.id, name: name, type: type) else { return ([], question) }
         let targets = nameservers.map { address in
-            KDCTarget(kdc: KDCAddress(host: address.ipAddress ?? "", port: address.port ?? 53, transport: .udp, isPrimary: false),
+            KDCTarget(kdc: KDCAddress(host: address.ipAddress ?? "", port: address.port ?? 53, transport: .any, isPrimary: false),
                       address: address, key: "dns \(address)")
         }
         do {
-            return try await transmit(Array(repeating: query, count: targets.count), to: targets, kind: .dns(id: id), udpPreferenceLimit: Int.max,
-                                      tcpOnly: false, realm: realm).bytes
+            return (try await transmit(Array(repeating: query, count: targets.count), to: targets, kind: .dns(question), udpPreferenceLimit: Int.max,
+                                       tcpOnly: false, realm: realm).bytes, question)
         } catch where error.code == Int32(KRB5_KDC_UNREACH) && error.reason == .kdcUnreachable && deadline > .now() {
-            // Every name server refused: no answer, as res_query reports it.
-            return []
+            // Every name server refused or failed: no answer, as res_query reports it.
+            return ([], question)
         }
     }
 }

@@ -1,6 +1,6 @@
 import KerberosSecrets
 internal import CKrb5
-internal import NIOCore
+package import NIOCore
 internal import NIOPosix
 
 /// A KDC's reply and which KDC sent it.
@@ -107,8 +107,8 @@ enum ReplyKind: Sendable {
     case kdc
     /// A kpasswd reply (RFC 3244 section 2): framed with its length and a version of 1 or 0xff80, or an unframed KRB-ERROR.
     case passwordChange
-    /// The DNS answer to query `id`.
-    case dns(id: UInt16)
+    /// A name server's response to the question (``DNSServiceRecords/isResponse(_:to:)``).
+    case dns(DNSServiceRecords.Question)
 
     func accepts(_ bytes: [UInt8]) -> Bool {
         switch self {
@@ -119,9 +119,15 @@ enum ReplyKind: Sendable {
             guard bytes.count >= 6, Int(bytes[0]) << 8 | Int(bytes[1]) == bytes.count else { return false }
             let version = Int(bytes[2]) << 8 | Int(bytes[3])
             return version == 1 || version == 0xFF80
-        case .dns(let id):
-            return DNSServiceRecords.isAnswer(bytes, id: id)
+        case .dns(let question):
+            return DNSServiceRecords.isResponse(bytes, to: question)
         }
+    }
+
+    /// The bytes of the length before each message over TCP: 4 for Kerberos (RFC 4120 section 7.2.2), 2 for DNS
+    /// (RFC 1035 section 4.2.2).
+    var lengthPrefix: Int {
+        if case .dns = self { 2 } else { 4 }
     }
 
     /// Whether a UDP reply may be `KRB_ERR_RESPONSE_TOO_BIG` (a Kerberos server's, not a name server's).
@@ -258,7 +264,7 @@ private final class SendOperation: @unchecked Sendable {
                 .connectTimeout(.seconds(10))
                 .channelInitializer { [self] channel in
                     channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(KDCFrameDecoder(maxLength: maxReply)))
+                        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(KDCFrameDecoder(maxLength: maxReply, lengthPrefix: kind.lengthPrefix)))
                         try channel.pipeline.syncOperations.addHandler(StreamReplyHandler(operation: self, index: index))
                     }
                 }
@@ -298,7 +304,7 @@ private final class SendOperation: @unchecked Sendable {
             buffer.writeBytes(message)
             channel.writeAndFlush(AddressedEnvelope(remoteAddress: targets[index].address, data: buffer)).whenFailure { [self] in failedTarget(index, error: $0) }
         } else {
-            buffer.writeInteger(UInt32(message.count))
+            if kind.lengthPrefix == 2 { buffer.writeInteger(UInt16(message.count)) } else { buffer.writeInteger(UInt32(message.count)) }
             buffer.writeBytes(message)
             channel.writeAndFlush(buffer).whenFailure { [self] in failedTarget(index, error: $0) }
         }
@@ -320,17 +326,33 @@ private final class SendOperation: @unchecked Sendable {
             send(to: index, forceTCP: true)
             return
         }
+        if case .dns = kind {
+            if udp, DNSServiceRecords.isTruncated(bytes), targets[index].kdc.transport == .any {
+                // The answer did not fit the datagram: ask the same name server over TCP (RFC 7766), as glibc does.
+                for channel in channels[index] ?? [] { channel.close(promise: nil) }
+                channels[index] = nil
+                triedTCP.insert(index)
+                send(to: index, forceTCP: true)
+                return
+            }
+            if !DNSServiceRecords.isAnswer(bytes) {
+                // SERVFAIL, REFUSED and the like: this server has no answer; the next one is asked.
+                failedTarget(index, retryOverTCP: false)
+                return
+            }
+        }
         transport.markResponsive(targets[index].key)
         resumer.resume(.success(KDCReply(bytes: bytes, kdc: targets[index].kdc)))
     }
 
     /// Target `index` refused, reset, or closed without a reply: pass over it at once (after trying TCP when UDP
-    /// was refused and the KDC may speak either, as MIT's second pass does). `error`, when it is this process's
-    /// own shortage (``KDCTransport/localShortage(_:)``), says nothing about the KDC: it is not marked unresponsive.
-    func failedTarget(_ index: Int, error: (any Error)? = nil) {
+    /// was refused and the KDC may speak either, as MIT's second pass does; not when `retryOverTCP` is false, for a
+    /// name server that answered with an error). `error`, when it is this process's own shortage
+    /// (``KDCTransport/localShortage(_:)``), says nothing about the KDC: it is not marked unresponsive.
+    func failedTarget(_ index: Int, error: (any Error)? = nil, retryOverTCP: Bool = true) {
         guard !closed, !failed.contains(index) else { return }
         if let error, let code = KDCTransport.localShortage(error) { localFailure = code }
-        if udpTargets.contains(index), targets[index].kdc.transport == .any, !triedTCP.contains(index) {
+        if retryOverTCP, udpTargets.contains(index), targets[index].kdc.transport == .any, !triedTCP.contains(index) {
             triedTCP.insert(index)
             udpTargets.remove(index)
             for channel in channels[index] ?? [] { channel.close(promise: nil) }
@@ -437,90 +459,59 @@ private final class StreamReplyHandler: ChannelInboundHandler {
     }
 }
 
-/// RFC 4120 section 7.2.2 TCP framing: a 4-byte big-endian length, then the message.
-struct KDCFrameDecoder: ByteToMessageDecoder {
-    typealias InboundOut = ByteBuffer
+/// RFC 4120 section 7.2.2 TCP framing: a 4-byte big-endian length, then the message; or DNS's over TCP (RFC 1035
+/// section 4.2.2), with a 2-byte length.
+package struct KDCFrameDecoder: ByteToMessageDecoder {
+    package typealias InboundOut = ByteBuffer
     let maxLength: Int
+    /// 4 (Kerberos) or 2 (DNS).
+    let lengthPrefix: Int
 
-    struct FrameTooLong: Error {}
+    package init(maxLength: Int, lengthPrefix: Int = 4) {
+        precondition(lengthPrefix == 4 || lengthPrefix == 2, "a 4- or 2-byte length")
+        self.maxLength = maxLength
+        self.lengthPrefix = lengthPrefix
+    }
 
-    mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
-        guard let length = buffer.getInteger(at: buffer.readerIndex, as: UInt32.self) else { return .needMoreData }
-        // The high bit is reserved (RFC 5021); a KDC never sets it in a reply.
-        guard length & 0x8000_0000 == 0, Int(length) <= maxLength else { throw FrameTooLong() }
-        guard buffer.readableBytes >= 4 + Int(length) else { return .needMoreData }
-        buffer.moveReaderIndex(forwardBy: 4)
-        context.fireChannelRead(wrapInboundOut(buffer.readSlice(length: Int(length))!))
+    package struct FrameTooLong: Error {}
+
+    package mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+        let length: Int
+        if lengthPrefix == 2 {
+            guard let value = buffer.getInteger(at: buffer.readerIndex, as: UInt16.self) else { return .needMoreData }
+            length = Int(value)
+        } else {
+            guard let value = buffer.getInteger(at: buffer.readerIndex, as: UInt32.self) else { return .needMoreData }
+            // The high bit is reserved (RFC 5021); a KDC never sets it in a reply.
+            guard value & 0x8000_0000 == 0 else { throw FrameTooLong() }
+            length = Int(value)
+        }
+        guard length <= maxLength else { throw FrameTooLong() }
+        guard buffer.readableBytes >= lengthPrefix + length else { return .needMoreData }
+        buffer.moveReaderIndex(forwardBy: lengthPrefix)
+        context.fireChannelRead(wrapInboundOut(buffer.readSlice(length: length)!))
         return .continue
     }
 }
 
 /// Just enough DER to route KDC replies: the message type and a KRB-ERROR's error code.
-enum KDCMessage {
+package enum KDCMessage {
     /// `KRB_ERR_RESPONSE_TOO_BIG`.
     static let responseTooBig = 52
 
     /// AS-REP (`[APPLICATION 11]`), TGS-REP (`[APPLICATION 13]`) or KRB-ERROR (`[APPLICATION 30]`), as MIT's
     /// `krb5_is_as_rep`/`krb5_is_tgs_rep`/`krb5_is_krb_error` check before accepting a reply.
-    static func looksLikeReply(_ bytes: [UInt8]) -> Bool {
+    package static func looksLikeReply(_ bytes: [UInt8]) -> Bool {
         guard let first = bytes.first else { return false }
         return first == 0x6B || first == 0x6D || first == 0x7E
     }
 
     /// The `error-code` of a KRB-ERROR, or nil for anything else.
-    static func errorCode(_ bytes: [UInt8]) -> Int? {
+    package static func errorCode(_ bytes: [UInt8]) -> Int? {
         guard let value = krbErrorField(bytes, tag: 0xA6) else { return nil }  // error-code [6] Int32
         var inner = DERReader(bytes: value)
         guard let (integerTag, integer) = inner.next(), integerTag == 0x02 else { return nil }
         return Self.integer(integer)
-    }
-
-    /// `KDC_ERR_PREAUTH_REQUIRED`.
-    static let preauthRequired = 25
-
-    /// The first PA-ETYPE-INFO2 entry of a KRB-ERROR's e-data (RFC 4120 sections 5.2.7.5 and 5.9.1): the enctype,
-    /// the salt (nil when the entry has none: the principal's default salt applies) and the s2kparams.
-    static func etypeInfo2(_ bytes: [UInt8]) -> (enctype: Int32, salt: [UInt8]?, parameters: [UInt8])? {
-        guard let value = krbErrorField(bytes, tag: 0xAC) else { return nil }  // e-data [12] OCTET STRING
-        var octets = DERReader(bytes: value)
-        guard let (octetTag, methodData) = octets.next(), octetTag == 0x04 else { return nil }
-        var methods = DERReader(bytes: methodData)
-        guard let (methodsTag, list) = methods.next(), methodsTag == 0x30 else { return nil }
-        var padata = DERReader(bytes: list)
-        while let (entryTag, entry) = padata.next() {
-            guard entryTag == 0x30 else { continue }
-            var parts = DERReader(bytes: entry)
-            var type: Int?
-            var payload: ArraySlice<UInt8>?
-            while let (partTag, part) = parts.next() {
-                var inner = DERReader(bytes: part)
-                guard let (innerTag, innerValue) = inner.next() else { continue }
-                if partTag == 0xA1 && innerTag == 0x02 { type = integer(innerValue) }
-                if partTag == 0xA2 && innerTag == 0x04 { payload = innerValue }
-            }
-            guard type == 19, let payload else { continue }  // PA-ETYPE-INFO2
-            var infos = DERReader(bytes: payload)
-            guard let (infosTag, infoList) = infos.next(), infosTag == 0x30 else { return nil }
-            var entries = DERReader(bytes: infoList)
-            guard let (infoTag, info) = entries.next(), infoTag == 0x30 else { return nil }
-            var members = DERReader(bytes: info)
-            var enctype: Int?
-            var salt: [UInt8]?
-            var parameters: [UInt8] = []
-            while let (memberTag, member) = members.next() {
-                var inner = DERReader(bytes: member)
-                guard let (innerTag, innerValue) = inner.next() else { continue }
-                switch (memberTag, innerTag) {
-                case (0xA0, 0x02): enctype = integer(innerValue)
-                case (0xA1, 0x1B): salt = Array(innerValue)
-                case (0xA2, 0x04): parameters = Array(innerValue)
-                default: break
-                }
-            }
-            guard let enctype, let value = Int32(exactly: enctype) else { return nil }
-            return (value, salt, parameters)
-        }
-        return nil
     }
 
     /// The contents of the first field tagged `tag` in a KRB-ERROR (`[APPLICATION 30]` SEQUENCE), or nil when

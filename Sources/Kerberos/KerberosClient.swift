@@ -36,16 +36,23 @@ public final class KerberosClient: Sendable {
         public var hedgeDelay: Duration
         /// How long a KDC that left a request unanswered is tried after the others.
         public var unresponsiveMemory: Duration
+        /// The realms a KDC's referral (`KDC_ERR_WRONG_REALM`, answered to canonicalized or enterprise names) may send
+        /// initial credentials to, besides the realm of the name asked for; a referral elsewhere fails with
+        /// ``KerberosError/Reason/unknownPrincipal`` before any message goes there. nil follows referrals to any
+        /// realm, as MIT does. Compared as bytes.
+        public var referralRealms: Set<String>?
 
         /// The defaults: krb5's configuration, 2 workers, a 6 s login timeout (SSSD's `krb5_auth_timeout`),
-        /// 250 ms hedge delay, 30 s memory of unresponsive KDCs (SSSD's `retry_timeout`). See `docs/engine.md`.
+        /// 250 ms hedge delay, 30 s memory of unresponsive KDCs (SSSD's `retry_timeout`), referrals to any realm.
+        /// See `docs/engine.md`.
         public init(krb5: Context.Configuration = .default, threads: Int = 2, loginTimeout: Duration = .seconds(6),
-                    hedgeDelay: Duration = .milliseconds(250), unresponsiveMemory: Duration = .seconds(30)) {
+                    hedgeDelay: Duration = .milliseconds(250), unresponsiveMemory: Duration = .seconds(30), referralRealms: Set<String>? = nil) {
             self.krb5 = krb5
             self.threads = threads
             self.loginTimeout = loginTimeout
             self.hedgeDelay = hedgeDelay
             self.unresponsiveMemory = unresponsiveMemory
+            self.referralRealms = referralRealms
         }
     }
 
@@ -61,6 +68,10 @@ public final class KerberosClient: Sendable {
     /// cooperative pool (which a caller may have filled with blocking work).
     let executor: EventLoopTaskExecutor
     private let locations = Locked<[String: (location: ResolvedLocation, expires: NIODeadline)]>([:])
+    /// The most locations kept (two per realm: KDCs and kpasswd servers); when full, expired ones go, then all.
+    static let maximumLocations = 256
+    /// How many locations are kept now.
+    var locationCount: Int { locations.withLock { $0.count } }
     private let nextWorker = Locked(0)
 
     /// Starts the worker threads and one event-loop thread.
@@ -204,28 +215,33 @@ public final class KerberosClient: Sendable {
         return KerberosSession(client: self, worker: workers[index], deadline: .now() + .nanoseconds(timeout.nanoseconds), timeout: timeout)
     }
 
-    /// The realm's KDCs (or kpasswd servers) with their addresses, cached for five minutes: krb5.conf read on the
-    /// session's worker, SRV records and host names asked of DNS on the event loop (``DNSServiceRecords``), host
-    /// names resolved concurrently. A location with no address is not cached.
+    /// The realm's KDCs (or kpasswd servers) with their addresses, cached for five minutes, or for less when DNS
+    /// gave them with a shorter TTL (not under ``DNSServiceRecords/minimumTTL``): krb5.conf read on the session's
+    /// worker, SRV records and host names asked of DNS on the event loop (``DNSServiceRecords``), host names resolved
+    /// concurrently. A location with no address is not cached.
     func location(of realm: String, role: ServerRole = .kdc, session: KerberosSession) async throws(KerberosError) -> ResolvedLocation {
         let now = NIODeadline.now()
         let key = "\(role.dnsService) \(realm)"
         if let cached = locations.withLock({ $0[key] }), cached.expires > now { return cached.location }
         var location = try await session.run { context in try KDCLocator.locate(role, realm: realm, context: context) }
+        var ttl = DNSServiceRecords.maximumTTL
         if location.inDNS {
-            location.kdcs = try await session.serversFromDNS(role.dnsService, realm: realm)
+            let servers = try await session.serversFromDNS(role.dnsService, realm: realm)
+            location.kdcs = servers.values
+            ttl = servers.ttl
             if location.kdcs.isEmpty { throw KDCLocator.cannotFind(role, realm: realm) }
         }
         let kdcs = location.kdcs
-        let resolved = await withTaskGroup(of: (Int, [SocketAddress]).self) { group in
+        let resolved = await withTaskGroup(of: (Int, DNSServiceRecords.Answer<SocketAddress>?).self) { group in
             for (index, kdc) in kdcs.enumerated() {
-                group.addTask { (index, (try? await session.addresses(of: kdc, realm: realm)) ?? []) }
+                group.addTask { (index, try? await session.addresses(of: kdc, realm: realm)) }
             }
-            return await group.reduce(into: [Int: [SocketAddress]]()) { $0[$1.0] = $1.1 }
+            return await group.reduce(into: [Int: DNSServiceRecords.Answer<SocketAddress>]()) { $0[$1.0] = $1.1 }
         }
         var targets: [KDCTarget] = []
         for (index, kdc) in kdcs.enumerated() {
-            let addresses = resolved[index] ?? []
+            let addresses = resolved[index]?.values ?? []
+            ttl = min(ttl, resolved[index]?.ttl ?? ttl)
             for address in addresses {
                 targets.append(KDCTarget(kdc: kdc, address: address, key: addresses.count == 1 ? kdc.description : "\(kdc.description)@\(address)"))
             }
@@ -234,7 +250,13 @@ public final class KerberosClient: Sendable {
         if targets.isEmpty {
             if session.deadline <= .now() { throw KerberosError.loginTimedOut(realm: realm, timeout: session.timeout) }
         } else {
-            locations.withLock { $0[key] = (result, now + .minutes(5)) }
+            locations.withLock { locations in
+                if locations.count >= Self.maximumLocations {
+                    locations = locations.filter { $0.value.expires > now }
+                    if locations.count >= Self.maximumLocations { locations.removeAll(keepingCapacity: true) }
+                }
+                locations[key] = (result, now + .seconds(Int64(ttl)))
+            }
         }
         return result
     }
@@ -342,13 +364,19 @@ package struct KerberosSession: Sendable {
 
     /// Drives a stepwise exchange whose first step gave `first` to completion: each later step on the worker, each
     /// message on the event loop; the credentials are taken in the job of the step that completes the exchange, so a
-    /// KDC message costs one hop there and one back.
-    func drive<E: StepwiseExchange>(_ exchange: Pinned<E>, first: StepOutcome, primaryOnly: Bool, trace: Trace) async throws(KerberosError) -> Pinned<Credentials> {
+    /// KDC message costs one hop there and one back. With `realms`, a message for any other realm (a referral's)
+    /// fails the exchange before it is sent.
+    func drive<E: StepwiseExchange>(_ exchange: Pinned<E>, first: StepOutcome, primaryOnly: Bool, trace: Trace,
+                                    realms: Set<[UInt8]>? = nil) async throws(KerberosError) -> Pinned<Credentials> {
         var outcome = first
         let worker = self.worker
         while true {
             guard case .send(let request, let realm, let tcpOnly, let delivery) = outcome else {
                 return try await make { _ in try exchange.onWorker.credentials() }
+            }
+            if let realms, !realms.contains(Array(realm.utf8)) {
+                throw KerberosError(code: Int32(KRB5KDC_ERR_WRONG_REALM), message: "The KDC referred the login to realm \"\(realm)\", which is not allowed",
+                                    reason: .unknownPrincipal)
             }
             trace.realm = realm
             let answer = try await send(request, realm: realm, tcpOnly: tcpOnly, delivery: delivery, primaryOnly: primaryOnly)
@@ -375,6 +403,8 @@ package struct KerberosSession: Sendable {
     private struct StartedExchange: Sendable {
         var exchange: Pinned<InitialCredentialsExchange>
         var first: StepOutcome
+        /// The client's realm.
+        var realm: String
     }
 
     /// Makes the exchange of `setup`, armored with `armor` when one was fetched, and takes its first step. On the worker.
@@ -383,7 +413,7 @@ package struct KerberosSession: Sendable {
         setup.options.armor = Self.armor(fetched: armor, configured: setup.options.armor)
         let exchange = try InitialCredentialsExchange(context: context, client: setup.client, key: setup.key, options: setup.options,
                                                       onPasswordKey: setup.onPasswordKey)
-        return StartedExchange(exchange: Pinned(exchange, worker: worker), first: try exchange.step([]))
+        return StartedExchange(exchange: Pinned(exchange, worker: worker), first: try exchange.step([]), realm: setup.client.realm)
     }
 
     /// Gets initial credentials set up by `setup` (run on the worker), first fetching FAST armor when the
@@ -515,7 +545,9 @@ package struct KerberosSession: Sendable {
         if started == nil {
             started = try await run { context in try self.start(spec.onWorker, armor: armor?.onWorker, context: context) }
         }
-        return try await drive(started!.exchange, first: started!.first, primaryOnly: primaryOnly, trace: trace)
+        // The name's own realm, and those a referral may lead to (Configuration.referralRealms).
+        let realms = client.configuration.referralRealms.map { Set($0.map { Array($0.utf8) }).union([Array(started!.realm.utf8)]) }
+        return try await drive(started!.exchange, first: started!.first, primaryOnly: primaryOnly, trace: trace, realms: realms)
     }
 
     /// The armor an exchange uses: the cache ``armorCache(for:request:)`` fetched, else a cache the options name, else none

@@ -21,7 +21,7 @@ package struct PasswordChangeResult: Sendable, Equatable {
 /// the request is built and the reply read here, on a worker; the engine sends it.
 ///
 /// The corresponding C type is `krb5_auth_context`, freed with `krb5_auth_con_free`.
-final class PasswordChangeExchange {
+package final class PasswordChangeExchange {
     let context: Context
     private let authContext: krb5_auth_context
     /// The AP-REQ for `kadmin/changepw` with a fresh subkey, the same in the request to every server.
@@ -93,16 +93,11 @@ final class PasswordChangeExchange {
     /// `krb5_auth_con_setrecvsubkey_k` (RFC 3244: the reply is sealed with the request's subkey), `krb5_rd_priv`,
     /// and `krb5_chpw_message`.
     func readReply(_ reply: [UInt8]) throws(KerberosError) -> PasswordChangeResult {
-        let malformed = KerberosError(code: Int32(KRB5KRB_AP_ERR_MODIFIED), message: "The kpasswd reply is malformed", reason: .other)
-        if reply.first == 0x7E { return try result(fromError: reply[...]) }
-        guard reply.count >= 6, Int(reply[0]) << 8 | Int(reply[1]) == reply.count else { throw malformed }
-        let version = Int(reply[2]) << 8 | Int(reply[3])
-        guard version == 1 || version == 0xFF80 else {
-            throw KerberosError(code: Int32(KRB5KDC_ERR_BAD_PVNO), message: "The kpasswd reply has version \(version)", reason: .other)
+        let apReplyLength: Int
+        switch try Self.readUnsealed(reply, context: context) {
+        case .result(let result): return result
+        case .sealed(let length): apReplyLength = length
         }
-        let apReplyLength = Int(reply[4]) << 8 | Int(reply[5])
-        guard apReplyLength <= reply.count - 6 else { throw malformed }
-        if apReplyLength == 0 { return try result(fromError: reply[6...]) }
 
         var sendSubkey: krb5_key?
         try context.check(krb5_auth_con_getsendsubkey_k(context.raw, authContext, &sendSubkey))
@@ -123,11 +118,37 @@ final class PasswordChangeExchange {
         }
         try context.check(code)
         defer { krb5_free_data_contents(context.raw, &clear) }
-        return try result(Array(clear.buffer), fromError: false)
+        return try Self.result(Array(clear.buffer), fromError: false, context: context)
+    }
+
+    /// What a reply says before anything is decrypted.
+    package enum UnsealedReply {
+        /// A KRB-ERROR's result (a refusal, or the KRB-ERROR's own error thrown instead).
+        case result(PasswordChangeResult)
+        /// An AP-REP of this length, then the KRB-PRIV with the result.
+        case sealed(apReplyLength: Int)
+    }
+
+    /// Reads a reply's framing (RFC 3244 section 2) and, when it carries a KRB-ERROR, the result in it: the part of
+    /// a reply that needs no key, which every byte from the network goes through first.
+    ///
+    /// The corresponding C functions are `krb5_rd_error` and `krb5_chpw_message`.
+    package static func readUnsealed(_ reply: [UInt8], context: Context) throws(KerberosError) -> UnsealedReply {
+        let malformed = KerberosError(code: Int32(KRB5KRB_AP_ERR_MODIFIED), message: "The kpasswd reply is malformed", reason: .other)
+        if reply.first == 0x7E { return .result(try result(fromError: reply[...], context: context)) }
+        guard reply.count >= 6, Int(reply[0]) << 8 | Int(reply[1]) == reply.count else { throw malformed }
+        let version = Int(reply[2]) << 8 | Int(reply[3])
+        guard version == 1 || version == 0xFF80 else {
+            throw KerberosError(code: Int32(KRB5KDC_ERR_BAD_PVNO), message: "The kpasswd reply has version \(version)", reason: .other)
+        }
+        let apReplyLength = Int(reply[4]) << 8 | Int(reply[5])
+        guard apReplyLength <= reply.count - 6 else { throw malformed }
+        if apReplyLength == 0 { return .result(try result(fromError: reply[6...], context: context)) }
+        return .sealed(apReplyLength: apReplyLength)
     }
 
     /// The result carried in a KRB-ERROR's e-data; one without e-data is the KRB-ERROR's own error.
-    private func result(fromError bytes: ArraySlice<UInt8>) throws(KerberosError) -> PasswordChangeResult {
+    private static func result(fromError bytes: ArraySlice<UInt8>, context: Context) throws(KerberosError) -> PasswordChangeResult {
         var error: UnsafeMutablePointer<krb5_error>?
         let code: krb5_error_code = bytes.withUnsafeBytes { raw in
             var data = krb5_data(magic: 0, length: UInt32(raw.count), data: UnsafeMutablePointer(mutating: raw.baseAddress?.assumingMemoryBound(to: CChar.self)))
@@ -140,11 +161,11 @@ final class PasswordChangeExchange {
             // ERROR_TABLE_BASE_krb5 + the KRB-ERROR's code, as MIT's chpw.c does.
             throw context.error(krb5_error_code(-1765328384) + krb5_error_code(bitPattern: error.pointee.error))
         }
-        return try result(Array(error.pointee.e_data.buffer), fromError: true)
+        return try result(Array(error.pointee.e_data.buffer), fromError: true, context: context)
     }
 
     /// Decodes the two-byte result code and the message that follows it.
-    private func result(_ clear: [UInt8], fromError: Bool) throws(KerberosError) -> PasswordChangeResult {
+    private static func result(_ clear: [UInt8], fromError: Bool, context: Context) throws(KerberosError) -> PasswordChangeResult {
         let code = clear.count >= 2 ? Int32(clear[0]) << 8 | Int32(clear[1]) : -1
         // A success inside a KRB-ERROR would be forged; codes past INITIAL_FLAG_NEEDED are not defined.
         guard (0...7).contains(code), !(fromError && code == 0) else {
@@ -154,7 +175,8 @@ final class PasswordChangeExchange {
                     "Access denied", "Wrong protocol version", "Initial password required"][Int(code)]
         var message = ""
         let server = Array(clear.dropFirst(2))
-        if !server.isEmpty {
+        if server.count == adPolicyLength && server[0] == 0 && server[1] == 0 {
+            // Active Directory's password policy: MIT words it.
             var output: UnsafeMutablePointer<CChar>?
             server.withUnsafeBytes { raw in
                 var data = krb5_data(magic: 0, length: UInt32(raw.count), data: UnsafeMutablePointer(mutating: raw.baseAddress?.assumingMemoryBound(to: CChar.self)))
@@ -164,9 +186,17 @@ final class PasswordChangeExchange {
                 message = String(cString: output)
                 krb5_free_string(context.raw, output)
             }
+        } else if !server.contains(0), let text = String(validating: server, as: UTF8.self) {
+            // Read here, not by krb5_chpw_message: MIT 1.20's UTF-8 normalization reads past the end of a message
+            // that ends inside a multi-byte sequence (found by make fuzz, docs/fuzzing.md). Anything but UTF-8
+            // without NUL is no message, as MIT treats it.
+            message = text
         }
         return PasswordChangeResult(code: code, codeText: text, message: message)
     }
+
+    /// The length of Active Directory's password-policy blob in a kpasswd result (MIT's `AD_POLICY_INFO_LENGTH`).
+    static let adPolicyLength = 30
 }
 
 extension KDCTarget {

@@ -38,10 +38,13 @@ public final class LoginService: Sendable {
     /// Starts `threads` krb5 worker threads, each with its own context, and the engine's event loop.
     public init(configuration: LoginConfiguration, threads: Int = 2, resultCacheTTL: Duration? = nil) throws {
         self.configuration = configuration
-        self.client = try KerberosClient(configuration: .init(krb5: configuration.krb5, threads: threads, loginTimeout: configuration.loginTimeout))
-        self.resultCache = resultCacheTTL.map { ResultCache(ttl: $0) }
         let context = try Context(configuration.krb5)
-        self.names = try LoginNames(configuration: configuration, context: context)
+        let names = try LoginNames(configuration: configuration, context: context)
+        self.names = names
+        // A referral (canonicalize, enterprise names) may lead only to the realms names may name.
+        self.client = try KerberosClient(configuration: .init(krb5: configuration.krb5, threads: threads, loginTimeout: configuration.loginTimeout,
+                                                              referralRealms: names.allowedRealms))
+        self.resultCache = resultCacheTTL.map { ResultCache(ttl: $0) }
         self.resolver = Mutex(context)
     }
 
@@ -163,7 +166,7 @@ public final class LoginService: Sendable {
         do throws(LoginRefusal) { _ = try names.client(conversation.principal, in: context) } catch {
             return .finished(error.result, info: [])
         }
-        let client = KerberosClient.Configuration(krb5: configuration.krb5, loginTimeout: configuration.loginTimeout)
+        let client = KerberosClient.Configuration(krb5: configuration.krb5, loginTimeout: configuration.loginTimeout, referralRealms: names.allowedRealms)
         return KerberosClient.withOneShotClient(context: context, configuration: client) { client in
             // One login per process: MIT's own exchange, which asks the KDC for what the key takes when it needs to
             // (an AS-REP without preauth needs no second message); its key is made by CStringToKey's stand-in.

@@ -90,8 +90,85 @@ public struct DaemonConfiguration: Sendable {
         try load(toml: text, source: path)
     }
 
+    /// Refuses what toml++ (TOMLKit's parser) would not survive, naming the line: a table header that does not start
+    /// with a key on its line (`[=]`, `[.a]`, `[[#]]`, `[\u{1}]`, a lone `[`) fails an assertion in its `parse_key`, which aborts the process
+    /// (and is undefined behaviour where assertions are compiled out). Found by `make fuzz` (docs/fuzzing.md). Also
+    /// refused: control characters other than tab, newline and carriage return, which TOML allows nowhere.
+    static func checkBeforeParsing(_ text: String, source: String) throws(ConfigurationError) {
+        // By scalars (a String's "\r\n" is one Character), after the byte-order mark toml++ skips.
+        let scalars = text.unicodeScalars.first == "\u{FEFF}" ? text.unicodeScalars.dropFirst() : text.unicodeScalars[...]
+        for (index, line) in scalars.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            if let control = line.first(where: { ($0.value < 0x20 && $0 != "\t" && $0 != "\r") || $0.value == 0x7F }) {
+                throw ConfigurationError("\(source): line \(index + 1): control character U+\(String(control.value, radix: 16, uppercase: true)) is not allowed in TOML")
+            }
+            // Any white space, not only TOML's space and tab: what toml++ might skip before a header.
+            var rest = line.drop(while: \.properties.isWhitespace)
+            guard rest.first == "[" else { continue }
+            rest = rest.dropFirst()
+            if rest.first == "[" { rest = rest.dropFirst() }
+            rest = rest.drop(while: { $0 == " " || $0 == "\t" })
+            // Nothing after the bracket on its line counts as no key too (toml++ reads on into the next line).
+            let startsKey = rest.first.map { first in
+                first.isASCII && (first.properties.isAlphabetic || ("0"..."9").contains(first) || "_-\"'".unicodeScalars.contains(first))
+            } ?? false
+            if !startsKey {
+                throw ConfigurationError("\(source): line \(index + 1): a table header must start with a key (a bare key or a quoted one)")
+            }
+        }
+        if let line = braceInArrayValue(text) {
+            throw ConfigurationError("\(source): line \(line): \"}\" where an array value should be")
+        }
+    }
+
+    /// The line of the first `}` where an array's value should start (after `[` or `,`, white space, newlines and
+    /// comments between), outside strings and comments; nil when there is none. toml++ asserts (`parse_value`) on
+    /// it: `a = [}]`, `a = ["x",}]` (found by `make fuzz`).
+    static func braceInArrayValue(_ text: String) -> Int? {
+        let scalars = Array(text.unicodeScalars)
+        var line = 1
+        var index = 0
+        var previous: Unicode.Scalar = "\n"  // the last significant scalar
+        while index < scalars.count {
+            let scalar = scalars[index]
+            switch scalar {
+            case "\n":
+                line += 1
+            case " ", "\t", "\r":
+                break
+            case "#":
+                while index + 1 < scalars.count && scalars[index + 1] != "\n" { index += 1 }
+            case "\"", "'":
+                // A string: basic ("..." with escapes) or literal ('...'), single- or multi-line (tripled quotes).
+                let tripled = index + 2 < scalars.count && scalars[index + 1] == scalar && scalars[index + 2] == scalar
+                index += tripled ? 3 : 1
+                while index < scalars.count {
+                    let current = scalars[index]
+                    if current == "\n" { line += 1 }
+                    if current == "\\" && scalar == "\"" {
+                        index += 2
+                        continue
+                    }
+                    if current == scalar && (!tripled || (index + 2 < scalars.count && scalars[index + 1] == scalar && scalars[index + 2] == scalar)) {
+                        index += tripled ? 2 : 0
+                        break
+                    }
+                    if current == "\n" && !tripled { break }
+                    index += 1
+                }
+                previous = scalar
+            case "}" where previous == "[" || previous == ",":
+                return line
+            default:
+                previous = scalar
+            }
+            index += 1
+        }
+        return nil
+    }
+
     /// Reads TOML text over the current values.
     public mutating func load(toml text: String, source: String = "configuration") throws(ConfigurationError) {
+        try Self.checkBeforeParsing(text, source: source)
         let table: TOMLTable
         do { table = try TOMLTable(string: text) } catch { throw ConfigurationError("\(source): \(error)") }
         for key in table.keys where !Self.keys.contains(key) {

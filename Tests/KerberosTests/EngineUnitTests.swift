@@ -114,10 +114,11 @@ struct EngineUnitTests {
         }
         message += answer(priority: 10, weight: 5, port: 88, host: "kdc2")
         message += answer(priority: 0, weight: 1, port: 750, host: "kdc1")
-        let records = DNSServiceRecords.parse(message)
+        let srvQuestion = DNSServiceRecords.Question(id: 1, name: "_kerberos._udp.A.TEST", type: DNSServiceRecords.typeSRV)
+        let records = DNSServiceRecords.serviceRecords(message, question: srvQuestion).values
         #expect(records.map(\.target) == ["kdc1.A.TEST", "kdc2.A.TEST"])
         #expect(records.map(\.port) == [750, 88])
-        #expect(DNSServiceRecords.parse(Array(message.prefix(20))).isEmpty)
+        #expect(DNSServiceRecords.serviceRecords(Array(message.prefix(20)), question: srvQuestion).values.isEmpty)
     }
 
     @Test("DNS: a query names its type and labels; A and AAAA answers become addresses; only the answer to our ID is taken")
@@ -133,13 +134,22 @@ struct EngineUnitTests {
         answer += query.dropFirst(12)
         answer += [0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 7]
         answer += [0xC0, 12, 0, 28, 0, 1, 0, 0, 0, 60, 0, 16, 0x20, 0x01, 0x0D, 0xB8] + [UInt8](repeating: 0, count: 11) + [1]
-        #expect(DNSServiceRecords.isAnswer(answer, id: 0x1234))
-        #expect(!DNSServiceRecords.isAnswer(answer, id: 0x1235), "another query's answer")
-        #expect(!DNSServiceRecords.isAnswer(query, id: 0x1234), "a query is no answer")
-        let addresses = DNSServiceRecords.addresses(answer, port: 88)
-        #expect(addresses.map { $0.ipAddress ?? "" } == ["192.0.2.7", "2001:db8::1"])
-        #expect(addresses.allSatisfy { $0.port == 88 })
-        #expect(DNSServiceRecords.addresses(Array(answer.prefix(answer.count - 3)), port: 88).map { $0.ipAddress ?? "" } == ["192.0.2.7"],
+        let question = DNSServiceRecords.Question(id: 0x1234, name: "kdc.example.test.", type: DNSServiceRecords.typeA)
+        #expect(DNSServiceRecords.isResponse(answer, to: question))
+        #expect(!DNSServiceRecords.isResponse(answer, to: .init(id: 0x1235, name: question.name, type: question.type)), "another query's answer")
+        #expect(!DNSServiceRecords.isResponse(query, to: question), "a query is no answer")
+        #expect(DNSServiceRecords.addresses(answer, question: question, port: 88).values.map { $0.ipAddress ?? "" } == ["192.0.2.7"],
+                "the A question takes the A record only")
+        let addresses = DNSServiceRecords.addresses(answer, question: .init(id: 0x1234, name: "kdc.example.test", type: DNSServiceRecords.typeAAAA),
+                                                    port: 88).values
+        #expect(addresses.map { $0.ipAddress ?? "" } == [], "an AAAA record in the answer to the A question")
+        var aaaa = try #require(DNSServiceRecords.query(id: 0x1234, name: "kdc.example.test", type: DNSServiceRecords.typeAAAA))
+        aaaa[2] = 0x81; aaaa[3] = 0x80; aaaa[7] = 1
+        aaaa += [0xC0, 12, 0, 28, 0, 1, 0, 0, 0, 60, 0, 16, 0x20, 0x01, 0x0D, 0xB8] + [UInt8](repeating: 0, count: 11) + [1]
+        #expect(DNSServiceRecords.addresses(aaaa, question: .init(id: 0x1234, name: "kdc.example.test", type: DNSServiceRecords.typeAAAA), port: 88)
+            .values.map { $0.ipAddress ?? "" } == ["2001:db8::1"])
+        #expect(DNSServiceRecords.addresses(answer, question: question, port: 88).values.allSatisfy { $0.port == 88 })
+        #expect(DNSServiceRecords.addresses(Array(answer.prefix(answer.count - 3)), question: question, port: 88).values.map { $0.ipAddress ?? "" } == ["192.0.2.7"],
                 "a truncated record is dropped, the ones before it kept")
     }
 

@@ -72,66 +72,175 @@ struct SRVLocatorTests {
         await unlocated.shutdown()
     }
 
+    /// The realm's SRV records: the KDC on localhost, for UDP and TCP.
+    func kdcRecords(extra: [SRVResponder.Target] = []) -> [String: [SRVResponder.Target]] {
+        let kdc = (target: "localhost", port: UInt16(realm["KDC_PORT"])!)
+        return ["_kerberos._udp.\(realm.realm.lowercased())": [kdc] + extra, "_kerberos._tcp.\(realm.realm.lowercased())": [kdc] + extra]
+    }
+
+    func logIn(_ client: KerberosClient) async throws {
+        let ticket = try await client.initialCredentials(for: realm["USER"], password: Secret(realm["USER_PASSWORD"]))
+        #expect(ticket.client.hasPrefix(realm["USER"] + "@"))
+    }
+
+    @Test("issue 21: a truncated UDP answer (TC) is asked again over TCP of the same name server, and the login goes through")
+    func truncatedAnswerOverTCP() async throws {
+        let config = try configWithoutKDCs()
+        let dns = try SRVResponder(records: kdcRecords(), truncateUDP: true)
+        defer { dns.stop() }
+        DNSServiceRecords.setNameserver((host: "127.0.0.1", port: dns.port), forRealm: realm.realm)
+        defer { DNSServiceRecords.setNameserver(nil, forRealm: realm.realm) }
+        let client = try KerberosClient(configuration: .init(krb5: .files(config), threads: 1, loginTimeout: TestRealm.loginTimeout))
+        try await logIn(client)
+        await client.shutdown()
+        let name = "_kerberos._udp.\(realm.realm.lowercased())"
+        #expect(dns.questions.filter { $0 == name }.count == 2, "over UDP, then TCP: \(dns.questions)")
+        #expect(dns.questionsOverTCP.contains(name), "asked over TCP: \(dns.questionsOverTCP)")
+    }
+
+    @Test("issue 21: 200 SRV records give at most 16 servers; a location from DNS is kept for its TTL, within 5 s and 5 min")
+    func boundedServersAndTTL() async throws {
+        let config = try configWithoutKDCs()
+        // The realm's KDC first, then 199 more records that would each cost addresses and sockets; a TTL of a day.
+        let extra = (1..<200).map { (target: "127.0.0.1", port: UInt16(20_000 + $0)) }
+        let dns = try SRVResponder(records: kdcRecords(extra: extra), ttl: 86_400)
+        defer { dns.stop() }
+        DNSServiceRecords.setNameserver((host: "127.0.0.1", port: dns.port), forRealm: realm.realm)
+        let client = try KerberosClient(configuration: .init(krb5: .files(config), threads: 1, loginTimeout: TestRealm.loginTimeout))
+        let located = try await client.location(of: realm.realm, session: client.session())
+        #expect(located.location.kdcs.count == DNSServiceRecords.maximumServiceRecords, "\(located.location.kdcs.count) servers")
+        #expect(located.targets.count < 2 * DNSServiceRecords.maximumServiceRecords, "localhost may have two addresses, the others one")
+        #expect(located.location.kdcs.first?.port == Int(realm["KDC_PORT"]), "the first priority kept")
+        let name = "_kerberos._udp.\(realm.realm.lowercased())"
+        try await logIn(client)
+        #expect(dns.questions.filter { $0 == name }.count == 1, "the location kept: \(dns.questions.count) questions")
+        await client.shutdown()
+
+        // A TTL of 1 s: kept for the 5 s floor, not the 5 minutes of a configured KDC.
+        let shortLived = try SRVResponder(records: kdcRecords(), ttl: 1)
+        defer { shortLived.stop() }
+        DNSServiceRecords.setNameserver((host: "127.0.0.1", port: shortLived.port), forRealm: realm.realm)
+        defer { DNSServiceRecords.setNameserver(nil, forRealm: realm.realm) }
+        let second = try KerberosClient(configuration: .init(krb5: .files(config), threads: 1, loginTimeout: TestRealm.loginTimeout))
+        try await logIn(second)
+        #expect(shortLived.questions.filter { $0 == name }.count == 1)
+        try await Task.sleep(for: .seconds(Int(DNSServiceRecords.minimumTTL) + 1))
+        try await logIn(second)
+        #expect(shortLived.questions.filter { $0 == name }.count == 2, "asked again once the TTL passed: \(shortLived.questions)")
+        await second.shutdown()
+    }
+
     @Test("SRV answers are parsed in priority order, higher weight first, the root target dropped")
     func parsing() throws {
         let message = SRVResponder.response(
             to: SRVResponder.query("_kerberos._udp.example.test"),
             records: [(target: "b.example.test", port: 89, priority: 10, weight: 5), (target: "a.example.test", port: 88, priority: 0, weight: 1),
                       (target: "c.example.test", port: 90, priority: 10, weight: 50)])
-        let records = DNSServiceRecords.parse(message)
+        let records = DNSServiceRecords.serviceRecords(message, question: .init(id: 0x1234, name: "_kerberos._udp.example.test", type: DNSServiceRecords.typeSRV)).values
         #expect(records.map(\.target) == ["a.example.test", "c.example.test", "b.example.test"])
         #expect(records.map(\.port) == [88, 90, 89])
     }
 }
 
-/// A DNS server on 127.0.0.1 (UDP, a free port) that answers SRV questions from a table and records every
-/// question's name; unknown names get an answer with no records (NXDOMAIN).
+/// A DNS server on 127.0.0.1 (UDP and TCP on one free port) that answers SRV questions from a table and records every
+/// question's name (and, in `transports`, whether it came over TCP); unknown names get an answer with no records
+/// (NXDOMAIN). With `truncateUDP`, every UDP answer is an empty one with the TC bit, so only TCP answers.
 final class SRVResponder: @unchecked Sendable {
     typealias Target = (target: String, port: UInt16)
     let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     let port: Int
-    private let asked = Locked<[String]>([])
-    private var channel: (any Channel)?
+    private let asked = Locked<[(name: String, tcp: Bool)]>([])
+    private var channels: [any Channel] = []
 
-    init(records: [String: [Target]]) throws {
+    init(records: [String: [Target]], ttl: UInt32 = 60, truncateUDP: Bool = false) throws {
         port = try freePort()
         let asked = self.asked
-        channel = try DatagramBootstrap(group: group)
+        channels.append(try DatagramBootstrap(group: group)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(Handler(records: records, asked: asked))
+                    try channel.pipeline.syncOperations.addHandler(Handler(records: records, ttl: ttl, truncate: truncateUDP, asked: asked))
                 }
             }
-            .bind(host: "127.0.0.1", port: port).wait()
+            .bind(host: "127.0.0.1", port: port).wait())
+        channels.append(try ServerBootstrap(group: group)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(KDCFrameDecoder(maxLength: 65_535, lengthPrefix: 2)))
+                    try channel.pipeline.syncOperations.addHandler(StreamHandler(records: records, ttl: ttl, asked: asked))
+                }
+            }
+            .bind(host: "127.0.0.1", port: port).wait())
     }
 
     /// The names asked so far, lowercased.
-    var questions: [String] { asked.withLock { $0 } }
+    var questions: [String] { asked.withLock { $0.map(\.name) } }
+    /// The names asked over TCP so far, lowercased.
+    var questionsOverTCP: [String] { asked.withLock { $0.filter(\.tcp).map(\.name) } }
 
     func stop() {
-        try? channel?.close().wait()
+        for channel in channels { try? channel.close().wait() }
         try? group.syncShutdownGracefully()
+    }
+
+    /// The reply to `query` from the table, and the name asked; nil for a malformed query.
+    static func reply(to query: [UInt8], records: [String: [Target]], ttl: UInt32, truncate: Bool) -> (name: String, bytes: [UInt8])? {
+        guard let name = questionName(query) else { return nil }
+        if truncate {
+            var reply = response(to: query, records: [])
+            reply[2] |= 0x02
+            return (name, reply)
+        }
+        let answers = (records[name.lowercased()] ?? []).enumerated().map {
+            (target: $0.element.target, port: $0.element.port, priority: UInt16($0.offset), weight: UInt16(0))
+        }
+        return (name, response(to: query, records: answers, notFound: records[name.lowercased()] == nil, ttl: ttl))
     }
 
     private final class Handler: ChannelInboundHandler, @unchecked Sendable {
         typealias InboundIn = AddressedEnvelope<ByteBuffer>
         typealias OutboundOut = AddressedEnvelope<ByteBuffer>
         let records: [String: [Target]]
-        let asked: Locked<[String]>
+        let ttl: UInt32
+        let truncate: Bool
+        let asked: Locked<[(name: String, tcp: Bool)]>
 
-        init(records: [String: [Target]], asked: Locked<[String]>) {
+        init(records: [String: [Target]], ttl: UInt32, truncate: Bool, asked: Locked<[(name: String, tcp: Bool)]>) {
             self.records = records
+            self.ttl = ttl
+            self.truncate = truncate
             self.asked = asked
         }
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
             let envelope = unwrapInboundIn(data)
-            let query = Array(envelope.data.readableBytesView)
-            guard let name = SRVResponder.questionName(query) else { return }
-            asked.withLock { $0.append(name.lowercased()) }
-            let answers = (records[name.lowercased()] ?? []).map { (target: $0.target, port: $0.port, priority: UInt16(0), weight: UInt16(0)) }
-            let reply = SRVResponder.response(to: query, records: answers, notFound: records[name.lowercased()] == nil)
+            guard let (name, reply) = SRVResponder.reply(to: Array(envelope.data.readableBytesView), records: records, ttl: ttl, truncate: truncate) else { return }
+            asked.withLock { $0.append((name.lowercased(), false)) }
             context.writeAndFlush(wrapOutboundOut(AddressedEnvelope(remoteAddress: envelope.remoteAddress, data: ByteBuffer(bytes: reply))), promise: nil)
+        }
+    }
+
+    /// DNS over TCP: each query and answer after a 2-byte length.
+    private final class StreamHandler: ChannelInboundHandler, @unchecked Sendable {
+        typealias InboundIn = ByteBuffer
+        typealias OutboundOut = ByteBuffer
+        let records: [String: [Target]]
+        let ttl: UInt32
+        let asked: Locked<[(name: String, tcp: Bool)]>
+
+        init(records: [String: [Target]], ttl: UInt32, asked: Locked<[(name: String, tcp: Bool)]>) {
+            self.records = records
+            self.ttl = ttl
+            self.asked = asked
+        }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            guard let (name, reply) = SRVResponder.reply(to: Array(unwrapInboundIn(data).readableBytesView), records: records, ttl: ttl, truncate: false) else { return }
+            asked.withLock { $0.append((name.lowercased(), true)) }
+            var buffer = context.channel.allocator.buffer(capacity: reply.count + 2)
+            buffer.writeInteger(UInt16(reply.count))
+            buffer.writeBytes(reply)
+            context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
         }
     }
 
@@ -160,7 +269,8 @@ final class SRVResponder: @unchecked Sendable {
 
     /// The response to `query`: its ID and question, then one SRV answer per record (the owner a pointer to the
     /// question's name); NXDOMAIN when `notFound`.
-    static func response(to query: [UInt8], records: [(target: String, port: UInt16, priority: UInt16, weight: UInt16)], notFound: Bool = false) -> [UInt8] {
+    static func response(to query: [UInt8], records: [(target: String, port: UInt16, priority: UInt16, weight: UInt16)], notFound: Bool = false,
+                         ttl: UInt32 = 60) -> [UInt8] {
         var end = 12
         while end < query.count, query[end] != 0 { end += 1 + Int(query[end]) }
         end = min(end + 5, query.count)   // the root label, QTYPE, QCLASS
@@ -169,7 +279,7 @@ final class SRVResponder: @unchecked Sendable {
         message += query[12..<end]
         for record in records {
             let data = u16(record.priority) + u16(record.weight) + u16(record.port) + encode(name: record.target)
-            message += [0xC0, 0x0C] + u16(33) + u16(1) + [0, 0, 0, 60] + u16(UInt16(data.count)) + data
+            message += [0xC0, 0x0C] + u16(33) + u16(1) + u16(UInt16(ttl >> 16)) + u16(UInt16(ttl & 0xFFFF)) + u16(UInt16(data.count)) + data
         }
         return message
     }
