@@ -866,17 +866,15 @@ def main():
               "answered \"pre-authentication required\" with the salt, a second AS-REQ with the encrypted timestamp, and a TGS-REQ "
               "for the verification ticket; plus the password's string-to-key (PBKDF2, 4,096 iterations for the AES-SHA1 types), "
               "which profiling (`perf`) shows is about three quarters of the client's CPU time per login.", "",
-              "- **Learnt etype info** (`learned_preauth`, on by default for password-only logins): the first login of a principal "
-              "asks the KDC for its enctype and salt with an AS-REQ without pre-authentication (no password involved, no failure counted; the engine reads PA-ETYPE-INFO2 from the reply itself, also for armored logins, whose question goes without FAST); later "
-              "logins send the timestamp made with them in the first AS-REQ (`krb5_get_init_creds_opt_set_salt`, "
-              "`_set_etype_list`, `_set_preauth_list`). Unlike MIT's plain optimistic preauth, which guesses the default salt, a "
-              "principal with a non-default salt works from its first login, and a wrong password counts once at the KDC.",
-              "- **String-to-key in process** (part of `learned_preauth`): for the AES-SHA1 enctypes the key is made with "
-              "a PBKDF2 of our own on the CPU's SHA extensions where it has them (each HMAC half one compression on registers, the two "
-              "blocks of an AES-256 key interleaved: 0.37 ms against 1.2 ms on libcrypto's SHA-1 and 6–8 ms in libk5crypto's built-in SHA-1, docs/login-helper.md), "
-              "else on libcrypto's SHA-1, checked against libcrypto's `PKCS5_PBKDF2_HMAC`, "
-              "RFC 3962's vectors and libk5crypto itself, and handed to `krb5_init_creds_set_keytab` through a MEMORY keytab of the worker's "
-              "pool, whose entry krb5 wipes when it is removed right after the login.",
+              "- **One key per login, made fast** (docs/engine.md, \"One key per login\"): every password key is made by a PBKDF2 "
+              "of our own on the CPU's SHA extensions (each HMAC half one compression on registers, the two blocks of an AES-256 key "
+              "interleaved: about 0.35 ms against 1.2 ms on libcrypto's SHA-1 and 4.7–7 ms in libk5crypto's built-in SHA-1), also when "
+              "MIT's own exchange makes it: `CStringToKey` stands in for libk5crypto's `krb5_c_string_to_key_with_params` in the process.",
+              "- **Learnt etype info** (`learned_preauth`, on by default for password-only logins): a principal's first login is MIT's "
+              "exchange (armored when configured), and the enctype and salt its key was made for are learnt once it succeeds; later "
+              "logins make the key up front and send the timestamp (or FAST's encrypted challenge) in the first AS-REQ, from a MEMORY "
+              "keytab whose entry krb5 wipes when it is removed right after the login. A refused key is re-asked without counting a "
+              "failure, so a wrong password counts once at the KDC.",
               "- **The verification ticket from the AS** (`direct_verification_ticket`, on by default when no TGT is kept): the "
               "AS-REQ names the verification service (`in_tkt_service`), so `krb5_verify_init_creds` decrypts that ticket with "
               "the keytab directly and needs no TGS exchange. The proof is unchanged: only the real KDC can make a ticket the "
