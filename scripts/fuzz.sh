@@ -5,6 +5,8 @@
 # (Tests/Fuzz/corpus/TARGET, read only) and the inputs it found before (.build-fuzz/corpus/TARGET). A crash, a
 # sanitizer report, a leak, an input slower than 10 s or over 2 GB of memory fails the target; libFuzzer keeps the
 # input in .build-fuzz/findings/TARGET/. Usage: fuzz.sh SECONDS TARGET...
+# With FUZZ_RUNS=N each target instead runs N inputs from a fixed seed, so that the same tree gives the same run
+# (CI's mode: a time-bounded run explores differently each time, and a red CI must be reproducible).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 seconds=$1
@@ -23,8 +25,14 @@ for target in "$@"; do
 	corpus=.build-fuzz/corpus/$target
 	findings=.build-fuzz/findings/$target
 	mkdir -p "$corpus" "$findings"
-	echo "fuzz: $target for $seconds s"
-	if FUZZ_TARGET=$target LSAN_OPTIONS=suppressions=$PWD/scripts/fuzz-lsan.supp "$binary" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
+	if [ -n "${FUZZ_RUNS:-}" ]; then
+		bound=(-runs="$FUZZ_RUNS" -seed=1)
+		echo "fuzz: $target for $FUZZ_RUNS inputs (seed 1)"
+	else
+		bound=(-max_total_time="$seconds")
+		echo "fuzz: $target for $seconds s"
+	fi
+	if FUZZ_TARGET=$target LSAN_OPTIONS=suppressions=$PWD/scripts/fuzz-lsan.supp "$binary" "${bound[@]}" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
 		-artifact_prefix="$findings/" -print_final_stats=1 "$corpus" "Tests/Fuzz/corpus/$target" >"$findings/log" 2>&1; then
 		grep -E '^stat::number_of_executed_units|^stat::new_units_added|^stat::peak_rss_mb' "$findings/log" | tr '\n' ' '; echo
 	else
@@ -34,4 +42,4 @@ for target in "$@"; do
 	fi
 done
 if [ ${#failed[@]} -gt 0 ]; then echo "fuzz: failed: ${failed[*]}" >&2; exit 1; fi
-echo "fuzz: every target ran $seconds s without a finding"
+echo "fuzz: every target ran ${FUZZ_RUNS:+$FUZZ_RUNS inputs}${FUZZ_RUNS:-$seconds s} without a finding"
