@@ -157,7 +157,7 @@ bench-micro: deps
 ## fuzz: libFuzzer on every parser of network and client bytes (docs/fuzzing.md): krb5-fuzz built for libFuzzer
 ## with AddressSanitizer in .build-fuzz, each target run FUZZ_SECONDS (default 60) from Tests/Fuzz/corpus/TARGET.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := dns frames der kpasswd json saslauthd toml
+FUZZ_TARGETS ?= dns frames der kpasswd json saslauthd toml
 fuzz: deps
 	SWIFT=$(SWIFT) SWIFT_FLAGS="$(SWIFT_FLAGS)" scripts/fuzz.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 

@@ -42,4 +42,4 @@ for target in "$@"; do
 	fi
 done
 if [ ${#failed[@]} -gt 0 ]; then echo "fuzz: failed: ${failed[*]}" >&2; exit 1; fi
-echo "fuzz: every target ran ${FUZZ_RUNS:+$FUZZ_RUNS inputs}${FUZZ_RUNS:-$seconds s} without a finding"
+if [ -n "${FUZZ_RUNS:-}" ]; then echo "fuzz: every target ran $FUZZ_RUNS inputs without a finding"; else echo "fuzz: every target ran $seconds s without a finding"; fi
