@@ -73,6 +73,11 @@ enum PAMModule {
 /// Real PAM stacks run by pam_wrapper and pypamtest (SSSD's way of testing pam_sss): a private service
 /// directory instead of /etc/pam.d, local accounts from nss_wrapper's files, the module loaded with ASan.
 struct PAMWrapper {
+    /// One pam_wrapper process at a time in this test process: pam_wrapper patches libpam's "/etc/pam.d" into a
+    /// same-length directory, "/tmp/pam.X", so processes started together share 62 names, and one's clean-up can
+    /// take another's configuration away ("no default config other" in a loaded test-docker run).
+    static let oneAtATime = NSLock()
+
     /// One PAM call of a run and the code it must return.
     struct Step: Encodable {
         var op: String
@@ -172,7 +177,8 @@ struct PAMWrapper {
             "NSS_WRAPPER_PASSWD": directory + "/passwd", "NSS_WRAPPER_GROUP": directory + "/group",
             "ASAN_OPTIONS": "detect_leaks=0:halt_on_error=1", "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1",
         ].merging(items) { $1 }
-        let result = try TestRealm.run(["/usr/bin/python3", "-c", Self.runner], environment: environment, inputBytes: Array(try JSONEncoder().encode(spec)))
+        let input = Array(try JSONEncoder().encode(spec))
+        let result = try Self.oneAtATime.withLock { try TestRealm.run(["/usr/bin/python3", "-c", Self.runner], environment: environment, inputBytes: input) }
         #expect(!PAMModule.sanitizerReport(in: result.output), "the sanitizers reported: \(result.output.suffix(4000))")
         guard let line = result.output.split(separator: "\n").last, var outcome = try? JSONDecoder().decode(Outcome.self, from: Data(line.utf8)) else {
             throw TestRealmError("pypamtest: status \(result.status): \(result.output.suffix(4000))")
@@ -192,9 +198,11 @@ struct PAMWrapper {
             "PAM_WRAPPER": "1", "PAM_WRAPPER_SERVICE_DIR": directory + "/services",
             "NSS_WRAPPER_PASSWD": directory + "/passwd", "NSS_WRAPPER_GROUP": directory + "/group",
         ]
-        return try TestRealm.run(["valgrind", "-q", "--leak-check=full", "--errors-for-leak-kinds=definite", "--error-exitcode=99",
-                                  "pamtester", "-v", service, user] + operations,
-                                 environment: environment, input: input.map { $0 + "\n" }.joined())
+        return try Self.oneAtATime.withLock {
+            try TestRealm.run(["valgrind", "-q", "--leak-check=full", "--errors-for-leak-kinds=definite", "--error-exitcode=99",
+                               "pamtester", "-v", service, user] + operations,
+                              environment: environment, input: input.map { $0 + "\n" }.joined())
+        }
     }
 
     func remove() { try? FileManager.default.removeItem(atPath: directory) }
