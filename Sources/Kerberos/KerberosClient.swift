@@ -480,8 +480,8 @@ package struct KerberosSession: Sendable {
             let reply = try await send(request, realm: realm, tcpOnly: tcpOnly, primaryOnly: false).bytes
             let (info, next) = try await run(exchange) { _, exchange in try exchange.encryptionInfo(fromReply: reply) }
             if let info { return info }
-            guard case .send(_, _, true, _)? = next else { break }
-            outcome = next!
+            guard let next, case .send(_, _, true, _) = next else { break }
+            outcome = next
         }
         return EncryptionInfo(encryptionType: .null, salt: defaultSalt, parameters: [])
     }
@@ -541,13 +541,15 @@ package struct KerberosSession: Sendable {
     /// The exchange of `spec`, from `started` when its first step was taken already.
     private func exchange(_ spec: Pinned<InitialCredentialsSetup>, armor: Pinned<CredentialCache>?, started: StartedExchange?, primaryOnly: Bool,
                           trace: Trace) async throws(KerberosError) -> Pinned<Credentials> {
-        var started = started
-        if started == nil {
-            started = try await run { context in try self.start(spec.onWorker, armor: armor?.onWorker, context: context) }
+        let begun: StartedExchange
+        if let started {
+            begun = started
+        } else {
+            begun = try await run { context in try self.start(spec.onWorker, armor: armor?.onWorker, context: context) }
         }
         // The name's own realm, and those a referral may lead to (Configuration.referralRealms).
-        let realms = client.configuration.referralRealms.map { Set($0.map { Array($0.utf8) }).union([Array(started!.realm.utf8)]) }
-        return try await drive(started!.exchange, first: started!.first, primaryOnly: primaryOnly, trace: trace, realms: realms)
+        let realms = client.configuration.referralRealms.map { Set($0.map { Array($0.utf8) }).union([Array(begun.realm.utf8)]) }
+        return try await drive(begun.exchange, first: begun.first, primaryOnly: primaryOnly, trace: trace, realms: realms)
     }
 
     /// The armor an exchange uses: the cache ``armorCache(for:request:)`` fetched, else a cache the options name, else none
