@@ -186,7 +186,7 @@ valgrind: build
 asan tsan: deps
 	@rm -rf $(REALM_DIR).$@; Docker/kdc/realm.sh up $(REALM_DIR).$@ >/dev/null; \
 	KRB5_TEST_REALM=$(REALM_DIR).$@ ASAN_OPTIONS=detect_leaks=0:suppressions=$(CURDIR)/scripts/asan.supp $(SWIFT) test --scratch-path .build-$@ --sanitize=$(if $(filter asan,$@),address,thread) --no-parallel \
-		--filter 'KerberosSecretsTests|KerberosTests|LoginProtocolTests|LoginServiceTests|VerifyDaemonTests'; status=$$?; \
+		--filter 'KerberosSecretsTests|KerberosTests|KerberosEngineTests|LoginProtocolTests|LoginServiceTests|VerifyDaemonTests'; status=$$?; \
 	Docker/kdc/realm.sh down $(REALM_DIR).$@; rm -rf $(REALM_DIR).$@; exit $$status
 
 error-names:

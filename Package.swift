@@ -10,7 +10,7 @@ let package = Package(
     name: "swift-kerberos",
     platforms: [.macOS(.v15)],
     products: [
-        .library(name: "Kerberos", targets: ["Kerberos"]),
+        .library(name: "Kerberos", targets: ["Kerberos", "KerberosEngine"]),
         .executable(name: "krb5-verifyd", targets: ["krb5-verifyd"]),
         .executable(name: "krb5-login", targets: ["krb5-login"]),
         // For the separate package in Benchmarks/ only: the wire formats, the result cache and TOTP. Not a stable API.
@@ -43,13 +43,21 @@ let package = Package(
         // that carry them, and the package's lock. Shared by the library and the wire formats.
         .target(name: "KerberosSecrets", swiftSettings: strict),
 
-        // The library: typed Swift over krb5's initial-credentials API (re-exports KerberosSecrets).
+        // The binding: typed Swift over krb5's objects and its initial-credentials API, one file per krb5 object, with
+        // the blocking calls (re-exports KerberosSecrets). No network of its own, no threads.
         .target(
             name: "Kerberos",
+            dependencies: ["CKrb5", "CStringToKey", "KerberosSecrets", .product(name: "SystemPackage", package: "swift-system")],
+            swiftSettings: strict
+        ),
+
+        // The engine over the binding: the non-blocking client (KerberosClient), its worker threads, the KDC locator,
+        // the transport on SwiftNIO, DNS and kpasswd (re-exports Kerberos).
+        .target(
+            name: "KerberosEngine",
             dependencies: [
-                "CKrb5", "CStringToKey", "KerberosSecrets",
+                "Kerberos", "CKrb5", "CStringToKey",
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "SystemPackage", package: "swift-system"),
             ],
             swiftSettings: strict
         ),
@@ -62,7 +70,7 @@ let package = Package(
         // which would bring Foundation into krb5-login's start-up.)
         .target(
             name: "LoginService",
-            dependencies: ["Kerberos", "LoginProtocol", "COpenSSL", "CStringToKey"],
+            dependencies: ["Kerberos", "KerberosEngine", "LoginProtocol", "COpenSSL", "CStringToKey"],
             swiftSettings: strict
         ),
 
@@ -104,7 +112,7 @@ let package = Package(
         .executableTarget(name: "krb5-reference", linkerSettings: [.linkedLibrary("krb5"), .linkedLibrary("pthread")]),
         .executableTarget(
             name: "krb5-bench",
-            dependencies: ["Kerberos", "LoginProtocol", "LoginService", "TOTP", "CStringToKey", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["Kerberos", "KerberosEngine", "LoginProtocol", "LoginService", "TOTP", "CStringToKey", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: strict
         ),
 
@@ -112,18 +120,24 @@ let package = Package(
         // -DFUZZING; an ordinary build replays inputs). docs/fuzzing.md.
         .executableTarget(
             name: "krb5-fuzz",
-            dependencies: ["Kerberos", "LoginProtocol", "VerifyDaemon", .product(name: "NIOCore", package: "swift-nio"),
+            dependencies: ["Kerberos", "KerberosEngine", "LoginProtocol", "VerifyDaemon", .product(name: "NIOCore", package: "swift-nio"),
                            .product(name: "NIOEmbedded", package: "swift-nio")],
             swiftSettings: strict
         ),
 
         // The live test realm (Docker/kdc/realm.sh) as seen from the test suites.
-        .target(name: "TestRealm", dependencies: ["Kerberos", "TOTP", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
+        .target(name: "TestRealm", dependencies: ["Kerberos", "KerberosEngine", "TOTP", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
                 path: "Tests/TestRealm", swiftSettings: strict),
 
         .testTarget(
             name: "KerberosTests",
-            dependencies: ["Kerberos", "CKrb5", "CStringToKey", "TestRealm", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+            dependencies: ["Kerberos", "KerberosEngine", "CKrb5", "CStringToKey", "TestRealm", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                           .product(name: "SystemPackage", package: "swift-system")],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "KerberosEngineTests",
+            dependencies: ["KerberosEngine", "Kerberos", "CKrb5", "CStringToKey", "TestRealm", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
                            .product(name: "SystemPackage", package: "swift-system")],
             swiftSettings: strict
         ),

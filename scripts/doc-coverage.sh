@@ -7,7 +7,7 @@
 # source location (compiler-synthesized `==`, `hash(into:)`, `init(rawValue:)`, …) and members a type
 # gets from protocol extensions it does not own (OptionSet's `union`, `insert`, … ; `::SYNTHESIZED::`).
 #
-#   scripts/doc-coverage.sh                      # KerberosSecrets Kerberos LoginProtocol LoginService VerifyDaemon LoginHelper TOTP
+#   scripts/doc-coverage.sh                      # KerberosSecrets Kerberos KerberosEngine LoginProtocol LoginService VerifyDaemon LoginHelper TOTP
 #   scripts/doc-coverage.sh Kerberos TOTP        # only these
 #   SYMBOL_GRAPH_DIR=dir scripts/doc-coverage.sh # read graphs already dumped into dir; no build
 set -euo pipefail
@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 
 SWIFT=${SWIFT:-swift}
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(KerberosSecrets Kerberos LoginProtocol LoginService VerifyDaemon LoginHelper TOTP)
+[ ${#targets[@]} -gt 0 ] || targets=(KerberosSecrets Kerberos KerberosEngine LoginProtocol LoginService VerifyDaemon LoginHelper TOTP)
 
 dir=${SYMBOL_GRAPH_DIR:-}
 if [ -z "$dir" ]; then

@@ -1,4 +1,4 @@
-internal import CKrb5
+package import CKrb5
 #if canImport(FoundationEssentials)
 import struct FoundationEssentials.Date
 #else
@@ -26,7 +26,7 @@ extension Date {
 
 extension krb5_data {
     /// The bytes krb5 points to, valid as long as the data is.
-    var buffer: UnsafeRawBufferPointer {
+    package var buffer: UnsafeRawBufferPointer {
         guard let data, length > 0 else { return UnsafeRawBufferPointer(start: nil, count: 0) }
         return UnsafeRawBufferPointer(start: data, count: Int(length))
     }

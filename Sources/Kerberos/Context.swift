@@ -1,4 +1,4 @@
-internal import CKrb5
+package import CKrb5
 
 /// A krb5 library context: configuration, default realm and per-thread error state.
 ///
@@ -9,7 +9,7 @@ internal import CKrb5
 ///
 /// The corresponding C type is `krb5_context`.
 public final class Context {
-    let raw: krb5_context
+    package let raw: krb5_context
 
     /// Where a context reads its configuration.
     public struct Configuration: Sendable, Hashable {
@@ -37,7 +37,7 @@ public final class Context {
 
     /// Objects kept for reuse on this context (see ``reusable(_:make:)``). They usually hold the
     /// context strongly, so the owner of a long-lived context empties this before letting it go.
-    var reusables: [String: AnyObject] = [:]
+    package var reusables: [String: AnyObject] = [:]
 
     /// The PKINIT identity MIT's PKINIT module has kept for this context, once one was set.
     var pkinitIdentity: String?
@@ -112,14 +112,14 @@ public final class Context {
     }
 
     /// Throws a ``KerberosError`` with this context's message when `code` is not zero.
-    func check(_ code: krb5_error_code, reason: KerberosError.Reason? = nil, file: String = #fileID, line: Int = #line) throws(KerberosError) {
+    package func check(_ code: krb5_error_code, reason: KerberosError.Reason? = nil, file: String = #fileID, line: Int = #line) throws(KerberosError) {
         if code != 0 {
             throw KerberosError(code: code, context: raw, reason: reason, file: file, line: line)
         }
     }
 
     /// Builds an error for `code` with this context's message.
-    func error(_ code: krb5_error_code, reason: KerberosError.Reason? = nil, file: String = #fileID, line: Int = #line) -> KerberosError {
+    package func error(_ code: krb5_error_code, reason: KerberosError.Reason? = nil, file: String = #fileID, line: Int = #line) -> KerberosError {
         KerberosError(code: code, context: raw, reason: reason, file: file, line: line)
     }
 }

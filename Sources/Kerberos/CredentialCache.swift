@@ -1,4 +1,4 @@
-internal import CKrb5
+package import CKrb5
 
 /// A credential cache (ccache): where tickets live between programs, such as `FILE:/tmp/krb5cc_1000`,
 /// `KEYRING:persistent:1000` or a process-private `MEMORY:` cache.
@@ -7,7 +7,7 @@ internal import CKrb5
 /// this handle belongs to its context's thread.
 public final class CredentialCache {
     let context: Context
-    let raw: krb5_ccache
+    package let raw: krb5_ccache
 
     init(takingOwnershipOf raw: krb5_ccache, context: Context) {
         self.raw = raw

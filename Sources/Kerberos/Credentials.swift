@@ -1,4 +1,4 @@
-internal import CKrb5
+package import CKrb5
 public import KerberosSecrets
 #if canImport(Glibc)
 import Glibc
@@ -15,7 +15,7 @@ public import struct Foundation.Date
 /// It is a class because copying the C struct would double-free its pointers.
 public final class Credentials {
     let context: Context
-    var raw: krb5_creds
+    package var raw: krb5_creds
 
     /// Takes ownership of the contents of `raw` (its principals, key, ticket and addresses).
     init(takingOwnershipOf raw: krb5_creds, context: Context) {
@@ -81,7 +81,7 @@ public final class Credentials {
     }
 
     /// The client principal's name; empty when there is none.
-    var clientName: String { raw.client.flatMap { try? Principal.unparse($0, in: context) } ?? "" }
+    package var clientName: String { raw.client.flatMap { try? Principal.unparse($0, in: context) } ?? "" }
     /// The service principal's name, such as `krbtgt/EXAMPLE.ORG@EXAMPLE.ORG`; empty when there is none.
     public var server: String { raw.server.flatMap { try? Principal.unparse($0, in: context) } ?? "" }
 

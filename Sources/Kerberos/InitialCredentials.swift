@@ -1,5 +1,5 @@
 public import KerberosSecrets
-internal import CKrb5
+package import CKrb5
 #if canImport(FoundationEssentials)
 public import struct FoundationEssentials.Date
 #else
@@ -239,7 +239,7 @@ extension Armor {
     /// krb5 itself fills the cache, so that besides the TGT it records that the KDC offers FAST (the `fast_avail`
     /// configuration entry); requests armored with the cache are then armored from their first message, and
     /// nothing (not even an optimistic encrypted timestamp) goes out unprotected.
-    func ticketRequest(for client: Principal, login options: InitialCredentialsOptions, in context: Context) throws -> (setup: InitialCredentialsSetup, cache: CredentialCache)? {
+    package func ticketRequest(for client: Principal, login options: InitialCredentialsOptions, in context: Context) throws -> (setup: InitialCredentialsSetup, cache: CredentialCache)? {
         var setup: InitialCredentialsSetup
         switch self {
         case .cacheName, .cache:
@@ -259,7 +259,7 @@ extension Armor {
 
     /// Whether a login goes on unarmored when its armor ticket could not be had (SSSD's "try"): not when FAST is
     /// required, and not when no KDC answered or the login was cancelled, which the login itself would meet too.
-    static func proceedsUnarmored(after error: KerberosError, fastRequired: Bool) -> Bool {
+    package static func proceedsUnarmored(after error: KerberosError, fastRequired: Bool) -> Bool {
         !fastRequired && error.reason != .kdcUnreachable && error.reason != .cancelled
     }
 }

@@ -1,4 +1,4 @@
-internal import CKrb5
+package import CKrb5
 #if canImport(Glibc)
 internal import Glibc
 #endif
@@ -111,7 +111,7 @@ extension KerberosError.Reason {
 
 extension KerberosError {
     /// The executor or client had shut down, so the work was not run (`ECANCELED`).
-    static func shutDown(_ what: String, file: String = #fileID, line: Int = #line) -> KerberosError {
+    package static func shutDown(_ what: String, file: String = #fileID, line: Int = #line) -> KerberosError {
         KerberosError(code: ECANCELED, message: "The Kerberos \(what) has shut down", reason: .other, file: file, line: line)
     }
 
@@ -128,5 +128,16 @@ extension KerberosError {
             krb5_free_error_message(context, raw)
         }
         self.init(code: code, message: text, reason: reason, file: file, line: line)
+    }
+}
+
+extension KerberosError {
+    /// A ``KerberosError`` as is; any other error (a callback's) as ``Reason/cancelled``.
+    package init(wrapping error: any Error) {
+        if let error = error as? KerberosError {
+            self = error
+        } else {
+            self.init(code: Int32(KRB5_LIBOS_PWDINTR), message: "A callback stopped the exchange: \(error)", reason: .cancelled)
+        }
     }
 }

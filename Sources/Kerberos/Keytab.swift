@@ -1,5 +1,5 @@
 public import KerberosSecrets
-internal import CKrb5
+package import CKrb5
 #if canImport(Glibc)
 internal import Glibc
 #endif
@@ -14,7 +14,7 @@ public import struct Foundation.Date
 /// The corresponding C type is `krb5_keytab`.
 public final class Keytab {
     let context: Context
-    let raw: krb5_keytab
+    package let raw: krb5_keytab
 
     init(takingOwnershipOf raw: krb5_keytab, context: Context) {
         self.raw = raw

@@ -1,4 +1,4 @@
-internal import CKrb5
+package import CKrb5
 
 /// A Kerberos principal name such as `alice@EXAMPLE.ORG` or `host/mail.example.org@EXAMPLE.ORG`.
 ///
@@ -8,7 +8,7 @@ internal import CKrb5
 /// The corresponding C type is `krb5_principal`.
 public final class Principal: Hashable, CustomStringConvertible {
     let context: Context
-    let raw: krb5_principal
+    package let raw: krb5_principal
 
     /// How ``init(parsing:in:options:)`` treats realms and enterprise names.
     public struct ParseOptions: OptionSet, Sendable {

@@ -1,5 +1,5 @@
 public import KerberosSecrets
-internal import CKrb5
+package import CKrb5
 
 /// One prompt krb5 wants answered.
 public struct Prompt: Sendable, Hashable {

@@ -1,12 +1,12 @@
 import KerberosSecrets
-internal import CKrb5
+package import CKrb5
 internal import CStringToKey
 #if canImport(Glibc)
 internal import Glibc
 #endif
 
 /// How a message may be spread over a realm's KDCs (docs/engine.md, "Counted and one-time values").
-enum Delivery: Sendable, Equatable {
+package enum Delivery: Sendable, Equatable {
     /// Nothing a KDC counts: the same message may go to several KDCs (hedged).
     case hedged
     /// Pre-authentication data a KDC counts against its lockout (an encrypted timestamp or challenge): to one KDC
@@ -19,7 +19,7 @@ enum Delivery: Sendable, Equatable {
 }
 
 /// What one krb5 step asks for next.
-enum StepOutcome: Sendable {
+package enum StepOutcome: Sendable {
     /// Send `request` to a KDC of `realm` and step again with its reply; `tcpOnly` after RESPONSE_TOO_BIG.
     case send(request: [UInt8], realm: String, tcpOnly: Bool, delivery: Delivery)
     /// The exchange is complete.
@@ -29,7 +29,7 @@ enum StepOutcome: Sendable {
 /// A krb5 exchange driven one message at a time (`krb5_init_creds_step`, `krb5_tkt_creds_step`).
 ///
 /// Not `Sendable`: it belongs to the context (and so the worker thread) that made it.
-protocol StepwiseExchange: AnyObject {
+package protocol StepwiseExchange: AnyObject {
     /// Feeds the KDC's reply (empty for the first call) and returns what to do next. Never blocks on the network.
     func step(_ reply: [UInt8]) throws -> StepOutcome
     /// The credentials once the exchange is complete.
@@ -37,7 +37,7 @@ protocol StepwiseExchange: AnyObject {
 }
 
 /// What an initial-credentials exchange authenticates with.
-enum InitialKey {
+package enum InitialKey {
     /// A password (nil: the responder's or the prompter's answer).
     case password(Secret?)
     /// A key from a keytab.
@@ -47,13 +47,13 @@ enum InitialKey {
 /// An AS exchange: `krb5_init_creds_init` with the options of an ``InitialCredentialsRequest``, then steps.
 ///
 /// The corresponding C type is `krb5_init_creds_context`, freed with `krb5_init_creds_free`.
-final class InitialCredentialsExchange: StepwiseExchange {
+package final class InitialCredentialsExchange: StepwiseExchange {
     let context: Context
     let request: InitialCredentialsRequest
     let client: Principal
     /// What the last step that made a password key asked for: the enctype, salt and parameters MIT passed to the
     /// string-to-key (CStringToKey records them), that is the KDC's etype info as this exchange received it.
-    private(set) var passwordKeyRequest: EncryptionInfo?
+    package private(set) var passwordKeyRequest: EncryptionInfo?
     /// How the last request made was to be delivered (a resend over TCP keeps it).
     private var lastDelivery = Delivery.hedged
     /// Told ``passwordKeyRequest`` after each step that made a password key.
@@ -66,7 +66,7 @@ final class InitialCredentialsExchange: StepwiseExchange {
     /// The corresponding C functions are `krb5_init_creds_init`, `krb5_init_creds_set_service`,
     /// `krb5_init_creds_set_password` (krb5 keeps its own copy of the password, wiped when freed) and
     /// `krb5_init_creds_set_keytab`.
-    init(context: Context, client: Principal, key: InitialKey, options: InitialCredentialsOptions,
+    package init(context: Context, client: Principal, key: InitialKey, options: InitialCredentialsOptions,
          onPasswordKey: ((EncryptionInfo) -> Void)? = nil) throws {
         if case .password(let password?) = key, password.containsNUL {
             throw KerberosError(code: Int32(KRB5_LIBOS_CANTREADPWD), message: "The password contains a NUL byte", reason: .invalidRequest)
@@ -104,7 +104,7 @@ final class InitialCredentialsExchange: StepwiseExchange {
 
     /// The corresponding C function is `krb5_init_creds_step`; it runs the prompter and responder when the
     /// KDC's reply asks questions, and string-to-key and decryption; it never sends.
-    func step(_ reply: [UInt8]) throws -> StepOutcome {
+    package func step(_ reply: [UInt8]) throws -> StepOutcome {
         try step(reply, questionOnly: false)
     }
 
@@ -112,7 +112,7 @@ final class InitialCredentialsExchange: StepwiseExchange {
     /// armored, or an AS-REP) has told which enctype, salt and parameters the key takes, and nothing that carries
     /// the key is made or sent, so the KDC counts no failure. Returns them; nil when the step made no key (a KDC
     /// that offered only other mechanisms). Throws the KDC's error (an unknown principal, a disabled account).
-    func encryptionInfo(fromReply reply: [UInt8]) throws -> (info: EncryptionInfo?, outcome: StepOutcome?) {
+    package func encryptionInfo(fromReply reply: [UInt8]) throws -> (info: EncryptionInfo?, outcome: StepOutcome?) {
         do {
             let outcome = try step(reply, questionOnly: true)
             return (passwordKeyRequest, outcome)
@@ -155,7 +155,7 @@ final class InitialCredentialsExchange: StepwiseExchange {
     }
 
     /// The corresponding C function is `krb5_init_creds_get_creds`.
-    func credentials() throws -> Credentials {
+    package func credentials() throws -> Credentials {
         var creds = krb5_creds()
         try context.check(krb5_init_creds_get_creds(context.raw, raw, &creds))
         return Credentials(takingOwnershipOf: creds, context: context)
@@ -165,7 +165,7 @@ final class InitialCredentialsExchange: StepwiseExchange {
 /// A TGS exchange for a service ticket with a TGT: `krb5_tkt_creds_init`, then steps.
 ///
 /// The corresponding C type is `krb5_tkt_creds_context`, freed with `krb5_tkt_creds_free`.
-final class ServiceTicketExchange: StepwiseExchange {
+package final class ServiceTicketExchange: StepwiseExchange {
     let context: Context
     private let cache: CredentialCache
     private let raw: OpaquePointer
@@ -173,7 +173,7 @@ final class ServiceTicketExchange: StepwiseExchange {
     /// Starts a request for a ticket to `server` with `ticketGrantingTicket`, kept in a private MEMORY cache.
     ///
     /// The corresponding C function is `krb5_tkt_creds_init` (it copies the input credentials).
-    init(context: Context, ticketGrantingTicket: Credentials, server: Principal) throws {
+    package init(context: Context, ticketGrantingTicket: Credentials, server: Principal) throws {
         self.context = context
         let cache = try CredentialCache.newUnique(in: context)
         self.cache = cache
@@ -208,14 +208,14 @@ final class ServiceTicketExchange: StepwiseExchange {
     }
 
     /// The corresponding C function is `krb5_tkt_creds_step`.
-    func step(_ reply: [UInt8]) throws -> StepOutcome {
+    package func step(_ reply: [UInt8]) throws -> StepOutcome {
         try runStep(context: context, reply: reply, state: nil) { input, output, realm, flags in
             krb5_tkt_creds_step(context.raw, raw, input, output, realm, flags)
         }
     }
 
     /// The corresponding C function is `krb5_tkt_creds_get_creds`.
-    func credentials() throws -> Credentials {
+    package func credentials() throws -> Credentials {
         var creds = krb5_creds()
         try context.check(krb5_tkt_creds_get_creds(context.raw, raw, &creds))
         return Credentials(takingOwnershipOf: creds, context: context)
@@ -252,7 +252,7 @@ extension Context {
     /// exchange: an AP-REQ made with the ticket must be accepted by `server`'s key. No network.
     ///
     /// The corresponding C functions are `krb5_mk_req_extended` and `krb5_rd_req` (with the replay cache off).
-    func checkServiceTicket(_ ticket: Credentials, server: Principal, keytab: Keytab) throws(KerberosError) {
+    package func checkServiceTicket(_ ticket: Credentials, server: Principal, keytab: Keytab) throws(KerberosError) {
         var sender: krb5_auth_context?
         var apReq = krb5_data()
         try check(krb5_mk_req_extended(raw, &sender, 0, nil, &ticket.raw, &apReq), reason: .verificationFailed)
@@ -271,7 +271,7 @@ extension Context {
     /// Whether `keytab` holds a key for `server`.
     ///
     /// The corresponding C function is `krb5_kt_get_entry`.
-    func keytabHasKey(_ keytab: Keytab, for server: Principal) -> Bool {
+    package func keytabHasKey(_ keytab: Keytab, for server: Principal) -> Bool {
         var entry = krb5_keytab_entry()
         guard krb5_kt_get_entry(raw, keytab.raw, server.raw, 0, 0, &entry) == 0 else { return false }
         krb5_free_keytab_entry_contents(raw, &entry)

@@ -1,4 +1,5 @@
 import Kerberos
+import KerberosEngine
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else

@@ -1,4 +1,5 @@
 import Kerberos
+import KerberosEngine
 
 /// What earlier logins taught the service about principals' keys, shared by its worker threads: the
 /// etype info each principal's last successful login made its key with, and the principals whose optimistic

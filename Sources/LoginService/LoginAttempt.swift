@@ -1,4 +1,5 @@
 import Kerberos
+import KerberosEngine
 import LoginProtocol
 #if canImport(FoundationEssentials)
 import FoundationEssentials

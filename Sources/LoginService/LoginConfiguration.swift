@@ -1,4 +1,5 @@
 public import Kerberos
+import KerberosEngine
 
 /// How every login is performed: where krb5's configuration is, how the exchange is armored, which
 /// keytab verifies the result, and the ticket options.

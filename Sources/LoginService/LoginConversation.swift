@@ -1,4 +1,5 @@
 public import Kerberos
+import KerberosEngine
 public import LoginProtocol
 
 /// One step of a conversation: either questions for the person, or the end.

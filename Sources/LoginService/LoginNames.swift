@@ -1,4 +1,5 @@
 import Kerberos
+import KerberosEngine
 public import LoginProtocol
 
 /// The checks every login name passes before any KDC is contacted, on every front end: the name is

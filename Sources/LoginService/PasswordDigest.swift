@@ -1,5 +1,6 @@
 import COpenSSL
 package import Kerberos
+import KerberosEngine
 
 /// HMAC-SHA-256 of a principal name, a zero byte and a password, under a key drawn at start-up and held only
 /// in memory (OpenSSL's `EVP_MAC`): what the result cache and the daemon's password verifiers keep instead of

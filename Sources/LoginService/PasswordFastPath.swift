@@ -1,4 +1,5 @@
 import Kerberos
+import KerberosEngine
 
 /// The password exchange made as short as it is safe to make, with one password key per login, always made by
 /// `CStringToKey` (directly, or through its stand-in for libk5crypto when MIT's exchange makes the key):

@@ -1,4 +1,5 @@
 public import Kerberos
+import KerberosEngine
 public import LoginProtocol
 
 // What the wire formats' values mean to the service: the protocol's failure for a library reason, and the

@@ -1,4 +1,5 @@
 import Kerberos
+import KerberosEngine
 import LoginProtocol
 
 /// What the callbacks of one attempt collect, on the worker, for the attempt to read afterwards.

@@ -1,4 +1,5 @@
 public import Kerberos
+import KerberosEngine
 public import LoginProtocol
 #if canImport(FoundationEssentials)
 import FoundationEssentials

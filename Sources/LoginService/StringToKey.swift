@@ -1,5 +1,6 @@
 import CStringToKey
 import Kerberos
+import KerberosEngine
 
 /// The AES-SHA1 string-to-key of RFC 3962 in process (`CStringToKey`): the same key `krb5_c_string_to_key` makes,
 /// 10–15 times faster than libk5crypto.

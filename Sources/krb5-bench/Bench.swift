@@ -2,6 +2,7 @@ import ArgumentParser
 import CStringToKey
 import Foundation
 import Kerberos
+import KerberosEngine
 import LoginProtocol
 import Synchronization
 

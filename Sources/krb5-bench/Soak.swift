@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Kerberos
+import KerberosEngine
 import LoginProtocol
 import LoginService
 import Synchronization

@@ -1,4 +1,5 @@
 import Kerberos
+import KerberosEngine
 import LoginProtocol
 import NIOCore
 import NIOEmbedded

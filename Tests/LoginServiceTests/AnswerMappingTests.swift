@@ -1,5 +1,6 @@
 import Foundation
 import Kerberos
+import KerberosEngine
 import LoginProtocol
 import Testing
 @testable import LoginService

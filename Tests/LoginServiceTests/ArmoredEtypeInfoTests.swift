@@ -1,5 +1,6 @@
 import Foundation
 import Kerberos
+import KerberosEngine
 @testable import LoginService
 import LoginProtocol
 import TestRealm

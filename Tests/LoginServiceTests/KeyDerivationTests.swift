@@ -1,6 +1,7 @@
 import CStringToKey
 import Foundation
 import Kerberos
+import KerberosEngine
 @testable import LoginService
 import LoginProtocol
 import TestRealm

@@ -1,4 +1,5 @@
 import Kerberos
+import KerberosEngine
 import CKrb5
 import Testing
 @testable import LoginService

@@ -1,5 +1,6 @@
 import Foundation
 import Kerberos
+import KerberosEngine
 import LoginProtocol
 @testable import LoginService
 import Testing

@@ -1,4 +1,5 @@
 import Kerberos
+import KerberosEngine
 @testable import LoginService
 import Testing
 

@@ -1,4 +1,5 @@
 import Kerberos
+import KerberosEngine
 import LoginProtocol
 import Testing
 @testable import LoginService

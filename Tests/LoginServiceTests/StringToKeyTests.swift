@@ -4,6 +4,7 @@ import COpenSSL
 import CStringToKey
 import Glibc
 import Kerberos
+import KerberosEngine
 @testable import LoginService
 import Testing
 

@@ -1,4 +1,5 @@
 public import Kerberos
+import KerberosEngine
 public import Testing
 
 /// Expects `body` to throw a ``KerberosError`` with `reason`, and records the error's message otherwise.

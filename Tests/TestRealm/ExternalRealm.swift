@@ -1,4 +1,5 @@
 public import Kerberos
+import KerberosEngine
 import Foundation
 
 /// A live realm whose KDC is not MIT's, for the suites that prove the library, krb5-verifyd and krb5-login

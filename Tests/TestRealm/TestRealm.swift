@@ -1,4 +1,5 @@
 public import Kerberos
+import KerberosEngine
 @_exported public import TOTP
 import Foundation
 import Synchronization

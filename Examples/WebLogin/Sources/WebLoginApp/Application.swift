@@ -1,6 +1,6 @@
 public import Hummingbird
 import HummingbirdAuth
-import Kerberos
+import KerberosEngine
 import Logging
 
 /// What the app is told on its command line.

@@ -1,5 +1,5 @@
 import Hummingbird
-import Kerberos
+import KerberosEngine
 import NIOCore
 #if canImport(Glibc)
 import Glibc

@@ -1,4 +1,4 @@
-public import Kerberos
+public import KerberosEngine
 import Synchronization
 
 /// Logins through the library's ``KerberosClient``: initial credentials, verified against the keytab, armored with

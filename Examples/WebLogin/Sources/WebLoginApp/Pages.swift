@@ -1,5 +1,5 @@
 import Hummingbird
-import Kerberos
+import KerberosEngine
 
 /// The app's pages: plain HTML, every interpolated value escaped.
 enum Pages {

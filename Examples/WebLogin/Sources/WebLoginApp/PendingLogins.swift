@@ -1,4 +1,4 @@
-import Kerberos
+import KerberosEngine
 import Synchronization
 
 /// Logins waiting for their one-time password, by a random id the OTP form carries: the user, the password (a

@@ -1,6 +1,7 @@
 import CKrb5
 import Foundation
-@testable import Kerberos
+@testable import KerberosEngine
+import Kerberos
 import NIOCore
 import NIOPosix
 import TestRealm

@@ -1,5 +1,6 @@
 import Foundation
-@testable import Kerberos
+@testable import KerberosEngine
+import Kerberos
 import NIOCore
 import TestRealm
 import Testing

@@ -1,5 +1,6 @@
 import Foundation
 import Kerberos
+import KerberosEngine
 import Testing
 
 /// `KerberosExecutor` without a KDC: contexts from an empty configuration file.

@@ -1,5 +1,6 @@
 import Foundation
 import Kerberos
+import KerberosEngine
 import NIOCore
 import NIOPosix
 import TestRealm

@@ -1,4 +1,5 @@
-@testable import Kerberos
+@testable import KerberosEngine
+import Kerberos
 import NIOCore
 import Testing
 

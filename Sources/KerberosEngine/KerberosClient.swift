@@ -664,35 +664,6 @@ final class VerificationPlan {
     func isDirect(_ index: Int) -> Bool { servers[index].name() == ticketServer }
 }
 
-/// What an initial-credentials call authenticates, and how; made on a worker thread by the caller's setup closure.
-public struct InitialCredentialsSetup {
-    /// The client principal.
-    public var client: Principal
-    var key: InitialKey
-    /// Every option of the request, including a responder, a prompter and caches.
-    public var options: InitialCredentialsOptions
-    /// Objects that live as long as the request and are released on its worker with it (a guard that wipes a
-    /// key from a MEMORY keytab, say).
-    package var attachments: [AnyObject] = []
-    /// Told, on the worker, which enctype, salt and parameters each password key of the exchange was made for (the
-    /// KDC's etype info as the exchange received it).
-    package var onPasswordKey: (@Sendable (EncryptionInfo) -> Void)?
-
-    /// A password login (nil: asked through the responder or prompter).
-    public init(client: Principal, password: Secret?, options: InitialCredentialsOptions = InitialCredentialsOptions()) {
-        self.client = client
-        self.key = .password(password)
-        self.options = options
-    }
-
-    /// A keytab login.
-    public init(client: Principal, keytab: Keytab, options: InitialCredentialsOptions = InitialCredentialsOptions()) {
-        self.client = client
-        self.key = .keytab(keytab)
-        self.options = options
-    }
-}
-
 /// The `Sendable` subset of ``InitialCredentialsOptions`` for ``KerberosClient``'s simple calls.
 public struct LoginOptions: Sendable {
     /// Where FAST armor comes from.
@@ -818,17 +789,6 @@ public struct TicketInfo: Sendable, Hashable {
         flags = credentials.flags
         sessionKeyType = credentials.sessionKeyType
         self.verified = verified
-    }
-}
-
-extension KerberosError {
-    /// A ``KerberosError`` as is; any other error (a callback's) as ``Reason/cancelled``.
-    init(wrapping error: any Error) {
-        if let error = error as? KerberosError {
-            self = error
-        } else {
-            self.init(code: Int32(KRB5_LIBOS_PWDINTR), message: "A callback stopped the exchange: \(error)", reason: .cancelled)
-        }
     }
 }
 

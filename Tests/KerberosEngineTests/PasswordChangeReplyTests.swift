@@ -1,5 +1,6 @@
 import Foundation
-@testable import Kerberos
+@testable import KerberosEngine
+import Kerberos
 import Testing
 
 /// A kpasswd reply's unsealed part (``PasswordChangeExchange/readUnsealed(_:context:)``), on crafted KRB-ERRORs.
