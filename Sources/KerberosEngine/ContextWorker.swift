@@ -1,6 +1,7 @@
 import KerberosSecrets
 internal import CKrb5
 internal import NIOCore
+internal import NIOPosix
 import Dispatch
 #if canImport(Glibc)
 import Glibc
@@ -16,7 +17,7 @@ import Glibc
 ///
 /// The threads hold only the queue, not the worker: a worker that goes away without a shutdown lets its
 /// threads finish the queued jobs and end (its `deinit` starts the shutdown; nothing waits for it).
-final class ContextWorker: Sendable {
+final class ContextWorker: TaskExecutor {
     /// A job gets its thread's context, or why there is none: the context could not be made, or the worker
     /// had shut down before the job was queued.
     typealias Job = @Sendable (Result<Context, KerberosError>) -> Void
@@ -96,6 +97,34 @@ final class ContextWorker: Sendable {
         func stop() {
             stopped = true
             context.reusables.removeAll()
+            ContextWorker.threadContext = nil
+        }
+    }
+
+    /// A worker thread's context and which worker the thread belongs to.
+    private final class ThreadContext {
+        let owner: ObjectIdentifier
+        let context: Context
+        init(owner: ObjectIdentifier, context: Context) {
+            self.owner = owner
+            self.context = context
+        }
+    }
+
+    /// The context of the worker thread that reads it; nil on every other thread. Each thread reads only its own
+    /// value, so the non-`Sendable` context never crosses threads through it.
+    private nonisolated(unsafe) static let current = ThreadSpecificVariable<ThreadContext>()
+
+    private static var threadContext: ThreadContext? {
+        get { current.currentValue }
+        set { current.currentValue = newValue }
+    }
+
+    /// Who the calling thread must belong to for ``context()``.
+    private var identity: ObjectIdentifier {
+        switch runner {
+        case .threads(let shared): ObjectIdentifier(shared)
+        case .inline(let inline): ObjectIdentifier(inline)
         }
     }
 
@@ -133,7 +162,9 @@ final class ContextWorker: Sendable {
             WorkerThread.start(name: threads == 1 ? name : "\(name)-\(index)") {
                 let context: Result<Context, KerberosError>
                 do throws(KerberosError) { context = .success(try Context(configuration)) } catch { context = .failure(error) }
+                if case .success(let made) = context { ContextWorker.threadContext = ThreadContext(owner: ObjectIdentifier(shared), context: made) }
                 while let job = shared.next() { job(context) }
+                ContextWorker.threadContext = nil
                 if case .success(let context) = context { context.reusables.removeAll() }
                 shared.finished.leave()
             }
@@ -146,7 +177,25 @@ final class ContextWorker: Sendable {
     init(inlineOn context: Context) {
         name = "inline"
         owner = "client"
-        runner = .inline(Inline(context))
+        let inline = Inline(context)
+        runner = .inline(inline)
+        ContextWorker.threadContext = ThreadContext(owner: ObjectIdentifier(inline), context: context)
+    }
+
+    /// The worker's context, for code that runs on its thread: its jobs, and the tasks it is the executor of (a
+    /// login's code between its KDC messages). Throws on any other thread, which is where work runs that was
+    /// submitted after the worker shut down.
+    func context() throws(KerberosError) -> Context {
+        guard let current = Self.threadContext, current.owner == identity else { throw .shutDown(owner) }
+        return current.context
+    }
+
+    /// Runs a task's job on the worker's thread: a task whose executor preference is the worker runs its code there,
+    /// between suspensions. After the shutdown the job runs where it was enqueued, and its ``context()`` throws.
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        let executor = asUnownedTaskExecutor()
+        submit { _ in job.runSynchronously(on: executor) }
     }
 
     deinit {

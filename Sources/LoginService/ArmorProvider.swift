@@ -13,7 +13,7 @@ import Foundation
 ///
 /// The only armor code the login service uses: requests name the worker's cache (``cache(realm:in:)``), never
 /// an armor source for krb5 to fetch.
-struct ArmorProvider: Sendable {
+struct ArmorProvider {
     let session: KerberosSession
     let configuration: LoginConfiguration
 
@@ -23,11 +23,8 @@ struct ArmorProvider: Sendable {
     func prepare(realm: String) async throws(KerberosError) -> Bool {
         guard configuration.armor != .none else { return false }
         let key = ArmorCache.key(realm)
-        let valid = try await session.run { context in
-            guard let cached = Self.cached(key, in: context), cached.cache != nil else { return false }
-            return cached.expires.timeIntervalSinceNow > 60
-        }
-        if valid { return true }
+        let context = try session.context()
+        if let cached = Self.cached(key, in: context), cached.cache != nil, cached.expires.timeIntervalSinceNow > 60 { return true }
         do {
             try await fetch(realm: realm)
             return true
@@ -37,11 +34,9 @@ struct ArmorProvider: Sendable {
         }
     }
 
-    /// Drops the worker's armor for `realm` (it may be what failed), so the next login fetches a fresh one. The
-    /// session may be past its deadline: the worker then drops it with the next fetch.
-    func discard(realm: String) async {
-        let key = ArmorCache.key(realm)
-        _ = try? await session.run { context in context.discardReusable(key) }
+    /// Drops the worker's armor for `realm` (it may be what failed), so the next login fetches a fresh one.
+    func discard(realm: String) {
+        (try? session.context())?.discardReusable(ArmorCache.key(realm))
     }
 
     /// The worker's armor cache for `realm`, on the worker, if there is one.
@@ -58,24 +53,24 @@ struct ArmorProvider: Sendable {
     private func fetch(realm: String) async throws(KerberosError) {
         let configuration = self.configuration
         let key = ArmorCache.key(realm)
-        let cache: Pinned<CredentialCache> = try await session.make { context in try CredentialCache.newUnique(in: context) }
-        let credentials = try await session.initialCredentials { context in
+        let (setup, cache) = try session.onWorker { context in
+            let cache = try CredentialCache.newUnique(in: context)
             var options = InitialCredentialsOptions()
-            options.outCache = cache.onWorker
+            options.outCache = cache
             switch configuration.armor {
             case .anonymous:
                 options.anonymous = true
-                return InitialCredentialsSetup(client: try Principal.anonymous(realm: realm, in: context), password: nil, options: options)
+                return (InitialCredentialsSetup(client: try Principal.anonymous(realm: realm, in: context), password: nil, options: options), cache)
             case .keytab, .none:
                 let keytab = try VerificationTarget.keytab(configuration, context)
                 let client = try Self.armorPrincipal(configuration, in: keytab, realm: realm, context: context)
-                return InitialCredentialsSetup(client: client, keytab: keytab, options: options)
+                return (InitialCredentialsSetup(client: client, keytab: keytab, options: options), cache)
             }
         }
-        try await session.run(credentials) { context, credentials in
-            context.discardReusable(key)
-            _ = context.reusable(key) { ArmorCache(cache: cache.onWorker, expires: credentials.endTime) }
-        }
+        let credentials = try await session.initialCredentials(setup)
+        let context = try session.context()
+        context.discardReusable(key)
+        _ = context.reusable(key) { ArmorCache(cache: cache, expires: credentials.endTime) }
     }
 
     /// Whose TGT armors logins of `realm` with keytab armor: ``LoginConfiguration/armorPrincipal``, else the

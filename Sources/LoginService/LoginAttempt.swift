@@ -13,7 +13,7 @@ import Foundation
 /// The orchestration only; the parts are ``ArmorProvider`` (FAST armor and its fallback), ``RequestSetup``
 /// (the request and its callbacks, answered by ``AnswerMapping``) and ``PasswordFastPath`` (learnt etype info,
 /// optimistic preauth).
-struct LoginAttempt: Sendable {
+struct LoginAttempt {
     let session: KerberosSession
     /// The service's configuration (applied to the client's realm once it is known).
     let configuration: LoginConfiguration
@@ -26,21 +26,26 @@ struct LoginAttempt: Sendable {
     /// password-only logins, which many of the same users repeat. (`krb5-login`'s one login per process has none.)
     var learnsEtypeInfo: Bool { passwordOnly }
 
+    /// Runs on the session's worker (``KerberosClient/withSession(timeout:_:)``).
     func run() async -> LoginStep {
-        let client: (name: String, realm: String)
-        switch await resolveClient() {
-        case .success(let resolved): client = resolved
-        case .failure(let refusal): return .finished(refusal.result, info: [])
+        let context: Context, client: Principal
+        do throws(KerberosError) {
+            context = try session.context()
+        } catch {
+            return .finished(.failed(LoginResult.Failure(error.reason), AnswerMapping.message(for: error), principal: conversation.principal), info: [])
         }
-        var configuration = configuration.applying(realm: client.realm)
+        // The name is parsed once for the whole login, as the name checks parse it (an enterprise name stays one).
+        do throws(LoginRefusal) { client = try names.client(conversation.principal, in: context) } catch { return .finished(error.result, info: []) }
+        let name = client.name(), realm = client.realm
+        var configuration = configuration.applying(realm: realm)
         // A session's cache needs a ticket-granting ticket, not the AS's ticket for the verifying service.
         if conversation.wantsCredentials { configuration.directVerificationTicket = false }
         let armor = ArmorProvider(session: session, configuration: configuration)
         let notes = AttemptNotes()
         do throws(KerberosError) {
-            let request = RequestSetup(configuration: configuration, names: names, principal: client.name, asked: conversation.principal,
-                                       answers: conversation.answers, armored: try await armor.prepare(realm: client.realm), notes: notes)
-            let credentials: Pinned<Credentials>
+            let request = RequestSetup(context: context, configuration: configuration, client: client, principal: name, asked: conversation.principal,
+                                       answers: conversation.answers, armored: try await armor.prepare(realm: realm), notes: notes)
+            let credentials: Credentials
             do throws(KerberosError) {
                 credentials = try await initialCredentials(request, configuration: configuration, notes: notes)
             } catch {
@@ -49,41 +54,24 @@ struct LoginAttempt: Sendable {
             }
             // The ticket must be for the principal asked for (or the KDC's canonical spelling of it when
             // canonicalization was asked for), whatever the KDC chose to answer.
-            let issued = try await session.run(credentials) { _, credentials in try credentials.client.name() }
-            if ExactName(issued) != ExactName(client.name) && !(configuration.canonicalize || configuration.enterpriseNames) {
-                return .finished(.failed(.badCredentials, "The KDC issued credentials for \(issued), not \(client.name)", principal: client.name), info: notes.info)
+            let issued = try session.onWorker { _ in try credentials.client.name() }
+            if ExactName(issued) != ExactName(name) && !(configuration.canonicalize || configuration.enterpriseNames) {
+                return .finished(.failed(.badCredentials, "The KDC issued credentials for \(issued), not \(name)", principal: name), info: notes.info)
             }
             if configuration.verify { try await verify(credentials, configuration: configuration) }
-            let (expires, image) = try await store(credentials, in: configuration.outputCache)
+            let (expires, image) = try store(credentials, in: configuration.outputCache)
             var result = LoginResult.success(principal: issued, verified: configuration.verify, expires: expires)
             result.credentials = image
             return .finished(result, info: notes.info)
         } catch {
             // A cached armor ticket may be what failed; get a fresh one next time.
-            if error.reason == .verificationFailed || error.reason == .kdcUnreachable { await armor.discard(realm: client.realm) }
-            return .finished(.failed(LoginResult.Failure(error.reason), AnswerMapping.message(for: error), principal: client.name), info: notes.info)
-        }
-    }
-
-    /// The canonical client name and its realm, checked as ``LoginNames`` checks names (on the worker).
-    private func resolveClient() async -> Result<(name: String, realm: String), LoginRefusal> {
-        let (names, asked) = (self.names, conversation.principal)
-        do {
-            return try await session.run { context in
-                do throws(LoginRefusal) {
-                    let client = try names.client(asked, in: context)
-                    return .success((client.name(), client.realm))
-                } catch {
-                    return .failure(error)
-                }
-            }
-        } catch {
-            return .failure(LoginRefusal(.failed(LoginResult.Failure(error.reason), AnswerMapping.message(for: error), principal: asked)))
+            if error.reason == .verificationFailed || error.reason == .kdcUnreachable { armor.discard(realm: realm) }
+            return .finished(.failed(LoginResult.Failure(error.reason), AnswerMapping.message(for: error), principal: name), info: notes.info)
         }
     }
 
     /// The exchange (``PasswordFastPath``), and the change of an expired password (``changeExpiredPassword(_:password:notes:)``).
-    private func initialCredentials(_ request: RequestSetup, configuration: LoginConfiguration, notes: AttemptNotes) async throws(KerberosError) -> Pinned<Credentials> {
+    private func initialCredentials(_ request: RequestSetup, configuration: LoginConfiguration, notes: AttemptNotes) async throws(KerberosError) -> Credentials {
         let password = conversation.answers.password
         if conversation.changesPassword {
             // Asked for, not forced by the KDC: the same path, with the questions ending attempts the same way.
@@ -105,12 +93,12 @@ struct LoginAttempt: Sendable {
     /// Prompts and banner are MIT's.
     /// A change the client asked for (``LoginConversation/changesPassword``) takes the same path without the banner.
     private func changeExpiredPassword(_ request: RequestSetup, password: Secret?, expired: KerberosError, notes: AttemptNotes,
-                                       banner: String?) async throws(KerberosError) -> Pinned<Credentials> {
+                                       banner: String?) async throws(KerberosError) -> Credentials {
         guard let password else {
             notes.need([.password(prompt: "Password for \(conversation.principal)")])
             throw expired
         }
-        let ticket = try await session.passwordChangeTicket { context in try request.make(context, password: password) }
+        let ticket = try await session.passwordChangeTicket(try session.onWorker { _ in try request.make(password: password) })
         let answers = conversation.answers
         guard let newPassword = answers.newPassword, let again = answers.newPasswordAgain else {
             if let banner { notes.add(info: banner) }
@@ -125,21 +113,22 @@ struct LoginAttempt: Sendable {
             let reason = result.message.isEmpty ? result.codeText : "\(result.codeText): \(result.message)"
             throw KerberosError(code: -1765328150, message: "The password could not be changed: \(reason)", reason: .passwordExpired)  // KRB5_CHPW_FAIL
         }
-        return try await session.initialCredentials { context in try request.make(context, password: newPassword) }
+        return try await session.initialCredentials(try session.onWorker { _ in try request.make(password: newPassword) })
     }
 
     /// Verification with nofail against the keytab.
-    private func verify(_ credentials: Pinned<Credentials>, configuration: LoginConfiguration) async throws(KerberosError) {
-        _ = try await session.verify(credentials) { context in
+    private func verify(_ credentials: Credentials, configuration: LoginConfiguration) async throws(KerberosError) {
+        let options = try session.onWorker { context in
             VerificationOptions(server: try VerificationTarget.server(configuration, context), keytab: try VerificationTarget.keytab(configuration, context), nofail: true)
         }
+        _ = try await session.verify(credentials, options: options)
     }
 
     /// Stores the credentials in `outputCache` when one is configured; returns when the ticket expires and, when
     /// the conversation asked for them, the credentials as a cache file's bytes.
-    private func store(_ credentials: Pinned<Credentials>, in outputCache: String?) async throws(KerberosError) -> (Date, Secret?) {
+    private func store(_ credentials: Credentials, in outputCache: String?) throws(KerberosError) -> (Date, Secret?) {
         let wantsCredentials = conversation.wantsCredentials
-        return try await session.run(credentials) { context, credentials in
+        return try session.onWorker { context in
             if let name = outputCache {
                 let cache = try CredentialCache(resolving: name, in: context)
                 try cache.initialize(for: credentials.client)

@@ -79,9 +79,11 @@ public final class LoginService: Sendable {
     /// The password keys made so far on the worker that the next login runs on (`CStringToKey`'s counts for that
     /// thread): by the fast string-to-key, and by libk5crypto.
     func keysMadeOnNextWorker() async throws(KerberosError) -> (fast: UInt64, libk5crypto: UInt64) {
-        try await client.session().run { _ in
-            let counts = s2k_counts_on_this_thread()
-            return (counts.fast, counts.libk5crypto)
+        try await client.withSession { session throws(KerberosError) in
+            try session.onWorker { _ in
+                let counts = s2k_counts_on_this_thread()
+                return (counts.fast, counts.libk5crypto)
+            }
         }
     }
 
@@ -141,12 +143,13 @@ public final class LoginService: Sendable {
         step(conversation, passwordOnly: false, completion: completion)
     }
 
+    /// Runs the attempt on a worker (``KerberosClient/startSession(timeout:_:)``); `completion` is called there.
     private func step(_ conversation: LoginConversation, passwordOnly: Bool, completion: @escaping @Sendable (LoginStep) -> Void) {
-        client.start { completion(await self.run(conversation, passwordOnly: passwordOnly)) }
+        client.startSession { session in completion(await self.run(conversation, session: session, passwordOnly: passwordOnly)) }
     }
 
-    private func run(_ conversation: LoginConversation, passwordOnly: Bool) async -> LoginStep {
-        let step = await LoginAttempt(session: client.session(), configuration: configuration, names: names, conversation: conversation,
+    private func run(_ conversation: LoginConversation, session: KerberosSession, passwordOnly: Bool) async -> LoginStep {
+        let step = await LoginAttempt(session: session, configuration: configuration, names: names, conversation: conversation,
                                       learnt: learnt, passwordOnly: passwordOnly).run()
         if case .finished(let result, _) = step, !result.ok { resultCache?.invalidate(principal: result.principal ?? conversation.principal) }
         return step
@@ -168,10 +171,10 @@ public final class LoginService: Sendable {
             return .finished(error.result, info: [])
         }
         let client = KerberosClient.Configuration(krb5: configuration.krb5, loginTimeout: configuration.loginTimeout, referralRealms: names.allowedRealms)
-        return KerberosClient.withOneShotClient(context: context, configuration: client) { client in
+        return KerberosClient.withOneShotSession(context: context, configuration: client) { session in
             // One login per process: MIT's own exchange, which asks the KDC for what the key takes when it needs to
             // (an AS-REP without preauth needs no second message); its key is made by CStringToKey's stand-in.
-            await LoginAttempt(session: client.session(), configuration: configuration, names: names, conversation: conversation,
+            await LoginAttempt(session: session, configuration: configuration, names: names, conversation: conversation,
                                learnt: LearntPreauth(), passwordOnly: false).run()
         }
     }

@@ -13,7 +13,7 @@ import KerberosEngine
 /// A refused key never counts twice at the KDC: before a second attempt, the KDC's etype info is asked again in
 /// a way that counts no failure (``KerberosSession/encryptionInfo(_:)``, armored when the login is), and the
 /// second attempt is made only when it differs from what the first key was made for.
-struct PasswordFastPath: Sendable {
+struct PasswordFastPath {
     let session: KerberosSession
     /// The service's configuration as it applies to the client's realm.
     let configuration: LoginConfiguration
@@ -22,10 +22,8 @@ struct PasswordFastPath: Sendable {
     let learnsEtypeInfo: Bool
 
     /// The exchange with `password` (nil: the responder or prompter asks for it).
-    func exchange(_ request: RequestSetup, password: Secret?) async throws(KerberosError) -> Pinned<Credentials> {
-        guard let password else {
-            return try await session.initialCredentials { context in try request.make(context, password: nil) }
-        }
+    func exchange(_ request: RequestSetup, password: Secret?) async throws(KerberosError) -> Credentials {
+        guard let password else { return try await mitExchange(request, password: nil) }
         let principal = request.principal
         if learnsEtypeInfo && configuration.learnedPreauth {
             do {
@@ -42,23 +40,26 @@ struct PasswordFastPath: Sendable {
             } catch where error.reason == .clockSkew {
                 // The timestamp made on this host's clock was refused. MIT's own exchange corrects the clock from the
                 // KDC's error when kdc_timesync is on (the default), and says clock-skew when it is off.
-                return try await session.initialCredentials { context in try request.make(context, password: password) }
+                return try await mitExchange(request, password: password)
             }
         }
         guard configuration.optimisticPreauth && !learnt.refusesOptimistic(principal) else {
-            return try await session.initialCredentials { context in try request.make(context, password: password) }
+            return try await mitExchange(request, password: password)
         }
         return try await optimistic(request, password: password)
     }
 
+    /// MIT's own exchange for the request (its key, if it needs one, made by the stand-in).
+    private func mitExchange(_ request: RequestSetup, password: Secret?) async throws(KerberosError) -> Credentials {
+        try await session.initialCredentials(try session.onWorker { _ in try request.make(password: password) })
+    }
+
     /// MIT's exchange (its key made by the stand-in); the etype info of its key is learnt when the login succeeds.
-    private func learning(_ request: RequestSetup, password: Secret) async throws(KerberosError) -> Pinned<Credentials> {
+    private func learning(_ request: RequestSetup, password: Secret) async throws(KerberosError) -> Credentials {
         let keyInfo = Locked<EncryptionInfo?>(nil)
-        let credentials = try await session.initialCredentials { context in
-            var setup = try request.make(context, password: password)
-            setup.onPasswordKey = { info in keyInfo.withLock { $0 = info } }
-            return setup
-        }
+        var setup = try session.onWorker { _ in try request.make(password: password) }
+        setup.onPasswordKey = { info in keyInfo.withLock { $0 = info } }
+        let credentials = try await session.initialCredentials(setup)
         if let info = keyInfo.withLock({ $0 }) { learnt.remember(info, for: request.principal) }
         return credentials
     }
@@ -66,15 +67,13 @@ struct PasswordFastPath: Sendable {
     /// MIT's optimistic timestamp with the default salt. A refusal is a wrong password unless the principal's key
     /// takes another salt or enctype than the optimistic key was made for; only then is the login tried again,
     /// with the principal's own etype info, and the principal remembered.
-    private func optimistic(_ request: RequestSetup, password: Secret) async throws(KerberosError) -> Pinned<Credentials> {
+    private func optimistic(_ request: RequestSetup, password: Secret) async throws(KerberosError) -> Credentials {
         let keyInfo = Locked<EncryptionInfo?>(nil)
+        var setup = try session.onWorker { _ in try request.make(password: password) }
+        setup.options.preauthTypes = [.encryptedTimestamp]
+        setup.onPasswordKey = { info in keyInfo.withLock { $0 = info } }
         do {
-            return try await session.initialCredentials { context in
-                var setup = try request.make(context, password: password)
-                setup.options.preauthTypes = [.encryptedTimestamp]
-                setup.onPasswordKey = { info in keyInfo.withLock { $0 = info } }
-                return setup
-            }
+            return try await session.initialCredentials(setup)
         } catch where error.reason == .badPassword {
             guard let used = keyInfo.withLock({ $0 }) else { throw error }
             let current = try await ask(request)
@@ -96,12 +95,12 @@ struct PasswordFastPath: Sendable {
     /// One exchange with learnt etype info: the key made in process (``StringToKey``) and handed to krb5 through a
     /// MEMORY keytab of this attempt's own (`krb5_init_creds_set_keytab`), wiped by krb5 when its last handle
     /// closes; MIT's password path when the enctype is not one ``StringToKey`` makes or the KDC sent no etype info.
-    private func oneExchange(_ request: RequestSetup, password: Secret, info: EncryptionInfo) async throws(KerberosError) -> Pinned<Credentials> {
-        let realm = Self.realm(of: request.principal)
-        // The PBKDF2 is CPU work: it runs on the session's worker, never on the event loop that runs this task.
+    private func oneExchange(_ request: RequestSetup, password: Secret, info: EncryptionInfo) async throws(KerberosError) -> Credentials {
+        let realm = request.client.realm
+        // The PBKDF2 is CPU work: it runs here, on the session's worker.
         guard info.allowsOptimisticPreauth, !(request.armored && learnt.refusesArmoredOneExchange(realm)),
-              let key = try await session.run({ _ in StringToKey.key(password: password, info: info) }) else {
-            return try await session.initialCredentials { context in try request.make(context, password: password) }
+              let key = StringToKey.key(password: password, info: info) else {
+            return try await mitExchange(request, password: password)
         }
         // Inside FAST the first request carries an encrypted challenge (RFC 6113 section 5.4.6), not the
         // timestamp: Active Directory and Heimdal refuse PA-ENC-TIMESTAMP in an armored request (KDC_ERR_POLICY).
@@ -111,27 +110,15 @@ struct PasswordFastPath: Sendable {
         } catch where request.armored && (error.name == "KRB5KDC_ERR_POLICY" || error.reason == .preauthUnavailable) {
             // A KDC that takes neither in an armored first request: MIT's path, which answers the KDC's own padata.
             // Remembered for the realm once that path worked (a disabled account also answers KDC_ERR_POLICY).
-            let credentials = try await session.initialCredentials { context in try request.make(context, password: password) }
+            let credentials = try await mitExchange(request, password: password)
             learnt.refuseArmoredOneExchange(realm)
             return credentials
         }
     }
 
-    /// The realm of a principal name as `krb5_unparse_name` writes it (after its last unescaped `@`).
-    static func realm(of principal: String) -> String {
-        var realm = Substring(principal)
-        var index = principal.endIndex
-        while let at = principal[..<index].lastIndex(of: "@") {
-            if at > principal.startIndex, principal[principal.index(before: at)] == "\\" { index = at; continue }
-            realm = principal[principal.index(after: at)...]
-            break
-        }
-        return String(realm)
-    }
-
-    private func oneExchange(_ request: RequestSetup, key: Secret, info: EncryptionInfo, preauth: PreauthType) async throws(KerberosError) -> Pinned<Credentials> {
-        try await session.initialCredentials { context in
-            var setup = try request.make(context, password: nil)
+    private func oneExchange(_ request: RequestSetup, key: Secret, info: EncryptionInfo, preauth: PreauthType) async throws(KerberosError) -> Credentials {
+        let setup = try session.onWorker { context in
+            var setup = try request.make(password: nil)
             setup.options.preauthTypes = [preauth]
             setup.options.encryptionTypes = [info.encryptionType]
             setup.options.salt = info.salt
@@ -144,12 +131,13 @@ struct PasswordFastPath: Sendable {
             result.attachments.append(KeyGuard(pool: pool, keytab: keytab, client: setup.client, encryptionType: info.encryptionType))
             return result
         }
+        return try await session.initialCredentials(setup)
     }
 
     /// The principal's etype info as the KDC gives it now, asked in a way that counts no failure (armored when the
     /// login is). Not remembered: only a key that worked makes info worth keeping.
     private func ask(_ request: RequestSetup) async throws(KerberosError) -> EncryptionInfo {
-        try await session.encryptionInfo { context in try request.makeForEncryptionInfo(context) }
+        try await session.encryptionInfo(try session.onWorker { _ in try request.makeForEncryptionInfo() })
     }
 }
 

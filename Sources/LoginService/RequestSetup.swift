@@ -18,10 +18,14 @@ final class AttemptNotes: Sendable {
 /// The request of one attempt as the worker builds it: the client, the base options with the worker's armor
 /// cache, the responder and prompter that replay the conversation's answers (``AnswerMapping``), the direct
 /// verification ticket. Every exchange of the attempt (etype info, the login, the password change) starts from it.
-struct RequestSetup: Sendable {
+///
+/// Lives on the login's worker, with its context (``KerberosSession``).
+struct RequestSetup {
+    let context: Context
     /// The service's configuration as it applies to the client's realm.
     let configuration: LoginConfiguration
-    let names: LoginNames
+    /// The client, parsed once for the whole login (``LoginNames/client(_:in:)``).
+    let client: Principal
     /// The canonical client name.
     let principal: String
     /// The principal as the client spelt it (for prompt texts).
@@ -32,12 +36,7 @@ struct RequestSetup: Sendable {
     let notes: AttemptNotes
 
     /// The request with `password` (nil: none; the responder or prompter asks for it).
-    func make(_ context: Context, password: Secret?) throws -> InitialCredentialsSetup {
-        // Parsed as the name checks parsed it, so an enterprise name stays one.
-        let client: Principal
-        do throws(LoginRefusal) { client = try names.client(principal, in: context) } catch {
-            throw KerberosError(code: -1765328250, message: error.result.message ?? "Not a principal name", reason: .invalidRequest)  // KRB5_PARSE_MALFORMED
-        }
+    func make(password: Secret?) throws -> InitialCredentialsSetup {
         var options = InitialCredentialsOptions()
         if configuration.canonicalize || configuration.enterpriseNames { options.canonicalize = true }
         options.ticketLifetime = configuration.ticketLifetime
@@ -80,8 +79,8 @@ struct RequestSetup: Sendable {
     }
 
     /// The request for asking the KDC the client's etype info: no callbacks, no service ticket.
-    func makeForEncryptionInfo(_ context: Context) throws -> InitialCredentialsSetup {
-        var request = try make(context, password: nil)
+    func makeForEncryptionInfo() throws -> InitialCredentialsSetup {
+        var request = try make(password: nil)
         request.options.responder = nil
         request.options.prompter = nil
         request.options.expireCallback = nil

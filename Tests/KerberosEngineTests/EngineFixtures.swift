@@ -1,6 +1,6 @@
 import Foundation
 import Kerberos
-import KerberosEngine
+@testable import KerberosEngine
 import NIOCore
 import NIOPosix
 import TestRealm
@@ -325,4 +325,11 @@ func threadCount() -> Int {
 func elapsed(since start: ContinuousClock.Instant) -> Double {
     let duration = ContinuousClock.now - start
     return Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+}
+
+extension KerberosClient {
+    /// The realm's KDCs as a login of this client finds them (on one of its workers).
+    func locate(_ realm: String) async throws(KerberosError) -> ResolvedLocation {
+        try await withSession { session throws(KerberosError) in try await location(of: realm, session: session) }
+    }
 }

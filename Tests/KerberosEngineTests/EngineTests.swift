@@ -117,11 +117,13 @@ struct EngineTests {
         let user = engine.user
         /// The etype question of an armored login with FAST required.
         @Sendable func armoredQuestion() async throws(KerberosError) -> EncryptionInfo {
-            try await client.session().encryptionInfo { context in
-                var options = InitialCredentialsOptions()
-                options.armor = .anonymousPKINIT
-                options.fastRequired = true
-                return InitialCredentialsSetup(client: try Principal(parsing: user, in: context), password: nil, options: options)
+            try await client.withSession { session throws(KerberosError) in
+                try await session.encryptionInfo(try session.onWorker { context in
+                    var options = InitialCredentialsOptions()
+                    options.armor = .anonymousPKINIT
+                    options.fastRequired = true
+                    return InitialCredentialsSetup(client: try Principal(parsing: user, in: context), password: nil, options: options)
+                })
             }
         }
         try await engine.withStopped(["KDC_PID_FILE", "REPLICA_KDC_PID_FILE"]) {
@@ -136,7 +138,7 @@ struct EngineTests {
             // The one worker is free at once: krb5_get_etype_info, which reads the armored answer itself, would hold it
             // on the hung KDCs for MIT's own timeouts (more than 2 s: such a probe then ran into its own deadline).
             let probe = ContinuousClock.now
-            let value = try await client.session(timeout: .seconds(30)).run { _ in 42 }
+            let value = try await client.withSession(timeout: .seconds(30)) { session throws(KerberosError) in try session.onWorker { _ in 42 } }
             #expect(value == 42 && elapsed(since: probe) < 2, "the worker answered after \(elapsed(since: probe)) s")
         }
         // And with the KDCs back, the question is answered (without FAST) with the principal's etype info.

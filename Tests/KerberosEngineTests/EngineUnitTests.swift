@@ -201,9 +201,8 @@ struct EngineUnitTests {
         defer { unlink(path) }
         let context = try Context(.files(path))
         let caller = pthread_self()
-        let seen = KerberosClient.withOneShotClient(context: context, configuration: .init(krb5: .files(path))) { client in
-            let session = client.session()
-            let onWorker = try? await session.run { context in
+        let seen = KerberosClient.withOneShotSession(context: context, configuration: .init(krb5: .files(path))) { session in
+            let onWorker = try? session.onWorker { context in
                 _ = context.reusable("test.kept") { Kept() }
                 return (pthread_self(), context.reusables.count, try context.defaultRealm())
             }

@@ -77,7 +77,7 @@ struct ReferralTests {
         try text.write(toFile: path, atomically: true, encoding: .utf8)
         let client = try KerberosClient(configuration: .init(krb5: .files(path), threads: 1, loginTimeout: TestRealm.loginTimeout))
         for index in 0..<300 {
-            _ = try await client.location(of: "R\(index).TEST", session: client.session())
+            _ = try await client.locate("R\(index).TEST")
             #expect(client.locationCount <= KerberosClient.maximumLocations)
         }
         #expect(client.locationCount > 0)

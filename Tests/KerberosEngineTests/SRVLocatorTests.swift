@@ -108,7 +108,7 @@ struct SRVLocatorTests {
         defer { dns.stop() }
         DNSServiceRecords.setNameserver((host: "127.0.0.1", port: dns.port), forRealm: realm.realm)
         let client = try KerberosClient(configuration: .init(krb5: .files(config), threads: 1, loginTimeout: TestRealm.loginTimeout))
-        let located = try await client.location(of: realm.realm, session: client.session())
+        let located = try await client.locate(realm.realm)
         #expect(located.location.kdcs.count == DNSServiceRecords.maximumServiceRecords, "\(located.location.kdcs.count) servers")
         #expect(located.targets.count < 2 * DNSServiceRecords.maximumServiceRecords, "localhost may have two addresses, the others one")
         #expect(located.location.kdcs.first?.port == Int(realm["KDC_PORT"]), "the first priority kept")
