@@ -47,6 +47,40 @@ public struct ResponderAnswers: Sendable {
     public static var none: ResponderAnswers { ResponderAnswers() }
 }
 
+/// The questions of a round that the answers given so far leave open.
+package struct UnansweredQuestions: Error {
+    package let questions: [ResponderQuestion]
+}
+
+extension ResponderAnswers {
+    /// The answers a round of `questions` takes from `given`, or the questions it leaves open: the one rule of every
+    /// conversation that replays its answers (``KerberosConversation``, `krb5-verifyd`'s).
+    ///
+    /// One round of FAST may offer both a password and an OTP (or PKINIT): an answer to either one answers the round,
+    /// so the other is not asked. PKINIT is answered when any of its identities is.
+    package static func answering(_ questions: [ResponderQuestion], from given: ResponderAnswers) -> Result<ResponderAnswers, UnansweredQuestions> {
+        var answers = ResponderAnswers()
+        var open: [ResponderQuestion] = []
+        for question in questions {
+            switch question {
+            case .password:
+                if let password = given.password { answers.password = password } else { open.append(question) }
+            case .otp:
+                if let otp = given.otp { answers.otp = otp } else { open.append(question) }
+            case .pkinit(let identities):
+                let known = identities.filter { given.pkinit[$0.identity] != nil }
+                if known.isEmpty { open.append(question) }
+                for identity in known { answers.pkinit[identity.identity] = given.pkinit[identity.identity] }
+            case .other(let name, _):
+                if let raw = given.raw[name] { answers.raw[name] = raw } else { open.append(question) }
+            }
+        }
+        if answers.otp != nil || !answers.pkinit.isEmpty { open.removeAll { $0 == .password } }
+        if answers.password != nil { open.removeAll { if case .otp = $0 { true } else { false } } }
+        return open.isEmpty ? .success(answers) : .failure(UnansweredQuestions(questions: open))
+    }
+}
+
 /// Answers the questions of each pre-authentication round: a Swift closure in place of a `krb5_responder_fn`.
 ///
 /// The closure is called once per round with all of that round's questions. An error it throws cancels

@@ -21,32 +21,20 @@ enum AnswerMapping {
     /// One round of FAST may offer both a password and an OTP (or PKINIT): an answer to either one answers the
     /// round, so the other is not asked. `asked` is the principal as the client spelt it, for the prompt text.
     static func respond(_ questions: [ResponderQuestion], answers: LoginAnswers, asked: String) throws(Unanswered) -> ResponderAnswers {
-        var result = ResponderAnswers()
-        var unanswered: [LoginQuestion] = []
-        for question in questions {
-            switch question {
-            case .password:
-                if let password = answers.password { result.password = password }
-                else { unanswered.append(.password(prompt: "Password for \(asked)")) }
-            case .otp(let challenge):
-                if let otp = answers.otp { result.otp = otp } else { unanswered.append(.otp(challenge)) }
-            case .pkinit(let identities):
-                let known = identities.filter { answers.pkinit[$0.identity] != nil }
-                if known.isEmpty { unanswered.append(.pkinit(identities)) }
-                for identity in known { result.pkinit[identity.identity] = answers.pkinit[identity.identity] }
-            case .other(let name, let challenge):
-                if let raw = answers.raw[name] { result.raw[name] = raw } else { unanswered.append(.raw(name: name, challenge: challenge)) }
-            }
+        let given = ResponderAnswers(password: answers.password, otp: answers.otp, pkinit: answers.pkinit, raw: answers.raw)
+        switch ResponderAnswers.answering(questions, from: given) {
+        case .success(let answers):
+            return answers
+        case .failure(let unanswered):
+            throw Unanswered(questions: unanswered.questions.map { question in
+                switch question {
+                case .password: .password(prompt: "Password for \(asked)")
+                case .otp(let challenge): .otp(challenge)
+                case .pkinit(let identities): .pkinit(identities)
+                case .other(let name, let challenge): .raw(name: name, challenge: challenge)
+                }
+            })
         }
-        // A round with both a password and an OTP question (FAST offering both) needs only one of them.
-        if result.otp != nil || !result.pkinit.isEmpty {
-            unanswered.removeAll { if case .password = $0 { true } else { false } }
-        }
-        if result.password != nil {
-            unanswered.removeAll { if case .otp = $0 { true } else { false } }
-        }
-        guard unanswered.isEmpty else { throw Unanswered(questions: unanswered) }
-        return result
     }
 
     /// The prompter's replies to `round`, in order, from `answers`, or the questions still to ask. Prompts other
