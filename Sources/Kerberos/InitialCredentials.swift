@@ -384,11 +384,13 @@ final class InitialCredentialsRequest {
         if let armorSource = options.armor {
             do {
                 let cache: CredentialCache
-                if let request = try armorSource.ticketRequest(for: client, login: options, in: context) {
+                if let named = try armorSource.namedCache(in: context) {
+                    cache = named
+                } else if let request = try armorSource.ticketRequest(for: client, login: options, in: context) {
                     _ = try context.initialCredentials(request.setup)
                     cache = request.cache
                 } else {
-                    cache = try armorSource.namedCache(in: context)!
+                    preconditionFailure("armor either names a cache or has a ticket to fetch")
                 }
                 armor = cache
                 try context.check(krb5_get_init_creds_opt_set_fast_ccache(raw, opt, cache.raw))

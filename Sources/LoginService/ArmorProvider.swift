@@ -17,19 +17,19 @@ struct ArmorProvider {
     let session: KerberosSession
     let configuration: LoginConfiguration
 
-    /// Makes sure the worker holds a valid armor cache for `realm`; returns whether there is one.
+    /// Makes sure the worker holds a valid armor cache for `client`'s realm; returns whether there is one.
     ///
-    /// Throws when no armor can be had and FAST is required, when the KDC is unreachable or the attempt was cancelled.
-    func prepare(realm: String) async throws(KerberosError) -> Bool {
+    /// Throws when no armor can be had and the login may not go on without (``Armor/proceedsUnarmored(after:fastRequired:)``).
+    func prepare(for client: Principal) async throws(KerberosError) -> Bool {
         guard configuration.armor != .none else { return false }
-        let key = ArmorCache.key(realm)
+        let key = ArmorCache.key(client.realm)
         let context = try session.context()
         if let cached = Self.cached(key, in: context), cached.cache != nil, cached.expires.timeIntervalSinceNow > 60 { return true }
         do {
-            try await fetch(realm: realm)
+            try await fetch(for: client)
             return true
         } catch {
-            if configuration.fastRequired || error.reason == .kdcUnreachable || error.reason == .cancelled { throw error }
+            guard Armor.proceedsUnarmored(after: error, fastRequired: configuration.fastRequired) else { throw error }
             return false
         }
     }
@@ -48,29 +48,29 @@ struct ArmorProvider {
         context.reusable(key, make: { ArmorCache(cache: nil, expires: .distantPast) }) as ArmorCache?
     }
 
-    /// Gets an armor TGT into a new MEMORY cache (krb5 fills it, with the KDC's `fast_avail` entry) and keeps
-    /// it as the worker's armor for `realm`.
-    private func fetch(realm: String) async throws(KerberosError) {
+    /// Gets an armor TGT into a new MEMORY cache (the binding's ``Armor/ticketRequest(for:login:in:)``: krb5 fills
+    /// it, with the KDC's `fast_avail` entry) and keeps it as the worker's armor for `client`'s realm.
+    private func fetch(for client: Principal) async throws(KerberosError) {
         let configuration = self.configuration
-        let key = ArmorCache.key(realm)
-        let (setup, cache) = try session.onWorker { context in
-            let cache = try CredentialCache.newUnique(in: context)
-            var options = InitialCredentialsOptions()
-            options.outCache = cache
+        let realm = client.realm
+        let request = try session.onWorker { context in
+            let armor: Armor
             switch configuration.armor {
             case .anonymous:
-                options.anonymous = true
-                return (InitialCredentialsSetup(client: try Principal.anonymous(realm: realm, in: context), password: nil, options: options), cache)
+                armor = .anonymousPKINIT
             case .keytab, .none:
                 let keytab = try VerificationTarget.keytab(configuration, context)
-                let client = try Self.armorPrincipal(configuration, in: keytab, realm: realm, context: context)
-                return (InitialCredentialsSetup(client: client, keytab: keytab, options: options), cache)
+                armor = .keytab(keytab, principal: try Self.armorPrincipal(configuration, in: keytab, realm: realm, context: context))
             }
+            var login = InitialCredentialsOptions()
+            login.preauthOptions = configuration.preauthOptions.map { ($0.name, $0.value) }
+            return try armor.ticketRequest(for: client, login: login, in: context)
         }
-        let credentials = try await session.initialCredentials(setup)
+        guard let request else { return }
+        let credentials = try await session.initialCredentials(request.setup)
         let context = try session.context()
-        context.discardReusable(key)
-        _ = context.reusable(key) { ArmorCache(cache: cache, expires: credentials.endTime) }
+        context.discardReusable(ArmorCache.key(realm))
+        _ = context.reusable(ArmorCache.key(realm)) { ArmorCache(cache: request.cache, expires: credentials.endTime) }
     }
 
     /// Whose TGT armors logins of `realm` with keytab armor: ``LoginConfiguration/armorPrincipal``, else the

@@ -44,7 +44,7 @@ struct LoginAttempt {
         let notes = AttemptNotes()
         do throws(KerberosError) {
             let request = RequestSetup(context: context, configuration: configuration, client: client, principal: name, asked: conversation.principal,
-                                       answers: conversation.answers, armored: try await armor.prepare(realm: realm), notes: notes)
+                                       answers: conversation.answers, armored: try await armor.prepare(for: client), notes: notes)
             let credentials: Credentials
             do throws(KerberosError) {
                 credentials = try await initialCredentials(request, configuration: configuration, notes: notes)
