@@ -125,6 +125,10 @@ def merge(results):
 TICK = os.sysconf("SC_CLK_TCK")
 # Issue #20's path matrix: one line per cell, rendered as its own table.
 MATRIX = []
+# BENCH_BASELINE=DIR: a directory with an older release krb5-verifyd, run beside ours in each MIT cell (issue #22's before and
+# after, from one run).
+BASELINE_BIN = os.environ.get("BENCH_BASELINE")
+BASELINE = []
 
 
 def cpu_ticks(pid, with_children=False):
@@ -185,10 +189,14 @@ def mit_matrix(rows, goals, r, server, s2k_ms):
     daemons = {}
     try:
         for armor in ("none", "anonymous"):
-            path = os.path.join(REALM, f"verifyd-{armor}.mux")
-            daemons[armor] = subprocess.Popen([f"{BIN}/krb5-verifyd", "--sasl-socket", path, "--krb5-config", r["KRB5_CONFIG_FILE"], "--keytab", r["HOST_KEYTAB"],
-                                               "--server-principal", server, "--workers", "4", "--log-level", "error", "--armor", armor], stderr=subprocess.DEVNULL)
-            wait_for(path)
+            for name, binary in (("", BIN), ("baseline-", BASELINE_BIN)):
+                if not binary:
+                    continue
+                path = os.path.join(REALM, f"verifyd-{name}{armor}.mux")
+                daemons[name + armor] = subprocess.Popen([f"{binary}/krb5-verifyd", "--sasl-socket", path, "--krb5-config", r["KRB5_CONFIG_FILE"],
+                                                          "--keytab", r["HOST_KEYTAB"], "--server-principal", server, "--workers", "4", "--log-level", "error",
+                                                          "--armor", armor], stderr=subprocess.DEVNULL)
+                wait_for(path)
         for principal, user, password in (("no preauth", r["USER"], r["USER_PASSWORD"]), ("preauth", r["PREAUTH_USER"], r["PREAUTH_PASSWORD"])):
             secret = {"KRB5_BENCH_PASSWORD": password}
             for armor, label in (("none", "no armor"), ("anonymous", "anonymous FAST")):
@@ -196,6 +204,9 @@ def mit_matrix(rows, goals, r, server, s2k_ms):
                     theirs = timed_sasl(os.path.join(sasl_dir, "mux"), user, secret, concurrency, sasl_pid, kdc_pid, tree=True)
                     ours = timed_sasl(os.path.join(REALM, f"verifyd-{armor}.mux"), user, secret, concurrency, daemons[armor].pid, kdc_pid)
                     matrix_cell(rows, goals, "MIT", principal, label, concurrency, theirs, ours, s2k_ms, goal=True)
+                    if BASELINE_BIN:
+                        before = timed_sasl(os.path.join(REALM, f"verifyd-baseline-{armor}.mux"), user, secret, concurrency, daemons["baseline-" + armor].pid, kdc_pid)
+                        BASELINE.append((principal, label, concurrency, rate(before), before["daemon_cpu_ms"], rate(ours), ours["daemon_cpu_ms"]))
                     if concurrency == 16 and principal == "no preauth" and armor == "none":
                         rss_mb = ours.get("daemon_hwm_kb", 0) / 1024
                         goals.append((f"krb5-verifyd's RSS at concurrency 16: {rss_mb:.1f} MB (goal ≤ 40 MB)", 0 < rss_mb <= 40))
@@ -829,6 +840,12 @@ def main():
         for kdc, principal, armor, concurrency, ours_rate, theirs_rate, ratio, ours_cpu, theirs_cpu, kdc_ours, kdc_theirs, limit in MATRIX:
             lines.append(f"| {kdc} | {principal} | {armor} | {concurrency} | {ours_rate:.0f} | {theirs_rate:.0f} | {ratio:.2f}× | {ms(ours_cpu)} | {ms(theirs_cpu)} | "
                          f"{ms(kdc_ours)} / {ms(kdc_theirs)} | {f'{limit:.0f}' if limit else '—'} | {f'{ours_rate / limit:.0%}' if limit else '—'} |")
+    if BASELINE:
+        lines += ["", "## The engine before and after its redesign (issue #22)", "",
+                  f"krb5-verifyd as built before the redesign ({BASELINE_BIN}) beside today's, in the same cells of the same run.", "",
+                  "| principal | armor | concurrency | before /s | before CPU ms/login | after /s | after CPU ms/login |", "|---|---|---|---|---|---|---|"]
+        for principal, armor, concurrency, before_rate, before_cpu, after_rate, after_cpu in BASELINE:
+            lines.append(f"| {principal} | {armor} | {concurrency} | {before_rate:.0f} | {ms(before_cpu)} | {after_rate:.0f} | {ms(after_cpu)} |")
     if goals:
         lines += ["", "## Goals in this run", ""]
         lines += [f"- {'✓' if met else '✗'} {text}" for text, met in goals]
