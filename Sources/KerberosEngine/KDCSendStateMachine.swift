@@ -1,6 +1,5 @@
-import KerberosSecrets
 internal import CKrb5
-package import NIOCore
+internal import NIOCore
 #if canImport(Glibc)
 internal import Glibc
 #endif
@@ -53,9 +52,11 @@ struct KDCSendStateMachine {
         case close(Int, Transport?)
         /// Arm `timer` to fire at the deadline, replacing one armed before; report ``timerFired(_:now:)``.
         case arm(Timer, NIODeadline)
+        /// Cancel `timer`, armed before.
         case cancel(Timer)
         /// Remember the target key as unresponsive (``KDCHealth``), or forget it.
         case markUnresponsive(String)
+        /// Forget the key's mark: it answered.
         case markResponsive(String)
         /// The send is answered by target `i` with `reply`.
         case answer(Int, [UInt8])
@@ -204,7 +205,7 @@ struct KDCSendStateMachine {
     mutating func close(now: NIODeadline) -> [Action] {
         guard !closed else { return [] }
         closed = true
-        var actions: [Action] = armed.sorted { "\($0)" < "\($1)" }.map { .cancel($0) }
+        var actions: [Action] = armed.map { .cancel($0) }
         armed.removeAll()
         let answeredKDC = answered.map { targets[$0].kdc }
         for (index, state) in states.enumerated() {

@@ -12,7 +12,7 @@ import Testing
 @Suite("KDC send state machine (unit, injected clock)")
 struct KDCSendStateMachineTests {
     /// What one action did, comparable (an error by its code).
-    enum Step: Hashable, CustomStringConvertible {
+    enum Step: Hashable {
         case open(Int, KDCSendStateMachine.Transport)
         case write(Int, KDCSendStateMachine.Transport)
         case close(Int, KDCSendStateMachine.Transport?)
@@ -34,13 +34,6 @@ struct KDCSendStateMachineTests {
             case .markResponsive(let key): self = .markResponsive(key)
             case .answer(let index, _): self = .answer(index)
             case .fail(let error): self = .fail(error.code)
-            }
-        }
-
-        var description: String {
-            switch self {
-            case .arm(let timer, let deadline): "arm(\(timer), \(deadline.uptimeNanoseconds / 1_000_000) ms)"
-            default: "\(Mirror(reflecting: self).children.first.map { "\($0.label ?? "")\($0.value)" } ?? "")"
             }
         }
     }
