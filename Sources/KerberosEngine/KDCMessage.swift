@@ -62,3 +62,12 @@ package enum KDCMessage {
         }
     }
 }
+
+extension ReplyKind {
+    /// A KDC's reply: an AS-REP, a TGS-REP or a KRB-ERROR (``KDCMessage/looksLikeReply(_:)``), after a 4-byte length
+    /// over TCP (RFC 4120 section 7.2.2); a KRB-ERROR `KRB_ERR_RESPONSE_TOO_BIG` over UDP asks for TCP.
+    static let kdc = ReplyKind(lengthPrefix: 4) { bytes, overUDP in
+        guard KDCMessage.looksLikeReply(bytes) else { return .ignored }
+        return overUDP && KDCMessage.errorCode(bytes) == KDCMessage.responseTooBig ? .tooBigForDatagram : .reply
+    }
+}

@@ -12,18 +12,9 @@ struct KDCReply: Sendable {
 /// How the engine reaches KDCs: non-blocking UDP and TCP on SwiftNIO event loops, with failover, hedging and
 /// a memory of KDCs that stopped answering.
 ///
-/// For each message:
-/// - the realm's KDCs are tried in the configured order, except that a KDC which recently left a request
-///   unanswered is moved to the end (it is still tried, so it is probed again, and after
-///   ``Configuration/unresponsiveMemory`` it regains its place);
-/// - a message goes over UDP, or TCP when it is longer than `udp_preference_limit` or the KDC is TCP-only;
-///   a UDP reply of `KRB_ERR_RESPONSE_TOO_BIG` makes the same request go again over TCP to that KDC;
-/// - when no reply has come ``Configuration/hedgeDelay`` after the last send, the message also goes to the next
-///   KDC, and the first reply from any of them wins; a KDC that refuses (ICMP port unreachable, TCP RST) is
-///   passed over at once. Only messages a KDC does not count are hedged (``Delivery``): one carrying
-///   pre-authentication goes to the next KDC only after ``Configuration/countedFailover`` of silence, and one
-///   carrying a one-time value only when a KDC refuses it;
-/// - after every KDC was tried, UDP requests are sent again at growing intervals, until the caller's deadline.
+/// The rules of one message are ``KDCSendStateMachine``'s, a value with no sockets and no clock; a send operation on
+/// one event loop carries out its actions (sockets, `Scheduled` timers) and feeds it the events with the time. The
+/// memory of unresponsive KDCs is ``KDCHealth``, under this transport's lock, shared by every send of the client.
 ///
 /// No thread waits: sockets live on the event loop, timers are event-loop tasks.
 final class KDCTransport: Sendable {
@@ -42,41 +33,42 @@ final class KDCTransport: Sendable {
         var retransmitInterval: TimeAmount = .seconds(1)
         /// The largest reply accepted over TCP.
         var maxReplySize = 1 << 20
+
+        /// The delays of one send's state machine.
+        var timing: KDCSendStateMachine.Timing {
+            .init(hedgeDelay: hedgeDelay, countedFailover: countedFailover, retransmitInterval: retransmitInterval)
+        }
     }
 
     let group: any EventLoopGroup
     let configuration: Configuration
-    /// Until when each KDC (by `host:port`) is tried last.
-    private let unresponsive = Locked<[String: NIODeadline]>([:])
+    private let health: Locked<KDCHealth>
 
     init(group: any EventLoopGroup, configuration: Configuration) {
         self.group = group
         self.configuration = configuration
+        health = Locked(KDCHealth(memory: configuration.unresponsiveMemory))
     }
 
-    /// The realm's KDCs in the order to try them now: the responsive ones in configured order, then those
-    /// marked unresponsive (oldest mark first). With `primaryOnly`, only primaries.
+    /// The realm's KDCs in the order to try them now (``KDCHealth/order(_:primaryOnly:now:)``).
     func order(_ targets: [KDCTarget], primaryOnly: Bool) -> [KDCTarget] {
         let now = NIODeadline.now()
-        let marks = unresponsive.withLock { $0 }
-        let candidates = primaryOnly ? targets.filter(\.kdc.isPrimary) : targets
-        let healthy = candidates.filter { (marks[$0.key] ?? .distantPast) <= now }
-        let suspect = candidates.filter { (marks[$0.key] ?? .distantPast) > now }.sorted { marks[$0.key]! < marks[$1.key]! }
-        return healthy + suspect
+        return health.withLock { $0.order(targets, primaryOnly: primaryOnly, now: now) }
     }
 
-    /// Whether `kdc` is currently tried last.
+    /// Whether the KDC with health-memory key `key` is currently tried last.
     func isMarkedUnresponsive(_ key: String) -> Bool {
-        unresponsive.withLock { ($0[key] ?? .distantPast) > .now() }
+        let now = NIODeadline.now()
+        return health.withLock { $0.isUnresponsive(key, now: now) }
     }
 
     func markUnresponsive(_ key: String) {
-        let until = NIODeadline.now() + configuration.unresponsiveMemory
-        unresponsive.withLock { $0[key] = until }
+        let now = NIODeadline.now()
+        health.withLock { $0.markUnresponsive(key, now: now) }
     }
 
     func markResponsive(_ key: String) {
-        unresponsive.withLock { $0[key] = nil }
+        health.withLock { $0.markResponsive(key) }
     }
 
     /// The errno of `error` when it is this process's or this host's shortage, not the KDC's: out of descriptors
@@ -92,47 +84,40 @@ final class KDCTransport: Sendable {
     /// socket of the send.
     func send(_ messages: [[UInt8]], to targets: [KDCTarget], kind: ReplyKind, udpPreferenceLimit: Int, tcpOnly: Bool, delivery: Delivery,
               realm: String, resumer: Resumer<KDCReply>) {
-        precondition(messages.count == targets.count, "one message per target")
-        let loop = group.next()
-        let operation = SendOperation(transport: self, loop: loop, messages: messages, kind: kind, targets: targets,
-                                      udpPreferenceLimit: udpPreferenceLimit, tcpOnly: tcpOnly, delivery: delivery, realm: realm, resumer: resumer)
-        resumer.onFinish { loop.execute { operation.close() } }
-        loop.execute { operation.attempt() }
+        let machine = KDCSendStateMachine(targets: targets, messageLengths: messages.map(\.count), kind: kind, udpPreferenceLimit: udpPreferenceLimit,
+                                          tcpOnly: tcpOnly, delivery: delivery, realm: realm, timing: configuration.timing)
+        let operation = SendOperation(transport: self, loop: group.next(), machine: machine, messages: messages, resumer: resumer)
+        resumer.onFinish { operation.loop.execute { operation.close() } }
+        operation.loop.execute { operation.start() }
     }
 }
 
-/// What a reply must look like to be taken; anything else a server sends is ignored.
-enum ReplyKind: Sendable {
-    /// An AS-REP, a TGS-REP or a KRB-ERROR.
-    case kdc
-    /// A kpasswd reply (RFC 3244 section 2): framed with its length and a version of 1 or 0xff80, or an unframed KRB-ERROR.
-    case passwordChange
-    /// A name server's response to the question (``DNSServiceRecords/isResponse(_:to:)``).
-    case dns(DNSServiceRecords.Question)
-
-    func accepts(_ bytes: [UInt8]) -> Bool {
-        switch self {
-        case .kdc:
-            return KDCMessage.looksLikeReply(bytes)
-        case .passwordChange:
-            if bytes.first == 0x7E { return true }
-            guard bytes.count >= 6, Int(bytes[0]) << 8 | Int(bytes[1]) == bytes.count else { return false }
-            let version = Int(bytes[2]) << 8 | Int(bytes[3])
-            return version == 1 || version == 0xFF80
-        case .dns(let question):
-            return DNSServiceRecords.isResponse(bytes, to: question)
-        }
+/// What a reply must look like to be taken, and how its protocol frames it over TCP. Each protocol makes its own:
+/// ``kdc`` (KDCMessage.swift), ``passwordChange`` (PasswordChange.swift), ``dns(_:)`` (DNSReplyKind.swift); the
+/// transport knows none of them.
+struct ReplyKind: Sendable {
+    /// What a datagram or frame is to the send.
+    enum Verdict: Equatable, Sendable {
+        /// The answer: the send ends with it.
+        case reply
+        /// Not a reply to this message (another protocol's, another question's): dropped.
+        case ignored
+        /// Over UDP, the answer does not fit a datagram (Kerberos RESPONSE_TOO_BIG, DNS's TC bit): the same server is
+        /// asked again over TCP.
+        case tooBigForDatagram
+        /// The server has no answer (DNS SERVFAIL, REFUSED): the next server is asked.
+        case noAnswer
     }
 
-    /// The bytes of the length before each message over TCP: 4 for Kerberos (RFC 4120 section 7.2.2), 2 for DNS
-    /// (RFC 1035 section 4.2.2).
-    var lengthPrefix: Int {
-        if case .dns = self { 2 } else { 4 }
-    }
+    /// The bytes of the big-endian length before each message over TCP: 4 or 2.
+    let lengthPrefix: Int
+    /// The verdict on bytes received over UDP (true) or TCP (false).
+    let classify: @Sendable (_ bytes: [UInt8], _ overUDP: Bool) -> Verdict
 
-    /// Whether a UDP reply may be `KRB_ERR_RESPONSE_TOO_BIG` (a Kerberos server's, not a name server's).
-    var speaksKerberos: Bool {
-        if case .dns = self { false } else { true }
+    init(lengthPrefix: Int, classify: @escaping @Sendable (_ bytes: [UInt8], _ overUDP: Bool) -> Verdict) {
+        precondition(lengthPrefix == 4 || lengthPrefix == 2, "a 4- or 2-byte length")
+        self.lengthPrefix = lengthPrefix
+        self.classify = classify
     }
 }
 
@@ -144,134 +129,92 @@ struct KDCTarget: Sendable {
     var key: String
 }
 
-/// One message being sent to a realm's KDCs. All state is touched on `loop` only, hence `@unchecked Sendable`.
+/// Carries out one send's ``KDCSendStateMachine``: opens the sockets, writes, arms its timers as `Scheduled` tasks,
+/// and feeds the machine what happens, with the time. Everything runs on `loop`, hence `@unchecked Sendable`.
 private final class SendOperation: @unchecked Sendable {
     let transport: KDCTransport
     let loop: any EventLoop
     /// The message for each target.
     let messages: [[UInt8]]
-    let kind: ReplyKind
-    let targets: [KDCTarget]
-    let udpPreferenceLimit: Int
-    let tcpOnly: Bool
-    let delivery: Delivery
-    let realm: String
     let resumer: Resumer<KDCReply>
 
-    private var next = 0
-    private var channels: [Int: [any Channel]] = [:]
-    private var sentAt: [Int: NIODeadline] = [:]
-    private var failed: Set<Int> = []
-    /// The errno of the last failure that was this process's own (out of descriptors, buffers or memory), not
-    /// the KDC's: such a KDC is not marked unresponsive, and the send ends as a local failure.
-    private var localFailure: Int32?
-    private var udpTargets: Set<Int> = []
-    private var triedTCP: Set<Int> = []
-    /// UDP-only targets (`udp/` in krb5.conf) that answered RESPONSE_TOO_BIG.
-    private var tooBigForUDP: Set<Int> = []
-    private var hedgeTimer: Scheduled<Void>?
-    /// Timers that remember a KDC's silence before the message fails over (counted messages).
-    private var silenceTimers: [Scheduled<Void>] = []
-    private var retransmitTimer: Scheduled<Void>?
-    private var retransmitInterval: TimeAmount
-    private var closed = false
+    private var machine: KDCSendStateMachine
+    private var channels: [Int: [(KDCSendStateMachine.Transport, any Channel)]] = [:]
+    private var timers: [KDCSendStateMachine.Timer: Scheduled<Void>] = [:]
 
-    init(transport: KDCTransport, loop: any EventLoop, messages: [[UInt8]], kind: ReplyKind, targets: [KDCTarget], udpPreferenceLimit: Int,
-         tcpOnly: Bool, delivery: Delivery, realm: String, resumer: Resumer<KDCReply>) {
+    init(transport: KDCTransport, loop: any EventLoop, machine: KDCSendStateMachine, messages: [[UInt8]], resumer: Resumer<KDCReply>) {
         self.transport = transport
         self.loop = loop
+        self.machine = machine
         self.messages = messages
-        self.kind = kind
-        self.targets = targets
-        self.udpPreferenceLimit = udpPreferenceLimit
-        self.tcpOnly = tcpOnly
-        self.delivery = delivery
-        self.realm = realm
         self.resumer = resumer
-        self.retransmitInterval = transport.configuration.retransmitInterval
     }
 
-    /// How long a KDC may stay silent before the next one gets the message; nil for a one-time value, which goes to
-    /// the next KDC only on a refusal.
-    private var failoverDelay: TimeAmount? {
-        switch delivery {
-        case .hedged: transport.configuration.hedgeDelay
-        case .counted: transport.configuration.countedFailover
-        case .oneTime: nil
-        }
+    func start() {
+        run(machine.start(now: .now()))
     }
 
-    /// How long a KDC may stay silent before its silence is remembered (it is tried last by later messages, which
-    /// then go to a KDC that answers, while this one still waits for it); nil for a one-time value, whose wait may be a
-    /// person approving a push and is never held against a KDC.
-    private var silenceRemembered: TimeAmount? {
-        delivery == .oneTime ? nil : transport.configuration.hedgeDelay
+    /// Called on the loop once the send is finished for any reason (reply, deadline, cancellation).
+    func close() {
+        run(machine.close(now: .now()))
     }
 
-    /// Sends to the next KDC and arms the hedge timer; after the last one, arms retransmission.
-    func attempt() {
-        guard !closed else { return }
-        hedgeTimer?.cancel()
-        hedgeTimer = nil
-        guard next < targets.count else {
-            if failed.count == targets.count { finishUnreachable() } else { scheduleRetransmit() }
-            return
-        }
-        let index = next
-        next += 1
-        send(to: index, forceTCP: false)
-        if let delay = failoverDelay {
-            hedgeTimer = loop.scheduleTask(in: delay) { [self] in attempt() }
-        }
-        if let remembered = silenceRemembered, remembered < (failoverDelay ?? .nanoseconds(.max)) {
-            // A counted message waits longer for its KDC than later messages should: they avoid it meanwhile.
-            silenceTimers.append(loop.scheduleTask(in: remembered) { [self] in
-                guard !closed, !failed.contains(index) else { return }
-                transport.markUnresponsive(targets[index].key)
-            })
-        }
+    func received(_ bytes: [UInt8], from index: Int, over transport: KDCSendStateMachine.Transport) {
+        run(machine.received(bytes, from: index, over: transport, now: .now()))
     }
 
-    private func scheduleRetransmit() {
-        guard retransmitTimer == nil, !udpTargets.isEmpty else { return }
-        retransmitTimer = loop.scheduleTask(in: retransmitInterval) { [self] in
-            retransmitTimer = nil
-            guard !closed else { return }
-            for index in udpTargets.sorted() where !failed.contains(index) {
-                for channel in channels[index] ?? [] { write(channel, index: index, udp: true) }
+    func failed(_ index: Int, over transport: KDCSendStateMachine.Transport, error: (any Error)?) {
+        run(machine.failed(index, over: transport, localShortage: error.flatMap(KDCTransport.localShortage), now: .now()))
+    }
+
+    private func run(_ actions: [KDCSendStateMachine.Action]) {
+        for action in actions {
+            switch action {
+            case .open(let index, let over):
+                open(index, over: over)
+            case .write(let index, let over):
+                for (kind, channel) in channels[index] ?? [] where kind == over { write(channel, index: index, over: over) }
+            case .close(let index, let over):
+                let closing = (channels[index] ?? []).filter { over == nil || $0.0 == over }
+                channels[index] = (channels[index] ?? []).filter { over != nil && $0.0 != over }
+                for (_, channel) in closing { channel.close(promise: nil) }
+            case .arm(let timer, let deadline):
+                timers[timer]?.cancel()
+                timers[timer] = loop.scheduleTask(deadline: deadline) { [self] in
+                    timers[timer] = nil
+                    run(machine.timerFired(timer, now: .now()))
+                }
+            case .cancel(let timer):
+                timers.removeValue(forKey: timer)?.cancel()
+            case .markUnresponsive(let key):
+                transport.markUnresponsive(key)
+            case .markResponsive(let key):
+                transport.markResponsive(key)
+            case .answer(let index, let bytes):
+                resumer.resume(.success(KDCReply(bytes: bytes, kdc: machine.targets[index].kdc)))
+            case .fail(let error):
+                resumer.resume(.failure(error))
             }
-            retransmitInterval = retransmitInterval * 2
-            scheduleRetransmit()
         }
     }
 
-    private func useTCP(_ index: Int, forceTCP: Bool) -> Bool {
-        switch targets[index].kdc.transport {
-        case .tcp: return true
-        case .udp: return false
-        case .any: return forceTCP || tcpOnly || messages[index].count > udpPreferenceLimit
-        }
-    }
-
-    private func send(to index: Int, forceTCP: Bool) {
-        let target = targets[index]
-        sentAt[index] = sentAt[index] ?? .now()
-        if useTCP(index, forceTCP: forceTCP) {
-            udpTargets.remove(index)
-            triedTCP.insert(index)
+    private func open(_ index: Int, over: KDCSendStateMachine.Transport) {
+        let address = machine.targets[index].address
+        switch over {
+        case .tcp:
             let maxReply = transport.configuration.maxReplySize
+            let lengthPrefix = machine.kind.lengthPrefix
             ClientBootstrap(group: loop)
                 .connectTimeout(.seconds(10))
                 .channelInitializer { [self] channel in
                     channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(KDCFrameDecoder(maxLength: maxReply, lengthPrefix: kind.lengthPrefix)))
+                        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(KDCFrameDecoder(maxLength: maxReply, lengthPrefix: lengthPrefix)))
                         try channel.pipeline.syncOperations.addHandler(StreamReplyHandler(operation: self, index: index))
                     }
                 }
-                .connect(to: target.address)
-                .whenComplete { [self] result in connected(result, index: index, udp: false) }
-        } else {
-            udpTargets.insert(index)
+                .connect(to: address)
+                .whenComplete { [self] result in connected(result, index: index, over: .tcp) }
+        case .udp:
             DatagramBootstrap(group: loop)
                 // NIO reads 2,048 bytes a datagram by default; a PKINIT reply is larger, and a UDP reply is never over 64 KiB.
                 .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 65_536))
@@ -280,131 +223,36 @@ private final class SendOperation: @unchecked Sendable {
                         try channel.pipeline.syncOperations.addHandler(DatagramReplyHandler(operation: self, index: index))
                     }
                 }
-                .connect(to: target.address)
-                .whenComplete { [self] result in connected(result, index: index, udp: true) }
+                .connect(to: address)
+                .whenComplete { [self] result in connected(result, index: index, over: .udp) }
         }
     }
 
     /// A connection (or a connected datagram socket) to target `index` is ready, or could not be made.
-    private func connected(_ result: Result<any Channel, any Error>, index: Int, udp: Bool) {
+    private func connected(_ result: Result<any Channel, any Error>, index: Int, over: KDCSendStateMachine.Transport) {
         switch result {
         case .success(let channel):
-            guard !closed else { channel.close(promise: nil); return }
-            channels[index, default: []].append(channel)
-            write(channel, index: index, udp: udp)
+            channels[index, default: []].append((over, channel))
+            run(machine.connected(index, over: over))
         case .failure(let error):
-            failedTarget(index, error: error)
+            failed(index, over: over, error: error)
         }
     }
 
-    private func write(_ channel: any Channel, index: Int, udp: Bool) {
+    private func write(_ channel: any Channel, index: Int, over: KDCSendStateMachine.Transport) {
         let message = messages[index]
         var buffer = channel.allocator.buffer(capacity: message.count + 4)
-        if udp {
+        let written: EventLoopFuture<Void>
+        switch over {
+        case .udp:
             buffer.writeBytes(message)
-            channel.writeAndFlush(AddressedEnvelope(remoteAddress: targets[index].address, data: buffer)).whenFailure { [self] in failedTarget(index, error: $0) }
-        } else {
-            if kind.lengthPrefix == 2 { buffer.writeInteger(UInt16(message.count)) } else { buffer.writeInteger(UInt32(message.count)) }
+            written = channel.writeAndFlush(AddressedEnvelope(remoteAddress: machine.targets[index].address, data: buffer))
+        case .tcp:
+            if machine.kind.lengthPrefix == 2 { buffer.writeInteger(UInt16(message.count)) } else { buffer.writeInteger(UInt32(message.count)) }
             buffer.writeBytes(message)
-            channel.writeAndFlush(buffer).whenFailure { [self] in failedTarget(index, error: $0) }
+            written = channel.writeAndFlush(buffer)
         }
-    }
-
-    /// A datagram or a TCP frame from target `index`.
-    func received(_ bytes: [UInt8], index: Int, udp: Bool) {
-        guard !closed, kind.accepts(bytes) else { return }
-        if udp, kind.speaksKerberos, KDCMessage.errorCode(bytes) == KDCMessage.responseTooBig {
-            for channel in channels[index] ?? [] { channel.close(promise: nil) }
-            channels[index] = nil
-            guard targets[index].kdc.transport != .udp else {
-                // Asking again over UDP would get the same answer until the deadline: this KDC cannot serve it.
-                tooBigForUDP.insert(index)
-                failedTarget(index)
-                return
-            }
-            // MIT's rule: the reply does not fit a datagram, so ask the same KDC again over TCP.
-            send(to: index, forceTCP: true)
-            return
-        }
-        if case .dns = kind {
-            if udp, DNSServiceRecords.isTruncated(bytes), targets[index].kdc.transport == .any {
-                // The answer did not fit the datagram: ask the same name server over TCP (RFC 7766), as glibc does.
-                for channel in channels[index] ?? [] { channel.close(promise: nil) }
-                channels[index] = nil
-                triedTCP.insert(index)
-                send(to: index, forceTCP: true)
-                return
-            }
-            if !DNSServiceRecords.isAnswer(bytes) {
-                // SERVFAIL, REFUSED and the like: this server has no answer; the next one is asked.
-                failedTarget(index, retryOverTCP: false)
-                return
-            }
-        }
-        transport.markResponsive(targets[index].key)
-        resumer.resume(.success(KDCReply(bytes: bytes, kdc: targets[index].kdc)))
-    }
-
-    /// Target `index` refused, reset, or closed without a reply: pass over it at once (after trying TCP when UDP
-    /// was refused and the KDC may speak either, as MIT's second pass does; not when `retryOverTCP` is false, for a
-    /// name server that answered with an error). `error`, when it is this process's own shortage
-    /// (``KDCTransport/localShortage(_:)``), says nothing about the KDC: it is not marked unresponsive.
-    func failedTarget(_ index: Int, error: (any Error)? = nil, retryOverTCP: Bool = true) {
-        guard !closed, !failed.contains(index) else { return }
-        if let error, let code = KDCTransport.localShortage(error) { localFailure = code }
-        if retryOverTCP, udpTargets.contains(index), targets[index].kdc.transport == .any, !triedTCP.contains(index) {
-            triedTCP.insert(index)
-            udpTargets.remove(index)
-            for channel in channels[index] ?? [] { channel.close(promise: nil) }
-            channels[index] = nil
-            send(to: index, forceTCP: true)
-            return
-        }
-        failed.insert(index)
-        udpTargets.remove(index)
-        for channel in channels[index] ?? [] { channel.close(promise: nil) }
-        channels[index] = nil
-        if !tooBigForUDP.contains(index) && error.flatMap(KDCTransport.localShortage) == nil { transport.markUnresponsive(targets[index].key) }
-        if index == next - 1 {
-            attempt()
-        } else if next >= targets.count && failed.count == targets.count {
-            finishUnreachable()
-        }
-    }
-
-    private func finishUnreachable() {
-        if let code = localFailure {
-            // Not the KDCs' doing: the answer must not read kdc-unreachable, which counts against the client's address.
-            let message = "No socket for a KDC of realm '\(realm)': this process is short of \(code == EMFILE || code == ENFILE ? "file descriptors" : "memory") (errno \(code))"
-            resumer.resume(.failure(KerberosError(code: code, message: message, reason: .other)))
-            return
-        }
-        if !tooBigForUDP.isEmpty {
-            let kdcs = tooBigForUDP.sorted().map { targets[$0].kdc.description }.joined(separator: ", ")
-            resumer.resume(.failure(KerberosError(code: Int32(KRB5KRB_ERR_RESPONSE_TOO_BIG),
-                                                  message: "The reply of \(kdcs) (realm '\(realm)') does not fit a datagram, and krb5.conf allows it only UDP (udp/): allow TCP",
-                                                  reason: .kdcUnreachable)))
-            return
-        }
-        resumer.resume(.failure(KerberosError(code: Int32(KRB5_KDC_UNREACH), message: "Cannot contact any KDC for realm '\(realm)'", reason: .kdcUnreachable)))
-    }
-
-
-    /// Called on the loop once the send is finished for any reason (reply, deadline, cancellation): closes the
-    /// sockets and remembers the KDCs that left the message unanswered for longer than the hedge delay.
-    func close() {
-        guard !closed else { return }
-        closed = true
-        hedgeTimer?.cancel()
-        retransmitTimer?.cancel()
-        for timer in silenceTimers { timer.cancel() }
-        let now = NIODeadline.now()
-        for (index, sent) in sentAt where !failed.contains(index) && silenceRemembered.map({ now - sent >= $0 }) == true {
-            if case .success(let reply)? = resumer.result, reply.kdc == targets[index].kdc { continue }
-            transport.markUnresponsive(targets[index].key)
-        }
-        for channel in channels.values.joined() { channel.close(promise: nil) }
-        channels.removeAll()
+        written.whenFailure { [self] in failed(index, over: over, error: $0) }
     }
 }
 
@@ -421,11 +269,11 @@ private final class DatagramReplyHandler: ChannelInboundHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var envelope = unwrapInboundIn(data)
-        operation.received(envelope.data.readBytes(length: envelope.data.readableBytes) ?? [], index: index, udp: true)
+        operation.received(envelope.data.readBytes(length: envelope.data.readableBytes) ?? [], from: index, over: .udp)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        operation.failedTarget(index, error: error)
+        operation.failed(index, over: .udp, error: error)
         context.close(promise: nil)
     }
 }
@@ -445,16 +293,16 @@ private final class StreamReplyHandler: ChannelInboundHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var buffer = unwrapInboundIn(data)
         answered = true
-        operation.received(buffer.readBytes(length: buffer.readableBytes) ?? [], index: index, udp: false)
+        operation.received(buffer.readBytes(length: buffer.readableBytes) ?? [], from: index, over: .tcp)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        operation.failedTarget(index, error: error)
+        operation.failed(index, over: .tcp, error: error)
         context.close(promise: nil)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        if !answered { operation.failedTarget(index) }
+        if !answered { operation.failed(index, over: .tcp, error: nil) }
         context.fireChannelInactive()
     }
 }

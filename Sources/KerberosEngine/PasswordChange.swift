@@ -229,3 +229,16 @@ extension KDCTarget {
         }
     }
 }
+
+extension ReplyKind {
+    /// A kpasswd reply (RFC 3244 section 2): framed with its length and a version of 1 or 0xff80, or an unframed
+    /// KRB-ERROR (`KRB_ERR_RESPONSE_TOO_BIG` over UDP asks for TCP); over TCP after a 4-byte length, as a KDC's.
+    static let passwordChange = ReplyKind(lengthPrefix: 4) { bytes, overUDP in
+        if bytes.first == 0x7E {
+            return overUDP && KDCMessage.errorCode(bytes) == KDCMessage.responseTooBig ? .tooBigForDatagram : .reply
+        }
+        guard bytes.count >= 6, Int(bytes[0]) << 8 | Int(bytes[1]) == bytes.count else { return .ignored }
+        let version = Int(bytes[2]) << 8 | Int(bytes[3])
+        return version == 1 || version == 0xFF80 ? .reply : .ignored
+    }
+}

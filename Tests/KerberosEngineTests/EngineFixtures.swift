@@ -229,9 +229,12 @@ final class SlowKDCProxy: @unchecked Sendable {
     let port: Int
     private var channel: (any Channel)?
     private let forwarded = Locked<Set<[UInt8]>>([])
+    private let replied = Locked(0)
 
     /// How many different datagrams the proxy has forwarded (a retransmission is the same datagram again).
     var distinctRequests: Int { forwarded.withLock { $0.count } }
+    /// How many replies the proxy has sent back, after their delay.
+    var repliesSent: Int { replied.withLock { $0 } }
 
     init(upstreamPort: Int, delay: TimeAmount) throws {
         port = try freePort()
@@ -240,7 +243,8 @@ final class SlowKDCProxy: @unchecked Sendable {
         channel = try DatagramBootstrap(group: group)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(Forwarder(upstream: upstream, delay: delay, group: group, forwarded: self.forwarded))
+                    try channel.pipeline.syncOperations.addHandler(Forwarder(upstream: upstream, delay: delay, group: group, forwarded: self.forwarded,
+                                                                             replied: self.replied))
                 }
             }
             .bind(host: "127.0.0.1", port: port).wait()
@@ -260,12 +264,14 @@ final class SlowKDCProxy: @unchecked Sendable {
         let delay: TimeAmount
         let group: any EventLoopGroup
         let forwarded: Locked<Set<[UInt8]>>
+        let replied: Locked<Int>
 
-        init(upstream: SocketAddress, delay: TimeAmount, group: any EventLoopGroup, forwarded: Locked<Set<[UInt8]>>) {
+        init(upstream: SocketAddress, delay: TimeAmount, group: any EventLoopGroup, forwarded: Locked<Set<[UInt8]>>, replied: Locked<Int>) {
             self.upstream = upstream
             self.delay = delay
             self.group = group
             self.forwarded = forwarded
+            self.replied = replied
         }
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -276,10 +282,11 @@ final class SlowKDCProxy: @unchecked Sendable {
             let front = context.channel
             let upstream = self.upstream
             let delay = self.delay
+            let replied = self.replied
             _ = DatagramBootstrap(group: context.eventLoop)
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandler(Back(front: front, client: client, delay: delay))
+                        try channel.pipeline.syncOperations.addHandler(Back(front: front, client: client, delay: delay, replied: replied))
                     }
                 }
                 .bind(host: "127.0.0.1", port: 0)
@@ -292,11 +299,13 @@ final class SlowKDCProxy: @unchecked Sendable {
         let front: any Channel
         let client: SocketAddress
         let delay: TimeAmount
+        let replied: Locked<Int>
 
-        init(front: any Channel, client: SocketAddress, delay: TimeAmount) {
+        init(front: any Channel, client: SocketAddress, delay: TimeAmount, replied: Locked<Int>) {
             self.front = front
             self.client = client
             self.delay = delay
+            self.replied = replied
         }
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -304,7 +313,9 @@ final class SlowKDCProxy: @unchecked Sendable {
             let front = self.front
             let client = self.client
             let channel = context.channel
+            let replied = self.replied
             context.eventLoop.scheduleTask(in: delay) {
+                replied.withLock { $0 += 1 }
                 front.writeAndFlush(AddressedEnvelope(remoteAddress: client, data: reply.data), promise: nil)
                 channel.close(promise: nil)
             }

@@ -1,6 +1,6 @@
 import Foundation
 import Kerberos
-import KerberosEngine
+@testable import KerberosEngine
 import NIOCore
 import TestRealm
 import Testing
@@ -8,8 +8,10 @@ import Testing
 /// Issue #12: the non-blocking engine (``KerberosClient``) against real KDCs that hang, refuse, stall or answer
 /// only over TCP. The suite stops KDCs, so it runs on a realm of its own (with a replica) and one test at a time.
 ///
-/// Timing bounds are asserted only where the bound is the behaviour (an answer within the login timeout, a hedge
-/// not waited for), each with a margin of a second or a whole hedge delay.
+/// The tests assert what happened (who answered, with what error, that the login ended, which KDC is remembered as
+/// unresponsive, what ended before what), not how fast: the timing rules (hedge delays, failover, retransmission,
+/// the health memory) are `KDCSendStateMachineTests`', on an injected clock. A bound on time stays only where the
+/// deadline is the behaviour, and then as generous as the login timeout itself (``endedByDeadline``).
 @Suite("Engine: logins bounded in time when KDCs misbehave", .serialized, .onTestThreads)
 struct EngineTests {
     let engine: EngineRealm
@@ -22,6 +24,19 @@ struct EngineTests {
 
     func client(_ config: String, timeout: Duration = TestRealm.loginTimeout, hedge: Duration = .milliseconds(250), threads: Int = 2) throws -> KerberosClient {
         try KerberosClient(configuration: .init(krb5: .files(config), threads: threads, loginTimeout: timeout, hedgeDelay: hedge))
+    }
+
+    /// How late after its deadline a login may end: the login timeout's own margin on a loaded machine.
+    static let deadlineMargin = 5.0
+
+    /// Whether `elapsed` seconds is by the deadline of a login `timeout` long, with ``deadlineMargin``.
+    static func endedByDeadline(_ elapsed: Double, timeout: Duration) -> Bool {
+        elapsed < Double(timeout.components.seconds) + deadlineMargin
+    }
+
+    /// Whether `error` is the deadline's (``KerberosError/loginTimedOut(realm:timeout:)``), not the KDCs' refusal.
+    static func isDeadline(_ error: KerberosError) -> Bool {
+        error.reason == .kdcUnreachable && error.message.contains("within the login timeout")
     }
 
     func login(_ client: KerberosClient, _ principal: String? = nil, password: String? = nil, verify: Bool = false) async -> Result<TicketInfo, KerberosError> {
@@ -61,22 +76,19 @@ struct EngineTests {
         await client.shutdown()
     }
 
-    @Test("a primary that accepts and never answers (SIGSTOP): the replica answers after one hedge delay, and the primary is then tried last")
+    @Test("a primary that accepts and never answers (SIGSTOP): the replica answers, the primary is remembered as unresponsive, and the next login is answered too")
     func hungPrimary() async throws {
-        // A hedge delay of 2 s makes "waited for the hedge" and "did not" far apart on a loaded machine.
         for limit in [1465, 1] {
-            let client = try client(try engine.config(kdcs: [primary, replica], udpPreferenceLimit: limit), timeout: .seconds(8), hedge: .seconds(2))
+            let client = try client(try engine.config(kdcs: [primary, replica], udpPreferenceLimit: limit))
             try await engine.withStopped(["KDC_PID_FILE"]) {
-                var start = ContinuousClock.now
+                #expect(!client.transport.isMarkedUnresponsive(primary))
                 let first = await login(client, verify: true)
-                let firstTime = elapsed(since: start)
                 #expect((try? first.get())?.verified == true, "\(first)")
-                #expect(firstTime >= 2 && firstTime < 8, "first login \(firstTime) s: it waits one hedge delay for the hung primary")
-                start = .now
+                // Only the replica can have answered; the primary left the first message unanswered for a hedge delay.
+                #expect(client.transport.isMarkedUnresponsive(primary), "the hung primary is tried last from now on")
+                #expect(!client.transport.isMarkedUnresponsive(replica))
                 let second = await login(client, verify: true)
-                let secondTime = elapsed(since: start)
                 #expect((try? second.get())?.verified == true, "\(second)")
-                #expect(secondTime < 2, "second login \(secondTime) s: the hung primary is tried last, no hedge delay waited")
             }
             await client.shutdown()
         }
@@ -84,7 +96,8 @@ struct EngineTests {
 
     @Test("every KDC hung: 16 concurrent logins all answer kdc-unreachable within the login timeout; after SIGCONT the first login succeeds")
     func everythingHungThenRecovery() async throws {
-        let client = try client(try engine.config(kdcs: [primary, replica]), timeout: .seconds(2))
+        let timeout = Duration.seconds(2)
+        let client = try client(try engine.config(kdcs: [primary, replica]), timeout: timeout)
         try await engine.withStopped(["KDC_PID_FILE", "REPLICA_KDC_PID_FILE"]) {
             let start = ContinuousClock.now
             let results = await withTaskGroup(of: (Result<TicketInfo, KerberosError>, Double).self) { group in
@@ -101,8 +114,8 @@ struct EngineTests {
                     Issue.record("a login succeeded with every KDC stopped")
                     continue
                 }
-                #expect(error.reason == .kdcUnreachable, "\(error)")
-                #expect(time < 3, "answered after \(time) s, login timeout 2 s")
+                #expect(Self.isDeadline(error), "\(error)")
+                #expect(Self.endedByDeadline(time, timeout: timeout), "answered after \(time) s, login timeout 2 s")
             }
         }
         // Both KDCs are now remembered as unresponsive, yet still tried: the first login after recovery succeeds.
@@ -113,7 +126,8 @@ struct EngineTests {
 
     @Test("an armored login's etype question goes through the engine: with every KDC hung it ends at the deadline and leaves its worker free")
     func armoredEtypeQuestion() async throws {
-        let client = try client(try engine.config(kdcs: [primary, replica]), timeout: .seconds(2), threads: 1)
+        let timeout = Duration.seconds(2)
+        let client = try client(try engine.config(kdcs: [primary, replica]), timeout: timeout, threads: 1)
         let user = engine.user
         /// The etype question of an armored login with FAST required.
         @Sendable func armoredQuestion() async throws(KerberosError) -> EncryptionInfo {
@@ -132,14 +146,17 @@ struct EngineTests {
                 let info = try await armoredQuestion()
                 Issue.record("answered with every KDC stopped: \(info)")
             } catch {
-                #expect(error.reason == .kdcUnreachable, "\(error)")
+                #expect(Self.isDeadline(error), "ended by the engine's deadline: \(error)")
             }
-            #expect(elapsed(since: start) < 3, "answered at the 2 s login timeout")
-            // The one worker is free at once: krb5_get_etype_info, which reads the armored answer itself, would hold it
-            // on the hung KDCs for MIT's own timeouts (more than 2 s: such a probe then ran into its own deadline).
-            let probe = ContinuousClock.now
-            let value = try await client.withSession(timeout: .seconds(30)) { session throws(KerberosError) in try session.onWorker { _ in 42 } }
-            #expect(value == 42 && elapsed(since: probe) < 2, "the worker answered after \(elapsed(since: probe)) s")
+            #expect(Self.endedByDeadline(elapsed(since: start), timeout: timeout))
+            // The one worker is free: krb5_get_etype_info, which reads the armored answer itself, would hold it on the
+            // hung KDCs for MIT's own timeouts (more than 2 s), and a job given one login timeout would run out of time.
+            do throws(KerberosError) {
+                let value = try await client.withSession(timeout: timeout) { session throws(KerberosError) in try session.onWorker { _ in 42 } }
+                #expect(value == 42)
+            } catch {
+                Issue.record("the worker did not take a job within a login timeout: \(error)")
+            }
         }
         // And with the KDCs back, the question is answered (without FAST) with the principal's etype info.
         let info = try await armoredQuestion()
@@ -152,7 +169,8 @@ struct EngineTests {
         let hole = try BlackHoleKDC()
         defer { hole.stop() }
         for limit in [1465, 1] {
-            let alone = try client(try engine.config(kdcs: [hole.address], udpPreferenceLimit: limit), timeout: .seconds(2))
+            let timeout = Duration.seconds(2)
+            let alone = try client(try engine.config(kdcs: [hole.address], udpPreferenceLimit: limit), timeout: timeout)
             let start = ContinuousClock.now
             let result = await login(alone)
             let time = elapsed(since: start)
@@ -160,22 +178,24 @@ struct EngineTests {
                 Issue.record("the black hole answered")
                 return
             }
-            #expect(error.reason == .kdcUnreachable && time < 3, "\(error) after \(time) s")
+            #expect(Self.isDeadline(error) && Self.endedByDeadline(time, timeout: timeout), "\(error) after \(time) s")
             await alone.shutdown()
 
             let withReplica = try client(try engine.config(kdcs: [hole.address, replica], udpPreferenceLimit: limit))
             #expect((try? await login(withReplica, verify: true).get())?.verified == true)
+            #expect(withReplica.transport.isMarkedUnresponsive(hole.address), "the black hole is tried last from now on")
             await withReplica.shutdown()
         }
     }
 
-    @Test("a refused KDC (nothing listening) is passed over at once, without waiting for the hedge delay")
+    @Test("a refused KDC (nothing listening) is passed over at once: with a hedge delay as long as the login timeout, the replica still answers")
     func refused() async throws {
         let closed = try freePort()
-        let client = try client(try engine.config(kdcs: ["127.0.0.1:\(closed)", replica]), hedge: .seconds(2))
-        let start = ContinuousClock.now
-        #expect((try? await login(client).get()) != nil)
-        #expect(elapsed(since: start) < 2, "a refusing KDC costs no hedge delay")
+        // Were the refusal waited out like silence, the hedge delay would outlast the login.
+        let client = try client(try engine.config(kdcs: ["127.0.0.1:\(closed)", replica]), hedge: TestRealm.loginTimeout)
+        let result = await login(client)
+        #expect((try? result.get()) != nil, "\(result)")
+        #expect(client.transport.isMarkedUnresponsive("127.0.0.1:\(closed)"), "the refusing KDC is tried last from now on")
         await client.shutdown()
     }
 
@@ -193,13 +213,15 @@ struct EngineTests {
 
     @Test("a slow primary beside a healthy replica: the hedge to the replica answers first")
     func slowPrimaryHedged() async throws {
-        let proxy = try SlowKDCProxy(upstreamPort: engine.primaryPort, delay: .seconds(3))
+        // The primary's replies come after half the login timeout: the login ends long before any of them.
+        let proxy = try SlowKDCProxy(upstreamPort: engine.primaryPort, delay: .seconds(30))
         defer { proxy.stop() }
-        let client = try client(try engine.config(kdcs: [proxy.address, replica]), timeout: .seconds(5), hedge: .milliseconds(250))
-        let start = ContinuousClock.now
+        let client = try client(try engine.config(kdcs: [proxy.address, replica]), hedge: .milliseconds(250))
         let result = await login(client, verify: true)
         #expect((try? result.get())?.verified == true, "\(result)")
-        #expect(elapsed(since: start) < 3, "answered by the replica, not after the primary's 3 s")
+        #expect(proxy.distinctRequests >= 1, "the primary was asked first")
+        #expect(proxy.repliesSent == 0, "answered by the replica: no reply of the slow primary had come back")
+        #expect(client.transport.isMarkedUnresponsive(proxy.address))
         await client.shutdown()
     }
 
@@ -240,31 +262,37 @@ struct EngineTests {
         await client.shutdown()
     }
 
-    @Test("200 logins for a hung realm beside logins of the default realm: the default realm's logins succeed, each well before the hung realm's timeout")
+    @Test("200 logins for a hung realm beside logins of the default realm: the default realm's logins succeed, every one before any hung-realm login ends")
     func hungRealmFlood() async throws {
         let hole = try BlackHoleKDC()
         defer { hole.stop() }
-        let client = try client(try engine.config(kdcs: [primary, replica], hungKDC: hole.address), timeout: .seconds(4))
-        let results = await withTaskGroup(of: (Bool, Result<TicketInfo, KerberosError>, Double).self) { group in
+        let client = try client(try engine.config(kdcs: [primary, replica], hungKDC: hole.address), timeout: .seconds(10))
+        /// The order in which the logins ended.
+        let ended = Locked(0)
+        let results = await withTaskGroup(of: (Bool, Result<TicketInfo, KerberosError>, Int).self) { group in
             for index in 0..<200 {
-                group.addTask { (false, await login(client, "user\(index)@HUNG.TEST"), 0) }
+                group.addTask {
+                    let result = await login(client, "user\(index)@HUNG.TEST")
+                    return (false, result, ended.withLock { $0 += 1; return $0 })
+                }
             }
             for _ in 0..<8 {
                 group.addTask {
-                    try? await Task.sleep(for: .milliseconds(200))
-                    let start = ContinuousClock.now
+                    try? await Task.sleep(for: .milliseconds(200))   // once the flood is under way
                     let result = await login(client, verify: true)
-                    return (true, result, elapsed(since: start))
+                    return (true, result, ended.withLock { $0 += 1; return $0 })
                 }
             }
             return await group.reduce(into: []) { $0.append($1) }
         }
         let good = results.filter(\.0)
         #expect(good.allSatisfy { (try? $0.1.get())?.verified == true }, "\(good.map(\.1))")
-        // Held behind the hung realm, they would take its 4 s timeout; half of it leaves room for a slow (sanitizer) build.
-        #expect(good.allSatisfy { $0.2 < 2 }, "default-realm logins took \(good.map(\.2)) s beside the hung realm")
         let hung = results.filter { !$0.0 }
-        #expect(hung.allSatisfy { if case .failure(let error) = $0.1 { error.reason == .kdcUnreachable } else { false } })
+        #expect(hung.allSatisfy { if case .failure(let error) = $0.1 { Self.isDeadline(error) } else { false } })
+        // Held behind the hung realm, they would end at its deadline, among its logins or after them.
+        let lastGood = good.map(\.2).max() ?? .max
+        let firstHung = hung.map(\.2).min() ?? 0
+        #expect(lastGood < firstHung, "default-realm logins ended at positions \(good.map(\.2).sorted()); the first hung-realm login at \(firstHung)")
         await client.shutdown()
     }
 

@@ -9,17 +9,13 @@ import Testing
 /// The suite kills KDCs, so it runs its own realm (`realm.sh up` in a temporary directory, then
 /// `realm.sh replica`) and leaves the shared one to the other suites.
 ///
-/// The latency bound comes from MIT 1.20's client (`k5_sendto`, lib/krb5/os/sendto_kdc.c): the KDCs are tried
-/// in the listed order, and the client waits 1 s for one that neither answers nor refuses before it contacts
-/// the next; a KDC whose connection is refused or reset is passed over at once. 1.20 has no setting for that
-/// wait (`request_timeout` arrived in a later release). A killed KDC's port refuses (TCP, as the realm's
-/// `udp_preference_limit = 1` asks), so only the exchange in flight at the kill can wait at all, and never
-/// longer than that one second.
+/// A killed KDC's port refuses (TCP, as the realm's `udp_preference_limit = 1` asks), and a refusing KDC is passed
+/// over at once (the rule and its timing are `KDCSendStateMachineTests`', on an injected clock). Here the outcomes
+/// are asserted: no wrong answer at or after the kill, logins go on through the replica, with both KDCs down the
+/// answer is kdc-unreachable from their refusals (not the login's deadline), and logins recover as KDCs return. The
+/// latencies are printed, not asserted.
 @Suite("KDC failover: primary and kprop replica", .onTestThreads)
 struct FailoverTests {
-    /// MIT's wait for an unresponsive KDC before it tries the next one.
-    static let kdcWait: TimeInterval = 1.0
-
     /// A throwaway realm of this suite's own, with a replica.
     final class FailoverRealm {
         let realm: TestRealm
@@ -179,7 +175,7 @@ struct FailoverTests {
 
     static func ms(_ seconds: TimeInterval) -> String { String(format: "%.1f ms", seconds * 1000) }
 
-    @Test("kprop propagates; the primary SIGKILLed under load: no wrong answer, logins continue through the replica within MIT's 1 s KDC wait; both down: kdc-unreachable at once; a KDC back: logins recover without a daemon restart")
+    @Test("kprop propagates; the primary SIGKILLed under load: no wrong answer, logins continue through the replica; both down: kdc-unreachable from the refusals, not the deadline; a KDC back: logins recover without a daemon restart")
     func failover() throws {
         let failover = try FailoverRealm()
         let realm = failover.realm
@@ -212,18 +208,19 @@ struct FailoverTests {
         let baseline = Self.percentile(before.map(\.latency), 0.5)
         let worstAround = around.map(\.latency).max() ?? .nan
         let added = worstAround - baseline
-        #expect(added < Self.kdcWait, "added latency \(Self.ms(added)) at the kill exceeds MIT's \(Self.kdcWait) s KDC wait")
         print("failover: \(samples.count) logins, \(wrong.count) wrong; before the kill p50 \(Self.ms(baseline)) max \(Self.ms(before.map(\.latency).max() ?? .nan)); "
             + "in flight at or after the kill: max \(Self.ms(worstAround)) (added \(Self.ms(added))); after: p50 \(Self.ms(Self.percentile(after.map(\.latency), 0.5))), n=\(after.count)")
 
-        // Both down: the conversation answers kdc-unreachable, saslauthd NO, and nothing waits: both ports refuse.
+        // Both down: the conversation answers kdc-unreachable, saslauthd NO, and nothing waits for the deadline: both
+        // ports refuse.
         try failover.kill("REPLICA_KDC_PID_FILE")
         Thread.sleep(forTimeInterval: 0.2)
         var started = Date()
         let unreachable = try daemon.converse(user, "Failover-Passw0rd")
         let unreachableTime = Date().timeIntervalSince(started)
         #expect(unreachable.failure == .kdcUnreachable, "\(unreachable)")
-        #expect(unreachableTime < Self.kdcWait, "kdc-unreachable after \(Self.ms(unreachableTime))")
+        // The deadline's answer would read "No KDC of ... answered within the login timeout".
+        #expect(unreachable.message?.hasPrefix("Cannot contact any KDC") == true, "ended by the refusals: \(unreachable.message ?? "no message")")
         started = Date()
         #expect(try daemon.sasl(user, "Failover-Passw0rd") == .no("kdc unreachable"))
         #expect(try daemon.sasl(user, "Wrong-Passw0rd") == .no("kdc unreachable"), "a wrong password is not called wrong while no KDC can say so")
