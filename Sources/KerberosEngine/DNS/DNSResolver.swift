@@ -90,6 +90,9 @@ extension KerberosClient {
     /// A name server the client asks instead of resolv.conf's (``Configuration/nameservers``): an IPv4 or IPv6
     /// address and a port.
     public struct NameServer: Sendable, Hashable, CustomStringConvertible {
+        /// The numeric address, as given.
+        public let ipAddress: String
+        public let port: Int
         let address: SocketAddress
 
         /// The name server at `ipAddress` (numeric, such as `192.0.2.53` or `2001:db8::53`) and `port`.
@@ -101,11 +104,13 @@ extension KerberosClient {
                 throw KerberosError(code: Int32(KRB5_CONFIG_BADFORMAT), message: "The name server \"\(ipAddress)\" port \(port) is not an IP address and a port from 1 to 65535",
                                     reason: .invalidRequest)
             }
+            self.ipAddress = ipAddress
+            self.port = port
             self.address = address
         }
 
-        /// The address and port, such as `[IPv4]192.0.2.53/192.0.2.53:53`.
-        public var description: String { "\(address)" }
+        /// The address and port, such as `192.0.2.53:53` or `[2001:db8::53]:53`.
+        public var description: String { ipAddress.contains(":") ? "[\(ipAddress)]:\(port)" : "\(ipAddress):\(port)" }
     }
 }
 
