@@ -1,5 +1,5 @@
 internal import CKrb5
-package import NIOCore
+internal import NIOCore
 #if canImport(Glibc)
 internal import Glibc
 #endif
