@@ -116,6 +116,19 @@ int s2k_cpu_has_sha_ni(void) {
 #define S2K_SHA1_MSG1(L, X, W) X##L = _mm_sha1msg1_epu32(X##L, W##L);
 #define S2K_SHA1_MSG2(L, X, W) X##L = _mm_sha1msg2_epu32(X##L, W##L);
 #define S2K_SHA1_XOR(L, X, W) X##L = _mm_xor_si128(X##L, W##L);
+/// Four rounds of the steady part of the schedule (rounds 16-67): rounds of function F with the words W, which then
+/// finish the words NEXT, start the words PREV and go into the words AFTER (the words rotate m0..m3).
+#define S2K_SHA1_STEADY(EIN, EOUT, W, NEXT, PREV, AFTER, F) \
+    S2K_SHA1_BOTH(S2K_SHA1_ROUNDS, EIN, EOUT, W, F) \
+    S2K_SHA1_BOTH(S2K_SHA1_MSG2, NEXT, W) \
+    S2K_SHA1_BOTH(S2K_SHA1_MSG1, PREV, W) \
+    S2K_SHA1_BOTH(S2K_SHA1_XOR, AFTER, W)
+/// Sixteen steady rounds, one turn of the words and two of e, with the functions of their four groups.
+#define S2K_SHA1_SIXTEEN(F0, F1, F2, F3) \
+    S2K_SHA1_STEADY(e0, e1, m0, m1, m3, m2, F0) \
+    S2K_SHA1_STEADY(e1, e0, m1, m2, m0, m3, F1) \
+    S2K_SHA1_STEADY(e0, e1, m2, m3, m1, m0, F2) \
+    S2K_SHA1_STEADY(e1, e0, m3, m0, m2, m1, F3)
 
 /// Two independent SHA-1 compressions (lanes A and B) of a 20-byte message that follows one 64-byte block, as each
 /// half of an HMAC-SHA-1 iteration hashes: the state after that block in `stateA`/`eA` (a..d with a in the high
@@ -143,71 +156,11 @@ static inline __attribute__((always_inline)) S2K_SHA_NI void s2k_sha1_ni_after_b
     S2K_SHA1_BOTH(S2K_SHA1_MSG2, m0, m3)
     S2K_SHA1_BOTH(S2K_SHA1_MSG1, m2, m3)
     S2K_SHA1_BOTH(S2K_SHA1_XOR, m1, m3)
-    // Rounds 16-19.
-    S2K_SHA1_BOTH(S2K_SHA1_ROUNDS, e0, e1, m0, 0)
-    S2K_SHA1_BOTH(S2K_SHA1_MSG2, m1, m0)
-    S2K_SHA1_BOTH(S2K_SHA1_MSG1, m3, m0)
-    S2K_SHA1_BOTH(S2K_SHA1_XOR, m2, m0)
-    // Rounds 20-23.
-    S2K_SHA1_BOTH(S2K_SHA1_ROUNDS, e1, e0, m1, 1)
-    S2K_SHA1_BOTH(S2K_SHA1_MSG2, m2, m1)
-    S2K_SHA1_BOTH(S2K_SHA1_MSG1, m0, m1)
-    S2K_SHA1_BOTH(S2K_SHA1_XOR, m3, m1)
-    // Rounds 24-27.
-    S2K_SHA1_BOTH(S2K_SHA1_ROUNDS, e0, e1, m2, 1)
-    S2K_SHA1_BOTH(S2K_SHA1_MSG2, m3, m2)
-    S2K_SHA1_BOTH(S2K_SHA1_MSG1, m1, m2)
-    S2K_SHA1_BOTH(S2K_SHA1_XOR, m0, m2)
-    // Rounds 28-31.
-    S2K_SHA1_BOTH(S2K_SHA1_ROUNDS, e1, e0, m3, 1)
-    S2K_SHA1_BOTH(S2K_SHA1_MSG2, m0, m3)
-    S2K_SHA1_BOTH(S2K_SHA1_MSG1, m2, m3)
-    S2K_SHA1_BOTH(S2K_SHA1_XOR, m1, m3)
-    // Rounds 32-35.
-    S2K_SHA1_BOTH(S2K_SHA1_ROUNDS, e0, e1, m0, 1)
-    S2K_SHA1_BOTH(S2K_SHA1_MSG2, m1, m0)
-    S2K_SHA1_BOTH(S2K_SHA1_MSG1, m3, m0)
-    S2K_SHA1_BOTH(S2K_SHA1_XOR, m2, m0)
-    // Rounds 36-39.
-    S2K_SHA1_BOTH(S2K_SHA1_ROUNDS, e1, e0, m1, 1)
-    S2K_SHA1_BOTH(S2K_SHA1_MSG2, m2, m1)
-    S2K_SHA1_BOTH(S2K_SHA1_MSG1, m0, m1)
-    S2K_SHA1_BOTH(S2K_SHA1_XOR, m3, m1)
-    // Rounds 40-43.
-    S2K_SHA1_BOTH(S2K_SHA1_ROUNDS, e0, e1, m2, 2)
-    S2K_SHA1_BOTH(S2K_SHA1_MSG2, m3, m2)
-    S2K_SHA1_BOTH(S2K_SHA1_MSG1, m1, m2)
-    S2K_SHA1_BOTH(S2K_SHA1_XOR, m0, m2)
-    // Rounds 44-47.
-    S2K_SHA1_BOTH(S2K_SHA1_ROUNDS, e1, e0, m3, 2)
-    S2K_SHA1_BOTH(S2K_SHA1_MSG2, m0, m3)
-    S2K_SHA1_BOTH(S2K_SHA1_MSG1, m2, m3)
-    S2K_SHA1_BOTH(S2K_SHA1_XOR, m1, m3)
-    // Rounds 48-51.
-    S2K_SHA1_BOTH(S2K_SHA1_ROUNDS, e0, e1, m0, 2)
-    S2K_SHA1_BOTH(S2K_SHA1_MSG2, m1, m0)
-    S2K_SHA1_BOTH(S2K_SHA1_MSG1, m3, m0)
-    S2K_SHA1_BOTH(S2K_SHA1_XOR, m2, m0)
-    // Rounds 52-55.
-    S2K_SHA1_BOTH(S2K_SHA1_ROUNDS, e1, e0, m1, 2)
-    S2K_SHA1_BOTH(S2K_SHA1_MSG2, m2, m1)
-    S2K_SHA1_BOTH(S2K_SHA1_MSG1, m0, m1)
-    S2K_SHA1_BOTH(S2K_SHA1_XOR, m3, m1)
-    // Rounds 56-59.
-    S2K_SHA1_BOTH(S2K_SHA1_ROUNDS, e0, e1, m2, 2)
-    S2K_SHA1_BOTH(S2K_SHA1_MSG2, m3, m2)
-    S2K_SHA1_BOTH(S2K_SHA1_MSG1, m1, m2)
-    S2K_SHA1_BOTH(S2K_SHA1_XOR, m0, m2)
-    // Rounds 60-63.
-    S2K_SHA1_BOTH(S2K_SHA1_ROUNDS, e1, e0, m3, 3)
-    S2K_SHA1_BOTH(S2K_SHA1_MSG2, m0, m3)
-    S2K_SHA1_BOTH(S2K_SHA1_MSG1, m2, m3)
-    S2K_SHA1_BOTH(S2K_SHA1_XOR, m1, m3)
-    // Rounds 64-67.
-    S2K_SHA1_BOTH(S2K_SHA1_ROUNDS, e0, e1, m0, 3)
-    S2K_SHA1_BOTH(S2K_SHA1_MSG2, m1, m0)
-    S2K_SHA1_BOTH(S2K_SHA1_MSG1, m3, m0)
-    S2K_SHA1_BOTH(S2K_SHA1_XOR, m2, m0)
+    // Rounds 16-67.
+    S2K_SHA1_SIXTEEN(0, 1, 1, 1)
+    S2K_SHA1_SIXTEEN(1, 1, 2, 2)
+    S2K_SHA1_SIXTEEN(2, 2, 2, 3)
+    S2K_SHA1_STEADY(e0, e1, m0, m1, m3, m2, 3)
     // Rounds 68-71.
     S2K_SHA1_BOTH(S2K_SHA1_ROUNDS, e1, e0, m1, 3)
     S2K_SHA1_BOTH(S2K_SHA1_MSG2, m2, m1)

@@ -1,9 +1,4 @@
 package import CKrb5
-#if canImport(FoundationEssentials)
-import struct FoundationEssentials.Date
-#else
-import struct Foundation.Date
-#endif
 
 // The conversions from krb5's C values to Swift values, in one place: timestamps, counted data and
 // principal names. Every type of the binding reads its C fields through these.

@@ -3,11 +3,6 @@ public import KerberosSecrets
 #if canImport(Glibc)
 import Glibc
 #endif
-#if canImport(FoundationEssentials)
-public import struct FoundationEssentials.Date
-#else
-public import struct Foundation.Date
-#endif
 
 /// A ticket with its session key: what the KDC issued, as stored in a credential cache.
 ///

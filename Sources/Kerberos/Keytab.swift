@@ -3,11 +3,6 @@ package import CKrb5
 #if canImport(Glibc)
 internal import Glibc
 #endif
-#if canImport(FoundationEssentials)
-public import struct FoundationEssentials.Date
-#else
-public import struct Foundation.Date
-#endif
 
 /// A key table: long-term keys of service principals, such as `/etc/krb5.keytab`.
 ///
@@ -16,8 +11,14 @@ public final class Keytab {
     let context: Context
     package let raw: krb5_keytab
 
-    init(takingOwnershipOf raw: krb5_keytab, context: Context) {
-        self.raw = raw
+    /// Owns the keytab handle that `open` (`krb5_kt_resolve`, `krb5_kt_default`) stores through its argument;
+    /// throws the call's error, with `reason` when given.
+    private init(in context: Context, reason: KerberosError.Reason? = nil,
+                 _ open: (UnsafeMutablePointer<krb5_keytab?>) -> krb5_error_code) throws(KerberosError) {
+        var keytab: krb5_keytab?
+        try context.check(open(&keytab), reason: reason)
+        guard let keytab else { preconditionFailure("krb5 succeeded without a keytab handle") }
+        self.raw = keytab
         self.context = context
     }
 
@@ -25,18 +26,14 @@ public final class Keytab {
     ///
     /// The corresponding C function is `krb5_kt_resolve`.
     public convenience init(resolving name: String, in context: Context) throws(KerberosError) {
-        var keytab: krb5_keytab?
-        try context.check(krb5_kt_resolve(context.raw, name, &keytab), reason: .invalidRequest)
-        self.init(takingOwnershipOf: keytab!, context: context)
+        try self.init(in: context, reason: .invalidRequest) { krb5_kt_resolve(context.raw, name, $0) }
     }
 
     /// The default keytab (`KRB5_KTNAME` or `default_keytab_name`, usually `/etc/krb5.keytab`).
     ///
     /// The corresponding C function is `krb5_kt_default`.
     public static func `default`(in context: Context) throws(KerberosError) -> Keytab {
-        var keytab: krb5_keytab?
-        try context.check(krb5_kt_default(context.raw, &keytab))
-        return Keytab(takingOwnershipOf: keytab!, context: context)
+        try Keytab(in: context) { krb5_kt_default(context.raw, $0) }
     }
 
     deinit {

@@ -41,6 +41,9 @@ public final class KerberosClient: Sendable {
         /// ``KerberosError/Reason/unknownPrincipal`` before any message goes there. nil follows referrals to any
         /// realm, as MIT does. Compared as bytes.
         public var referralRealms: Set<String>?
+        /// The name servers asked for SRV records and host addresses instead of resolv.conf's (an empty list asks
+        /// none); nil asks resolv.conf's.
+        public var nameservers: [NameServer]? = nil
 
         /// The defaults: krb5's configuration, 2 workers, a 6 s login timeout (SSSD's `krb5_auth_timeout`),
         /// 250 ms hedge delay, 30 s memory of unresponsive KDCs (SSSD's `retry_timeout`), referrals to any realm.

@@ -1,6 +1,3 @@
-import KerberosSecrets
-import Dispatch
-
 /// A fixed set of dedicated threads, each owning one ``Context``, that run blocking krb5 work for
 /// `async` callers.
 ///
@@ -41,23 +38,17 @@ public final class KerberosExecutor: Sendable {
 
     /// Runs `body` on one of the executor's threads with that thread's context and returns its result.
     ///
-    /// `body` may block; the caller only suspends. When the calling task is cancelled before `body` has
-    /// started, `body` never runs and this throws `CancellationError`; once started, it runs to the end.
+    /// `body` may block; the caller only suspends. When the calling task is cancelled, this throws
+    /// `CancellationError` at once: `body` never runs if it has not started, and runs to its end on its thread,
+    /// its result dropped, if it has.
     public func run<T: Sendable>(_ body: @escaping @Sendable (Context) throws -> T) async throws -> T {
-        let pending = PendingRun<T>()
-        return try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { continuation in
-                guard pending.install(continuation) else { return }
-                worker.submit { context in
-                    guard pending.start() else { return }
-                    switch context {
-                    case .failure(let error): pending.finish(.failure(error))
-                    case .success(let context): pending.finish(Result { try body(context) })
-                    }
-                }
-            }
-        } onCancel: {
-            pending.cancel()
+        let outcome = await Resumer<Result<T, any Error>>().wait { resumer in
+            worker.run(resumer) { context in Result { try body(context) } }
+        }
+        switch outcome {
+        case .success(let result): return try result.get()
+        case .failure(let error) where error.reason == .cancelled: throw CancellationError()
+        case .failure(let error): throw error
         }
     }
 
@@ -86,61 +77,6 @@ public final class KerberosExecutor: Sendable {
     @available(*, noasync, message: "blocks the calling thread; use 'await shutdown()'")
     public func shutdownBlocking() {
         worker.shutdownBlocking()
-    }
-}
-
-/// One ``KerberosExecutor/run(_:)`` call: finishes its continuation exactly once, with the job's result or,
-/// when the task is cancelled before the job has started, with `CancellationError` (the job is then skipped).
-private final class PendingRun<T: Sendable>: Sendable {
-    private enum Phase: Sendable {
-        /// Queued (or not yet queued); `continuation` is nil until installed.
-        case waiting(CheckedContinuation<T, any Error>?)
-        /// The job is running; cancellation no longer stops it.
-        case running(CheckedContinuation<T, any Error>)
-        /// Finished or cancelled.
-        case done
-    }
-
-    private let phase = Locked(Phase.waiting(nil))
-
-    /// Installs the continuation; false (and the continuation resumed) when cancelled already.
-    func install(_ continuation: CheckedContinuation<T, any Error>) -> Bool {
-        let installed = phase.withLock { phase -> Bool in
-            guard case .waiting = phase else { return false }
-            phase = .waiting(continuation)
-            return true
-        }
-        if !installed { continuation.resume(throwing: CancellationError()) }
-        return installed
-    }
-
-    /// On the worker thread: whether the job may run (false when cancelled first).
-    func start() -> Bool {
-        phase.withLock { phase in
-            guard case .waiting(let continuation?) = phase else { return false }
-            phase = .running(continuation)
-            return true
-        }
-    }
-
-    /// Resumes the caller with the job's result.
-    func finish(_ result: Result<T, any Error>) {
-        let continuation = phase.withLock { phase -> CheckedContinuation<T, any Error>? in
-            guard case .running(let continuation) = phase else { return nil }
-            phase = .done
-            return continuation
-        }
-        continuation?.resume(with: result)
-    }
-
-    /// The task was cancelled: a job that has not started is skipped and the caller resumed at once.
-    func cancel() {
-        let continuation = phase.withLock { phase -> CheckedContinuation<T, any Error>?? in
-            guard case .waiting(let continuation) = phase else { return nil }
-            phase = .done
-            return .some(continuation)
-        }
-        if case .some(.some(let continuation)) = continuation { continuation.resume(throwing: CancellationError()) }
     }
 }
 

@@ -163,4 +163,20 @@ struct DNSMessageTests {
         #expect(DNSServiceRecords.serviceRecords(srvResponse(day), question: srvQuestion).ttl == DNSServiceRecords.maximumTTL)
         #expect(DNSServiceRecords.serviceRecords(srvResponse([]), question: srvQuestion).ttl == DNSServiceRecords.maximumTTL)
     }
+
+    @Test("a configured name server is a numeric address and a port from 1 to 65535; anything else is an invalid-request error naming it")
+    func configuredNameServer() throws {
+        #expect(try KerberosClient.NameServer("127.0.0.1", port: 5353).address.port == 5353)
+        #expect(try KerberosClient.NameServer("127.0.0.1", port: 5353).description == "127.0.0.1:5353")
+        #expect(try KerberosClient.NameServer("2001:db8::53").description == "[2001:db8::53]:53")
+        for (address, port) in [("ns.example.test", 53), ("192.0.2.1", 0), ("192.0.2.1", 65_536), ("", 53)] {
+            do {
+                _ = try KerberosClient.NameServer(address, port: port)
+                Issue.record("accepted \(address) port \(port)")
+            } catch {
+                #expect(error.reason == .invalidRequest)
+                #expect(error.message.contains("\"\(address)\""), "\(error.message)")
+            }
+        }
+    }
 }

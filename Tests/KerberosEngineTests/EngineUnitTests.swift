@@ -166,20 +166,20 @@ struct EngineUnitTests {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         try "# comment\nnameserver 192.0.2.1\nnameserver 2001:db8::53 ; trailing\nnameserver not-an-address\nnameserver 192.0.2.3\nnameserver 192.0.2.4\nsearch a.test b.test\noptions ndots:1\n"
             .write(toFile: directory + "/resolv.conf", atomically: true, encoding: .utf8)
-        let settings = DNSServiceRecords.Settings.read(directory + "/resolv.conf")
+        let settings = DNSResolver.Settings.read(directory + "/resolv.conf")
         #expect(settings.nameservers.map { $0.ipAddress ?? "" } == ["192.0.2.1", "2001:db8::53", "192.0.2.3"])
         #expect(settings.nameservers.allSatisfy { $0.port == 53 })
         #expect(settings.search == ["a.test", "b.test"])
-        #expect(DNSServiceRecords.Settings.read(directory + "/missing").nameservers.map { $0.ipAddress ?? "" } == ["127.0.0.1"])
+        #expect(DNSResolver.Settings.read(directory + "/missing").nameservers.map { $0.ipAddress ?? "" } == ["127.0.0.1"])
 
         try "127.0.0.1 localhost\n192.0.2.9 kdc1.a.test kdc1 # the KDC\n::1 localhost ip6-localhost\n#192.0.2.10 kdc2\n"
             .write(toFile: directory + "/hosts", atomically: true, encoding: .utf8)
-        #expect(DNSServiceRecords.hostsFile("KDC1", port: 88, path: directory + "/hosts").map { $0.ipAddress ?? "" } == ["192.0.2.9"])
-        #expect(DNSServiceRecords.hostsFile("localhost", port: 88, path: directory + "/hosts").map { $0.ipAddress ?? "" } == ["127.0.0.1", "::1"])
-        #expect(DNSServiceRecords.hostsFile("kdc2", port: 88, path: directory + "/hosts").isEmpty, "a commented-out line")
+        #expect(DNSResolver.hostsFile("KDC1", port: 88, path: directory + "/hosts").map { $0.ipAddress ?? "" } == ["192.0.2.9"])
+        #expect(DNSResolver.hostsFile("localhost", port: 88, path: directory + "/hosts").map { $0.ipAddress ?? "" } == ["127.0.0.1", "::1"])
+        #expect(DNSResolver.hostsFile("kdc2", port: 88, path: directory + "/hosts").isEmpty, "a commented-out line")
 
-        #expect(DNSServiceRecords.candidates("kdc1", search: ["a.test", "b.test"]) == ["kdc1.a.test", "kdc1.b.test", "kdc1"])
-        #expect(DNSServiceRecords.candidates("kdc1.a.test", search: ["b.test"]) == ["kdc1.a.test", "kdc1.a.test.b.test"])
+        #expect(DNSResolver.candidates("kdc1", search: ["a.test", "b.test"]) == ["kdc1.a.test", "kdc1.b.test", "kdc1"])
+        #expect(DNSResolver.candidates("kdc1.a.test", search: ["b.test"]) == ["kdc1.a.test", "kdc1.a.test.b.test"])
     }
 
     @Test("KRB-ERROR error codes are read from the DER; other messages are not errors")

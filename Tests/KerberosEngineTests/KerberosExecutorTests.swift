@@ -90,6 +90,30 @@ struct KerberosExecutorTests {
         #expect(!ran.withLock { $0 }, "the cancelled job ran")
     }
 
+    @Test("a run cancelled while its job runs throws CancellationError at once; the job runs to its end on its thread")
+    func cancellationWhileRunning() async throws {
+        let executor = try KerberosExecutor(threads: 1, configuration: Self.configuration())
+        let started = DispatchSemaphore(value: 0)
+        let blocker = DispatchSemaphore(value: 0)
+        let finished = Locked(false)
+        let task = Task {
+            try await executor.run { _ in
+                started.signal()
+                blocker.wait()
+                finished.withLock { $0 = true }
+            }
+        }
+        await withCheckedContinuation { continuation in
+            DispatchQueue.global().async { started.wait(); continuation.resume() }
+        }
+        task.cancel()
+        await #expect(throws: CancellationError.self) { try await task.value }
+        #expect(!finished.withLock { $0 }, "the caller waited for the job")
+        blocker.signal()
+        await executor.shutdown()
+        #expect(finished.withLock { $0 }, "the started job was stopped")
+    }
+
     @Test("a run whose task is already cancelled does not queue its job")
     func alreadyCancelled() async throws {
         let executor = try KerberosExecutor(threads: 1, configuration: Self.configuration())

@@ -8,7 +8,7 @@ import Testing
 
 /// Issue #12: a KDC located through DNS SRV records. The test serves `_kerberos._udp.REALM` and
 /// `_kerberos._tcp.REALM` from a DNS responder of its own on loopback, and points the locator's SRV queries for
-/// that realm at it (``DNSServiceRecords/setNameserver(_:forRealm:)``: resolv.conf names no port, so it cannot
+/// each client at it (``KerberosClient/Configuration/nameservers``: resolv.conf names no port, so it cannot
 /// point at a test server). Everything else is the production path: krb5.conf without a `kdc` line,
 /// `dns_lookup_kdc = true`, the SRV questions sent by the engine's transport, the SRV target (`localhost`)
 /// resolved through /etc/hosts.
@@ -44,10 +44,8 @@ struct SRVLocatorTests {
         let dns = try SRVResponder(records: ["_kerberos._udp.\(realm.realm.lowercased())": [(target: "localhost", port: kdcPort)],
                                              "_kerberos._tcp.\(realm.realm.lowercased())": [(target: "localhost", port: kdcPort)]])
         defer { dns.stop() }
-        DNSServiceRecords.setNameserver((host: "127.0.0.1", port: dns.port), forRealm: realm.realm)
-        defer { DNSServiceRecords.setNameserver(nil, forRealm: realm.realm) }
 
-        let client = try KerberosClient(configuration: .init(krb5: .files(config), threads: 1, loginTimeout: TestRealm.loginTimeout))
+        let client = try KerberosClient(configuration: configuration(config, nameserver: dns))
         let ticket = try await client.initialCredentials(
             for: realm["USER"], password: Secret(realm["USER_PASSWORD"]),
             verification: VerificationRequest(server: realm["LOCALHOST_PRINCIPAL"], keytab: realm["HOST_KEYTAB"]))
@@ -61,8 +59,7 @@ struct SRVLocatorTests {
         // The same configuration with a DNS server that knows no such records: nothing to send to.
         let empty = try SRVResponder(records: [:])
         defer { empty.stop() }
-        DNSServiceRecords.setNameserver((host: "127.0.0.1", port: empty.port), forRealm: realm.realm)
-        let unlocated = try KerberosClient(configuration: .init(krb5: .files(config), threads: 1, loginTimeout: .seconds(3)))
+        let unlocated = try KerberosClient(configuration: configuration(config, nameserver: empty, loginTimeout: .seconds(3)))
         do {
             _ = try await unlocated.initialCredentials(for: realm["USER"], password: Secret(realm["USER_PASSWORD"]))
             Issue.record("logged in with no KDC listed and no SRV records")
@@ -71,6 +68,13 @@ struct SRVLocatorTests {
         }
         #expect(!empty.questions.isEmpty, "the locator asked the empty server")
         await unlocated.shutdown()
+    }
+
+    /// A one-worker client configuration from the krb5.conf at `path` whose DNS questions go to `nameserver`.
+    func configuration(_ path: String, nameserver: SRVResponder, loginTimeout: Duration = TestRealm.loginTimeout) throws -> KerberosClient.Configuration {
+        var configuration = KerberosClient.Configuration(krb5: .files(path), threads: 1, loginTimeout: loginTimeout)
+        configuration.nameservers = [try KerberosClient.NameServer("127.0.0.1", port: nameserver.port)]
+        return configuration
     }
 
     /// The realm's SRV records: the KDC on localhost, for UDP and TCP.
@@ -89,9 +93,7 @@ struct SRVLocatorTests {
         let config = try configWithoutKDCs()
         let dns = try SRVResponder(records: kdcRecords(), truncateUDP: true)
         defer { dns.stop() }
-        DNSServiceRecords.setNameserver((host: "127.0.0.1", port: dns.port), forRealm: realm.realm)
-        defer { DNSServiceRecords.setNameserver(nil, forRealm: realm.realm) }
-        let client = try KerberosClient(configuration: .init(krb5: .files(config), threads: 1, loginTimeout: TestRealm.loginTimeout))
+        let client = try KerberosClient(configuration: configuration(config, nameserver: dns))
         try await logIn(client)
         await client.shutdown()
         let name = "_kerberos._udp.\(realm.realm.lowercased())"
@@ -106,8 +108,7 @@ struct SRVLocatorTests {
         let extra = (1..<200).map { (target: "127.0.0.1", port: UInt16(20_000 + $0)) }
         let dns = try SRVResponder(records: kdcRecords(extra: extra), ttl: 86_400)
         defer { dns.stop() }
-        DNSServiceRecords.setNameserver((host: "127.0.0.1", port: dns.port), forRealm: realm.realm)
-        let client = try KerberosClient(configuration: .init(krb5: .files(config), threads: 1, loginTimeout: TestRealm.loginTimeout))
+        let client = try KerberosClient(configuration: configuration(config, nameserver: dns))
         let located = try await client.locate(realm.realm)
         #expect(located.location.kdcs.count == DNSServiceRecords.maximumServiceRecords, "\(located.location.kdcs.count) servers")
         #expect(located.targets.count < 2 * DNSServiceRecords.maximumServiceRecords, "localhost may have two addresses, the others one")
@@ -120,9 +121,7 @@ struct SRVLocatorTests {
         // A TTL of 1 s: kept for the 5 s floor, not the 5 minutes of a configured KDC.
         let shortLived = try SRVResponder(records: kdcRecords(), ttl: 1)
         defer { shortLived.stop() }
-        DNSServiceRecords.setNameserver((host: "127.0.0.1", port: shortLived.port), forRealm: realm.realm)
-        defer { DNSServiceRecords.setNameserver(nil, forRealm: realm.realm) }
-        let second = try KerberosClient(configuration: .init(krb5: .files(config), threads: 1, loginTimeout: TestRealm.loginTimeout))
+        let second = try KerberosClient(configuration: configuration(config, nameserver: shortLived))
         try await logIn(second)
         #expect(shortLived.questions.filter { $0 == name }.count == 1)
         try await Task.sleep(for: .seconds(Int(DNSServiceRecords.minimumTTL) + 1))

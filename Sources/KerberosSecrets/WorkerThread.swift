@@ -1,15 +1,17 @@
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Musl)
+import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
 
-/// A detached POSIX thread that runs one closure: what `Foundation.Thread` did for ``KerberosExecutor``,
-/// without linking Foundation into every program that uses the library.
+/// A detached POSIX thread that runs one closure: what `Foundation.Thread` would do, without linking Foundation
+/// into every program that uses the package. The engine's krb5 workers and the daemon's saslauthd acceptors start
+/// their threads with it.
 package enum WorkerThread {
     /// What the new thread runs; retained for it and released by it.
-    private final class Start: @unchecked Sendable {
-        // Immutable after init, handed to exactly one new thread.
+    private final class Start: Sendable {
         let name: String
         let body: @Sendable () -> Void
         init(name: String, body: @escaping @Sendable () -> Void) {
