@@ -26,11 +26,8 @@ do {
         exit(0)
     case .login(let options):
         var environment: [String: String] = [:]
-        var pointer = environ
-        while let entry = pointer.pointee {
-            let pair = String(cString: entry)
-            if let equals = pair.firstIndex(of: "=") { environment[String(pair[..<equals])] = String(pair[pair.index(after: equals)...]) }
-            pointer += 1
+        for name in LoginHelper.environmentVariables {
+            if let value = getenv(name) { environment[name] = String(cString: value) }
         }
         let status = LoginHelper(options: options).run(input: .standardInput, output: .standardOutput, errors: .standardError, environment: environment)
         exitWithoutCleanUp(status.rawValue)
