@@ -8,7 +8,10 @@
 // made 10–15 times faster. Anything else (other enctypes, parameters libk5crypto refuses) goes to libk5crypto's
 // own definition, found with dlsym(RTLD_NEXT).
 #define _GNU_SOURCE 1
+#define OPENSSL_SUPPRESS_DEPRECATED 1
 #include "CStringToKey.h"
+#include <openssl/aes.h>
+#include <openssl/crypto.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <stdlib.h>
@@ -23,14 +26,12 @@ static const unsigned char kerberosConstant[16] = {0x6b, 0x65, 0x72, 0x62, 0x65,
 
 /// One AES block encrypted in place under a 16- or 32-byte key (AES-ECB of a single block): 1 on success.
 static int aes_encrypt_block(const unsigned char *key, size_t keyLength, unsigned char block[16]) {
-    const EVP_CIPHER *cipher = keyLength == 16 ? EVP_aes_128_ecb() : keyLength == 32 ? EVP_aes_256_ecb() : NULL;
-    if (cipher == NULL) return 0;
-    EVP_CIPHER_CTX *context = EVP_CIPHER_CTX_new();
-    if (context == NULL) return 0;
-    int length = 0, ok = EVP_EncryptInit_ex(context, cipher, NULL, key, NULL) && EVP_CIPHER_CTX_set_padding(context, 0)
-        && EVP_EncryptUpdate(context, block, &length, block, 16) && length == 16;
-    EVP_CIPHER_CTX_free(context);   // cleanses the expanded key
-    return ok;
+    if (keyLength != 16 && keyLength != 32) return 0;
+    AES_KEY schedule;
+    if (AES_set_encrypt_key(key, (int)keyLength * 8, &schedule) != 0) return 0;
+    AES_encrypt(block, block, &schedule);
+    OPENSSL_cleanse(&schedule, sizeof schedule);
+    return 1;
 }
 
 static __thread s2k_counts counts;
