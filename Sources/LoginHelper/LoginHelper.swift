@@ -100,6 +100,10 @@ public struct LoginHelper {
         self.options = options
     }
 
+    /// The environment variables ``run(input:output:errors:environment:)`` reads (pam_exec's); the executable
+    /// passes only these, so a login does not copy the whole environment into a dictionary.
+    public static let environmentVariables = ["PAM_TYPE", "PAM_USER", "PAM_SERVICE"]
+
     /// Runs one login reading `input`, writing protocol output to `output` and one diagnostic line to `errors`.
     ///
     /// > Warning: Blocks on the network and on input; call from a plain thread (the executable's main thread).
