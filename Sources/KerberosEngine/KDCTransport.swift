@@ -88,7 +88,7 @@ final class KDCTransport: Sendable {
                                           tcpOnly: tcpOnly, delivery: delivery, realm: realm, timing: configuration.timing)
         let operation = SendOperation(transport: self, loop: group.next(), machine: machine, messages: messages, resumer: resumer)
         resumer.onFinish { operation.loop.execute { operation.close() } }
-        operation.loop.execute { operation.start() }
+        if operation.loop.inEventLoop { operation.start() } else { operation.loop.execute { operation.start() } }
     }
 }
 

@@ -76,15 +76,21 @@ final class Resumer<T: Sendable>: Sendable {
     }
 }
 
-/// Awaits one step: `start` begins the work and must eventually finish the resumer; the deadline (an event-loop
-/// timer, no thread) and task cancellation finish it earlier.
-func awaitStep<T: Sendable>(deadline: NIODeadline, loop: any EventLoop, onTimeout: @escaping @Sendable () -> KerberosError, _ start: (Resumer<T>) -> Void) async throws(KerberosError) -> T {
+/// Awaits one wait on the event loop: `start`, which must eventually finish the resumer, runs on `loop` with the
+/// deadline's timer armed there in the same hop (one hand-off to the loop, no thread waits); the deadline and task
+/// cancellation finish the resumer earlier.
+func awaitStep<T: Sendable>(deadline: NIODeadline, loop: any EventLoop, onTimeout: @escaping @Sendable () -> KerberosError,
+                            _ start: @escaping @Sendable (Resumer<T>) -> Void) async throws(KerberosError) -> T {
     if Task.isCancelled { throw KerberosError.taskCancelled() }
     if deadline <= .now() { throw onTimeout() }
-    let resumer = Resumer<T>()
-    let timer = loop.scheduleTask(deadline: deadline) { resumer.resume(.failure(onTimeout())) }
-    resumer.onFinish { timer.cancel() }
-    return try await resumer.wait(start).get()
+    return try await Resumer<T>().wait { resumer in
+        loop.execute {
+            guard !resumer.isFinished else { return }
+            let timer = loop.scheduleTask(deadline: deadline) { resumer.resume(.failure(onTimeout())) }
+            resumer.onFinish { timer.cancel() }
+            start(resumer)
+        }
+    }.get()
 }
 
 /// The errors a login ends with when it runs out of time or is cancelled.
