@@ -1,4 +1,4 @@
-public import Kerberos
+public import KerberosSecrets
 public import LoginProtocol
 #if canImport(FoundationEssentials)
 import FoundationEssentials

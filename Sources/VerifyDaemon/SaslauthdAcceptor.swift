@@ -1,4 +1,6 @@
-import Kerberos
+// The accept threads are the package's plain POSIX threads (no krb5); nothing else of the binding is used here.
+import enum Kerberos.WorkerThread
+import KerberosSecrets
 import Logging
 import LoginProtocol
 import NIOCore
