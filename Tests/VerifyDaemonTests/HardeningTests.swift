@@ -1,5 +1,6 @@
 import Foundation
 import Kerberos
+import Logging
 import LoginProtocol
 @testable import LoginService
 import NIOCore
@@ -13,6 +14,8 @@ import Testing
 struct OfflineDaemon {
     let directory: String
     let daemon: VerifyDaemon
+    /// Every line the daemon logged.
+    let logs = LogCapture()
 
     init(_ configure: (inout DaemonConfiguration) -> Void = { _ in }) throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("kv-hard-\(getpid())-\(TestRealm.uniqueName("d"))").path
@@ -37,7 +40,7 @@ struct OfflineDaemon {
         configuration.idleTimeout = .seconds(5)
         configuration.failureFloor = .milliseconds(10)
         configure(&configuration)
-        daemon = try VerifyDaemon(configuration: configuration)
+        daemon = try VerifyDaemon(configuration: configuration, logger: Logger(label: "offline") { [logs] _ in logs.handler() })
     }
 
     func stop() async {
