@@ -332,18 +332,18 @@ struct ResultCacheUnitTests {
 struct ResultCacheDaemonTests {
     @Test("after a password change, the new password's success ends the old one's cached success")
     func newPasswordEndsOld() async throws {
-        let fixture = try await DaemonFixture.start { configuration, _ in configuration.resultCacheTTL = .seconds(60) }
-        let realm = fixture.realm
-        let user = try realm.addPrincipal(prefix: "cachenew", password: "Old-Passw0rd")
-        #expect(try fixture.sasl(user, "Old-Passw0rd") == .ok)
-        try realm.kadmin("cpw", "-pw", "New-Passw0rd", user)
-        // Still answered from the cache (the documented trade-off)…
-        #expect(try fixture.sasl(user, "Old-Passw0rd") == .ok)
-        // …until the new password succeeds at the KDC, which replaces the entry.
-        #expect(try fixture.sasl(user, "New-Passw0rd") == .ok)
-        #expect(fixture.daemon.service.resultCache?.count == 1)
-        #expect(try fixture.sasl(user, "Old-Passw0rd") == .no("authentication failed"))
-        #expect(try fixture.sasl(user, "New-Passw0rd") == .ok)
-        await fixture.stop()
+        try await DaemonFixture.with(configure: { configuration, _ in configuration.resultCacheTTL = .seconds(60) }) { fixture throws in
+            let realm = fixture.realm
+            let user = try realm.addPrincipal(prefix: "cachenew", password: "Old-Passw0rd")
+            #expect(try fixture.sasl(user, "Old-Passw0rd") == .ok)
+            try realm.kadmin("cpw", "-pw", "New-Passw0rd", user)
+            // Still answered from the cache (the documented trade-off)…
+            #expect(try fixture.sasl(user, "Old-Passw0rd") == .ok)
+            // …until the new password succeeds at the KDC, which replaces the entry.
+            #expect(try fixture.sasl(user, "New-Passw0rd") == .ok)
+            #expect(fixture.daemon.service.resultCache?.count == 1)
+            #expect(try fixture.sasl(user, "Old-Passw0rd") == .no("authentication failed"))
+            #expect(try fixture.sasl(user, "New-Passw0rd") == .ok)
+        }
     }
 }
