@@ -142,12 +142,11 @@ struct SSHDTests {
             unlink("/etc/pam.d/sshd-test")
         }
         let log = { (try? String(contentsOfFile: directory + "/sshd.log", encoding: .utf8))?.suffix(1500) ?? "" }
-        let flags = ["--pam-exec", "--keytab", realm["HOST_KEYTAB"], "--server-principal", realm["LOCALHOST_PRINCIPAL"]] + TestRealm.loginTimeoutFlags
         for stack in Self.documentedStacks {
             for (kdc, config, secret, accepted) in [("real KDC, right password", realm.configFile, password, true),
                                                     ("real KDC, wrong password", realm.configFile, "wrong-Passw0rd", false),
                                                     ("rogue KDC, attacker's password", realm["KRB5_ROGUE_CONFIG_FILE"], realm["ROGUE_PASSWORD"], false)] {
-                let command = ([binary, "--krb5-config", config] + flags).joined(separator: " ")
+                let command = ([binary, "--pam-exec"] + realm.helperFlags(krb5Config: config)).joined(separator: " ")
                 try (stack.text.replacingOccurrences(of: "KRB5LOGIN", with: command) + "\n")
                     .write(toFile: "/etc/pam.d/sshd-test", atomically: true, encoding: .utf8)
                 for method in ["password", "keyboard-interactive"] {
@@ -159,7 +158,7 @@ struct SSHDTests {
         }
         // Why the stacks carry `auth optional pam_permit.so`: without it, sshd accepts keyboard-interactive,
         // then pam_setcred fails (pam_exec answers "ignore" there) and sshd drops the connection.
-        let command = ([binary, "--krb5-config", realm.configFile] + flags).joined(separator: " ")
+        let command = ([binary, "--pam-exec"] + realm.helperFlags()).joined(separator: " ")
         try "auth required pam_exec.so expose_authtok quiet \(command)\naccount required pam_permit.so\nsession required pam_permit.so\n"
             .write(toFile: "/etc/pam.d/sshd-test", atomically: true, encoding: .utf8)
         let dropped = try attempt(port: port, method: "keyboard-interactive", password: password)

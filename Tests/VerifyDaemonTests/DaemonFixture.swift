@@ -86,6 +86,22 @@ struct DaemonFixture {
         try await start(configure: configure, clock: clock).run(body)
     }
 
+    /// The first refusal's penalty of the throttle suites (1 s in production), so that they stay short.
+    static let throttleTestPenalty = Duration.milliseconds(250)
+
+    /// Runs `body` with a daemon that has the production throttle limits (the fixture's default is lenient for the
+    /// other suites), a penalty of ``throttleTestPenalty``, and no armor; `configure` may change any of it.
+    static func withThrottle(clock: @escaping @Sendable () -> NIODeadline = { .now() },
+                             _ configure: (inout DaemonConfiguration, TestRealm) -> Void = { _, _ in },
+                             _ body: (DaemonFixture) async throws -> Void) async throws {
+        try await with(configure: { configuration, realm in
+            configuration.throttleFailures = DaemonConfiguration().throttleFailures
+            configuration.throttlePenalty = throttleTestPenalty
+            configuration.login.armor = .none
+            configure(&configuration, realm)
+        }, clock: clock, body)
+    }
+
     /// One saslauthd-protocol request with our own client.
     func sasl(_ login: String, _ password: String, realm: String = "", fields: Int = 5, address: String = "192.0.2.7") throws -> SaslauthdReply {
         let client = try SocketClient(path: saslSocket)

@@ -30,6 +30,16 @@ struct ListenerTimerTests {
         return bytes
     }
 
+    /// Moves the clock to 1 ms before `remaining` has passed (nothing written yet), then to it: the saslauthd timeout
+    /// reply, and the connection closed.
+    static func expectSaslTimeout(_ channel: EmbeddedChannel, in remaining: TimeAmount) throws {
+        channel.embeddedEventLoop.advanceTime(by: remaining - .milliseconds(1))
+        #expect(try written(channel).isEmpty, "nothing before the timer ran out")
+        channel.embeddedEventLoop.advanceTime(by: .milliseconds(1))
+        #expect(try written(channel) == SaslauthdReply.no("timeout").encoded)
+        #expect(!channel.isActive)
+    }
+
     static func saslHandler(_ offline: OfflineDaemon, idle: Duration, read: Duration) -> SaslauthdHandler {
         SaslauthdHandler(gate: offline.daemon.gate, timeouts: timeouts(idle: idle, read: read), admitted: nil, prefetched: Secret(""))
     }
@@ -38,11 +48,7 @@ struct ListenerTimerTests {
     func saslSilent() async throws {
         let offline = try OfflineDaemon()
         let channel = try Self.channel(Self.saslHandler(offline, idle: .milliseconds(300), read: .milliseconds(1200)))
-        channel.embeddedEventLoop.advanceTime(by: .milliseconds(299))
-        #expect(try Self.written(channel).isEmpty)
-        channel.embeddedEventLoop.advanceTime(by: .milliseconds(1))
-        #expect(try Self.written(channel) == SaslauthdReply.no("timeout").encoded)
-        #expect(!channel.isActive)
+        try Self.expectSaslTimeout(channel, in: .milliseconds(300))
         await offline.stop()
     }
 
@@ -55,11 +61,7 @@ struct ListenerTimerTests {
             channel.embeddedEventLoop.advanceTime(by: .milliseconds(150))
             try channel.writeInbound(ByteBuffer(bytes: [0x61]))
         }
-        channel.embeddedEventLoop.advanceTime(by: .milliseconds(149))  // 1,199 ms since the connection
-        #expect(try Self.written(channel).isEmpty, "neither timer has run out yet")
-        channel.embeddedEventLoop.advanceTime(by: .milliseconds(1))
-        #expect(try Self.written(channel) == SaslauthdReply.no("timeout").encoded)
-        #expect(!channel.isActive)
+        try Self.expectSaslTimeout(channel, in: .milliseconds(150))  // 1,200 ms since the connection
         await offline.stop()
     }
 

@@ -125,6 +125,23 @@ struct ConversationGateTests {
         .login(LoginRequest(principal: principal, password: Secret("guess"), clientAddress: address))
     }
 
+    /// Runs `body` with a daemon that needs no KDC (changed by `configure`) and an event loop for its conversations;
+    /// both are stopped however `body` ends.
+    static func withGate(_ configure: (inout DaemonConfiguration) -> Void = { _ in },
+                         _ body: (OfflineDaemon, any EventLoop) async throws -> Void) async throws {
+        let offline = try OfflineDaemon(configure)
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        do {
+            try await body(offline, group.next())
+        } catch {
+            try await group.shutdownGracefully()
+            await offline.stop()
+            throw error
+        }
+        try await group.shutdownGracefully()
+        await offline.stop()
+    }
+
     /// The `login` lines logged: each request is logged once, when it ends.
     static func loggedLogins(_ offline: OfflineDaemon) -> [String] {
         offline.logs.entries.filter { $0.contains(" login [") }
@@ -132,68 +149,62 @@ struct ConversationGateTests {
 
     @Test("a refused peer ends the conversation with invalid-request before any message; what the client sends after counts for nothing")
     func refusedPeer() async throws {
-        let offline = try OfflineDaemon { $0.allowedUIDs = [4242] }
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let probe = try await ConversationProbe(offline.daemon.gate, on: group.next())
-        try await probe.on { $0.connected(peer: PeerCredentials(pid: 1, uid: 4243, gid: 1)) }
-        try await probe.receive(Self.login("alice"))
-        let result = try #require(await probe.result())
-        #expect(result.failure == .invalidRequest && result.message == "peer not allowed")
-        #expect(probe.messages.count == 1, "only the result: \(probe.messages)")
-        #expect(Self.loggedLogins(offline).count == 1)
-        #expect(offline.daemon.counts.inFlight == 0)
-        try await group.shutdownGracefully()
-        await offline.stop()
+        try await Self.withGate({ $0.allowedUIDs = [4242] }) { offline, loop in
+            let probe = try await ConversationProbe(offline.daemon.gate, on: loop)
+            try await probe.on { $0.connected(peer: PeerCredentials(pid: 1, uid: 4243, gid: 1)) }
+            try await probe.receive(Self.login("alice"))
+            let result = try #require(await probe.result())
+            #expect(result.failure == .invalidRequest && result.message == "peer not allowed")
+            #expect(probe.messages.count == 1, "only the result: \(probe.messages)")
+            #expect(Self.loggedLogins(offline).count == 1)
+            #expect(offline.daemon.counts.inFlight == 0)
+        }
     }
 
     @Test("the protocol's order: answers before a login, a second login and a message while the login runs each end it with invalid-request")
     func protocolOrder() async throws {
-        let offline = try OfflineDaemon()
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let cases: [([ClientMessage], String)] = [
-            ([.answers(id: 1, LoginAnswers(password: Secret("x")))], "answers for round 1, but no questions are open"),
-            ([Self.login("alice"), Self.login("alice")], "a message arrived while the login was running; wait for questions or the result"),
-            ([Self.login("alice"), .answers(id: 1, LoginAnswers(password: Secret("x")))],
-             "a message arrived while the login was running; wait for questions or the result"),
-        ]
-        for (messages, reason) in cases {
-            let probe = try await ConversationProbe(offline.daemon.gate, on: group.next())
-            try await probe.on { $0.connected(peer: nil) }
-            // In one task on the loop: the login's step cannot have ended before the next message arrives.
-            try await probe.on { conversation in for message in messages { conversation.received(.success(message)) } }
-            let result = try #require(await probe.result())
-            #expect(result.failure == .invalidRequest && result.message == reason, "\(result)")
+        try await Self.withGate { offline, loop in
+            let cases: [([ClientMessage], String)] = [
+                ([.answers(id: 1, LoginAnswers(password: Secret("x")))], "answers for round 1, but no questions are open"),
+                ([Self.login("alice"), Self.login("alice")], "a message arrived while the login was running; wait for questions or the result"),
+                ([Self.login("alice"), .answers(id: 1, LoginAnswers(password: Secret("x")))],
+                 "a message arrived while the login was running; wait for questions or the result"),
+            ]
+            for (messages, reason) in cases {
+                let probe = try await ConversationProbe(offline.daemon.gate, on: loop)
+                try await probe.on { $0.connected(peer: nil) }
+                // In one task on the loop: the login's step cannot have ended before the next message arrives.
+                try await probe.on { conversation in for message in messages { conversation.received(.success(message)) } }
+                let result = try #require(await probe.result())
+                #expect(result.failure == .invalidRequest && result.message == reason, "\(result)")
+            }
+            // The logins that were running are still accounted for and logged once each when their exchange ends.
+            try await expectEventually("every exchange ended") { offline.daemon.counts.inFlight == 0 }
+            try await expectEventually("3 results and 2 abandoned exchanges logged") { Self.loggedLogins(offline).count == 5 }
         }
-        // The logins that were running are still accounted for and logged once each when their exchange ends.
-        try await expectEventually("every exchange ended") { offline.daemon.counts.inFlight == 0 }
-        try await expectEventually("3 results and 2 abandoned exchanges logged") { Self.loggedLogins(offline).count == 5 }
-        try await group.shutdownGracefully()
-        await offline.stop()
     }
 
     @Test("a login's sequence: the name's checks, the step, the failure floor after the exchange began, one log line")
     func loginSequence() async throws {
-        let offline = try OfflineDaemon { $0.failureFloor = .milliseconds(40) }
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        try await Self.withGate({ $0.failureFloor = .milliseconds(40) }) { offline, loop in
 
-        let refusedName = try await ConversationProbe(offline.daemon.gate, on: group.next())
-        var start = ContinuousClock.now
-        try await refusedName.receive(Self.login("alice@OTHER.ORG"))
-        #expect(try #require(await refusedName.result()).failure == .unknownPrincipal)
-        #expect(ContinuousClock.now - start >= .milliseconds(40), "a name refused at once is answered after the floor")
+            let refusedName = try await ConversationProbe(offline.daemon.gate, on: loop)
+            var start = ContinuousClock.now
+            try await refusedName.receive(Self.login("alice@OTHER.ORG"))
+            #expect(try #require(await refusedName.result()).failure == .unknownPrincipal)
+            #expect(ContinuousClock.now - start >= .milliseconds(40), "a name refused at once is answered after the floor")
 
-        let unreachable = try await ConversationProbe(offline.daemon.gate, on: group.next())
-        start = ContinuousClock.now
-        try await unreachable.receive(Self.login("alice"))
-        let result = try #require(await unreachable.result())
-        #expect(result.failure == .kdcUnreachable && result.principal == "alice@EXAMPLE.ORG", "\(result)")
-        #expect(ContinuousClock.now - start >= .milliseconds(40))
-        #expect(offline.daemon.counts.inFlight == 0 && offline.daemon.counts.parked == 0)
-        let logged = Self.loggedLogins(offline)
-        #expect(logged.count == 2, "\(logged)")
-        #expect(logged.last?.contains("alice@EXAMPLE.ORG") == true && logged.last?.contains("kdc-unreachable") == true, "\(logged)")
-        try await group.shutdownGracefully()
-        await offline.stop()
+            let unreachable = try await ConversationProbe(offline.daemon.gate, on: loop)
+            start = ContinuousClock.now
+            try await unreachable.receive(Self.login("alice"))
+            let result = try #require(await unreachable.result())
+            #expect(result.failure == .kdcUnreachable && result.principal == "alice@EXAMPLE.ORG", "\(result)")
+            #expect(ContinuousClock.now - start >= .milliseconds(40))
+            #expect(offline.daemon.counts.inFlight == 0 && offline.daemon.counts.parked == 0)
+            let logged = Self.loggedLogins(offline)
+            #expect(logged.count == 2, "\(logged)")
+            #expect(logged.last?.contains("alice@EXAMPLE.ORG") == true && logged.last?.contains("kdc-unreachable") == true, "\(logged)")
+        }
     }
 
     @Test("an address that failed is throttled in a conversation as in saslauthd: refused without an exchange, after the penalty")
@@ -221,18 +232,16 @@ struct ConversationGateTests {
 
     @Test("a client that leaves while its login runs: the exchange is still accounted for and logged, and nothing is sent")
     func clientLeaves() async throws {
-        let offline = try OfflineDaemon()
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let probe = try await ConversationProbe(offline.daemon.gate, on: group.next())
-        try await probe.on { conversation in
-            conversation.received(.success(Self.login("alice")))
-            conversation.clientLeft()
+        try await Self.withGate { offline, loop in
+            let probe = try await ConversationProbe(offline.daemon.gate, on: loop)
+            try await probe.on { conversation in
+                conversation.received(.success(Self.login("alice")))
+                conversation.clientLeft()
+            }
+            try await expectEventually("the abandoned exchange ended") { offline.daemon.counts.inFlight == 0 && !Self.loggedLogins(offline).isEmpty }
+            #expect(Self.loggedLogins(offline).first?.contains("kdc-unreachable") == true)
+            try await probe.on { _ in }
+            #expect(probe.messages.isEmpty, "\(probe.messages)")
         }
-        try await expectEventually("the abandoned exchange ended") { offline.daemon.counts.inFlight == 0 && !Self.loggedLogins(offline).isEmpty }
-        #expect(Self.loggedLogins(offline).first?.contains("kdc-unreachable") == true)
-        try await probe.on { _ in }
-        #expect(probe.messages.isEmpty, "\(probe.messages)")
-        try await group.shutdownGracefully()
-        await offline.stop()
     }
 }
