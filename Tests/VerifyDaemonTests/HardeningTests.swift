@@ -176,16 +176,7 @@ struct SocketModeTests {
     /// A listening socket bound with plain system calls.
     static func bindListener(_ path: String) throws -> Int32 {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &address.sun_path) { buffer in
-            let bytes = Array(path.utf8)
-            buffer.copyBytes(from: bytes)
-            buffer[bytes.count] = 0
-        }
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
+        let bound = SocketClient.withAddress(path) { Glibc.bind(fd, $0, $1) }
         guard bound == 0, listen(fd, 8) == 0 else {
             let error = String(cString: strerror(errno))
             close(fd)
