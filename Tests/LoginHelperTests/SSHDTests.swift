@@ -100,15 +100,8 @@ struct SSHDTests {
         #expect(symlink("/usr/sbin/sshd", program) == 0)
         let started = try TestRealm.run([program, "-f", directory + "/sshd_config", "-E", directory + "/sshd.log"])
         guard started.status == 0 else { throw TestRealmError("sshd did not start: \(started.output)") }
-        // The daemon writes its pid file after the parent has exited; ready once that file exists and the port answers.
-        for _ in 0..<200 {
-            if let text = try? String(contentsOfFile: directory + "/sshd.pid", encoding: .utf8), let pid = pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines)),
-               (try? TestRealm.run(["/usr/bin/python3", "-c", "import socket; socket.create_connection(('127.0.0.1', \(port)), timeout=1)"]).status) == 0 {
-                return (port, pid)
-            }
-            usleep(50_000)
-        }
-        throw TestRealmError("sshd did not come up: \(started.output)")
+        guard let pid = TestRealm.waitForSSHD(pidFile: directory + "/sshd.pid", port: port) else { throw TestRealmError("sshd did not come up: \(started.output)") }
+        return (port, pid)
     }
 
     func attempt(port: String, method: String, password: String) throws -> Attempt {
