@@ -70,7 +70,7 @@ let package = Package(
         // which would bring Foundation into krb5-login's start-up.)
         .target(
             name: "LoginService",
-            dependencies: ["Kerberos", "KerberosEngine", "LoginProtocol", "COpenSSL", "CStringToKey"],
+            dependencies: ["Kerberos", "KerberosEngine", "KerberosSecrets", "LoginProtocol", "COpenSSL", "CStringToKey"],
             swiftSettings: strict
         ),
 
@@ -78,7 +78,7 @@ let package = Package(
         .target(
             name: "VerifyDaemon",
             dependencies: [
-                "LoginService", "LoginProtocol", "CProcessControl",
+                "LoginService", "LoginProtocol", "KerberosSecrets", "Kerberos", "CProcessControl",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -98,7 +98,7 @@ let package = Package(
         ),
 
         // krb5-login: stdin front ends and exit codes.
-        .target(name: "LoginHelper", dependencies: ["LoginService", "LoginProtocol", .product(name: "SystemPackage", package: "swift-system")], swiftSettings: strict),
+        .target(name: "LoginHelper", dependencies: ["LoginService", "LoginProtocol", "KerberosSecrets", "Kerberos", .product(name: "SystemPackage", package: "swift-system")], swiftSettings: strict),
         .executableTarget(
             name: "krb5-login",
             dependencies: ["LoginHelper", .product(name: "SystemPackage", package: "swift-system")],

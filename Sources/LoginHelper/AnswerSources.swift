@@ -1,4 +1,6 @@
-import Kerberos
+import KerberosSecrets
+// The terminal prompts are the binding's (its `Prompter.terminal` asks through them); nothing else of it is used here.
+import enum Kerberos.Terminal
 import LoginService
 import LoginProtocol
 import SystemPackage
@@ -108,31 +110,20 @@ protocol LoginBackend {
 
 /// Calls krb5 in this process, on the calling thread, with one context for the whole conversation.
 final class InProcessBackend: LoginBackend {
-    let configuration: LoginConfiguration
-    private var context: Context?
+    private let login: InProcessLogin
 
     init(configuration: LoginConfiguration) {
-        self.configuration = configuration
+        login = InProcessLogin(configuration: configuration)
     }
 
     func start(_ conversation: LoginConversation) -> LoginStep {
-        step(conversation)
+        login.step(conversation)
     }
 
     func answer(_ conversation: LoginConversation, _ answers: LoginAnswers, round: Int) -> LoginStep {
         do { try conversation.answer(answers, round: round) } catch {
             return .finished(.failed(.invalidRequest, "\(error)", principal: conversation.principal), info: [])
         }
-        return step(conversation)
-    }
-
-    private func step(_ conversation: LoginConversation) -> LoginStep {
-        do {
-            let context = try self.context ?? Context(configuration.krb5)
-            self.context = context
-            return LoginService.stepBlocking(conversation, configuration: configuration, context: context)
-        } catch {
-            return .finished(.failed(.internal, "unusable krb5 configuration: \(error)", principal: conversation.principal), info: [])
-        }
+        return login.step(conversation)
     }
 }

@@ -1,4 +1,4 @@
-import Kerberos
+import KerberosSecrets
 import LoginProtocol
 import LoginService
 import SystemPackage

@@ -1,4 +1,5 @@
-import Kerberos
+import enum Kerberos.KerberosVersion
+import KerberosSecrets
 import LoginService
 
 /// `krb5-login`'s command line: a table of options, parsed by hand.
@@ -206,7 +207,7 @@ public enum HelperArguments {
         else { mode = .lines }
         let secure = LoginHelper.usesSecureContext(mode: mode, realUID: realUID, effectiveUID: effectiveUID)
         var configuration = LoginConfiguration(
-            krb5: Context.Configuration(files: values.krb5Config, secure: secure),
+            krb5: .init(files: values.krb5Config, secure: secure),
             keytab: values.keytab, serverPrincipal: values.serverPrincipal, realm: values.realm, armor: values.armor,
             fastRequired: values.fastRequired, ticketLifetime: values.lifetime.flatMap(parseLifetime),
             renewLifetime: values.renewLifetime.flatMap(parseLifetime), forwardable: values.forwardable, preauthOptions: preauth,

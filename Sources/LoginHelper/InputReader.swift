@@ -1,4 +1,4 @@
-public import Kerberos
+public import KerberosSecrets
 public import SystemPackage
 
 /// Reads standard input in chunks into memory that is wiped as soon as it has been consumed.

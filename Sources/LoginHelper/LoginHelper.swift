@@ -1,6 +1,6 @@
 public import LoginService
 public import SystemPackage
-import Kerberos
+import KerberosSecrets
 import LoginProtocol
 #if canImport(FoundationEssentials)
 import FoundationEssentials
@@ -164,12 +164,10 @@ public struct LoginHelper {
         return status
     }
 
-    /// Nil when `principal` may log in as `user` (`krb5_kuserok`), otherwise why not.
+    /// Nil when `principal` may log in as `user` (``LocalAccounts/authorizes(_:asLocalUser:)``), otherwise why not.
     func authorization(of principal: String, asLocalUser user: String) -> String? {
         do {
-            let context = try Context(options.configuration.krb5)
-            let parsed = try Principal(parsing: principal, in: context)
-            if parsed.isAuthorized(asLocalUser: user) { return nil }
+            if try LocalAccounts(configuration: options.configuration).authorizes(principal, asLocalUser: user) { return nil }
             return "not-authorized: \(Self.printable(principal)) is verified but not allowed to log in as \(Self.printable(user)) "
                 + "(the account's .k5login does not list it, or no auth_to_local rule maps it to the account)"
         } catch {

@@ -1,5 +1,4 @@
-public import Kerberos
-import KerberosEngine
+public import KerberosSecrets
 public import LoginProtocol
 
 /// One step of a conversation: either questions for the person, or the end.

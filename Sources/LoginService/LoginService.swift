@@ -1,5 +1,6 @@
-public import Kerberos
+package import Kerberos
 import KerberosEngine
+public import KerberosSecrets
 public import LoginProtocol
 #if canImport(FoundationEssentials)
 import FoundationEssentials
@@ -155,14 +156,14 @@ public final class LoginService: Sendable {
         return step
     }
 
-    /// Runs the exchange once for programs that make one login and exit (such as `krb5-login`), bounded by the
+    /// Runs the exchange once for programs that make one login and exit (``InProcessLogin``), bounded by the
     /// login timeout, on the calling thread and with `context` alone: the thread is the engine's event loop and its
     /// worker for the login (``KerberosClient/withOneShotClient(context:configuration:_:)``), so the login starts no
     /// thread and hands nothing between threads, as kinit.
     ///
     /// > Warning: Blocks the calling thread until answered; never call from Swift's cooperative pool.
     @available(*, noasync, message: "blocks the calling thread until answered")
-    public static func stepBlocking(_ conversation: LoginConversation, configuration: LoginConfiguration, context: Context) -> LoginStep {
+    package static func stepBlocking(_ conversation: LoginConversation, configuration: LoginConfiguration, context: Context) -> LoginStep {
         let names: LoginNames
         do throws(KerberosError) { names = try LoginNames(configuration: configuration, context: context) } catch {
             return .finished(.failed(.internal, "Cannot read the krb5 configuration: \(error.message)", principal: conversation.principal), info: [])

@@ -1,5 +1,4 @@
-public import Kerberos
-import KerberosEngine
+package import Kerberos
 public import LoginProtocol
 
 // What the wire formats' values mean to the service: the protocol's failure for a library reason, and the
@@ -7,7 +6,7 @@ public import LoginProtocol
 
 extension LoginResult.Failure {
     /// The protocol name for a library failure reason.
-    public init(_ reason: KerberosError.Reason) {
+    package init(_ reason: KerberosError.Reason) {
         switch reason {
         case .badPassword, .cancelled, .preauthUnavailable: self = .badCredentials
         case .unknownPrincipal: self = .unknownPrincipal

@@ -1,5 +1,4 @@
-public import Kerberos
-import KerberosEngine
+public import KerberosSecrets
 public import LoginProtocol
 #if canImport(FoundationEssentials)
 import FoundationEssentials

@@ -1,4 +1,4 @@
-import Kerberos
+import KerberosSecrets
 public import LoginService
 public import Logging
 import Foundation
@@ -225,8 +225,8 @@ public struct DaemonConfiguration: Sendable {
         }
         socketGroup = try string("socket_group") ?? socketGroup
         if let value = table["krb5_config"] {
-            if let single = value.string { login.krb5 = Context.Configuration(files: [single]) }
-            else if let array = value.array, array.allSatisfy({ $0.string != nil }) { login.krb5 = Context.Configuration(files: array.compactMap { $0.string }) }
+            if let single = value.string { login.krb5 = .init(files: [single]) }
+            else if let array = value.array, array.allSatisfy({ $0.string != nil }) { login.krb5 = .init(files: array.compactMap { $0.string }) }
             else { throw ConfigurationError("\(source): krb5_config must be a path or an array of paths") }
         }
         login.keytab = try string("keytab") ?? login.keytab

@@ -1,6 +1,6 @@
 import CoreMetrics
 import Foundation
-import Kerberos
+import KerberosSecrets
 import NIOCore
 import NIOHTTP1
 import NIOPosix

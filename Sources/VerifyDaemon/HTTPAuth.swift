@@ -1,5 +1,5 @@
 import Foundation
-import Kerberos
+import KerberosSecrets
 import LoginProtocol
 import NIOCore
 import NIOHTTP1
@@ -177,31 +177,5 @@ enum HTTPAuth {
     /// Whether `value` may go out as a header value as it is (no control characters).
     static func isHeaderSafe(_ value: String) -> Bool {
         !value.unicodeScalars.contains { $0.value < 0x20 || $0.value == 0x7F }
-    }
-}
-
-/// The local account names of principals (`krb5_aname_to_localname`: the realm's `auth_to_local` rules, by
-/// default the name without the default realm), for the endpoint's `X-Remote-User`. The rules read only the loaded
-/// configuration, so an event loop may ask; answers are kept, bounded as ``LoginService``'s resolved names.
-final class LocalNames: Sendable {
-    private let context: Mutex<Context>
-    private let known = Mutex<[String: String?]>([:])
-    private static let kept = 4096
-
-    init(configuration: Context.Configuration) throws {
-        context = Mutex(try Context(configuration))
-    }
-
-    /// The local name `principal` maps to, or nil when no rule maps it.
-    func localName(of principal: String) -> String? {
-        if let name = known.withLock({ $0[principal] }) { return name }
-        let name = context.withLock { context -> String? in
-            (try? Principal(parsing: principal, in: context))?.localName()
-        }
-        known.withLock { known in
-            if known.count >= Self.kept { known.removeAll(keepingCapacity: true) }
-            known[principal] = .some(name)
-        }
-        return name
     }
 }

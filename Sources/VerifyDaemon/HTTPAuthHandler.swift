@@ -1,4 +1,4 @@
-import Kerberos
+import KerberosSecrets
 import LoginProtocol
 import LoginService
 import NIOCore
@@ -17,7 +17,7 @@ final class HTTPAuthHandler: ChannelInboundHandler {
     /// the timers.
     struct Settings: Sendable {
         let gate: LoginGate
-        let localNames: LocalNames
+        let localNames: LocalAccounts
         let trust: HTTPAuth.ProxyTrust
         /// The `WWW-Authenticate` value of a 401.
         let challenge: String

@@ -1,4 +1,4 @@
-import Kerberos
+import KerberosSecrets
 import Logging
 import LoginProtocol
 import LoginService
@@ -6,7 +6,9 @@ import NIOCore
 
 /// The one policy in front of both listeners: what a connection and a login pass before the KDC sees them, what
 /// their outcome changes afterwards, and how the answer goes out. The handlers only move bytes and keep their
-/// timers; everything else they ask of the gate.
+/// timers; everything else they ask of the gate, in one call per request: ``verifyPassword(_:peer:listener:on:anyThread:_:)``
+/// for a saslauthd or HTTP auth request, a ``ConversationGate`` (``conversation(on:send:)``) for each message of a
+/// conversation, which runs the steps below in the policy's order.
 ///
 /// - A connection's peer (``admitPeer(_:listener:)``): `allowed_uids` / `allowed_gids`.
 /// - At a login's arrival (``admit(name:clientAddress:)``): the name's checks (``LoginService/resolve(_:)``:
@@ -233,6 +235,12 @@ final class LoginGate: Sendable {
     }
 
     // MARK: Exchanges
+
+    /// The gate of one conversation on `loop` (its channel's): each client message goes to it, and `send` runs on
+    /// `loop` with each message for the client.
+    func conversation(on loop: any EventLoop, send: @escaping (ServerMessage) -> Void) -> ConversationGate {
+        ConversationGate(gate: self, loop: loop, send: send)
+    }
 
     /// A saslauthd request (or an HTTP auth request's credentials, `listener: .http`) from its arrival to its answer: the name's checks, an empty password refused, the
     /// throttles, the password-only login, the outcome's accounting; `reply` runs with the result, logged and no

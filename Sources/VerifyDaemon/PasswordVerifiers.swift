@@ -1,4 +1,4 @@
-import Kerberos
+import KerberosSecrets
 import LoginService
 import NIOCore
 

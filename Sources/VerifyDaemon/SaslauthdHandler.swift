@@ -1,5 +1,5 @@
 import Foundation
-import Kerberos
+import KerberosSecrets
 import LoginProtocol
 import LoginService
 import NIOCore

@@ -1,7 +1,7 @@
 public import Logging
 public import LoginService
 import Foundation
-import Kerberos
+import KerberosSecrets
 import LoginProtocol
 import NIOCore
 import NIOHTTP1
@@ -127,7 +127,7 @@ public final class VerifyDaemon: Service, Sendable {
     /// loopback TCP.
     private func listenHTTP(_ endpoints: inout Endpoints) async throws {
         guard configuration.httpSocket != nil || configuration.httpListen != nil else { return }
-        let settings = HTTPAuthHandler.Settings(gate: gate, localNames: try LocalNames(configuration: configuration.login.krb5),
+        let settings = HTTPAuthHandler.Settings(gate: gate, localNames: try LocalAccounts(configuration: configuration.login),
                                                 trust: HTTPAuth.ProxyTrust(configuration), challenge: "Basic realm=\"\(configuration.httpRealm)\", charset=\"UTF-8\"",
                                                 timeouts: ListenerTimeouts(configuration))
         if let path = configuration.httpSocket {

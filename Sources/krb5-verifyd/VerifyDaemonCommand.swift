@@ -1,5 +1,5 @@
 import ArgumentParser
-import Kerberos
+import enum Kerberos.KerberosVersion
 import Logging
 import LoginService
 import ServiceLifecycle
@@ -129,7 +129,7 @@ struct VerifyDaemonCommand: AsyncParsableCommand {
             configuration.socketMode = mode
         }
         if let socketGroup { configuration.socketGroup = socketGroup }
-        if !krb5Config.isEmpty { configuration.login.krb5 = Context.Configuration(files: krb5Config) }
+        if !krb5Config.isEmpty { configuration.login.krb5 = .init(files: krb5Config) }
         if let keytab { configuration.login.keytab = keytab }
         if let serverPrincipal { configuration.login.serverPrincipal = serverPrincipal }
         if let realm { configuration.login.realm = realm }

@@ -12,7 +12,7 @@ struct ActiveDirectoryHelperTests {
 
     /// The realm's configuration, the WS1$ keytab and its host/ SPN for verification.
     var base: [String] {
-        [binary, "--krb5-config", ad.configFile, "--keytab", ad.hostKeytab, "--server-principal", ad.hostPrincipal] + TestRealm.loginTimeoutFlags
+        [binary] + ad.helperFlags()
     }
 
     func line(_ principal: String, _ password: String, _ extra: [String] = []) throws -> (status: Int32, output: String) {
@@ -102,8 +102,7 @@ struct ActiveDirectoryHelperTests {
 
     @Test("verification with nofail: a keytab without the SPN's key fails the login")
     func verificationNofail() throws {
-        let result = try TestRealm.run([binary, "--krb5-config", ad.configFile, "--keytab", ad.directory + "/no-such.keytab",
-                                        "--server-principal", ad.hostPrincipal] + TestRealm.loginTimeoutFlags, input: "\(ad["USER"])\n\(ad["USER_PASSWORD"])\n")
+        let result = try TestRealm.run([binary] + ad.helperFlags(keytab: ad.directory + "/no-such.keytab"), input: "\(ad["USER"])\n\(ad["USER_PASSWORD"])\n")
         #expect(result.status != 0)
         #expect(result.output.contains("verification-failed"), "\(result.output)")
     }

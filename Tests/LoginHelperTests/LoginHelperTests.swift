@@ -16,8 +16,7 @@ struct LoginHelperTests {
 
     /// The flags every run needs: the realm's configuration, keytab and server principal, and the tests' login timeout.
     var base: [String] {
-        [binary, "--krb5-config", realm.configFile, "--keytab", realm["HOST_KEYTAB"], "--server-principal", realm["LOCALHOST_PRINCIPAL"]]
-            + TestRealm.loginTimeoutFlags
+        [binary] + realm.helperFlags()
     }
 
     func run(_ extra: [String] = [], input: [UInt8], environment: [String: String] = [:]) throws -> (status: Int32, output: String) {
@@ -73,19 +72,17 @@ struct LoginHelperTests {
         let path = realm.directory + "/krb5-notimesync.conf"
         try String(contentsOfFile: realm.configFile, encoding: .utf8)
             .replacingOccurrences(of: "[libdefaults]", with: "[libdefaults]\n kdc_timesync = 0").write(toFile: path, atomically: true, encoding: .utf8)
-        let flags = ["--keytab", realm["HOST_KEYTAB"], "--server-principal", realm["LOCALHOST_PRINCIPAL"]] + TestRealm.loginTimeoutFlags
         let input = "\(realm["USER"])\n\(realm["USER_PASSWORD"])\n"
-        let skewed = try TestRealm.run(["faketime", "-f", "+1h", binary, "--krb5-config", path] + flags, input: input)
+        let skewed = try TestRealm.run(["faketime", "-f", "+1h", binary] + realm.helperFlags(krb5Config: path), input: input)
         #expect(skewed.status == 3, "\(skewed.output)")
         #expect(skewed.output.contains("clock-skew"))
-        let corrected = try TestRealm.run(["faketime", "-f", "+1h", binary, "--krb5-config", realm.configFile] + flags, input: input)
+        let corrected = try TestRealm.run(["faketime", "-f", "+1h", binary] + realm.helperFlags(), input: input)
         #expect(corrected.status == 0, "\(corrected.output)")
     }
 
     @Test("credentials from a rogue KDC of the same realm are denied")
     func rogueKDC() throws {
-        let result = try TestRealm.run([binary, "--krb5-config", realm["KRB5_ROGUE_CONFIG_FILE"], "--keytab", realm["HOST_KEYTAB"],
-                                        "--server-principal", realm["LOCALHOST_PRINCIPAL"]] + TestRealm.loginTimeoutFlags,
+        let result = try TestRealm.run([binary] + realm.helperFlags(krb5Config: realm["KRB5_ROGUE_CONFIG_FILE"]),
                                        input: "\(realm["USER"])\n\(realm["ROGUE_PASSWORD"])\n")
         #expect(result.status == 1)
         #expect(result.output.contains("verification-failed"))
@@ -120,8 +117,7 @@ struct LoginHelperTests {
         #expect(!denied.output.contains("successfully authenticated"))
         // The forged-KDC case through PAM: the helper pointed at the rogue KDC of the same realm, which issues a
         // real TGT for the attacker's password; only verification against the host keytab refuses it.
-        let rogueCommand = ([binary, "--krb5-config", realm["KRB5_ROGUE_CONFIG_FILE"], "--keytab", realm["HOST_KEYTAB"],
-                             "--server-principal", realm["LOCALHOST_PRINCIPAL"]] + TestRealm.loginTimeoutFlags).joined(separator: " ")
+        let rogueCommand = ([binary] + realm.helperFlags(krb5Config: realm["KRB5_ROGUE_CONFIG_FILE"])).joined(separator: " ")
         try "auth required pam_exec.so expose_authtok quiet \(rogueCommand) --pam-exec --no-authorize\naccount required pam_permit.so\n"
             .write(toFile: file, atomically: true, encoding: .utf8)
         let rogueLog = realm.directory + "/rogue/kdc.log"

@@ -12,8 +12,7 @@ struct PAMExecTests {
     init() throws { realm = try TestRealm.shared() }
 
     var base: [String] {
-        [binary, "--pam-exec", "--krb5-config", realm.configFile, "--keytab", realm["HOST_KEYTAB"], "--server-principal", realm["LOCALHOST_PRINCIPAL"]]
-            + TestRealm.loginTimeoutFlags
+        [binary, "--pam-exec"] + realm.helperFlags()
     }
 
     func pam(_ user: String, _ password: String, extra: [String] = [], type: String = "auth", config: String? = nil,

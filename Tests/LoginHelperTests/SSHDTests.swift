@@ -100,15 +100,8 @@ struct SSHDTests {
         #expect(symlink("/usr/sbin/sshd", program) == 0)
         let started = try TestRealm.run([program, "-f", directory + "/sshd_config", "-E", directory + "/sshd.log"])
         guard started.status == 0 else { throw TestRealmError("sshd did not start: \(started.output)") }
-        // The daemon writes its pid file after the parent has exited; ready once that file exists and the port answers.
-        for _ in 0..<200 {
-            if let text = try? String(contentsOfFile: directory + "/sshd.pid", encoding: .utf8), let pid = pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines)),
-               (try? TestRealm.run(["/usr/bin/python3", "-c", "import socket; socket.create_connection(('127.0.0.1', \(port)), timeout=1)"]).status) == 0 {
-                return (port, pid)
-            }
-            usleep(50_000)
-        }
-        throw TestRealmError("sshd did not come up: \(started.output)")
+        guard let pid = TestRealm.waitForSSHD(pidFile: directory + "/sshd.pid", port: port) else { throw TestRealmError("sshd did not come up: \(started.output)") }
+        return (port, pid)
     }
 
     func attempt(port: String, method: String, password: String) throws -> Attempt {
@@ -142,12 +135,11 @@ struct SSHDTests {
             unlink("/etc/pam.d/sshd-test")
         }
         let log = { (try? String(contentsOfFile: directory + "/sshd.log", encoding: .utf8))?.suffix(1500) ?? "" }
-        let flags = ["--pam-exec", "--keytab", realm["HOST_KEYTAB"], "--server-principal", realm["LOCALHOST_PRINCIPAL"]] + TestRealm.loginTimeoutFlags
         for stack in Self.documentedStacks {
             for (kdc, config, secret, accepted) in [("real KDC, right password", realm.configFile, password, true),
                                                     ("real KDC, wrong password", realm.configFile, "wrong-Passw0rd", false),
                                                     ("rogue KDC, attacker's password", realm["KRB5_ROGUE_CONFIG_FILE"], realm["ROGUE_PASSWORD"], false)] {
-                let command = ([binary, "--krb5-config", config] + flags).joined(separator: " ")
+                let command = ([binary, "--pam-exec"] + realm.helperFlags(krb5Config: config)).joined(separator: " ")
                 try (stack.text.replacingOccurrences(of: "KRB5LOGIN", with: command) + "\n")
                     .write(toFile: "/etc/pam.d/sshd-test", atomically: true, encoding: .utf8)
                 for method in ["password", "keyboard-interactive"] {
@@ -159,7 +151,7 @@ struct SSHDTests {
         }
         // Why the stacks carry `auth optional pam_permit.so`: without it, sshd accepts keyboard-interactive,
         // then pam_setcred fails (pam_exec answers "ignore" there) and sshd drops the connection.
-        let command = ([binary, "--krb5-config", realm.configFile] + flags).joined(separator: " ")
+        let command = ([binary, "--pam-exec"] + realm.helperFlags()).joined(separator: " ")
         try "auth required pam_exec.so expose_authtok quiet \(command)\naccount required pam_permit.so\nsession required pam_permit.so\n"
             .write(toFile: "/etc/pam.d/sshd-test", atomically: true, encoding: .utf8)
         let dropped = try attempt(port: port, method: "keyboard-interactive", password: password)

@@ -101,6 +101,12 @@ public struct ExternalRealm: Sendable {
     public var hostKeytab: String { self["HOST_KEYTAB"] }
     /// The service principal that verifies logins.
     public var hostPrincipal: String { self["HOST_PRINCIPAL"] }
+
+    /// The `krb5-login` flags of a login in this realm: its configuration, `keytab` (default: the host keytab) and the
+    /// service principal that verify, and the tests' login timeout.
+    public func helperFlags(keytab: String? = nil) -> [String] {
+        ["--krb5-config", configFile, "--keytab", keytab ?? hostKeytab, "--server-principal", hostPrincipal] + TestRealm.loginTimeoutFlags
+    }
     /// A context over the realm's client configuration.
     public func context() throws -> Context { try Context(.files(configFile)) }
 

@@ -56,6 +56,12 @@ public struct TestRealm: Sendable {
     /// ``loginTimeout`` as `krb5-login` flags.
     public static let loginTimeoutFlags = ["--login-timeout", "\(loginTimeout.components.seconds)s"]
 
+    /// The `krb5-login` flags of a login in this realm: `krb5Config` (default: the realm's), the host keytab and the
+    /// service principal that verify, and ``loginTimeout``.
+    public func helperFlags(krb5Config: String? = nil) -> [String] {
+        ["--krb5-config", krb5Config ?? configFile, "--keytab", self["HOST_KEYTAB"], "--server-principal", self["LOCALHOST_PRINCIPAL"]] + Self.loginTimeoutFlags
+    }
+
     /// `Docker/kdc/realm.sh` in this checkout.
     public static let script: String = {
         URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()

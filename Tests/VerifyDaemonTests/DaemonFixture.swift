@@ -23,6 +23,35 @@ struct DaemonFixture {
     var saslSocket: String { endpoints.saslSocket! }
     var socket: String { endpoints.socket! }
 
+    /// The settings every test daemon starts from: sockets of its own, the realm's krb5.conf, keytab and service
+    /// principal, logins bounded by ``TestRealm/loginTimeout``, timers no client meets on a loaded machine, no throttle
+    /// a test meets unless it sets one, every log line.
+    static func configuration(krb5: String, keytab: String, serverPrincipal: String, armor: LoginConfiguration.ArmorSource) -> DaemonConfiguration {
+        var configuration = DaemonConfiguration()
+        configuration.saslSocket = SocketClient.temporaryPath("sasl")
+        configuration.socket = SocketClient.temporaryPath("conv")
+        configuration.login = LoginConfiguration(krb5: .files(krb5), keytab: keytab, serverPrincipal: serverPrincipal, armor: armor)
+        configuration.login.loginTimeout = TestRealm.loginTimeout
+        configuration.workers = 2
+        // A client's request is never cut by a timer on a loaded machine: the tests of the timers set their own
+        // (SaslauthdListenerTests.slowClients, ConversationListenerTests.idleTimeout) or run on a virtual clock (ListenerTimerTests).
+        configuration.readTimeout = TestRealm.loginTimeout
+        configuration.idleTimeout = TestRealm.loginTimeout
+        configuration.failureFloor = .milliseconds(20)
+        configuration.throttleFailures = 1000
+        configuration.logLevel = .trace
+        return configuration
+    }
+
+    /// Starts a daemon with `configuration`, its logs captured, for `realm`.
+    static func start(_ configuration: DaemonConfiguration, realm: TestRealm,
+                      clock: @escaping @Sendable () -> NIODeadline = { .now() }) async throws -> DaemonFixture {
+        let logs = LogCapture()
+        let daemon = try VerifyDaemon(configuration: configuration, logger: Logger(label: "test") { _ in logs.handler() }, clock: clock)
+        let endpoints = try await daemon.start()
+        return DaemonFixture(realm: realm, daemon: daemon, endpoints: endpoints, logs: logs)
+    }
+
     /// `clock`: the time the throttles and the password verifiers read (a test holds it still); replies are still
     /// delayed in real time.
     static func start(configure: (inout DaemonConfiguration, TestRealm) -> Void = { _, _ in },
@@ -33,37 +62,44 @@ struct DaemonFixture {
         limit.rlim_cur = max(limit.rlim_cur, min(limit.rlim_max, 8192))
         setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
         let realm = try TestRealm.shared()
-        var configuration = DaemonConfiguration()
-        configuration.saslSocket = SocketClient.temporaryPath("sasl")
-        configuration.socket = SocketClient.temporaryPath("conv")
-        configuration.login = LoginConfiguration(krb5: .files(realm.configFile), keytab: realm["HOST_KEYTAB"],
-                                                 serverPrincipal: realm["LOCALHOST_PRINCIPAL"], armor: .anonymous)
-        configuration.login.loginTimeout = TestRealm.loginTimeout
-        configuration.workers = 2
-        configuration.readTimeout = .seconds(2)
-        configuration.failureFloor = .milliseconds(20)
-        configuration.throttleFailures = 1000
-        configuration.logLevel = .trace
+        var configuration = configuration(krb5: realm.configFile, keytab: realm["HOST_KEYTAB"], serverPrincipal: realm["LOCALHOST_PRINCIPAL"], armor: .anonymous)
         configure(&configuration, realm)
-        let logs = LogCapture()
-        let daemon = try VerifyDaemon(configuration: configuration, logger: Logger(label: "test") { _ in logs.handler() }, clock: clock)
-        let endpoints = try await daemon.start()
-        return DaemonFixture(realm: realm, daemon: daemon, endpoints: endpoints, logs: logs)
+        return try await start(configuration, realm: realm, clock: clock)
     }
 
     func stop() async { await daemon.shutdown() }
 
+    /// Runs `body` with this daemon, then stops it however `body` ends.
+    func run(_ body: (DaemonFixture) async throws -> Void) async throws {
+        do {
+            try await body(self)
+        } catch {
+            await stop()
+            throw error
+        }
+        await stop()
+    }
+
     /// Runs `body` with a daemon that is stopped however `body` ends.
     static func with(configure: (inout DaemonConfiguration, TestRealm) -> Void = { _, _ in }, clock: @escaping @Sendable () -> NIODeadline = { .now() },
                      _ body: (DaemonFixture) async throws -> Void) async throws {
-        let fixture = try await start(configure: configure, clock: clock)
-        do {
-            try await body(fixture)
-            await fixture.stop()
-        } catch {
-            await fixture.stop()
-            throw error
-        }
+        try await start(configure: configure, clock: clock).run(body)
+    }
+
+    /// The first refusal's penalty of the throttle suites (1 s in production), so that they stay short.
+    static let throttleTestPenalty = Duration.milliseconds(250)
+
+    /// Runs `body` with a daemon that has the production throttle limits (the fixture's default is lenient for the
+    /// other suites), a penalty of ``throttleTestPenalty``, and no armor; `configure` may change any of it.
+    static func withThrottle(clock: @escaping @Sendable () -> NIODeadline = { .now() },
+                             _ configure: (inout DaemonConfiguration, TestRealm) -> Void = { _, _ in },
+                             _ body: (DaemonFixture) async throws -> Void) async throws {
+        try await with(configure: { configuration, realm in
+            configuration.throttleFailures = DaemonConfiguration().throttleFailures
+            configuration.throttlePenalty = throttleTestPenalty
+            configuration.login.armor = .none
+            configure(&configuration, realm)
+        }, clock: clock, body)
     }
 
     /// One saslauthd-protocol request with our own client.

@@ -1,5 +1,6 @@
 import Foundation
 import Kerberos
+import Logging
 import LoginProtocol
 @testable import LoginService
 import NIOCore
@@ -13,6 +14,8 @@ import Testing
 struct OfflineDaemon {
     let directory: String
     let daemon: VerifyDaemon
+    /// Every line the daemon logged.
+    let logs = LogCapture()
 
     init(_ configure: (inout DaemonConfiguration) -> Void = { _ in }) throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("kv-hard-\(getpid())-\(TestRealm.uniqueName("d"))").path
@@ -37,7 +40,7 @@ struct OfflineDaemon {
         configuration.idleTimeout = .seconds(5)
         configuration.failureFloor = .milliseconds(10)
         configure(&configuration)
-        daemon = try VerifyDaemon(configuration: configuration)
+        daemon = try VerifyDaemon(configuration: configuration, logger: Logger(label: "offline") { [logs] _ in logs.handler() })
     }
 
     func stop() async {
@@ -173,16 +176,7 @@ struct SocketModeTests {
     /// A listening socket bound with plain system calls.
     static func bindListener(_ path: String) throws -> Int32 {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &address.sun_path) { buffer in
-            let bytes = Array(path.utf8)
-            buffer.copyBytes(from: bytes)
-            buffer[bytes.count] = 0
-        }
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
+        let bound = SocketClient.withAddress(path) { Glibc.bind(fd, $0, $1) }
         guard bound == 0, listen(fd, 8) == 0 else {
             let error = String(cString: strerror(errno))
             close(fd)
@@ -329,18 +323,18 @@ struct ResultCacheUnitTests {
 struct ResultCacheDaemonTests {
     @Test("after a password change, the new password's success ends the old one's cached success")
     func newPasswordEndsOld() async throws {
-        let fixture = try await DaemonFixture.start { configuration, _ in configuration.resultCacheTTL = .seconds(60) }
-        let realm = fixture.realm
-        let user = try realm.addPrincipal(prefix: "cachenew", password: "Old-Passw0rd")
-        #expect(try fixture.sasl(user, "Old-Passw0rd") == .ok)
-        try realm.kadmin("cpw", "-pw", "New-Passw0rd", user)
-        // Still answered from the cache (the documented trade-off)…
-        #expect(try fixture.sasl(user, "Old-Passw0rd") == .ok)
-        // …until the new password succeeds at the KDC, which replaces the entry.
-        #expect(try fixture.sasl(user, "New-Passw0rd") == .ok)
-        #expect(fixture.daemon.service.resultCache?.count == 1)
-        #expect(try fixture.sasl(user, "Old-Passw0rd") == .no("authentication failed"))
-        #expect(try fixture.sasl(user, "New-Passw0rd") == .ok)
-        await fixture.stop()
+        try await DaemonFixture.with(configure: { configuration, _ in configuration.resultCacheTTL = .seconds(60) }) { fixture throws in
+            let realm = fixture.realm
+            let user = try realm.addPrincipal(prefix: "cachenew", password: "Old-Passw0rd")
+            #expect(try fixture.sasl(user, "Old-Passw0rd") == .ok)
+            try realm.kadmin("cpw", "-pw", "New-Passw0rd", user)
+            // Still answered from the cache (the documented trade-off)…
+            #expect(try fixture.sasl(user, "Old-Passw0rd") == .ok)
+            // …until the new password succeeds at the KDC, which replaces the entry.
+            #expect(try fixture.sasl(user, "New-Passw0rd") == .ok)
+            #expect(fixture.daemon.service.resultCache?.count == 1)
+            #expect(try fixture.sasl(user, "Old-Passw0rd") == .no("authentication failed"))
+            #expect(try fixture.sasl(user, "New-Passw0rd") == .ok)
+        }
     }
 }

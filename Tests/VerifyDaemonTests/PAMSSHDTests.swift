@@ -118,15 +118,8 @@ struct PAMSSHDTests {
         let started = try TestRealm.run(Self.memcheck(logDirectory: memcheckLogs) + [program, "-f", directory + "/sshd_config", "-E", directory + "/sshd.log"],
                                         environment: ["LD_PRELOAD": try PAMModule.sshdSandboxOffPath()])
         guard started.status == 0 else { throw TestRealmError("sshd did not start: \(started.output)") }
-        let deadline = ContinuousClock.now + TestRealm.loginTimeout
-        while ContinuousClock.now < deadline {
-            if let text = try? String(contentsOfFile: directory + "/sshd.pid", encoding: .utf8), let pid = pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines)),
-               (try? TestRealm.run(["/usr/bin/python3", "-c", "import socket; socket.create_connection(('127.0.0.1', \(port)), timeout=1)"]).status) == 0 {
-                return (port, pid)
-            }
-            usleep(50_000)
-        }
-        throw TestRealmError("sshd did not come up: \(started.output)")
+        guard let pid = TestRealm.waitForSSHD(pidFile: directory + "/sshd.pid", port: port) else { throw TestRealmError("sshd did not come up: \(started.output)") }
+        return (port, pid)
     }
 
     /// valgrind's memcheck for sshd: its forks, and the re-executed sshd of each connection with its own forks

@@ -40,7 +40,7 @@ struct SaslauthdListenerTests {
         try await DaemonFixture.with { fixture throws in
             let realm = fixture.realm
             func raw(_ bytes: [UInt8], close: Bool = false) throws -> [UInt8] {
-                let client = try SocketClient(path: fixture.saslSocket, timeout: 5)
+                let client = try SocketClient(path: fixture.saslSocket)
                 client.send(bytes)
                 if close { shutdown(client.fd, Int32(SHUT_WR)) }
                 return client.readAll()
@@ -50,7 +50,6 @@ struct SaslauthdListenerTests {
             #expect(try raw([0, 1, 0xFF] + [0, 1, 0x41, 0, 0, 0, 0, 0, 0]) == invalid, "non-UTF-8 login")
             #expect(try raw([0, 0, 0, 1, 0x41, 0, 0, 0, 0, 0, 0]) == invalid, "zero-length login")
             #expect(try raw([0, 1, 0x41, 0, 0, 0, 0, 0, 0, 0, 0]) == SaslauthdReply.no("authentication failed").encoded, "zero-length password")
-            #expect(try raw([0, 5, 0x41]) == SaslauthdReply.no("timeout").encoded, "truncated frame times out")
             #expect(try raw([0, 5, 0x41], close: true).isEmpty, "truncated frame then close: the connection closes without a reply")
             #expect(try raw(Array(repeating: 0x41, count: 3000)) == invalid, "garbage")
             #expect(try fixture.sasl(realm["USER"], realm["USER_PASSWORD"]) == .ok)
@@ -60,15 +59,10 @@ struct SaslauthdListenerTests {
 
     @Test("1,000 idle connections do not stop a good login: it is answered while they stay open")
     func idleConnections() async throws {
-        try await DaemonFixture.with(configure: { configuration, _ in
-            configuration.readTimeout = .seconds(60)
-            configuration.idleTimeout = .seconds(60)
-            configuration.maxConnections = 1100
-        }) { fixture throws in
+        try await DaemonFixture.with(configure: { configuration, _ in configuration.maxConnections = 1100 }) { fixture throws in
             let idle = try (0..<1000).map { _ in try SocketClient(path: fixture.saslSocket) }
-            // Other suites load the machine at the same time: give the event loop up to 20 s to accept them all.
-            for _ in 0..<1000 where fixture.daemon.counts.connections < 1000 { try await Task.sleep(for: .milliseconds(20)) }
-            #expect(fixture.daemon.counts.connections >= 1000)
+            // Other suites load the machine at the same time: the event loop accepts them all when it gets to them.
+            try await expectEventually("1,000 connections accepted") { fixture.daemon.counts.connections >= 1000 }
             let start = ContinuousClock.now
             #expect(try fixture.sasl(fixture.realm["USER"], fixture.realm["USER_PASSWORD"]) == .ok)
             let latency = ContinuousClock.now - start
@@ -81,48 +75,31 @@ struct SaslauthdListenerTests {
         }
     }
 
-    @Test("a silent client is cut by idle_timeout, a trickling one by read_timeout; others are served meanwhile")
+    @Test("a silent client and a truncated frame are answered NO timeout by the listener's timers (their exact bounds: ListenerTimerTests)")
     func slowClients() async throws {
         try await DaemonFixture.with(configure: { configuration, _ in
             configuration.idleTimeout = .milliseconds(300)
-            configuration.readTimeout = .milliseconds(1200)
+            configuration.readTimeout = .milliseconds(600)
         }) { fixture throws in
-            let silent = try SocketClient(path: fixture.saslSocket, timeout: 5)
-            var start = Date()
+            let silent = try SocketClient(path: fixture.saslSocket)
+            let start = ContinuousClock.now
             #expect(try SaslauthdReply(decoding: silent.readAll()) == .no("timeout"))
-            #expect((0.25..<1.0).contains(Date().timeIntervalSince(start)), "idle: \(Date().timeIntervalSince(start)) s")
+            // A timer never fires early, however loaded the machine; how late it fires is the machine's business.
+            #expect(ContinuousClock.now - start >= .milliseconds(250))
 
-            // One byte every 150 ms for 3 s never trips the idle timeout; the read timeout ends it after 1.2 s.
-            let trickle = try SocketClient(path: fixture.saslSocket, timeout: 5)
-            start = Date()
-            trickle.send([0, 200])
-            let fd = trickle.fd
-            let senderDone = DispatchSemaphore(value: 0)
-            let sender = Thread {
-                var byte: UInt8 = 0x61
-                for _ in 0..<20 {
-                    Thread.sleep(forTimeInterval: 0.15)
-                    _ = Glibc.send(fd, &byte, 1, Int32(MSG_NOSIGNAL))
-                }
-                senderDone.signal()
-            }
-            sender.start()
-            #expect(try SaslauthdReply(decoding: trickle.readAll()) == .no("timeout"))
-            #expect((1.1..<2.9).contains(Date().timeIntervalSince(start)), "read: \(Date().timeIntervalSince(start)) s")
-            senderDone.wait()  // the descriptor stays ours until the sender is done with it
-            withExtendedLifetime(trickle) {}
-            #expect(try fixture.sasl(fixture.realm["USER"], fixture.realm["USER_PASSWORD"]) == .ok)
+            let truncated = try SocketClient(path: fixture.saslSocket)
+            truncated.send([0, 5, 0x41])
+            #expect(try SaslauthdReply(decoding: truncated.readAll()) == .no("timeout"), "a truncated frame times out")
+            try await expectEventually("both connections were counted out") { fixture.daemon.counts.connections == 0 }
         }
     }
 
     /// The acceptor answers a request it finds whole; one not all there yet goes to the event loop with what was read.
     @Test("a request whole on arrival, one sent after a pause in two pieces, and a client that leaves without a word: answered, answered, counted out")
     func acceptedAndHandedOver() async throws {
-        // Not a test of the timeouts: the pauses below may stretch on a loaded machine, so they must not expire.
-        try await DaemonFixture.with(configure: { configuration, _ in
-            configuration.readTimeout = .seconds(60)
-            configuration.idleTimeout = .seconds(60)
-        }) { fixture throws in
+        // Not a test of the timeouts: the pauses below may stretch on a loaded machine, and the fixture's timeouts are
+        // as long as a login's.
+        try await DaemonFixture.with { fixture throws in
             let realm = fixture.realm
             let request = SaslauthdRequest(login: realm["USER"], password: Secret(realm["USER_PASSWORD"]), service: "imap", realm: "",
                                            clientAddress: "192.0.2.9").encoded()
@@ -138,23 +115,18 @@ struct SaslauthdListenerTests {
             #expect(try SaslauthdReply(decoding: late.readAll()) == .ok)
 
             _ = try SocketClient(path: fixture.saslSocket)  // closed at once, before sending anything
-            for _ in 0..<1000 where fixture.daemon.counts.connections > 0 { try await Task.sleep(for: .milliseconds(10)) }
-            #expect(fixture.daemon.counts.connections == 0)
+            try await expectEventually("the silent client was counted out") { fixture.daemon.counts.connections == 0 }
             #expect(try fixture.sasl(realm["USER"], realm["USER_PASSWORD"]) == .ok)
         }
     }
 
     @Test("a connection limit refuses the excess and serves the rest")
     func connectionLimit() async throws {
-        try await DaemonFixture.with(configure: { configuration, _ in
-            configuration.maxConnections = 5
-            configuration.readTimeout = .seconds(60)
-            configuration.idleTimeout = .seconds(60)
-        }) { fixture throws in
+        try await DaemonFixture.with(configure: { configuration, _ in configuration.maxConnections = 5 }) { fixture throws in
             let held = try (0..<5).map { _ in try SocketClient(path: fixture.saslSocket) }
-            for _ in 0..<1000 where fixture.daemon.counts.connections < 5 { try await Task.sleep(for: .milliseconds(20)) }
+            try await expectEventually("5 connections accepted") { fixture.daemon.counts.connections >= 5 }
             #expect(fixture.daemon.counts.connections == 5)
-            let refused = try SocketClient(path: fixture.saslSocket, timeout: 2)
+            let refused = try SocketClient(path: fixture.saslSocket)
             #expect(refused.readAll().isEmpty, "the sixth connection is closed at once")
             _ = held
         }
@@ -195,7 +167,7 @@ struct SaslauthdListenerTests {
     @Test("shutdown lets a failure that is waiting out the floor reply before the connection closes")
     func shutdownAnswersDelayedFailure() async throws {
         let fixture = try await DaemonFixture.start { configuration, _ in configuration.failureFloor = DaemonFixture.shutdownTestFloor }
-        let client = try SocketClient(path: fixture.saslSocket, timeout: 10)
+        let client = try SocketClient(path: fixture.saslSocket)
         let started = Date()
         client.send(SaslauthdRequest(login: fixture.realm["USER"], password: Secret("Wrong-Passw0rd"), service: "imap", realm: "", clientAddress: "").encoded())
         try await expectEventually("the request is being answered") { fixture.daemon.counts.inFlight + fixture.daemon.counts.delayedReplies > 0 }
@@ -247,7 +219,8 @@ struct LeanLoginTests {
     /// are there (the KDC writes its log line after answering).
     static func requests(_ realm: TestRealm, for principal: String, after skip: Int, atLeast: Int) async throws -> [Substring] {
         var lines: [Substring] = []
-        for _ in 0..<50 {
+        // Up to the login timeout: on a loaded machine the KDC may write its line late.
+        for _ in 0..<Int(TestRealm.loginTimeout.components.seconds * 10) {
             lines = try realm.kdcLog().dropFirst(skip).filter { $0.contains(" \(principal)@\(realm.realm) ") }
             if lines.count >= atLeast { break }
             try await Task.sleep(for: .milliseconds(100))

@@ -11,19 +11,7 @@ import Testing
 /// throttle (5 failures in 60 s).
 @Suite("Security review, second round: guessing, exact names, address slots", .onTestThreads)
 struct SecondReviewTests {
-    /// The first refusal's penalty in these tests (1 s in production), so that the suite stays short.
-    static let penalty = Duration.milliseconds(250)
-
-    private static func withDaemon(clock: @escaping @Sendable () -> NIODeadline = { .now() },
-                                   _ configure: (inout DaemonConfiguration, TestRealm) -> Void = { _, _ in },
-                                   _ body: (DaemonFixture) async throws -> Void) async throws {
-        try await DaemonFixture.with(configure: { configuration, realm in
-            configuration.throttleFailures = DaemonConfiguration().throttleFailures
-            configuration.throttlePenalty = penalty
-            configuration.login.armor = .none
-            configure(&configuration, realm)
-        }, clock: clock, body)
-    }
+    static let penalty = DaemonFixture.throttleTestPenalty
 
     /// Runs `count` requests at once, each on a thread of its own (replies wait out penalties), and returns
     /// each one's reply by index.
@@ -52,7 +40,7 @@ struct SecondReviewTests {
         // Time stands still for the throttles and the verifiers: the attacker's penalty never runs out in this test.
         let frozen = NIODeadline.now()
         // A short penalty (its ceiling 16 × 50 ms): the refused answers are awaited many times here.
-        try await Self.withDaemon(clock: { frozen }, { configuration, _ in configuration.throttlePenalty = .milliseconds(50) }) { fixture in
+        try await DaemonFixture.withThrottle(clock: { frozen }, { configuration, _ in configuration.throttlePenalty = .milliseconds(50) }) { fixture in
             let realm = fixture.realm
             // Requiring preauth, so that the KDC counts (and logs) each wrong password it sees.
             let victim = try realm.addPrincipal(prefix: "oracle", password: "Oracle-Passw0rd", attributes: ["+requires_preauth"])
@@ -86,7 +74,7 @@ struct SecondReviewTests {
 
     @Test("one uid, no client addresses, concurrency 64, 1 in 18 a typo and 14 in 18 the right password: no right password is refused")
     func soakDropsNoRightPassword() async throws {
-        try await Self.withDaemon { fixture in
+        try await DaemonFixture.withThrottle { fixture in
             let realm = fixture.realm
             // No earlier login: no verifier to fall back on when 64 requests arrive together.
             let alice = try realm.addPrincipal(prefix: "soak", password: "Soak-Passw0rd")
@@ -116,7 +104,7 @@ struct SecondReviewTests {
 
     @Test("a burst of parallel guesses for many principals from one address: at most throttle_failures reach the KDC")
     func addressSlotsCountInFlight() async throws {
-        try await Self.withDaemon { fixture in
+        try await DaemonFixture.withThrottle { fixture in
             let realm = fixture.realm
             let prefix = TestRealm.uniqueName("burst")
             let skip = try realm.kdcLog().count
@@ -132,7 +120,7 @@ struct SecondReviewTests {
 
     @Test("NFD and NFC spellings are two principals: logging in as jose\\u{301} first does not make josé (NFC) resolve to it")
     func canonicallyEquivalentNames() async throws {
-        try await Self.withDaemon({ configuration, _ in configuration.resultCacheTTL = .seconds(60) }) { fixture in
+        try await DaemonFixture.withThrottle({ configuration, _ in configuration.resultCacheTTL = .seconds(60) }) { fixture in
             let realm = fixture.realm
             let nfc = try realm.addPrincipal(prefix: "jos\u{e9}", password: "Jose-Passw0rd")
             let nfd = nfc.replacingOccurrences(of: "jos\u{e9}", with: "jose\u{301}")
@@ -148,7 +136,7 @@ struct SecondReviewTests {
 
     @Test("a realm spelled with the KELVIN SIGN is not the allowed realm it equals as a String: refused before any KDC")
     func kelvinRealm() async throws {
-        try await Self.withDaemon { fixture in
+        try await DaemonFixture.withThrottle { fixture in
             let realm = fixture.realm
             guard realm.realm.hasPrefix("K") else { Issue.record("the test realm starts with K: \(realm.realm)"); return }
             let kelvin = "\u{212A}" + realm.realm.dropFirst()
@@ -162,7 +150,7 @@ struct SecondReviewTests {
     @Test("an unknown principal's failure is answered no sooner than a known principal's wrong password: the floor is the slowest recent failure's exchange")
     func failuresTakeTheSameTime() async throws {
         // No fixed floor: only the measured one hides which names exist.
-        try await Self.withDaemon({ configuration, _ in configuration.failureFloor = .zero }) { fixture in
+        try await DaemonFixture.withThrottle({ configuration, _ in configuration.failureFloor = .zero }) { fixture in
             let realm = fixture.realm
             let gate = fixture.daemon.gate
             #expect(gate.currentFailureFloor == .zero)
@@ -186,7 +174,7 @@ struct SecondReviewTests {
 
     @Test("the issued client principal is the one requested, byte for byte, whatever the spelling asked for")
     func issuedPrincipalIsRequested() async throws {
-        try await Self.withDaemon { fixture in
+        try await DaemonFixture.withThrottle { fixture in
             let realm = fixture.realm
             let user = realm["USER"]
             let nfc = try realm.addPrincipal(prefix: "issu\u{e9}", password: "Issued-Passw0rd")

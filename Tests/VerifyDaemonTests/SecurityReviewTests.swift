@@ -10,20 +10,7 @@ import Testing
 /// and the daemon's default throttle: 5 failures in 60 s.
 @Suite("Security review: throttle, names, realms, anonymous, logs", .onTestThreads)
 struct SecurityReviewTests {
-    /// The first refusal's penalty in these tests (1 s in production), so that the suite stays short.
-    static let penalty = Duration.milliseconds(250)
-
-    /// Runs `body` with a daemon that has the production throttle limits (the fixture's default is lenient
-    /// for the other suites).
-    private static func withDaemon(_ configure: (inout DaemonConfiguration, TestRealm) -> Void = { _, _ in },
-                                   _ body: (DaemonFixture) async throws -> Void) async throws {
-        try await DaemonFixture.with(configure: { configuration, realm in
-            configuration.throttleFailures = DaemonConfiguration().throttleFailures
-            configuration.throttlePenalty = penalty
-            configuration.login.armor = .none
-            configure(&configuration, realm)
-        }, body)
-    }
+    static let penalty = DaemonFixture.throttleTestPenalty
 
     /// The KDC's preauth failures for `principal` since `skip` lines.
     private static func kdcFailures(_ realm: TestRealm, _ principal: String, after skip: Int) throws -> Int {
@@ -32,7 +19,7 @@ struct SecurityReviewTests {
 
     @Test("a mail server behind one uid, sending no client address: other users' failures never refuse a login")
     func oneUidManyUsers() async throws {
-        try await Self.withDaemon { fixture in
+        try await DaemonFixture.withThrottle { fixture in
             let realm = fixture.realm
             let users = try (0..<3).map { _ in try realm.addPrincipal(prefix: "mail", password: "Mail-Passw0rd") }
             // 18 requests per round, 14 with the right password, from one uid and no fifth field: the soak's mix.
@@ -50,7 +37,7 @@ struct SecurityReviewTests {
 
     @Test("a principal under attack still logs in with its last good password; guesses past the limit never reach the KDC and are delayed")
     func attackedPrincipalKeepsWorking() async throws {
-        try await Self.withDaemon { fixture in
+        try await DaemonFixture.withThrottle { fixture in
             let realm = fixture.realm
             let victim = try realm.addPrincipal(prefix: "victim", password: "Victim-Passw0rd")
             #expect(try fixture.sasl(victim, "Victim-Passw0rd") == .ok)
@@ -71,7 +58,7 @@ struct SecurityReviewTests {
 
     @Test("parallel guesses in several spellings of one name cause at most throttle_failures KDC failures")
     func parallelSpellings() async throws {
-        try await Self.withDaemon { fixture in
+        try await DaemonFixture.withThrottle { fixture in
             let realm = fixture.realm
             let name = try realm.addPrincipal(prefix: "spelled", password: "Spelled-Passw0rd")
             let first = name.prefix(1), rest = name.dropFirst()
@@ -101,7 +88,7 @@ struct SecurityReviewTests {
         let extra = FileManager.default.temporaryDirectory.appendingPathComponent("hung-\(UUID().uuidString).conf").path
         try "[realms]\n HUNG.TEST = {\n  kdc = 127.0.0.1:\(hung.port)\n }\n".write(toFile: extra, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(atPath: extra) }
-        try await Self.withDaemon({ configuration, realm in
+        try await DaemonFixture.withThrottle({ configuration, realm in
             configuration.login.krb5 = Context.Configuration(files: [realm.configFile, extra])
             configuration.login.realms = [realm.realm]
         }) { fixture in
@@ -117,7 +104,7 @@ struct SecurityReviewTests {
 
     @Test("by default the allow-list is the default realm and krb5.conf's realms: an unknown realm is refused at once")
     func defaultRealmList() async throws {
-        try await Self.withDaemon { fixture in
+        try await DaemonFixture.withThrottle { fixture in
             let realm = fixture.realm
             #expect(fixture.daemon.service.allowedRealms == [realm.realm, realm["OTHER_REALM"]])
             let conversation = try fixture.converse("x@ANY.REALM", password: "password")
@@ -127,7 +114,7 @@ struct SecurityReviewTests {
 
     @Test("WELLKNOWN/ANONYMOUS with any password is refused on both listeners as bad-credentials, before any exchange")
     func anonymousRefused() async throws {
-        try await Self.withDaemon({ configuration, _ in configuration.login.armor = .anonymous }) { fixture in
+        try await DaemonFixture.withThrottle({ configuration, _ in configuration.login.armor = .anonymous }) { fixture in
             let realm = fixture.realm
             for name in ["WELLKNOWN/ANONYMOUS", "WELLKNOWN/ANONYMOUS@\(realm.realm)", "WELLKNOWN/ANONYMOUS@WELLKNOWN:ANONYMOUS"] {
                 #expect(try fixture.sasl(name, "anything") == .no("authentication failed"), "\(name)")
@@ -154,7 +141,7 @@ struct SecurityReviewTests {
 
     @Test("a principal with control characters cannot forge a log line")
     func logInjection() async throws {
-        try await Self.withDaemon { fixture in
+        try await DaemonFixture.withThrottle { fixture in
             let forged = "x\ninfo login [outcome: ok, principal: alice@KRB5.TEST]\r\u{1b}[2J"
             _ = try fixture.converse(forged, password: "wrong").result()
             _ = try fixture.sasl(forged, "wrong")
@@ -166,7 +153,7 @@ struct SecurityReviewTests {
 
     @Test("the failure floor counts from the request's arrival, not the connection's")
     func floorFromRequest() async throws {
-        try await Self.withDaemon({ configuration, _ in
+        try await DaemonFixture.withThrottle({ configuration, _ in
             configuration.failureFloor = .milliseconds(600)
             // The wait before sending must not run into the request timeouts, however busy the machine is.
             configuration.readTimeout = .seconds(60)
@@ -184,7 +171,7 @@ struct SecurityReviewTests {
 
     @Test("a conversation's outcome counts even when the client leaves or breaks the protocol during the login")
     func abandonedConversationsCount() async throws {
-        try await Self.withDaemon({ configuration, _ in configuration.throttleFailures = 2 }) { fixture in
+        try await DaemonFixture.withThrottle({ configuration, _ in configuration.throttleFailures = 2 }) { fixture in
             let realm = fixture.realm
             // (Requiring preauth: without it a wrong password fails at the client, and the KDC counts nothing.)
             let name = try realm.addPrincipal(prefix: "leaver", password: "Leaver-Passw0rd", attributes: ["+requires_preauth"])
@@ -208,7 +195,7 @@ struct SecurityReviewTests {
     @Test("a user of a trusted realm is verified against this host's keytab through the cross-realm TGS path")
     func crossRealmUser() async throws {
         for armor in [LoginConfiguration.ArmorSource.none, .keytab, .anonymous] {
-            try await Self.withDaemon({ configuration, _ in configuration.login.armor = armor }) { fixture in
+            try await DaemonFixture.withThrottle({ configuration, _ in configuration.login.armor = armor }) { fixture in
                 let realm = fixture.realm
                 let other = "\(realm["OTHER_USER"])@\(realm["OTHER_REALM"])"
                 #expect(try fixture.sasl(realm["USER"], realm["USER_PASSWORD"]) == .ok, "armor \(armor)")

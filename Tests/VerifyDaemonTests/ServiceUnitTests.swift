@@ -47,8 +47,8 @@ struct ServiceUnitTests {
         """.write(toFile: directory + "/d.toml", atomically: true, encoding: .utf8)
         let tracer = try ChildProcess(["strace", "-f", "-qq", "-o", directory + "/trace", "--", TestRealm.executable("krb5-verifyd"), "--config", directory + "/d.toml"],
                                       output: .file(directory + "/log"))
-        for _ in 0..<600 where !FileManager.default.fileExists(atPath: directory + "/conv") { Thread.sleep(forTimeInterval: 0.05) }
-        Thread.sleep(forTimeInterval: 0.2)
+        // Each listener's socket appears (by rename) once it listens.
+        for _ in 0..<1200 where !["/conv", "/mux"].allSatisfy({ FileManager.default.fileExists(atPath: directory + $0) }) { Thread.sleep(forTimeInterval: 0.05) }
 
         let ok = try TestRealm.run(["testsaslauthd", "-f", directory + "/mux", "-u", realm["USER"], "-p", realm["USER_PASSWORD"]])
         #expect(ok.output.contains("OK"), "\(ok.output)")

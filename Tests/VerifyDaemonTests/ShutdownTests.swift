@@ -36,6 +36,42 @@ struct ShutdownTests {
         }
     }
 
+    /// Starts the built `krb5-verifyd` with `arguments` and waits for its saslauthd socket at `socketPath`, which
+    /// appears (by rename) once the daemon listens.
+    static func startDaemon(_ arguments: [String], socket socketPath: String, output: ChildProcess.Stream = .null) throws -> ChildProcess {
+        let daemon = try ChildProcess([TestRealm.executable("krb5-verifyd")] + arguments, output: output)
+        for _ in 0..<1200 where !FileManager.default.fileExists(atPath: socketPath) { Thread.sleep(forTimeInterval: 0.05) }
+        return daemon
+    }
+
+    /// The reply to one saslauthd request for the realm's user with the right password, sent to `socketPath`.
+    static func userLogin(_ realm: TestRealm, at socketPath: String) throws -> SaslauthdReply {
+        let client = try SocketClient(path: socketPath)
+        client.send(SaslauthdRequest(login: realm["USER"], password: Secret(realm["USER_PASSWORD"]), service: "t", realm: "", clientAddress: "").encoded())
+        return try SaslauthdReply(decoding: client.readAll())
+    }
+
+    /// A configuration file in the realm's directory, named for `name`: the saslauthd socket `saslSocket` with mode 0600,
+    /// `krb5Config`, the realm's keytab and service principal, and peers only of uid 4242.
+    static func restrictedConfiguration(_ realm: TestRealm, name: String, saslSocket: String, krb5Config: String) throws -> String {
+        let configFile = realm.directory + "/verifyd-\(name)-\(getpid()).toml"
+        try """
+        sasl_socket = "\(saslSocket)"
+        socket_mode = "0600"
+        krb5_config = "\(krb5Config)"
+        keytab = "\(realm["HOST_KEYTAB"])"
+        server_principal = "\(realm["LOCALHOST_PRINCIPAL"])"
+        allowed_uids = [4242]
+        """.write(toFile: configFile, atomically: true, encoding: .utf8)
+        return configFile
+    }
+
+    /// The permission bits of the file at `path` (nil when it cannot be read).
+    static func mode(_ path: String) -> mode_t? {
+        var info = stat()
+        return stat(path, &info) == 0 ? info.st_mode & 0o777 : nil
+    }
+
     @Test("SIGTERM lets a login in flight finish, then the daemon exits 0 and removes its socket")
     func sigterm() throws {
         let realm = try TestRealm.shared()
@@ -47,12 +83,11 @@ struct ShutdownTests {
             .write(toFile: config, atomically: true, encoding: .utf8)
         let socketPath = SocketClient.temporaryPath("term")
         let logPath = realm.directory + "/verifyd-term-\(getpid()).log"
-        let daemon = try ChildProcess([TestRealm.executable("krb5-verifyd"), "--sasl-socket", socketPath, "--krb5-config", config,
-                                       "--keytab", realm["HOST_KEYTAB"], "--server-principal", realm["LOCALHOST_PRINCIPAL"], "--log-level", "info"] + TestRealm.loginTimeoutFlags,
-                                      output: .file(logPath))
-        for _ in 0..<600 where !FileManager.default.fileExists(atPath: socketPath) { Thread.sleep(forTimeInterval: 0.05) }
+        let daemon = try Self.startDaemon(["--sasl-socket", socketPath, "--krb5-config", config, "--keytab", realm["HOST_KEYTAB"],
+                                           "--server-principal", realm["LOCALHOST_PRINCIPAL"], "--log-level", "info"] + TestRealm.loginTimeoutFlags,
+                                          socket: socketPath, output: .file(logPath))
 
-        let client = try SocketClient(path: socketPath, timeout: 30)
+        let client = try SocketClient(path: socketPath)
         let started = Date()
         client.send(SaslauthdRequest(login: realm["USER"], password: Secret(realm["USER_PASSWORD"]), service: "t", realm: "", clientAddress: "").encoded())
         // The silent KDC first in the list holds the login for one hedge delay (250 ms, docs/engine.md): once it
@@ -75,49 +110,24 @@ struct ShutdownTests {
     func allowedPeers() throws {
         let realm = try TestRealm.shared()
         let socketPath = SocketClient.temporaryPath("peer")
-        let configFile = realm.directory + "/verifyd-peer-\(getpid()).toml"
-        try """
-        sasl_socket = "\(socketPath)"
-        socket_mode = "0600"
-        krb5_config = "\(realm.configFile)"
-        keytab = "\(realm["HOST_KEYTAB"])"
-        server_principal = "\(realm["LOCALHOST_PRINCIPAL"])"
-        allowed_uids = [4242]
-        """.write(toFile: configFile, atomically: true, encoding: .utf8)
-        let daemon = try ChildProcess([TestRealm.executable("krb5-verifyd"), "--config", configFile])
+        let configFile = try Self.restrictedConfiguration(realm, name: "peer", saslSocket: socketPath, krb5Config: realm.configFile)
+        let daemon = try Self.startDaemon(["--config", configFile], socket: socketPath)
         defer { daemon.terminate() }
-        for _ in 0..<600 where !FileManager.default.fileExists(atPath: socketPath) { Thread.sleep(forTimeInterval: 0.05) }
-        var info = stat()
-        #expect(stat(socketPath, &info) == 0)
-        #expect(info.st_mode & 0o777 == 0o600)
-        let client = try SocketClient(path: socketPath)
-        client.send(SaslauthdRequest(login: realm["USER"], password: Secret(realm["USER_PASSWORD"]), service: "t", realm: "", clientAddress: "").encoded())
-        #expect(try SaslauthdReply(decoding: client.readAll()) == .no("not allowed"))
+        #expect(Self.mode(socketPath) == 0o600)
+        #expect(try Self.userLogin(realm, at: socketPath) == .no("not allowed"))
     }
 
     @Test("flags override the configuration file")
     func flagsOverride() throws {
         let realm = try TestRealm.shared()
         let socketPath = SocketClient.temporaryPath("flag")
-        let configFile = realm.directory + "/verifyd-flags-\(getpid()).toml"
-        try """
-        sasl_socket = "/tmp/never-used-\(getpid()).sock"
-        socket_mode = "0600"
-        krb5_config = "/nonexistent/krb5.conf"
-        keytab = "\(realm["HOST_KEYTAB"])"
-        server_principal = "\(realm["LOCALHOST_PRINCIPAL"])"
-        allowed_uids = [4242]
-        """.write(toFile: configFile, atomically: true, encoding: .utf8)
-        let daemon = try ChildProcess([TestRealm.executable("krb5-verifyd"), "--config", configFile, "--sasl-socket", socketPath, "--socket-mode", "0640",
-                                       "--krb5-config", realm.configFile, "--allowed-uids", String(getuid())] + TestRealm.loginTimeoutFlags)
+        let configFile = try Self.restrictedConfiguration(realm, name: "flags", saslSocket: "/tmp/never-used-\(getpid()).sock",
+                                                          krb5Config: "/nonexistent/krb5.conf")
+        let daemon = try Self.startDaemon(["--config", configFile, "--sasl-socket", socketPath, "--socket-mode", "0640", "--krb5-config", realm.configFile,
+                                           "--allowed-uids", String(getuid())] + TestRealm.loginTimeoutFlags, socket: socketPath)
         defer { daemon.terminate() }
-        for _ in 0..<600 where !FileManager.default.fileExists(atPath: socketPath) { Thread.sleep(forTimeInterval: 0.05) }
-        var info = stat()
-        #expect(stat(socketPath, &info) == 0)
-        #expect(info.st_mode & 0o777 == 0o640)
-        let client = try SocketClient(path: socketPath)
-        client.send(SaslauthdRequest(login: realm["USER"], password: Secret(realm["USER_PASSWORD"]), service: "t", realm: "", clientAddress: "").encoded())
-        #expect(try SaslauthdReply(decoding: client.readAll()) == .ok)
+        #expect(Self.mode(socketPath) == 0o640)
+        #expect(try Self.userLogin(realm, at: socketPath) == .ok)
     }
 
     @Test("a configuration file with an unknown key is refused with its name")
