@@ -422,8 +422,10 @@ extension Duration {
     var seconds: Int64 { components.seconds }
 }
 
-/// Expire callback entry point with krb5's exact signature; state arrives in `data`.
-private let expireTrampoline: krb5_expire_callback_func = { _, data, passwordExpiration, accountExpiration, isLastRequest in
+/// Expire callback entry point with krb5's exact signature (`krb5_expire_callback_func`); state arrives in `data`.
+/// A function, not a stored C function pointer: the symbol-graph extractor cannot read a stored one's clang type back.
+private func expireTrampoline(_ context: krb5_context?, _ data: UnsafeMutableRawPointer?, _ passwordExpiration: krb5_timestamp,
+                              _ accountExpiration: krb5_timestamp, _ isLastRequest: krb5_boolean) {
     guard let data else { return }
     let state = Unmanaged<CallbackState>.fromOpaque(data).takeUnretainedValue()
     state.expire?(PasswordExpiry(

@@ -129,8 +129,9 @@ extension CallbackState {
     }
 }
 
-/// Prompter entry point with krb5's exact signature; state arrives in `data`.
-let prompterTrampoline: krb5_prompter_fct = { _, data, name, banner, count, prompts in
+/// Prompter entry point with krb5's exact signature (`krb5_prompter_fct`); state arrives in `data`.
+func prompterTrampoline(_ context: krb5_context?, _ data: UnsafeMutableRawPointer?, _ name: UnsafePointer<CChar>?, _ banner: UnsafePointer<CChar>?,
+                        _ count: Int32, _ prompts: UnsafeMutablePointer<krb5_prompt>?) -> krb5_error_code {
     guard let data else { return krb5_error_code(KRB5_LIBOS_CANTREADPWD) }
     return Unmanaged<CallbackState>.fromOpaque(data).takeUnretainedValue()
         .prompt(name: name, banner: banner, count: count, prompts: prompts)

@@ -233,8 +233,8 @@ extension PKINITIdentity {
     }
 }
 
-/// Responder entry point with krb5's exact signature; state arrives in `data`.
-let responderTrampoline: krb5_responder_fn = { _, data, rctx in
+/// Responder entry point with krb5's exact signature (`krb5_responder_fn`); state arrives in `data`.
+func responderTrampoline(_ context: krb5_context?, _ data: UnsafeMutableRawPointer?, _ rctx: krb5_responder_context?) -> krb5_error_code {
     guard let data, let rctx else { return 0 }
     return Unmanaged<CallbackState>.fromOpaque(data).takeUnretainedValue().respond(rctx)
 }

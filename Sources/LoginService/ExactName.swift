@@ -11,6 +11,7 @@ public struct ExactName: Hashable, Sendable, CustomStringConvertible {
     /// The bytes of `name`'s UTF-8 form, unchanged (no normalization).
     public init(_ name: String) { bytes = Array(name.utf8) }
 
+    /// A name from its bytes as they are.
     public init(bytes: [UInt8]) { self.bytes = bytes }
 
     /// The name with the ASCII letters A–Z folded to lower case and every other byte kept: Active Directory's
@@ -20,5 +21,6 @@ public struct ExactName: Hashable, Sendable, CustomStringConvertible {
         ExactName(bytes: bytes.map { (0x41...0x5A).contains($0) ? $0 | 0x20 : $0 })
     }
 
+    /// The bytes read as UTF-8 (invalid sequences replaced), for logs and messages.
     public var description: String { String(decoding: bytes, as: UTF8.self) }
 }

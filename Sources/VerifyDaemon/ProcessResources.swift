@@ -23,6 +23,7 @@ public enum ProcessResources {
         /// The soft and hard `RLIMIT_NOFILE` after the change.
         public let descriptorLimit: (soft: UInt64, hard: UInt64)
 
+        /// The report as one log line: `dumpable=false core=0/0 nofile=…/…`.
         public var description: String {
             "dumpable=\(dumpable) core=\(coreLimit.soft)/\(coreLimit.hard) nofile=\(descriptorLimit.soft)/\(descriptorLimit.hard)"
         }

@@ -92,6 +92,7 @@ extension KerberosClient {
     public struct NameServer: Sendable, Hashable, CustomStringConvertible {
         /// The numeric address, as given.
         public let ipAddress: String
+        /// The UDP and TCP port (53 unless given).
         public let port: Int
         let address: SocketAddress
 
