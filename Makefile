@@ -84,7 +84,7 @@ pam-fuzz: $(PAM_DIR)/fuzz-reply
 
 ## docs: the DocC catalog of the Kerberos library, as a static site in .build/docs (after docs-coverage).
 docs: docs-coverage
-	$(SWIFT) package --allow-writing-to-directory .build/docs generate-documentation --target Kerberos \
+	$(SWIFT) package --allow-writing-to-directory .build/docs generate-documentation --target Kerberos --target KerberosEngine --enable-experimental-combined-documentation \
 		--disable-indexing --transform-for-static-hosting --output-path .build/docs
 
 ## docs-coverage: fails, listing each one, when a public symbol of KerberosSecrets, Kerberos, LoginProtocol, VerifyDaemon, LoginHelper or TOTP has no doc comment.

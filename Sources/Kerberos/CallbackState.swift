@@ -38,7 +38,7 @@ final class CallbackState {
 /// Runs an `async` callback from a dedicated (non-cooperative) thread and waits for its result.
 ///
 /// The calling thread blocks on a semaphore while the closure runs on Swift's concurrency pool; this
-/// is why krb5 calls with async callbacks must run on threads such as ``KerberosExecutor``'s.
+/// is why krb5 calls with async callbacks must run on threads such as `KerberosExecutor`'s.
 func waitForAsync<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) throws -> T {
     let result = Locked<Result<T, any Error>?>(nil)
     let done = DispatchSemaphore(value: 0)

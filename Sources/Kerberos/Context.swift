@@ -3,7 +3,7 @@ package import CKrb5
 /// A krb5 library context: configuration, default realm and per-thread error state.
 ///
 /// MIT krb5 allows a context to be used by one thread at a time (`doc/threads.txt`). `Context` is
-/// therefore not `Sendable`: create one per thread, or let ``KerberosExecutor`` give each of its
+/// therefore not `Sendable`: create one per thread, or let `KerberosExecutor` give each of its
 /// dedicated threads its own. Objects made from a context (principals, caches, keytabs,
 /// credentials) keep it alive and share its thread.
 ///

@@ -135,7 +135,7 @@ extension Context {
     ///
     /// The corresponding C function is `krb5_get_init_creds_password`.
     /// > Warning: Blocks on the network (and on the prompter). Call from a dedicated thread, such as
-    /// > ``KerberosExecutor/run(_:)``, never from Swift's cooperative pool or an event loop.
+    /// > `KerberosExecutor/run(_:)`, never from Swift's cooperative pool or an event loop.
     public func initialCredentials(for client: Principal, password: Secret?, options: InitialCredentialsOptions = InitialCredentialsOptions()) throws -> Credentials {
         if let password, password.containsNUL {
             throw KerberosError(code: Int32(KRB5_LIBOS_CANTREADPWD), message: "The password contains a NUL byte", reason: .invalidRequest)
@@ -215,7 +215,7 @@ extension Context {
     }
 }
 
-/// The armor code both the blocking calls and ``KerberosClient`` use: which request gets an armor ticket, and
+/// The armor code both the blocking calls and `KerberosClient` use: which request gets an armor ticket, and
 /// when a login goes on without one.
 extension Armor {
     /// The cache this armor names, or nil when its ticket must be fetched (``ticketRequest(for:login:in:)``).

@@ -2,7 +2,7 @@ import KerberosSecrets
 internal import NIOCore
 internal import NIOPosix
 
-/// Where an exchange's krb5 work runs: dedicated threads, each owning one ``Context``, that take jobs in the order
+/// Where an exchange's krb5 work runs: dedicated threads, each owning one `Context`, that take jobs in the order
 /// they were submitted (``WorkerThreads``), or, for a process's one login, the thread that runs its event loop.
 ///
 /// MIT allows a `krb5_context` on one thread at a time. ``KerberosClient`` gives each exchange one single-thread

@@ -21,7 +21,7 @@ public import struct FoundationEssentials.Date
 /// ```
 ///
 /// Cancelling the calling task abandons the exchange at once; so does the deadline
-/// (``Configuration/loginTimeout``), with ``KerberosError/Reason/kdcUnreachable``.
+/// (``Configuration/loginTimeout``), with `KerberosError.Reason.kdcUnreachable`.
 public final class KerberosClient: Sendable {
     /// How the client runs.
     public struct Configuration: Sendable {
@@ -30,7 +30,7 @@ public final class KerberosClient: Sendable {
         /// Worker threads for krb5's CPU work; each owns one context.
         public var threads: Int
         /// The bound on one call, from its start to its answer; when it passes the call throws
-        /// ``KerberosError/Reason/kdcUnreachable``.
+        /// `KerberosError.Reason.kdcUnreachable`.
         public var loginTimeout: Duration
         /// How long a KDC may take before the next one is asked too (hedging).
         public var hedgeDelay: Duration
@@ -38,7 +38,7 @@ public final class KerberosClient: Sendable {
         public var unresponsiveMemory: Duration
         /// The realms a KDC's referral (`KDC_ERR_WRONG_REALM`, answered to canonicalized or enterprise names) may send
         /// initial credentials to, besides the realm of the name asked for; a referral elsewhere fails with
-        /// ``KerberosError/Reason/unknownPrincipal`` before any message goes there. nil follows referrals to any
+        /// `KerberosError.Reason.unknownPrincipal` before any message goes there. nil follows referrals to any
         /// realm, as MIT does. Compared as bytes.
         public var referralRealms: Set<String>?
         /// The name servers asked for SRV records and host addresses instead of resolv.conf's (an empty list asks
@@ -181,7 +181,7 @@ public final class KerberosClient: Sendable {
     }
 
     /// Gets initial credentials set up by `setup`, which runs on a worker thread with its context: the way to use
-    /// every ``InitialCredentialsOptions`` member, a ``Responder`` or ``Prompter`` (they run on the worker during
+    /// every `InitialCredentialsOptions` member, a `Responder` or `Prompter` (they run on the worker during
     /// a step; a prompter that waits on a person holds that worker, so prefer the responder's replay), an output
     /// cache, a service other than `krbtgt`.
     public func initialCredentials(verification: VerificationRequest? = nil, timeout: Duration? = nil,
@@ -282,7 +282,7 @@ struct ResolvedLocation: Sendable {
     var targets: [KDCTarget]
 }
 
-/// The `Sendable` subset of ``InitialCredentialsOptions`` for ``KerberosClient``'s simple calls.
+/// The `Sendable` subset of `InitialCredentialsOptions` for ``KerberosClient``'s simple calls.
 public struct LoginOptions: Sendable {
     /// Where FAST armor comes from.
     public enum ArmorSource: Sendable {
@@ -353,7 +353,7 @@ public struct LoginOptions: Sendable {
     }
 }
 
-/// How ``KerberosClient`` verifies credentials: the `Sendable` form of ``VerificationOptions``.
+/// How ``KerberosClient`` verifies credentials: the `Sendable` form of `VerificationOptions`.
 public struct VerificationRequest: Sendable {
     /// The service principal whose key is in the keytab; nil tries every host principal in the keytab.
     public var server: String?

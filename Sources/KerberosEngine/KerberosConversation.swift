@@ -32,7 +32,7 @@ public final class KerberosConversation: Sendable {
         /// The answer to ``Question/newPassword``.
         public var newPassword: Secret?
 
-        /// Answers with the given members; `password` answers ``ResponderQuestion/password``.
+        /// Answers with the given members; `password` answers `ResponderQuestion.password`.
         public init(password: Secret? = nil, otp: OTPAnswer? = nil, pkinit: [String: Secret] = [:], raw: [String: Secret] = [:], newPassword: Secret? = nil) {
             responder = ResponderAnswers(password: password, otp: otp, pkinit: pkinit, raw: raw)
             self.newPassword = newPassword
@@ -75,8 +75,8 @@ public final class KerberosConversation: Sendable {
 
     /// Adds `answers` to those given so far and runs the exchange once, bounded by the login timeout.
     ///
-    /// Throws what ends the login: a wrong password or code (``KerberosError/Reason/badPassword``), an unreachable
-    /// KDC, a failed verification; a new password the policy refuses ends it with ``KerberosError/Reason/passwordExpired``.
+    /// Throws what ends the login: a wrong password or code (`KerberosError.Reason.badPassword`), an unreachable
+    /// KDC, a failed verification; a new password the policy refuses ends it with `KerberosError.Reason.passwordExpired`.
     public func next(_ answers: Answers = Answers()) async throws(KerberosError) -> Step {
         let given = self.given.withLock { given in
             given = given.merging(answers)

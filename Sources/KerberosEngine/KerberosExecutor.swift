@@ -1,8 +1,8 @@
-/// A fixed set of dedicated threads, each owning one ``Context``, that run blocking krb5 work for
+/// A fixed set of dedicated threads, each owning one `Context`, that run blocking krb5 work for
 /// `async` callers.
 ///
 /// For logins, prefer ``KerberosClient``: it never blocks a thread on a KDC and bounds every call in time.
-/// The executor remains for programs that use the blocking ``Context`` API (`krb5_get_init_creds_password`
+/// The executor remains for programs that use the blocking `Context` API (`krb5_get_init_creds_password`
 /// with a prompter, `krb5_get_etype_info`, verification with `krb5_verify_init_creds`).
 ///
 /// krb5 blocks on the network, on prompters and on responders; such calls must not run on Swift's

@@ -25,7 +25,7 @@ package struct KerberosSession: Sendable {
         try worker.context()
     }
 
-    /// `body` with the worker's context, its errors as ``KerberosError``s. Synchronous: the login already runs on
+    /// `body` with the worker's context, its errors as `KerberosError`s. Synchronous: the login already runs on
     /// the worker.
     package func onWorker<T>(_ body: (Context) throws -> T) throws(KerberosError) -> T {
         let context = try context()
@@ -133,9 +133,9 @@ package struct KerberosSession: Sendable {
         }
     }
 
-    /// Fetches the armor ticket `setup`'s options ask for (``Armor/ticketRequest(for:login:in:)``) into its MEMORY
+    /// Fetches the armor ticket `setup`'s options ask for (`Armor.ticketRequest(for:login:in:)`) into its MEMORY
     /// cache; nil when the options name a cache or no armor, or when none could be had and the login may go on
-    /// without (``Armor/proceedsUnarmored(after:fastRequired:)``).
+    /// without (`Armor.proceedsUnarmored(after:fastRequired:)`).
     private func armorCache(for setup: InitialCredentialsSetup) async throws(KerberosError) -> CredentialCache? {
         guard let request = try onWorker({ context in try setup.options.armor?.ticketRequest(for: setup.client, login: setup.options, in: context) }) else {
             return nil
@@ -151,10 +151,10 @@ package struct KerberosSession: Sendable {
 
     /// Asks the KDC which enctype, salt and string-to-key parameters it uses for the setup's client, without
     /// sending anything that carries a key, so the KDC counts no failure: MIT's own exchange with the setup's options
-    /// and armor, stopped where it would make the password key (``InitialCredentialsExchange/encryptionInfo(fromReply:)``).
+    /// and armor, stopped where it would make the password key (`InitialCredentialsExchange.encryptionInfo(fromReply:)`).
     /// Armored when the setup is, so the answer comes inside FAST, where no one on the path can change it.
     ///
-    /// Returns ``EncryptionType/null`` info when the KDC's answer needs no password key (it offered only other
+    /// Returns `EncryptionType.null` info when the KDC's answer needs no password key (it offered only other
     /// mechanisms); throws the KDC's error for an unknown principal or a disabled account.
     package func encryptionInfo(_ setup: InitialCredentialsSetup) async throws(KerberosError) -> EncryptionInfo {
         let armor = try await armorCache(for: setup)

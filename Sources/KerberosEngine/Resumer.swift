@@ -45,7 +45,7 @@ final class Resumer<T: Sendable>: Sendable {
 
     /// Calls `start`, which begins the work that finishes this resumer, and suspends (no thread waits) until it is
     /// finished: by the work, by whatever else holds it (a deadline's timer), or by the task's cancellation, with
-    /// ``KerberosError/taskCancelled(file:line:)``. A task already cancelled does not call `start`.
+    /// `KerberosError.taskCancelled(file:line:)`. A task already cancelled does not call `start`.
     func wait(_ start: (Resumer<T>) -> Void) async -> Result<T, KerberosError> {
         let resumed: Result<T, KerberosError>
         if Task.isCancelled {

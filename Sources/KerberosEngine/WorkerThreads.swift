@@ -3,7 +3,7 @@ internal import NIOCore
 import Dispatch
 
 /// The threads of a ``ContextWorker`` and the one queue they take jobs from, in the order they were submitted.
-/// Each thread makes its own ``Context`` (MIT: one thread per context) and keeps it until it ends.
+/// Each thread makes its own `Context` (MIT: one thread per context) and keeps it until it ends.
 ///
 /// The threads hold only this object, not the worker: a worker that goes away without a shutdown starts the
 /// shutdown in its `deinit`, and its threads finish the queued jobs and end (nothing waits for them).

@@ -98,7 +98,7 @@ extension KerberosClient {
 
         /// The name server at `ipAddress` (numeric, such as `192.0.2.53` or `2001:db8::53`) and `port`.
         ///
-        /// Throws ``KerberosError/Reason/invalidRequest`` when `ipAddress` is not a numeric address or `port` is
+        /// Throws `KerberosError.Reason.invalidRequest` when `ipAddress` is not a numeric address or `port` is
         /// outside 1–65535.
         public init(_ ipAddress: String, port: Int = 53) throws(KerberosError) {
             guard (1...65_535).contains(port), let address = try? SocketAddress(ipAddress: ipAddress, port: port) else {
