@@ -105,7 +105,6 @@ write_client_conf() { # FILE KDC_PORT ANCHOR [ADMIN_PORT KPASSWD_PORT [OTHER_KDC
  dns_lookup_realm = false
  rdns = false
  dns_canonicalize_hostname = false
- udp_preference_limit = 1
  forwardable = false
 
 [realms]

@@ -83,11 +83,9 @@ final class EngineRealm: @unchecked Sendable {
         for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
             let trimmed = line.trimmingCharacters(in: .whitespaces)
             if trimmed.hasPrefix("kdc =") { continue }
-            if trimmed.hasPrefix("udp_preference_limit") {
-                lines.append(" udp_preference_limit = \(udpPreferenceLimit)")
-                continue
-            }
+            if trimmed.hasPrefix("udp_preference_limit") { continue }
             lines.append(String(line))
+            if trimmed == "[libdefaults]" { lines.append(" udp_preference_limit = \(udpPreferenceLimit)") }
             if trimmed == "\(realm.realm) = {" {
                 lines += kdcs.map { "  kdc = \($0)" } + extraRealmLines.map { "  \($0)" }
             }

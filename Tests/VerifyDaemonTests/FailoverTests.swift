@@ -9,7 +9,7 @@ import Testing
 /// The suite kills KDCs, so it runs its own realm (`realm.sh up` in a temporary directory, then
 /// `realm.sh replica`) and leaves the shared one to the other suites.
 ///
-/// A killed KDC's port refuses (TCP, as the realm's `udp_preference_limit = 1` asks), and a refusing KDC is passed
+/// A killed KDC's port refuses (ICMP port unreachable over UDP, MIT's default transport; RST over TCP), and a refusing KDC is passed
 /// over at once (the rule and its timing are `KDCSendStateMachineTests`', on an injected clock). Here the outcomes
 /// are asserted: no wrong answer at or after the kill, logins go on through the replica, with both KDCs down the
 /// answer is kdc-unreachable from their refusals (not the login's deadline), and logins recover as KDCs return. The
