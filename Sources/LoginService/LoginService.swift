@@ -150,7 +150,7 @@ public final class LoginService: Sendable {
     }
 
     private func run(_ conversation: LoginConversation, session: KerberosSession, passwordOnly: Bool) async -> LoginStep {
-        let step = await LoginAttempt(session: session, configuration: configuration, names: names, conversation: conversation,
+        let step = await LoginExchange(session: session, configuration: configuration, names: names, conversation: conversation,
                                       learnt: learnt, passwordOnly: passwordOnly).run()
         if case .finished(let result, _) = step, !result.ok { resultCache?.invalidate(principal: result.principal ?? conversation.principal) }
         return step
@@ -175,7 +175,7 @@ public final class LoginService: Sendable {
         return KerberosClient.withOneShotSession(context: context, configuration: client) { session in
             // One login per process: MIT's own exchange, which asks the KDC for what the key takes when it needs to
             // (an AS-REP without preauth needs no second message); its key is made by CStringToKey's stand-in.
-            await LoginAttempt(session: session, configuration: configuration, names: names, conversation: conversation,
+            await LoginExchange(session: session, configuration: configuration, names: names, conversation: conversation,
                                learnt: LearntPreauth(), passwordOnly: false).run()
         }
     }

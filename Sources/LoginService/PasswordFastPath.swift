@@ -18,7 +18,7 @@ struct PasswordFastPath {
     /// The service's configuration as it applies to the client's realm.
     let configuration: LoginConfiguration
     let learnt: LearntPreauth
-    /// Whether to use and keep learnt etype info (``LoginAttempt/learnsEtypeInfo``).
+    /// Whether to use and keep learnt etype info (``LoginExchange/learnsEtypeInfo``).
     let learnsEtypeInfo: Bool
 
     /// The exchange with `password` (nil: the responder or prompter asks for it).

@@ -7,13 +7,15 @@ import FoundationEssentials
 import Foundation
 #endif
 
-/// One replay of the exchange: every krb5 call on the session's worker, every KDC message on the engine's event
-/// loop, the whole bounded by the session's deadline.
+/// One login, or one replay of a conversation's login, as one synchronous run on the session's worker: the name
+/// (parsed once) → armor → the key → every `krb5_init_creds_step` → verification → the cache, each a plain call
+/// with the worker's context. It leaves the worker only to send a KDC message (``KerberosSession``), and ends with
+/// the result or the questions still open (``LoginStep``); the whole is bounded by the session's deadline.
 ///
 /// The orchestration only; the parts are ``ArmorProvider`` (FAST armor and its fallback), ``RequestSetup``
 /// (the request and its callbacks, answered by ``AnswerMapping``) and ``PasswordFastPath`` (learnt etype info,
 /// optimistic preauth).
-struct LoginAttempt {
+struct LoginExchange {
     let session: KerberosSession
     /// The service's configuration (applied to the client's realm once it is known).
     let configuration: LoginConfiguration
