@@ -45,8 +45,8 @@ struct LoginExchange {
         let armor = ArmorProvider(session: session, configuration: configuration)
         let notes = AttemptNotes()
         do throws(KerberosError) {
-            let request = RequestSetup(context: context, configuration: configuration, client: client, principal: name, asked: conversation.principal,
-                                       answers: conversation.answers, armored: try await armor.prepare(for: client), notes: notes)
+            let request = RequestSetup(context: context, configuration: configuration, client: client, principal: name, conversation: conversation,
+                                       armored: try await armor.prepare(for: client), notes: notes)
             let credentials: Credentials
             do throws(KerberosError) {
                 credentials = try await initialCredentials(request, configuration: configuration, notes: notes)

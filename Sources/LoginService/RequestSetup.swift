@@ -24,16 +24,12 @@ struct RequestSetup {
     let context: Context
     /// The service's configuration as it applies to the client's realm.
     let configuration: LoginConfiguration
-    /// The client, parsed once for the whole login (``LoginNames/client(_:in:)``).
-    let client: Principal
-    /// The canonical client name.
-    let principal: String
-    /// The principal as the client spelt it (for prompt texts).
-    let asked: String
-    let answers: LoginAnswers
-    /// Whether the worker holds armor for the client's realm (``ArmorProvider``).
-    let armored: Bool
-    let notes: AttemptNotes
+    /// The client, parsed once for the whole login (``LoginNames/client(_:in:)``), and its canonical name.
+    let client: Principal, principal: String
+    /// The conversation whose answers the callbacks replay (its principal as the client spelt it, for prompt texts).
+    let conversation: LoginConversation
+    /// Whether the worker holds armor for the client's realm (``ArmorProvider``), and what the callbacks noted.
+    let armored: Bool, notes: AttemptNotes
 
     /// The request with `password` (nil: none; the responder or prompter asks for it).
     func make(password: Secret?) throws -> InitialCredentialsSetup {
@@ -47,7 +43,7 @@ struct RequestSetup {
         if armored, let cache = ArmorProvider.cache(realm: client.realm, in: context) {
             options.armor = .cache(cache)
         }
-        let (answers, asked, notes) = (self.answers, self.asked, self.notes)
+        let (answers, asked, notes) = (conversation.answers, conversation.principal, self.notes)
         options.responder = Responder { questions in
             do throws(Unanswered) { return try AnswerMapping.respond(questions, answers: answers, asked: asked) } catch {
                 notes.need(error.questions)
