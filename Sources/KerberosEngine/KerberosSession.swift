@@ -236,6 +236,12 @@ package struct KerberosSession: Sendable {
     /// TGS exchange; none when the credentials already are a ticket for it), then `krb5_rd_req` with the keytab.
     /// Returns whether the check ran: false only when `nofail` is off and the keytab has no usable key.
     package func verify(_ credentials: Credentials, options: VerificationOptions) async throws(KerberosError) -> Bool {
+        if options.nofail, let server = options.server, try onWorker({ _ in server.name() == credentials.server }) {
+            // The credentials are a ticket for the named server (the direct verification ticket), and a missing key fails
+            // with nofail anyway: `krb5_rd_req` is the whole check, without a look into the keytab before it.
+            try onWorker { context in try context.checkServiceTicket(credentials, server: server, keytab: options.keytab ?? Keytab.default(in: context)) }
+            return true
+        }
         let plan = try onWorker { context in try VerificationPlan(context: context, credentials: credentials, options: options) }
         guard !plan.servers.isEmpty else {
             if options.nofail {
