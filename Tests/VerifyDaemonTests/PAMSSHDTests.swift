@@ -60,6 +60,7 @@ struct PAMSSHDTests {
                     data += chunk
                 result["status"] = chan.recv_exit_status()
                 result["output"] = data.decode()
+                result["errors"] = chan.recv_stderr(65536).decode(errors="replace") if chan.recv_stderr_ready() else ""
             except Exception as e:
                 result["session_error"] = repr(e)
         t.close()
@@ -73,6 +74,8 @@ struct PAMSSHDTests {
         var status: Int?
         var error: String?
         var session_error: String?
+        /// What the session wrote to standard error (sshd's own complaints before the command ran).
+        var errors: String?
     }
 
     static func ensureAccount(_ name: String) throws {
@@ -228,7 +231,7 @@ struct PAMSSHDTests {
             let bob = try attempt(port: port, user: Self.otpAccount, answers: ["Password": Self.password, "One-time password": "TOTP"])
             #expect(bob.auth, "\(bob) \(log())")
             #expect(bob.prompts == ["Password: ", "One-time password: "], "\(bob)")
-            #expect(bob.status == 0, "\(bob)")
+            #expect(bob.status == 0, "\(bob) \(log())")
             let wrong = try attempt(port: port, user: Self.otpAccount, answers: ["Password": Self.password, "One-time password": "000000"])
             #expect(!wrong.auth, "\(wrong)")
         }
@@ -240,7 +243,7 @@ struct PAMSSHDTests {
             let alice = try attempt(port: port, user: Self.passwordAccount, answers: ["Password": Self.password])
             #expect(alice.auth, "\(alice) \(log())")
             #expect(alice.prompts == ["Password: "], "\(alice)")
-            #expect(alice.status == 0, "\(alice)")
+            #expect(alice.status == 0, "\(alice) \(log())")
             let wrong = try attempt(port: port, user: Self.passwordAccount, answers: ["Password": "Wrong-Passw0rd"])
             #expect(!wrong.auth, "\(wrong)")
         }
@@ -284,7 +287,7 @@ struct PAMSSHDTests {
             let login = try attempt(port: port, user: carol, answers: ["PIN for \(label)": fixture.realm["TOKEN_PIN"]])
             #expect(login.auth, "\(login) \(log()) \(fixture.logs.text.suffix(2000))")
             #expect(login.prompts == ["PIN for \(label): "], "\(login)")
-            #expect(login.status == 0, "\(login)")
+            #expect(login.status == 0, "\(login) \(log())")
         }
     }
 
