@@ -234,6 +234,12 @@ struct KDCSendStateMachine {
         actions += send(to: index, forceTCP: false, now: now)
         if let delay = failoverDelay {
             actions += arm(.failover, at: now + delay)
+        } else {
+            // A one-time value stays with its KDC, but a datagram may be lost (a busy KDC's socket buffer): the same
+            // request goes again to the same KDC at growing intervals, as MIT's client sends it. The KDC's lookaside
+            // cache drops a repeat while the first is in progress and answers it with the first's reply afterwards,
+            // so the second factor sees the value once.
+            actions += armRetransmit(now: now)
         }
         if let remembered = silenceRemembered, remembered < (failoverDelay ?? .nanoseconds(.max)) {
             // A counted message waits longer for its target than later messages should: they avoid it meanwhile.

@@ -178,11 +178,12 @@ struct KDCSendStateMachineTests {
         #expect(run.timers.isEmpty, "every timer cancelled at close")
     }
 
-    @Test("one-time: never to a second KDC while the first may answer, never remembered however long it waits; a refusal moves on at once")
+    @Test("one-time: never to a second KDC while the first may answer, sent again to it over UDP at growing intervals, never remembered however long it waits; a refusal moves on at once")
     func oneTimeStaysOnItsKDC() {
         var run = Run(two, delivery: .oneTime)
         run.advance(.seconds(60))
         #expect(run.opened == [.open(0, .udp)], "a minute of silence sends nothing to the second KDC")
+        #expect(run.writes(0, .udp) == [0, 1000, 3000, 7000, 15000, 31000], "a lost datagram is sent again, to the same KDC: \(run.writes(0, .udp))")
         #expect(run.marked.isEmpty)
         run.receive(asReply, from: 0, over: .udp)
         run.close()
