@@ -175,7 +175,7 @@ valgrind: build
 	objcopy --strip-debug $$(swift build --show-bin-path)/krb5-bench $(REALM_DIR).vg/krb5-bench; \
 	Docker/kdc/realm.sh kadmin $(REALM_DIR).vg addpol -minlength 12 vgpolicy >/dev/null; \
 	Docker/kdc/realm.sh kadmin $(REALM_DIR).vg addprinc -pw Expired-Passw0rd +requires_preauth +needchange -policy vgpolicy vgexpired >/dev/null; \
-	valgrind --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=1 --num-callers=30 --suppressions=scripts/valgrind.supp \
+	valgrind --vgdb=no --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=1 --num-callers=30 --suppressions=scripts/valgrind.supp \
 		$(REALM_DIR).vg/krb5-bench leakcheck --realm-env $(REALM_DIR).vg/realm.env --count 1000 \
 		--refused-change vgexpired:Expired-Passw0rd; status=$$?; \
 	Docker/kdc/realm.sh down $(REALM_DIR).vg; rm -rf $(REALM_DIR).vg; exit $$status

@@ -199,7 +199,7 @@ struct PAMWrapper {
             "NSS_WRAPPER_PASSWD": directory + "/passwd", "NSS_WRAPPER_GROUP": directory + "/group",
         ]
         return try Self.oneAtATime.withLock {
-            try TestRealm.run(["valgrind", "-q", "--leak-check=full", "--errors-for-leak-kinds=definite", "--error-exitcode=99",
+            try TestRealm.run(["valgrind", "-q", "--vgdb=no", "--leak-check=full", "--errors-for-leak-kinds=definite", "--error-exitcode=99",
                                "pamtester", "-v", service, user] + operations,
                               environment: environment, input: input.map { $0 + "\n" }.joined())
         }

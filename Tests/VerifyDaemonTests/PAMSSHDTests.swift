@@ -129,8 +129,12 @@ struct PAMSSHDTests {
     /// (the monitor, which loads the PAM stack; the PAM process; the preauth child, sandbox off), each logging to
     /// `vg.PID` in `logDirectory`; definite leaks count as errors, sshd's own ones suppressed
     /// (scripts/valgrind.supp). The session's commands (/bin/sh and what it runs) are not followed.
+    ///
+    /// `--vgdb=no`: valgrind's gdbserver makes `/tmp/vgdb-pipe-*-PID-…` files as the process's user. A process that
+    /// made them as root and then took the user's identity cannot remove them, and when a later session child
+    /// (the user's) gets the same PID, valgrind cannot make its own and exits 1 before the command runs.
     static func memcheck(logDirectory: String) -> [String] {
-        ["valgrind", "--trace-children=yes", "--trace-children-skip=/bin/*,/usr/bin/*", "--child-silent-after-fork=no",
+        ["valgrind", "--vgdb=no", "--trace-children=yes", "--trace-children-skip=/bin/*,/usr/bin/*", "--child-silent-after-fork=no",
          "--leak-check=full", "--show-leak-kinds=definite", "--errors-for-leak-kinds=definite", "--num-callers=40",
          "--suppressions=\(PAMModule.packageRoot)/scripts/valgrind.supp", "--log-file=\(logDirectory)/vg.%p"]
     }
