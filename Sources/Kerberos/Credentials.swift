@@ -80,6 +80,15 @@ public final class Credentials {
     /// The service principal's name, such as `krbtgt/EXAMPLE.ORG@EXAMPLE.ORG`; empty when there is none.
     public var server: String { raw.server.flatMap { try? Principal.unparse($0, in: context) } ?? "" }
 
+    /// Whether this is a ticket for `server`: the same realm and components, as krb5 compares them (byte for
+    /// byte, where Swift's `String` equality would merge canonically equivalent names).
+    ///
+    /// The corresponding C function is `krb5_principal_compare`.
+    public func isTicket(for server: Principal) -> Bool {
+        guard let ticketServer = raw.server else { return false }
+        return krb5_principal_compare(context.raw, ticketServer, server.raw) != 0
+    }
+
     /// When the initial authentication happened.
     public var authTime: Date { Date(krb5Timestamp: raw.times.authtime) }
     /// When the ticket becomes valid (the auth time unless post-dated).

@@ -70,7 +70,9 @@ public final class KerberosClient: Sendable {
     /// Runs the async code of logins on the event-loop thread, so a login never needs a thread of Swift's
     /// cooperative pool (which a caller may have filled with blocking work).
     let executor: EventLoopTaskExecutor
-    private let locations = Locked<[String: (location: ResolvedLocation, expires: NIODeadline)]>([:])
+    /// Keyed by the service and the realm's bytes: `String` equality would give `\u{212A}RB5.TEST` (KELVIN SIGN) the
+    /// KDCs of `KRB5.TEST`.
+    private let locations = Locked<[[UInt8]: (location: ResolvedLocation, expires: NIODeadline)]>([:])
     /// The most locations kept (two per realm: KDCs and kpasswd servers); when full, expired ones go, then all.
     static let maximumLocations = 256
     /// How many locations are kept now.
@@ -235,7 +237,7 @@ public final class KerberosClient: Sendable {
     /// concurrently. A location with no address is not cached.
     func location(of realm: String, role: ServerRole = .kdc, session: KerberosSession) async throws(KerberosError) -> ResolvedLocation {
         let now = NIODeadline.now()
-        let key = "\(role.dnsService) \(realm)"
+        let key = Array("\(role.dnsService) \(realm)".utf8)
         if let cached = locations.withLock({ $0[key] }), cached.expires > now { return cached.location }
         var location = try session.onWorker { context in try KDCLocator.locate(role, realm: realm, context: context) }
         var ttl = DNSServiceRecords.maximumTTL

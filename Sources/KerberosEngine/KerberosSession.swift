@@ -236,7 +236,7 @@ package struct KerberosSession: Sendable {
     /// TGS exchange; none when the credentials already are a ticket for it), then `krb5_rd_req` with the keytab.
     /// Returns whether the check ran: false only when `nofail` is off and the keytab has no usable key.
     package func verify(_ credentials: Credentials, options: VerificationOptions) async throws(KerberosError) -> Bool {
-        if options.nofail, let server = options.server, try onWorker({ _ in server.name() == credentials.server }) {
+        if options.nofail, let server = options.server, try onWorker({ _ in credentials.isTicket(for: server) }) {
             // The credentials are a ticket for the named server (the direct verification ticket), and a missing key fails
             // with nofail anyway: `krb5_rd_req` is the whole check, without a look into the keytab before it.
             try onWorker { context in try context.checkServiceTicket(credentials, server: server, keytab: options.keytab ?? Keytab.default(in: context)) }
@@ -252,7 +252,7 @@ package struct KerberosSession: Sendable {
         var lastFailure: KerberosError?
         for server in plan.servers {
             do {
-                if plan.isDirect(server) {
+                if try onWorker({ _ in credentials.isTicket(for: server) }) {
                     // A ticket for the server itself (the direct verification ticket) needs no TGS exchange.
                     try onWorker { context in try context.checkServiceTicket(credentials, server: server, keytab: plan.keytab) }
                 } else {
@@ -275,26 +275,21 @@ package struct KerberosSession: Sendable {
 final class VerificationPlan {
     let keytab: Keytab
     let servers: [Principal]
-    private let ticketServer: String
 
     init(context: Context, credentials: Credentials, options: VerificationOptions) throws {
         keytab = try options.keytab ?? Keytab.default(in: context)
-        ticketServer = credentials.server
         if let server = options.server {
             servers = context.keytabHasKey(keytab, for: server) ? [server] : []
         } else {
-            // MIT: every host principal with a key in the keytab.
-            var seen: Set<String> = []
+            // MIT: every host principal with a key in the keytab, each once (by its bytes: canonically equivalent
+            // spellings are different principals to krb5).
+            var seen: Set<[UInt8]> = []
             var found: [Principal] = []
-            for entry in (try? keytab.entries()) ?? [] where !seen.contains(entry.principal) {
-                seen.insert(entry.principal)
+            for entry in (try? keytab.entries()) ?? [] where seen.insert(Array(entry.principal.utf8)).inserted {
                 guard let principal = try? Principal(parsing: entry.principal, in: context), principal.components.first == "host" else { continue }
                 found.append(principal)
             }
             servers = found
         }
     }
-
-    /// Whether the credentials already are a ticket for `server` (`directVerificationTicket`).
-    func isDirect(_ server: Principal) -> Bool { server.name() == ticketServer }
 }

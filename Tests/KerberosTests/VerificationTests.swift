@@ -29,6 +29,17 @@ struct VerificationTests {
         try context.verify(login(context), options: options(context, keytab: realm["HOST_KEYTAB"]))
     }
 
+    @Test("a ticket is for the server krb5 names byte for byte: krbtgt with a KELVIN SIGN in its realm, equal as a Swift String, is another server")
+    func ticketServerComparedAsBytes() throws {
+        let context = try realm.context()
+        let ticket = try login(context)
+        let krbtgt = "krbtgt/\(realm.realm)@\(realm.realm)"
+        let kelvin = "krbtgt/\u{212A}\(realm.realm.dropFirst())@\(realm.realm)"
+        #expect(realm.realm.hasPrefix("K") && kelvin == krbtgt, "what Swift's String does")
+        #expect(ticket.isTicket(for: try Principal(parsing: krbtgt, in: context)))
+        #expect(!ticket.isTicket(for: try Principal(parsing: kelvin, in: context)))
+    }
+
     @Test("no keytab fails with nofail (the default) and passes without it")
     func missingKeytab() throws {
         let context = try realm.context()
