@@ -128,7 +128,7 @@ let package = Package(
         ),
 
         // The live test realm (Docker/kdc/realm.sh) as seen from the test suites.
-        .target(name: "TestRealm", dependencies: ["Kerberos", "KerberosEngine", "TOTP", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
+        .target(name: "TestRealm", dependencies: ["Kerberos", "KerberosEngine", "TOTP", "LoginProtocol", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
                 path: "Tests/TestRealm", swiftSettings: strict),
 
         .testTarget(

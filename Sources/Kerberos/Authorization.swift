@@ -1,4 +1,4 @@
-package import CKrb5
+import CKrb5
 
 extension Principal {
     /// Whether this principal may log in as the local account `localUser`, by the host's rules.

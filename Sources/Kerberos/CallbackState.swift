@@ -1,5 +1,5 @@
 import KerberosSecrets
-package import CKrb5
+import CKrb5
 import Dispatch
 
 /// What krb5's prompter, responder and expire callbacks need during one call, reached through their

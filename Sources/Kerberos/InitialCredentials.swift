@@ -1,5 +1,5 @@
 public import KerberosSecrets
-package import CKrb5
+import CKrb5
 
 /// Everything `krb5_get_init_creds_opt_set_*` can set for one initial-credentials request, plus
 /// the start time, the in-ticket service, the prompter and the responder.

@@ -1,4 +1,4 @@
-package import CKrb5
+import CKrb5
 #if canImport(Glibc)
 internal import Glibc
 #endif

@@ -1,5 +1,5 @@
 public import KerberosSecrets
-package import CKrb5
+import CKrb5
 
 /// One prompt krb5 wants answered.
 public struct Prompt: Sendable, Hashable {

@@ -1,5 +1,5 @@
 public import KerberosSecrets
-package import CKrb5
+import CKrb5
 
 /// A question krb5 asks a responder during one round of pre-authentication.
 public enum ResponderQuestion: Sendable, Hashable {

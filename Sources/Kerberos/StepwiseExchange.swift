@@ -1,5 +1,5 @@
 import KerberosSecrets
-package import CKrb5
+import CKrb5
 internal import CStringToKey
 #if canImport(Glibc)
 internal import Glibc

@@ -1,4 +1,4 @@
-package import CKrb5
+import CKrb5
 package import SystemPackage
 #if canImport(Glibc)
 internal import Glibc

@@ -1,4 +1,4 @@
-package import CKrb5
+import CKrb5
 
 /// How ``Context/verify(_:options:)`` checks that credentials came from the real KDC.
 ///

@@ -76,26 +76,11 @@ final class DaemonBackend: LoginBackend {
     /// Connects to the daemon's conversation socket, and refuses it unless the process listening on it runs as
     /// one of `allowedUIDs` (`SO_PEERCRED`): a socket another local user made could otherwise answer "ok".
     init(socketPath: String, allowedUIDs: Set<UInt32>) throws {
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw DaemonUnavailable(reason: "socket: \(String(cString: strerror(errno)))") }
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let path = Array(socketPath.utf8)
-        guard path.count < MemoryLayout.size(ofValue: address.sun_path) else {
-            close(fd)
-            throw DaemonUnavailable(reason: "socket path too long: \(socketPath)")
-        }
-        withUnsafeMutableBytes(of: &address.sun_path) { buffer in
-            buffer.copyBytes(from: path)
-            buffer[path.count] = 0
-        }
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        guard connected == 0 else {
-            let reason = String(cString: strerror(errno))
-            close(fd)
-            throw DaemonUnavailable(reason: "cannot connect to krb5-verifyd at \(socketPath): \(reason)")
+        guard let address = UnixSocketAddress(path: socketPath) else { throw DaemonUnavailable(reason: "socket path too long: \(socketPath)") }
+        let fd: Int32
+        switch address.connectedStream() {
+        case .success(let connected): fd = connected
+        case .failure(let error): throw DaemonUnavailable(reason: "cannot connect to krb5-verifyd at \(socketPath): \(String(cString: strerror(error.errno)))")
         }
         // Glibc's `struct ucred` (pid_t pid, uid_t uid, gid_t gid) needs _GNU_SOURCE; the same layout as a tuple.
         var credentials: (pid: Int32, uid: UInt32, gid: UInt32) = (0, 0, 0)

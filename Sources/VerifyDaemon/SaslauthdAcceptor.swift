@@ -53,17 +53,11 @@ final class SaslauthdAcceptor: Sendable {
         let raw = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard raw >= 0 else { throw ConfigurationError("cannot make a socket for \(path): \(Errno(rawValue: errno))") }
         let descriptor = SystemPackage.FileDescriptor(rawValue: raw)
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
+        guard let address = UnixSocketAddress(path: path) else {
             try? descriptor.close()
             throw ConfigurationError("socket path too long: \(path)")
         }
-        withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: bytes) }
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(raw, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
+        let bound = address.withSockaddr { bind(raw, $0, $1) }
         guard bound == 0, Glibc.listen(raw, 1024) == 0 else {
             let error = Errno(rawValue: errno)
             try? descriptor.close()

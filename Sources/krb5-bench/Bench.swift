@@ -131,7 +131,7 @@ struct SaslLoad: ParsableCommand {
     }
 
     static func exchange(path: String, request: [UInt8]) -> [UInt8] {
-        guard let fd = connectedUnixSocket(path) else { return [] }
+        guard let fd = try? UnixSocketAddress(path: path)?.connectedStream().get() else { return [] }
         defer { close(fd) }
         _ = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
         var reply: [UInt8] = []
@@ -204,25 +204,4 @@ struct StringToKeyCost: ParsableCommand {
         let cpu = Double(clock() - start) / Double(CLOCKS_PER_SEC)
         print(String(format: #"{"keys":%d,"ms_per_key":%.4f,"sha_extensions":%@}"#, keys, cpu * 1000 / Double(keys), s2k_cpu_has_sha_ni() != 0 ? "true" : "false"))
     }
-}
-
-/// A stream socket connected to the Unix socket at `path`; nil when none could be connected.
-func connectedUnixSocket(_ path: String) -> Int32? {
-    let fd = Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-    guard fd >= 0 else { return nil }
-    var address = sockaddr_un()
-    address.sun_family = sa_family_t(AF_UNIX)
-    withUnsafeMutableBytes(of: &address.sun_path) { buffer in
-        let bytes = Array(path.utf8)
-        buffer.copyBytes(from: bytes)
-        buffer[bytes.count] = 0
-    }
-    let connected = withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-    }
-    guard connected == 0 else {
-        close(fd)
-        return nil
-    }
-    return fd
 }

@@ -156,7 +156,7 @@ final class LineClient {
     private var buffer: [UInt8] = []
 
     init(path: String) {
-        fd = connectedUnixSocket(path) ?? -1
+        fd = (try? UnixSocketAddress(path: path)?.connectedStream().get()) ?? -1
         connected = fd >= 0
     }
 

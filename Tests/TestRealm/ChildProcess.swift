@@ -55,7 +55,7 @@ public final class ChildProcess: @unchecked Sendable {
             posix_spawn_file_actions_adddup2(&actions, outputPipe[1], 1)
             posix_spawn_file_actions_adddup2(&actions, outputPipe[1], 2)
         }
-        Self.addCloseFrom(&actions, 3)
+        _ = Self.addCloseFrom(&actions, 3)
 
         var merged: [String: String] = [:]
         var entry = environ

@@ -1,6 +1,7 @@
 import Foundation
+import LoginProtocol
 #if canImport(Glibc)
-public import Glibc
+import Glibc
 #endif
 
 /// A blocking UNIX-socket client for tests: connect, send bytes, read replies, with timeouts. The default timeout
@@ -9,32 +10,13 @@ public final class SocketClient {
     public let fd: Int32
 
     public init(path: String, timeout: Double = 75) throws {
-        fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw TestRealmError("socket failed") }
-        let result = Self.withAddress(path) { connect(fd, $0, $1) }
-        guard result == 0 else {
-            close(fd)
-            throw TestRealmError("connect \(path): \(String(cString: strerror(errno)))")
-        }
+        guard let address = UnixSocketAddress(path: path) else { throw TestRealmError("socket path too long: \(path)") }
+        do { fd = try address.connectedStream().get() } catch { throw TestRealmError("\(error)") }
         var time = timeval(tv_sec: Int(timeout), tv_usec: Int((timeout - Double(Int(timeout))) * 1e6))
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &time, socklen_t(MemoryLayout<timeval>.size))
     }
 
     deinit { close(fd) }
-
-    /// Runs `body` with the `AF_UNIX` address of `path` (for `connect`, `bind`) and its length.
-    public static func withAddress<Result>(_ path: String, _ body: (UnsafePointer<sockaddr>, socklen_t) -> Result) -> Result {
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &address.sun_path) { buffer in
-            let bytes = Array(path.utf8)
-            buffer.copyBytes(from: bytes)
-            buffer[bytes.count] = 0
-        }
-        return withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-    }
 
     public func send(_ bytes: [UInt8]) {
         _ = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }

@@ -176,7 +176,7 @@ struct SocketModeTests {
     /// A listening socket bound with plain system calls.
     static func bindListener(_ path: String) throws -> Int32 {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        let bound = SocketClient.withAddress(path) { Glibc.bind(fd, $0, $1) }
+        let bound = try #require(UnixSocketAddress(path: path)).withSockaddr { Glibc.bind(fd, $0, $1) }
         guard bound == 0, listen(fd, 8) == 0 else {
             let error = String(cString: strerror(errno))
             close(fd)
