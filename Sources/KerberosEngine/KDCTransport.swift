@@ -43,11 +43,19 @@ final class KDCTransport: Sendable {
     let group: any EventLoopGroup
     let configuration: Configuration
     private let health: Locked<KDCHealth>
+    /// Connected UDP sockets kept for the next message (``DatagramPool``).
+    let datagrams = DatagramPool()
 
     init(group: any EventLoopGroup, configuration: Configuration) {
         self.group = group
         self.configuration = configuration
         health = Locked(KDCHealth(memory: configuration.unresponsiveMemory))
+    }
+
+    /// Closes the UDP sockets kept for later messages (``KerberosClient/shutdown()``; a group the client owns
+    /// closes them anyway).
+    func closeIdleSockets() {
+        for channel in datagrams.drain() { channel.close(promise: nil) }
     }
 
     /// The realm's KDCs in the order to try them now (``KDCHealth/order(_:primaryOnly:now:)``).
@@ -129,6 +137,65 @@ struct KDCTarget: Sendable {
     var key: String
 }
 
+/// Connected UDP sockets to KDCs, per event loop and address, kept for the next message once one request and its one
+/// reply have passed through them: such a socket has nothing in flight, so the next reply it reads is the next
+/// request's. A socket that sent a message more than once (a retransmission), read anything but the one answer, or
+/// was closed before its answer is closed instead. A datagram or error on a kept socket closes it.
+///
+/// A kept socket saves a message the socket, connect, registration and close (and NIO a channel and its receive
+/// buffer): about a tenth of the daemon's CPU per login (docs/engine.md, "Sockets").
+final class DatagramPool: @unchecked Sendable {
+    /// The most sockets kept per event loop and address; one more is closed.
+    static let maxIdlePerAddress = 32
+
+    struct Key: Hashable {
+        let loop: ObjectIdentifier
+        let address: SocketAddress
+    }
+
+    /// A kept socket and its handler (touched only on the socket's loop, hence `@unchecked Sendable`).
+    fileprivate struct Kept: @unchecked Sendable {
+        let channel: any Channel
+        let handler: DatagramReplyHandler
+    }
+
+    private let idle = Locked<[Key: [Kept]]>([:])
+
+    /// How many sockets are kept now.
+    var count: Int { idle.withLock { $0.values.reduce(0) { $0 + $1.count } } }
+
+    /// How many sockets to `address` are kept now, on every loop.
+    func kept(to address: SocketAddress) -> Int {
+        idle.withLock { $0.filter { $0.key.address == address }.values.reduce(0) { $0 + $1.count } }
+    }
+
+    fileprivate func lease(_ key: Key) -> Kept? {
+        idle.withLock { $0[key]?.popLast() }
+    }
+
+    /// Keeps `kept` for `key`; false when the address has its most already (the caller closes the socket).
+    fileprivate func keep(_ kept: Kept, for key: Key) -> Bool {
+        idle.withLock { idle in
+            guard idle[key, default: []].count < Self.maxIdlePerAddress else { return false }
+            idle[key, default: []].append(kept)
+            return true
+        }
+    }
+
+    /// Forgets a kept socket that read a stray datagram or an error (its handler closes it).
+    fileprivate func forget(_ channel: any Channel, for key: Key) {
+        idle.withLock { $0[key]?.removeAll { $0.channel === channel } }
+    }
+
+    /// Empties the pool; the caller closes what it returns.
+    func drain() -> [any Channel] {
+        idle.withLock { idle in
+            defer { idle.removeAll() }
+            return idle.values.flatMap { $0.map(\.channel) }
+        }
+    }
+}
+
 /// Carries out one send's ``KDCSendStateMachine``: opens the sockets, writes, arms its timers as `Scheduled` tasks,
 /// and feeds the machine what happens, with the time. Everything runs on `loop`, hence `@unchecked Sendable`.
 private final class SendOperation: @unchecked Sendable {
@@ -141,6 +208,17 @@ private final class SendOperation: @unchecked Sendable {
     private var machine: KDCSendStateMachine
     private var channels: [Int: [(KDCSendStateMachine.Transport, any Channel)]] = [:]
     private var timers: [KDCSendStateMachine.Timer: Scheduled<Void>] = [:]
+    /// Each UDP socket's use in this send, by channel: what decides whether ``DatagramPool`` keeps it.
+    private var datagramUses: [ObjectIdentifier: DatagramUse] = [:]
+
+    private struct DatagramUse {
+        let handler: DatagramReplyHandler
+        var writes = 0
+        var datagrams = 0
+        var answered = false
+        /// One message, its one reply, and that reply the answer: nothing is left in flight.
+        var isClean: Bool { writes == 1 && datagrams == 1 && answered }
+    }
 
     init(transport: KDCTransport, loop: any EventLoop, machine: KDCSendStateMachine, messages: [[UInt8]], resumer: Resumer<KDCReply>) {
         self.transport = transport
@@ -159,8 +237,14 @@ private final class SendOperation: @unchecked Sendable {
         run(machine.close(now: .now()))
     }
 
-    func received(_ bytes: [UInt8], from index: Int, over transport: KDCSendStateMachine.Transport) {
-        run(machine.received(bytes, from: index, over: transport, now: .now()))
+    func received(_ bytes: [UInt8], from index: Int, over transport: KDCSendStateMachine.Transport, channel: any Channel) {
+        let actions = machine.received(bytes, from: index, over: transport, now: .now())
+        if transport == .udp, var use = datagramUses[ObjectIdentifier(channel)] {
+            use.datagrams += 1
+            use.answered = use.answered || actions.contains { if case .answer(index, _) = $0 { true } else { false } }
+            datagramUses[ObjectIdentifier(channel)] = use
+        }
+        run(actions)
     }
 
     func failed(_ index: Int, over transport: KDCSendStateMachine.Transport, error: (any Error)?) {
@@ -177,7 +261,7 @@ private final class SendOperation: @unchecked Sendable {
             case .close(let index, let over):
                 let closing = (channels[index] ?? []).filter { over == nil || $0.0 == over }
                 channels[index] = (channels[index] ?? []).filter { over != nil && $0.0 != over }
-                for (_, channel) in closing { channel.close(promise: nil) }
+                for (_, channel) in closing { release(channel, index: index) }
             case .arm(let timer, let deadline):
                 timers[timer]?.cancel()
                 timers[timer] = loop.scheduleTask(deadline: deadline) { [self] in
@@ -215,17 +299,36 @@ private final class SendOperation: @unchecked Sendable {
                 .connect(to: address)
                 .whenComplete { [self] result in connected(result, index: index, over: .tcp) }
         case .udp:
+            let key = DatagramPool.Key(loop: ObjectIdentifier(loop), address: address)
+            if let kept = transport.datagrams.lease(key) {
+                kept.handler.operation = self
+                kept.handler.index = index
+                datagramUses[ObjectIdentifier(kept.channel)] = DatagramUse(handler: kept.handler)
+                // Reported as a fresh socket would be: after the actions now being carried out.
+                loop.execute { [self] in connected(.success(kept.channel), index: index, over: .udp) }
+                return
+            }
+            let handler = DatagramReplyHandler(operation: self, index: index, pool: transport.datagrams, key: key)
             DatagramBootstrap(group: loop)
                 // NIO reads 2,048 bytes a datagram by default; a PKINIT reply is larger, and a UDP reply is never over 64 KiB.
                 .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 65_536))
-                .channelInitializer { [self] channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandler(DatagramReplyHandler(operation: self, index: index))
-                    }
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(handler) }
                 }
                 .connect(to: address)
-                .whenComplete { [self] result in connected(result, index: index, over: .udp) }
+                .whenComplete { [self] result in
+                    if case .success(let channel) = result { datagramUses[ObjectIdentifier(channel)] = DatagramUse(handler: handler) }
+                    connected(result, index: index, over: .udp)
+                }
         }
+    }
+
+    /// Ends this send's use of a socket: a UDP socket whose use was clean goes back to the pool, any other is closed.
+    private func release(_ channel: any Channel, index: Int) {
+        guard let use = datagramUses.removeValue(forKey: ObjectIdentifier(channel)), use.isClean else { return channel.close(promise: nil) }
+        use.handler.operation = nil
+        let key = DatagramPool.Key(loop: ObjectIdentifier(loop), address: machine.targets[index].address)
+        if !transport.datagrams.keep(.init(channel: channel, handler: use.handler), for: key) { channel.close(promise: nil) }
     }
 
     /// A connection (or a connected datagram socket) to target `index` is ready, or could not be made.
@@ -245,6 +348,7 @@ private final class SendOperation: @unchecked Sendable {
         let written: EventLoopFuture<Void>
         switch over {
         case .udp:
+            datagramUses[ObjectIdentifier(channel)]?.writes += 1
             buffer.writeBytes(message)
             written = channel.writeAndFlush(AddressedEnvelope(remoteAddress: machine.targets[index].address, data: buffer))
         case .tcp:
@@ -256,24 +360,43 @@ private final class SendOperation: @unchecked Sendable {
     }
 }
 
-/// Delivers a target's datagrams, and its errors (ICMP port unreachable), to the operation.
-private final class DatagramReplyHandler: ChannelInboundHandler {
+/// Delivers a target's datagrams, and its errors (ICMP port unreachable), to the operation that has the socket; on a
+/// socket kept in the pool (no operation), either closes it. Touched only on the socket's loop, hence `@unchecked Sendable`.
+private final class DatagramReplyHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = AddressedEnvelope<ByteBuffer>
-    let operation: SendOperation
-    let index: Int
+    var operation: SendOperation?
+    var index: Int
+    let pool: DatagramPool
+    let key: DatagramPool.Key
 
-    init(operation: SendOperation, index: Int) {
+    init(operation: SendOperation, index: Int, pool: DatagramPool, key: DatagramPool.Key) {
         self.operation = operation
         self.index = index
+        self.pool = pool
+        self.key = key
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var envelope = unwrapInboundIn(data)
-        operation.received(envelope.data.readBytes(length: envelope.data.readableBytes) ?? [], from: index, over: .udp)
+        guard let operation else { return discard(context) }
+        operation.received(envelope.data.readBytes(length: envelope.data.readableBytes) ?? [], from: index, over: .udp, channel: context.channel)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        guard let operation else { return discard(context) }
         operation.failed(index, over: .udp, error: error)
+        context.close(promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        // A kept socket closed from outside (its event loop shutting down) leaves the pool.
+        if operation == nil { pool.forget(context.channel, for: key) }
+        context.fireChannelInactive()
+    }
+
+    /// A kept socket heard something: it is not clean any more.
+    private func discard(_ context: ChannelHandlerContext) {
+        pool.forget(context.channel, for: key)
         context.close(promise: nil)
     }
 }
@@ -293,7 +416,7 @@ private final class StreamReplyHandler: ChannelInboundHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var buffer = unwrapInboundIn(data)
         answered = true
-        operation.received(buffer.readBytes(length: buffer.readableBytes) ?? [], from: index, over: .tcp)
+        operation.received(buffer.readBytes(length: buffer.readableBytes) ?? [], from: index, over: .tcp, channel: context.channel)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {

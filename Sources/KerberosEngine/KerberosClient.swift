@@ -143,6 +143,7 @@ public final class KerberosClient: Sendable {
     /// Calls made afterwards throw.
     public func shutdown() async {
         for worker in workers { await worker.shutdown() }
+        transport.closeIdleSockets()
         if ownsGroup { try? await group.shutdownGracefully() }
     }
 
@@ -153,6 +154,7 @@ public final class KerberosClient: Sendable {
     @available(*, noasync, message: "blocks the calling thread; use 'await shutdown()'")
     package func shutdownBlocking() {
         for worker in workers { worker.shutdownBlocking() }
+        transport.closeIdleSockets()
         if ownsGroup { try? group.syncShutdownGracefully() }
     }
 

@@ -228,11 +228,14 @@ final class SlowKDCProxy: @unchecked Sendable {
     private var channel: (any Channel)?
     private let forwarded = Locked<Set<[UInt8]>>([])
     private let replied = Locked(0)
+    private let sources = Locked<[Int]>([])
 
     /// How many different datagrams the proxy has forwarded (a retransmission is the same datagram again).
     var distinctRequests: Int { forwarded.withLock { $0.count } }
     /// How many replies the proxy has sent back, after their delay.
     var repliesSent: Int { replied.withLock { $0 } }
+    /// The source port of each datagram that came, in order.
+    var sourcePorts: [Int] { sources.withLock { $0 } }
 
     init(upstreamPort: Int, delay: TimeAmount) throws {
         port = try freePort()
@@ -242,7 +245,7 @@ final class SlowKDCProxy: @unchecked Sendable {
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(Forwarder(upstream: upstream, delay: delay, group: group, forwarded: self.forwarded,
-                                                                             replied: self.replied))
+                                                                             replied: self.replied, sources: self.sources))
                 }
             }
             .bind(host: "127.0.0.1", port: port).wait()
@@ -263,19 +266,22 @@ final class SlowKDCProxy: @unchecked Sendable {
         let group: any EventLoopGroup
         let forwarded: Locked<Set<[UInt8]>>
         let replied: Locked<Int>
+        let sources: Locked<[Int]>
 
-        init(upstream: SocketAddress, delay: TimeAmount, group: any EventLoopGroup, forwarded: Locked<Set<[UInt8]>>, replied: Locked<Int>) {
+        init(upstream: SocketAddress, delay: TimeAmount, group: any EventLoopGroup, forwarded: Locked<Set<[UInt8]>>, replied: Locked<Int>, sources: Locked<[Int]>) {
             self.upstream = upstream
             self.delay = delay
             self.group = group
             self.forwarded = forwarded
             self.replied = replied
+            self.sources = sources
         }
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
             let request = unwrapInboundIn(data)
             let bytes = Array(request.data.readableBytesView)
             forwarded.withLock { _ = $0.insert(bytes) }
+            sources.withLock { $0.append(request.remoteAddress.port ?? 0) }
             let client = request.remoteAddress
             let front = context.channel
             let upstream = self.upstream

@@ -222,6 +222,23 @@ struct EngineTests {
         #expect(proxy.distinctRequests >= 1, "the primary was asked first")
         #expect(proxy.repliesSent == 0, "answered by the replica: no reply of the slow primary had come back")
         #expect(client.transport.isMarkedUnresponsive(proxy.address))
+        #expect(client.transport.datagrams.kept(to: try SocketAddress(ipAddress: "127.0.0.1", port: proxy.port)) == 0,
+                "the primary's socket, still waiting for its answer, is not kept")
+        await client.shutdown()
+        #expect(client.transport.datagrams.count == 0, "shutdown closes the kept sockets")
+    }
+
+    @Test("a UDP socket whose one message got its one answer carries a later message: sequential logins reuse a source port")
+    func keptDatagramSocket() async throws {
+        let proxy = try SlowKDCProxy(upstreamPort: engine.primaryPort, delay: .milliseconds(1))
+        defer { proxy.stop() }
+        let client = try client(try engine.config(kdcs: [proxy.address]))
+        for _ in 0..<3 {
+            let result = await login(client, verify: true)
+            #expect((try? result.get())?.verified == true, "\(result)")
+        }
+        // (A message sent again after a second without its answer is on a socket that is not kept; not every one is.)
+        #expect(Set(proxy.sourcePorts).count < proxy.sourcePorts.count, "source ports: \(proxy.sourcePorts)")
         await client.shutdown()
     }
 
