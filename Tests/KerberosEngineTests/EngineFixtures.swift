@@ -200,7 +200,7 @@ final class BlackHoleKDC: @unchecked Sendable {
         let datagrams = self.datagrams
         let udp = try DatagramBootstrap(group: group)
             .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(Counter(datagrams: datagrams)) }
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(DatagramReader { _, _ in datagrams.withLock { $0 += 1 } }) }
             }
             .bind(host: "127.0.0.1", port: port).wait()
         channels = [tcp, udp]
@@ -211,13 +211,6 @@ final class BlackHoleKDC: @unchecked Sendable {
     func stop() {
         for channel in channels { try? channel.close().wait() }
         try? group.syncShutdownGracefully()
-    }
-
-    private final class Counter: ChannelInboundHandler, Sendable {
-        typealias InboundIn = AddressedEnvelope<ByteBuffer>
-        let datagrams: Locked<Int>
-        init(datagrams: Locked<Int>) { self.datagrams = datagrams }
-        func channelRead(context: ChannelHandlerContext, data: NIOAny) { datagrams.withLock { $0 += 1 } }
     }
 }
 
@@ -240,12 +233,30 @@ final class SlowKDCProxy: @unchecked Sendable {
     init(upstreamPort: Int, delay: TimeAmount) throws {
         port = try freePort()
         let upstream = try SocketAddress(ipAddress: "127.0.0.1", port: upstreamPort)
-        let group = self.group
+        let (forwarded, replied, sources) = (forwarded, replied, sources)
         channel = try DatagramBootstrap(group: group)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(Forwarder(upstream: upstream, delay: delay, group: group, forwarded: self.forwarded,
-                                                                             replied: self.replied, sources: self.sources))
+                    try channel.pipeline.syncOperations.addHandler(DatagramReader { context, request in
+                        forwarded.withLock { _ = $0.insert(Array(request.data.readableBytesView)) }
+                        sources.withLock { $0.append(request.remoteAddress.port ?? 0) }
+                        // Each request gets a socket of its own toward the KDC; its reply goes back to the client after `delay`.
+                        let front = context.channel
+                        _ = DatagramBootstrap(group: context.eventLoop)
+                            .channelInitializer { back in
+                                back.eventLoop.makeCompletedFuture {
+                                    try back.pipeline.syncOperations.addHandler(DatagramReader { backContext, reply in
+                                        backContext.eventLoop.scheduleTask(in: delay) {
+                                            replied.withLock { $0 += 1 }
+                                            front.writeAndFlush(AddressedEnvelope(remoteAddress: request.remoteAddress, data: reply.data), promise: nil)
+                                            back.close(promise: nil)
+                                        }
+                                    })
+                                }
+                            }
+                            .bind(host: "127.0.0.1", port: 0)
+                            .flatMap { back in back.writeAndFlush(AddressedEnvelope(remoteAddress: upstream, data: request.data)) }
+                    })
                 }
             }
             .bind(host: "127.0.0.1", port: port).wait()
@@ -256,74 +267,6 @@ final class SlowKDCProxy: @unchecked Sendable {
     func stop() {
         try? channel?.close().wait()
         try? group.syncShutdownGracefully()
-    }
-
-    private final class Forwarder: ChannelInboundHandler, @unchecked Sendable {
-        typealias InboundIn = AddressedEnvelope<ByteBuffer>
-        typealias OutboundOut = AddressedEnvelope<ByteBuffer>
-        let upstream: SocketAddress
-        let delay: TimeAmount
-        let group: any EventLoopGroup
-        let forwarded: Locked<Set<[UInt8]>>
-        let replied: Locked<Int>
-        let sources: Locked<[Int]>
-
-        init(upstream: SocketAddress, delay: TimeAmount, group: any EventLoopGroup, forwarded: Locked<Set<[UInt8]>>, replied: Locked<Int>, sources: Locked<[Int]>) {
-            self.upstream = upstream
-            self.delay = delay
-            self.group = group
-            self.forwarded = forwarded
-            self.replied = replied
-            self.sources = sources
-        }
-
-        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-            let request = unwrapInboundIn(data)
-            let bytes = Array(request.data.readableBytesView)
-            forwarded.withLock { _ = $0.insert(bytes) }
-            sources.withLock { $0.append(request.remoteAddress.port ?? 0) }
-            let client = request.remoteAddress
-            let front = context.channel
-            let upstream = self.upstream
-            let delay = self.delay
-            let replied = self.replied
-            _ = DatagramBootstrap(group: context.eventLoop)
-                .channelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandler(Back(front: front, client: client, delay: delay, replied: replied))
-                    }
-                }
-                .bind(host: "127.0.0.1", port: 0)
-                .flatMap { channel in channel.writeAndFlush(AddressedEnvelope(remoteAddress: upstream, data: request.data)) }
-        }
-    }
-
-    private final class Back: ChannelInboundHandler, @unchecked Sendable {
-        typealias InboundIn = AddressedEnvelope<ByteBuffer>
-        let front: any Channel
-        let client: SocketAddress
-        let delay: TimeAmount
-        let replied: Locked<Int>
-
-        init(front: any Channel, client: SocketAddress, delay: TimeAmount, replied: Locked<Int>) {
-            self.front = front
-            self.client = client
-            self.delay = delay
-            self.replied = replied
-        }
-
-        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-            let reply = unwrapInboundIn(data)
-            let front = self.front
-            let client = self.client
-            let channel = context.channel
-            let replied = self.replied
-            context.eventLoop.scheduleTask(in: delay) {
-                replied.withLock { $0 += 1 }
-                front.writeAndFlush(AddressedEnvelope(remoteAddress: client, data: reply.data), promise: nil)
-                channel.close(promise: nil)
-            }
-        }
     }
 }
 

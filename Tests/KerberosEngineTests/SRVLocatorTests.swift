@@ -158,7 +158,11 @@ final class SRVResponder: @unchecked Sendable {
         channels.append(try DatagramBootstrap(group: group)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(Handler(records: records, ttl: ttl, truncate: truncateUDP, asked: asked))
+                    try channel.pipeline.syncOperations.addHandler(DatagramReader { context, datagram in
+                        guard let (name, reply) = SRVResponder.reply(to: Array(datagram.data.readableBytesView), records: records, ttl: ttl, truncate: truncateUDP) else { return }
+                        asked.withLock { $0.append((name.lowercased(), false)) }
+                        DatagramReader.reply(reply, to: datagram, on: context)
+                    })
                 }
             }
             .bind(host: "127.0.0.1", port: port).wait())
@@ -167,7 +171,11 @@ final class SRVResponder: @unchecked Sendable {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(KDCFrameDecoder(maxLength: 65_535, lengthPrefix: 2)))
-                    try channel.pipeline.syncOperations.addHandler(StreamHandler(records: records, ttl: ttl, asked: asked))
+                    try channel.pipeline.syncOperations.addHandler(FrameReader(lengthPrefix: 2) { query in
+                        guard let (name, reply) = SRVResponder.reply(to: query, records: records, ttl: ttl, truncate: false) else { return nil }
+                        asked.withLock { $0.append((name.lowercased(), true)) }
+                        return reply
+                    })
                 }
             }
             .bind(host: "127.0.0.1", port: port).wait())
@@ -195,53 +203,6 @@ final class SRVResponder: @unchecked Sendable {
             (target: $0.element.target, port: $0.element.port, priority: UInt16($0.offset), weight: UInt16(0))
         }
         return (name, response(to: query, records: answers, notFound: records[name.lowercased()] == nil, ttl: ttl))
-    }
-
-    private final class Handler: ChannelInboundHandler, @unchecked Sendable {
-        typealias InboundIn = AddressedEnvelope<ByteBuffer>
-        typealias OutboundOut = AddressedEnvelope<ByteBuffer>
-        let records: [String: [Target]]
-        let ttl: UInt32
-        let truncate: Bool
-        let asked: Locked<[(name: String, tcp: Bool)]>
-
-        init(records: [String: [Target]], ttl: UInt32, truncate: Bool, asked: Locked<[(name: String, tcp: Bool)]>) {
-            self.records = records
-            self.ttl = ttl
-            self.truncate = truncate
-            self.asked = asked
-        }
-
-        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-            let envelope = unwrapInboundIn(data)
-            guard let (name, reply) = SRVResponder.reply(to: Array(envelope.data.readableBytesView), records: records, ttl: ttl, truncate: truncate) else { return }
-            asked.withLock { $0.append((name.lowercased(), false)) }
-            context.writeAndFlush(wrapOutboundOut(AddressedEnvelope(remoteAddress: envelope.remoteAddress, data: ByteBuffer(bytes: reply))), promise: nil)
-        }
-    }
-
-    /// DNS over TCP: each query and answer after a 2-byte length.
-    private final class StreamHandler: ChannelInboundHandler, @unchecked Sendable {
-        typealias InboundIn = ByteBuffer
-        typealias OutboundOut = ByteBuffer
-        let records: [String: [Target]]
-        let ttl: UInt32
-        let asked: Locked<[(name: String, tcp: Bool)]>
-
-        init(records: [String: [Target]], ttl: UInt32, asked: Locked<[(name: String, tcp: Bool)]>) {
-            self.records = records
-            self.ttl = ttl
-            self.asked = asked
-        }
-
-        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-            guard let (name, reply) = SRVResponder.reply(to: Array(unwrapInboundIn(data).readableBytesView), records: records, ttl: ttl, truncate: false) else { return }
-            asked.withLock { $0.append((name.lowercased(), true)) }
-            var buffer = context.channel.allocator.buffer(capacity: reply.count + 2)
-            buffer.writeInteger(UInt16(reply.count))
-            buffer.writeBytes(reply)
-            context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
-        }
     }
 
     /// The first question's name, or nil for a malformed message.

@@ -11,6 +11,19 @@ final class RoundLog: Sendable {
     var all: [[ResponderQuestion]] { rounds.withLock { $0 } }
     var otpChallenges: [OTPChallenge] { all.joined().compactMap { if case .otp(let c) = $0 { c } else { nil } } }
     var pkinitIdentities: [[PKINITIdentity]] { all.joined().compactMap { if case .pkinit(let i) = $0 { i } else { nil } } }
+
+    /// A responder that records each round here and answers every PKINIT identity asked with `secret` (a pass
+    /// phrase, a PIN).
+    func pkinitResponder(answering secret: String) -> Responder {
+        Responder { [self] questions in
+            record(questions)
+            var answers = ResponderAnswers()
+            for case .pkinit(let identities) in questions {
+                for id in identities { answers.pkinit[id.identity] = Secret(secret) }
+            }
+            return answers
+        }
+    }
 }
 
 @Suite("Responder, OTP, PKINIT and FAST against the live KDC", .onTestThreads)
@@ -277,14 +290,7 @@ struct ResponderTests {
         let log = RoundLog()
         var options = InitialCredentialsOptions()
         options.preauthOptions = [("X509_user_identity", identity)]
-        options.responder = Responder { questions in
-            log.record(questions)
-            var answers = ResponderAnswers()
-            for case .pkinit(let identities) in questions {
-                for id in identities { answers.pkinit[id.identity] = Secret(passphrase) }
-            }
-            return answers
-        }
+        options.responder = log.pkinitResponder(answering: passphrase)
         let credentials = try context.initialCredentials(for: user, password: nil, options: options)
         #expect(try credentials.client.name().hasPrefix(realm["PKINIT_USER"] + "@"))
         #expect(log.pkinitIdentities.count == 1, "the PKINIT question is asked once")

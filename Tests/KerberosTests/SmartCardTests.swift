@@ -19,14 +19,7 @@ struct SmartCardTests {
         let context = try realm.context()
         var options = InitialCredentialsOptions()
         options.preauthOptions = [("X509_user_identity", identity)]
-        options.responder = Responder { questions in
-            log.record(questions)
-            var answers = ResponderAnswers()
-            for case .pkinit(let identities) in questions {
-                for id in identities { answers.pkinit[id.identity] = Secret(pin) }
-            }
-            return answers
-        }
+        options.responder = log.pkinitResponder(answering: pin)
         return try context.initialCredentials(for: Principal(parsing: realm["PKINIT_USER"], in: context), password: nil, options: options)
     }
 

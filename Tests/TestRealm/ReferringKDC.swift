@@ -22,7 +22,12 @@ public final class ReferringKDC: @unchecked Sendable {
         for _ in 0..<20 {
             let udp = try DatagramBootstrap(group: group)
                 .channelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(DatagramHandler(reply: reply, count: count)) }
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(DatagramReader { context, datagram in
+                            count.withLock { $0 += 1 }
+                            DatagramReader.reply(reply, to: datagram, on: context)
+                        })
+                    }
                 }
                 .bind(host: "127.0.0.1", port: 0).wait()
             let port = udp.localAddress?.port ?? 0
@@ -30,7 +35,10 @@ public final class ReferringKDC: @unchecked Sendable {
                 .childChannelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(KDCFrameDecoder(maxLength: 65_536)))
-                        try channel.pipeline.syncOperations.addHandler(StreamHandler(reply: reply, count: count))
+                        try channel.pipeline.syncOperations.addHandler(FrameReader(lengthPrefix: 4) { _ in
+                            count.withLock { $0 += 1 }
+                            return reply
+                        })
                     }
                 }
                 .bind(host: "127.0.0.1", port: port).wait()
@@ -65,41 +73,5 @@ public final class ReferringKDC: @unchecked Sendable {
         fields += tlv(0xA7, tlv(0x1B, Array(clientRealm.utf8))) + tlv(0xA8, name(1, [client]))
         fields += tlv(0xA9, tlv(0x1B, Array(serverRealm.utf8))) + tlv(0xAA, name(2, ["krbtgt", serverRealm]))
         return tlv(0x7E, tlv(0x30, fields))
-    }
-
-    private final class DatagramHandler: ChannelInboundHandler, @unchecked Sendable {
-        typealias InboundIn = AddressedEnvelope<ByteBuffer>
-        typealias OutboundOut = AddressedEnvelope<ByteBuffer>
-        let reply: [UInt8]
-        let count: Locked<Int>
-        init(reply: [UInt8], count: Locked<Int>) {
-            self.reply = reply
-            self.count = count
-        }
-
-        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-            let envelope = unwrapInboundIn(data)
-            count.withLock { $0 += 1 }
-            context.writeAndFlush(wrapOutboundOut(AddressedEnvelope(remoteAddress: envelope.remoteAddress, data: ByteBuffer(bytes: reply))), promise: nil)
-        }
-    }
-
-    private final class StreamHandler: ChannelInboundHandler, @unchecked Sendable {
-        typealias InboundIn = ByteBuffer
-        typealias OutboundOut = ByteBuffer
-        let reply: [UInt8]
-        let count: Locked<Int>
-        init(reply: [UInt8], count: Locked<Int>) {
-            self.reply = reply
-            self.count = count
-        }
-
-        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-            count.withLock { $0 += 1 }
-            var buffer = context.channel.allocator.buffer(capacity: reply.count + 4)
-            buffer.writeInteger(UInt32(reply.count))
-            buffer.writeBytes(reply)
-            context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
-        }
     }
 }
