@@ -47,21 +47,25 @@ struct ListenerTimerTests {
     @Test("saslauthd: a silent client is answered NO timeout when idle_timeout has passed, not a moment before, then closed")
     func saslSilent() async throws {
         let offline = try OfflineDaemon()
-        let channel = try Self.channel(Self.saslHandler(offline, idle: .milliseconds(300), read: .milliseconds(1200)))
-        try Self.expectSaslTimeout(channel, in: .milliseconds(300))
+        do {  // The embedded channel lives and ends on this thread, before the await below (EmbeddedEventLoop is not thread-safe).
+            let channel = try Self.channel(Self.saslHandler(offline, idle: .milliseconds(300), read: .milliseconds(1200)))
+            try Self.expectSaslTimeout(channel, in: .milliseconds(300))
+        }
         await offline.stop()
     }
 
     @Test("saslauthd: a byte every 150 ms never trips idle_timeout (300 ms); read_timeout ends the request at 1.2 s exactly")
     func saslTrickle() async throws {
         let offline = try OfflineDaemon()
-        let channel = try Self.channel(Self.saslHandler(offline, idle: .milliseconds(300), read: .milliseconds(1200)))
-        try channel.writeInbound(ByteBuffer(bytes: [0, 200]))
-        for _ in 0..<7 {
-            channel.embeddedEventLoop.advanceTime(by: .milliseconds(150))
-            try channel.writeInbound(ByteBuffer(bytes: [0x61]))
+        do {  // The embedded channel lives and ends on this thread, before the await below.
+            let channel = try Self.channel(Self.saslHandler(offline, idle: .milliseconds(300), read: .milliseconds(1200)))
+            try channel.writeInbound(ByteBuffer(bytes: [0, 200]))
+            for _ in 0..<7 {
+                channel.embeddedEventLoop.advanceTime(by: .milliseconds(150))
+                try channel.writeInbound(ByteBuffer(bytes: [0x61]))
+            }
+            try Self.expectSaslTimeout(channel, in: .milliseconds(150))  // 1,200 ms since the connection
         }
-        try Self.expectSaslTimeout(channel, in: .milliseconds(150))  // 1,200 ms since the connection
         await offline.stop()
     }
 
