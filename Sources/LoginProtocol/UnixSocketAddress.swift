@@ -45,8 +45,12 @@ public struct UnixSocketAddress: Sendable {
 
 /// A system call on a Unix socket that failed: which, on what path, and why.
 public struct UnixSocketError: Error, Sendable, CustomStringConvertible {
+    /// The system call: `socket` or `connect`.
     public let call: String
+    /// The socket's path.
     public let path: String
+    /// The `errno` it set.
     public let errno: Int32
+    /// Such as `connect /run/krb5-verifyd/mux: No such file or directory`.
     public var description: String { "\(call) \(path): \(String(cString: strerror(errno)))" }
 }
