@@ -1,4 +1,5 @@
 import Kerberos
+import KerberosSecrets
 import Synchronization
 
 /// The host's rules from principals to local accounts, read from the login's krb5 configuration: the account a
@@ -7,7 +8,7 @@ import Synchronization
 public final class LocalAccounts: Sendable {
     private let context: Mutex<Context>
     /// The names ``localName(of:)`` answered, bounded as ``LoginService``'s resolved names.
-    private let known = Mutex<[String: String?]>([:])
+    private let known = Locked<[String: String?]>([:])
     private static let kept = LoginService.resolvedNamesKept.count
 
     /// The rules of `configuration`'s krb5 files; throws when they cannot be read.

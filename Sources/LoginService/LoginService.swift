@@ -33,7 +33,9 @@ public final class LoginService: Sendable {
     /// same configuration gives the same answer. Keyed by the typed bytes (``ExactName``): `jose\u{301}` and
     /// `josé` are two principals to krb5, though one `String` to Swift. Refused names are not kept, so names
     /// refused at once cannot flush it. Bounded: emptied when full.
-    private let resolved = Mutex<[ExactName: String]>([:])
+    /// (`Locked`, a pthread mutex, which ThreadSanitizer sees: it reported Synchronization's `Mutex`, whose futex it
+    /// does not, as a race.)
+    private let resolved = Locked<[ExactName: String]>([:])
     /// How many names ``resolved`` keeps, and the longest it keeps (a saslauthd field's limit).
     static let resolvedNamesKept = (count: 4096, length: 256)
 
