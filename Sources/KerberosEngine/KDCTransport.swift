@@ -261,7 +261,7 @@ private final class SendOperation: @unchecked Sendable {
             case .close(let index, let over):
                 let closing = (channels[index] ?? []).filter { over == nil || $0.0 == over }
                 channels[index] = (channels[index] ?? []).filter { over != nil && $0.0 != over }
-                for (_, channel) in closing { release(channel, index: index) }
+                for (_, channel) in closing { release(channel) }
             case .arm(let timer, let deadline):
                 timers[timer]?.cancel()
                 timers[timer] = loop.scheduleTask(deadline: deadline) { [self] in
@@ -324,11 +324,10 @@ private final class SendOperation: @unchecked Sendable {
     }
 
     /// Ends this send's use of a socket: a UDP socket whose use was clean goes back to the pool, any other is closed.
-    private func release(_ channel: any Channel, index: Int) {
+    private func release(_ channel: any Channel) {
         guard let use = datagramUses.removeValue(forKey: ObjectIdentifier(channel)), use.isClean else { return channel.close(promise: nil) }
         use.handler.operation = nil
-        let key = DatagramPool.Key(loop: ObjectIdentifier(loop), address: machine.targets[index].address)
-        if !transport.datagrams.keep(.init(channel: channel, handler: use.handler), for: key) { channel.close(promise: nil) }
+        if !transport.datagrams.keep(.init(channel: channel, handler: use.handler), for: use.handler.key) { channel.close(promise: nil) }
     }
 
     /// A connection (or a connected datagram socket) to target `index` is ready, or could not be made.
