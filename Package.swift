@@ -40,7 +40,8 @@ let package = Package(
         .target(name: "CStringToKey", linkerSettings: [.linkedLibrary("crypto"), .linkedLibrary("krb5")]),
 
         // Without C: wiped secret memory, the OTP and PKINIT questions that ask for secrets and the answers
-        // that carry them, the package's lock and its thread starter. Shared by the library and the wire formats.
+        // that carry them, KerberosTime, the package's lock and its thread starter. Shared by the library and the
+        // wire formats. Nothing below krb5-verifyd imports Foundation: krb5-login starts once per login.
         .target(name: "KerberosSecrets", swiftSettings: strict),
 
         // The binding: typed Swift over krb5's objects and its initial-credentials API, one file per krb5 object, with

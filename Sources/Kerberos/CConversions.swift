@@ -3,12 +3,12 @@ package import CKrb5
 // The conversions from krb5's C values to Swift values, in one place: timestamps, counted data and
 // principal names. Every type of the binding reads its C fields through these.
 
-extension Date {
+extension KerberosTime {
     /// A krb5 timestamp: unsigned 32-bit seconds since the epoch kept in an `Int32` (`krb5_timestamp`,
     /// valid until 2106). Zero is the epoch itself; see ``init(krb5TimestampIfSet:)`` for fields where
     /// zero means "not set".
     init(krb5Timestamp timestamp: krb5_timestamp) {
-        self.init(timeIntervalSince1970: Double(UInt32(bitPattern: timestamp)))
+        self.init(secondsSince1970: Int64(UInt32(bitPattern: timestamp)))
     }
 
     /// A krb5 timestamp, or nil for zero, which krb5 uses for "not set" (a ticket's start and renew-till

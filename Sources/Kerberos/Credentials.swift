@@ -90,13 +90,13 @@ public final class Credentials {
     }
 
     /// When the initial authentication happened.
-    public var authTime: Date { Date(krb5Timestamp: raw.times.authtime) }
+    public var authTime: KerberosTime { KerberosTime(krb5Timestamp: raw.times.authtime) }
     /// When the ticket becomes valid (the auth time unless post-dated).
-    public var startTime: Date { Date(krb5TimestampIfSet: raw.times.starttime) ?? authTime }
+    public var startTime: KerberosTime { KerberosTime(krb5TimestampIfSet: raw.times.starttime) ?? authTime }
     /// When the ticket expires.
-    public var endTime: Date { Date(krb5Timestamp: raw.times.endtime) }
+    public var endTime: KerberosTime { KerberosTime(krb5Timestamp: raw.times.endtime) }
     /// Until when the ticket can be renewed, if it is renewable.
-    public var renewTill: Date? { Date(krb5TimestampIfSet: raw.times.renew_till) }
+    public var renewTill: KerberosTime? { KerberosTime(krb5TimestampIfSet: raw.times.renew_till) }
 
     /// The ticket flags.
     public var flags: TicketFlags { TicketFlags(rawValue: UInt32(bitPattern: raw.ticket_flags)) }

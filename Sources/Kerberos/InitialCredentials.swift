@@ -120,9 +120,9 @@ public struct EncryptionInfo: Sendable, Hashable {
 /// Password and account expiry reported in the KDC's reply.
 public struct PasswordExpiry: Sendable {
     /// When the password expires, if the KDC said.
-    public var passwordExpiration: Date?
+    public var passwordExpiration: KerberosTime?
     /// When the account expires, if the KDC said.
-    public var accountExpiration: Date?
+    public var accountExpiration: KerberosTime?
     /// Whether the times came from the last-request field (rather than the key-expiration field).
     public var isLastRequest: Bool
 }
@@ -429,7 +429,7 @@ private func expireTrampoline(_ context: krb5_context?, _ data: UnsafeMutableRaw
     guard let data else { return }
     let state = Unmanaged<CallbackState>.fromOpaque(data).takeUnretainedValue()
     state.expire?(PasswordExpiry(
-        passwordExpiration: Date(krb5TimestampIfSet: passwordExpiration),
-        accountExpiration: Date(krb5TimestampIfSet: accountExpiration),
+        passwordExpiration: KerberosTime(krb5TimestampIfSet: passwordExpiration),
+        accountExpiration: KerberosTime(krb5TimestampIfSet: accountExpiration),
         isLastRequest: isLastRequest != 0))
 }

@@ -58,7 +58,7 @@ public final class Keytab {
         /// The key's encryption type.
         public var encryptionType: EncryptionType
         /// When the key was written, if recorded.
-        public var timestamp: Date?
+        public var timestamp: KerberosTime?
     }
 
     /// Every entry, as `klist -k` lists them. A keytab file that does not exist has none.
@@ -82,7 +82,7 @@ public final class Keytab {
                 principal: principal,
                 keyVersion: entry.vno,
                 encryptionType: EncryptionType(rawValue: entry.key.enctype),
-                timestamp: Date(krb5TimestampIfSet: entry.timestamp)
+                timestamp: KerberosTime(krb5TimestampIfSet: entry.timestamp)
             ))
         }
         return result

@@ -2,7 +2,6 @@ public import KerberosSecrets
 internal import CKrb5
 internal import NIOCore
 internal import NIOPosix
-public import struct FoundationEssentials.Date
 
 /// A non-blocking Kerberos client: initial credentials and their verification as `async` calls, each bounded
 /// by a deadline, over KDCs that may be slow, hung or gone.
@@ -387,13 +386,13 @@ public struct TicketInfo: Sendable, Hashable {
     /// The service principal, such as `krbtgt/EXAMPLE.ORG@EXAMPLE.ORG`.
     public var server: String
     /// When the initial authentication happened.
-    public var authTime: Date
+    public var authTime: KerberosTime
     /// When the ticket becomes valid.
-    public var startTime: Date
+    public var startTime: KerberosTime
     /// When it expires.
-    public var endTime: Date
+    public var endTime: KerberosTime
     /// Until when it can be renewed, if renewable.
-    public var renewTill: Date?
+    public var renewTill: KerberosTime?
     /// The ticket flags.
     public var flags: TicketFlags
     /// The session key's encryption type.

@@ -2,11 +2,6 @@ public import LoginService
 public import SystemPackage
 import KerberosSecrets
 import LoginProtocol
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
 #if canImport(Glibc)
 import Glibc
 #endif

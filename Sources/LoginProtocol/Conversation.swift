@@ -1,9 +1,4 @@
 public import KerberosSecrets
-#if canImport(FoundationEssentials)
-public import struct FoundationEssentials.Date
-#else
-public import struct Foundation.Date
-#endif
 
 /// A question a login needs answered by the person logging in; one element of a `questions` message.
 public enum LoginQuestion: Sendable, Hashable {
@@ -109,7 +104,7 @@ public struct LoginResult: Sendable, Equatable {
     /// Whether the credentials were verified against the keytab (true on success unless verification is off).
     public var verified: Bool
     /// When the ticket-granting ticket expires, on success.
-    public var expires: Date?
+    public var expires: KerberosTime?
     /// Why the login failed; nil on success.
     public var failure: Failure?
     /// A short human-readable reason; never contains a secret.
@@ -119,7 +114,7 @@ public struct LoginResult: Sendable, Equatable {
     public var credentials: Secret?
 
     /// A result with every member given.
-    public init(principal: String?, verified: Bool, expires: Date?, failure: Failure?, message: String?) {
+    public init(principal: String?, verified: Bool, expires: KerberosTime?, failure: Failure?, message: String?) {
         self.principal = principal
         self.verified = verified
         self.expires = expires
@@ -142,7 +137,7 @@ public struct LoginResult: Sendable, Equatable {
     public var ok: Bool { failure == nil }
 
     /// A successful login.
-    public static func success(principal: String, verified: Bool, expires: Date?) -> LoginResult {
+    public static func success(principal: String, verified: Bool, expires: KerberosTime?) -> LoginResult {
         LoginResult(principal: principal, verified: verified, expires: expires, failure: nil, message: nil)
     }
 

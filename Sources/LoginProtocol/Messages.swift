@@ -1,9 +1,4 @@
 public import KerberosSecrets
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
 
 /// The login request that opens a conversation:
 /// `{"type":"login","principal":"bob","password":"…","service":"imap","client_address":"192.0.2.7"}`.
@@ -181,7 +176,7 @@ public enum ServerMessage: Sendable {
             if let principal = result.principal { writer.string("principal", principal) }
             if result.ok {
                 writer.bool("verified", result.verified)
-                if let expires = result.expires { writer.string("expires", Self.timestamp(expires)) }
+                if let expires = result.expires { writer.string("expires", expires.description) }
                 if let credentials = result.credentials { writer.secret("ccache", credentials.withUnsafeBytes { Base64.encode($0) }) }
             }
             if let failure = result.failure { writer.string("error", failure.rawValue) }
@@ -202,7 +197,10 @@ public enum ServerMessage: Sendable {
             return .info(try fields.string("message"))
         case "result":
             let ok = try fields.bool("ok")
-            let expires = try fields.optionalString("expires").flatMap { try? Date.ISO8601FormatStyle().parse($0) }
+            let expires = try fields.optionalString("expires").map { text throws(ProtocolError) in
+                guard let time = KerberosTime(rfc3339: text) else { throw ProtocolError("\"expires\" is not an RFC 3339 time") }
+                return time
+            }
             let failure = try fields.optionalString("error").map(LoginResult.Failure.init(rawValue:))
             guard ok == (failure == nil) else { throw ProtocolError("\"ok\" and \"error\" disagree") }
             var result = LoginResult(principal: try fields.optionalString("principal"), verified: try fields.optionalBool("verified") ?? false,
@@ -217,9 +215,6 @@ public enum ServerMessage: Sendable {
         }
     }
 
-    static func timestamp(_ date: Date) -> String {
-        Date.ISO8601FormatStyle().format(date)
-    }
 }
 
 extension LoginQuestion {

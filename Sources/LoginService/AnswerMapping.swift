@@ -1,11 +1,6 @@
 import Kerberos
 import KerberosEngine
 import LoginProtocol
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
 
 /// The questions a conversation has not answered yet: thrown from the responder or prompter, which makes krb5
 /// stop the exchange, and read by the attempt to ask the person.
@@ -68,10 +63,10 @@ enum AnswerMapping {
 
     /// The information line for the KDC's expiry warning (`Password expires in 3 days`; the password's expiry
     /// first), or nil when the reply named neither.
-    static func expiryMessage(password: Date?, account: Date?, now: Date = Date()) -> String? {
-        guard let date = password ?? account else { return nil }
+    static func expiryMessage(password: KerberosTime?, account: KerberosTime?, now: KerberosTime = .now) -> String? {
+        guard let time = password ?? account else { return nil }
         let what = password != nil ? "Password" : "Account"
-        let days = Int((date.timeIntervalSince(now) / 86400).rounded(.down))
+        let (days, _) = (time - now).components.seconds.quotientAndRemainder(dividingBy: 86400)
         let when = days >= 1 ? "in \(days) day\(days == 1 ? "" : "s")" : "within a day"
         return "\(what) expires \(when)"
     }

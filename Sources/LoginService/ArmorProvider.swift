@@ -1,10 +1,5 @@
 import Kerberos
 import KerberosEngine
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
 
 /// The service's FAST armor: each worker keeps one armor cache per realm (a realm's KDC accepts only its own
 /// armor), fetched through the engine with anonymous PKINIT or the keytab and renewed a minute before its
@@ -24,7 +19,7 @@ struct ArmorProvider {
         guard configuration.armor != .none else { return false }
         let key = ArmorCache.key(client.realm)
         let context = try session.context()
-        if let cached = Self.cached(key, in: context), cached.cache != nil, cached.expires.timeIntervalSinceNow > 60 { return true }
+        if let cached = Self.cached(key, in: context), cached.cache != nil, cached.expires - .now > .seconds(60) { return true }
         do {
             try await fetch(for: client)
             return true
@@ -45,7 +40,7 @@ struct ArmorProvider {
     }
 
     private static func cached(_ key: String, in context: Context) -> ArmorCache? {
-        context.reusable(key, make: { ArmorCache(cache: nil, expires: .distantPast) }) as ArmorCache?
+        context.reusable(key, make: { ArmorCache(cache: nil, expires: KerberosTime(secondsSince1970: 0)) }) as ArmorCache?
     }
 
     /// Gets an armor TGT into a new MEMORY cache (the binding's ``Armor/ticketRequest(for:login:in:)``: krb5 fills
@@ -93,8 +88,8 @@ final class ArmorCache {
     /// The reusable's key for `realm`'s armor.
     static func key(_ realm: String) -> String { "login.armor.\(realm)" }
     let cache: CredentialCache?
-    let expires: Date
-    init(cache: CredentialCache?, expires: Date) {
+    let expires: KerberosTime
+    init(cache: CredentialCache?, expires: KerberosTime) {
         self.cache = cache
         self.expires = expires
     }

@@ -1,11 +1,6 @@
 import Kerberos
 import KerberosEngine
 import LoginProtocol
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
 
 /// One login, or one replay of a conversation's login, as one synchronous run on the session's worker: the name
 /// (parsed once) → armor → the key → every `krb5_init_creds_step` → verification → the cache, each a plain call
@@ -128,7 +123,7 @@ struct LoginExchange {
 
     /// Stores the credentials in `outputCache` when one is configured; returns when the ticket expires and, when
     /// the conversation asked for them, the credentials as a cache file's bytes.
-    private func store(_ credentials: Credentials, in outputCache: String?) throws(KerberosError) -> (Date, Secret?) {
+    private func store(_ credentials: Credentials, in outputCache: String?) throws(KerberosError) -> (KerberosTime, Secret?) {
         let wantsCredentials = conversation.wantsCredentials
         return try session.onWorker { context in
             if let name = outputCache {

@@ -2,11 +2,6 @@ package import Kerberos
 import KerberosEngine
 public import KerberosSecrets
 public import LoginProtocol
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
 import CStringToKey
 import Dispatch
 import Synchronization
@@ -160,7 +155,7 @@ public final class LoginService: Sendable {
 
     /// Runs the exchange once for programs that make one login and exit (``InProcessLogin``), bounded by the
     /// login timeout, on the calling thread and with `context` alone: the thread is the engine's event loop and its
-    /// worker for the login (``KerberosClient/withOneShotClient(context:configuration:_:)``), so the login starts no
+    /// worker for the login (``KerberosClient/withOneShotSession(context:configuration:_:)``), so the login starts no
     /// thread and hands nothing between threads, as kinit.
     ///
     /// > Warning: Blocks the calling thread until answered; never call from Swift's cooperative pool.

@@ -1,10 +1,5 @@
 public import KerberosSecrets
 public import LoginProtocol
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
 
 /// An opt-in cache of successful password logins, like `saslauthd -c`: a repeated right password for the
 /// same principal is answered without the KDC until the entry's time is up.

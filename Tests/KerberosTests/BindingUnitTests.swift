@@ -9,12 +9,12 @@ import Testing
 struct BindingUnitTests {
     @Test("krb5 timestamps are unsigned seconds; zero is unset only where krb5 says so")
     func timestamps() {
-        #expect(Date(krb5Timestamp: 1_700_000_000).timeIntervalSince1970 == 1_700_000_000)
+        #expect(KerberosTime(krb5Timestamp: 1_700_000_000).secondsSince1970 == 1_700_000_000)
         // After 2038 the Int32 is negative; krb5 reads it as unsigned (valid until 2106).
-        #expect(Date(krb5Timestamp: Int32(bitPattern: 3_000_000_000)).timeIntervalSince1970 == 3_000_000_000)
-        #expect(Date(krb5Timestamp: 0).timeIntervalSince1970 == 0)
-        #expect(Date(krb5TimestampIfSet: 0) == nil)
-        #expect(Date(krb5TimestampIfSet: 42)?.timeIntervalSince1970 == 42)
+        #expect(KerberosTime(krb5Timestamp: Int32(bitPattern: 3_000_000_000)).secondsSince1970 == 3_000_000_000)
+        #expect(KerberosTime(krb5Timestamp: 0).secondsSince1970 == 0)
+        #expect(KerberosTime(krb5TimestampIfSet: 0) == nil)
+        #expect(KerberosTime(krb5TimestampIfSet: 42)?.secondsSince1970 == 42)
     }
 
     @Test("krb5_data becomes a String through one conversion, empty data included")

@@ -78,8 +78,14 @@ struct ConversationProtocolTests {
 
     @Test("results encode with the protocol's error names")
     func results() throws {
-        let ok = String(decoding: ServerMessage.result(.success(principal: "bob@R", verified: true, expires: Date(timeIntervalSince1970: 1_795_000_000))).encodedLine, as: UTF8.self)
+        let ok = String(decoding: ServerMessage.result(.success(principal: "bob@R", verified: true, expires: KerberosTime(secondsSince1970: 1_795_000_000))).encodedLine, as: UTF8.self)
         #expect(ok == #"{"type":"result","ok":true,"principal":"bob@R","verified":true,"expires":"2026-11-18T11:06:40Z"}"# + "\n")
+        guard case .result(let success) = try ServerMessage.decode(Array(ok.utf8.dropLast())) else { Issue.record("not result"); return }
+        #expect(success.expires == KerberosTime(secondsSince1970: 1_795_000_000))
+        let badTime = #expect(throws: ProtocolError.self) {
+            try ServerMessage.decode(Array(#"{"type":"result","ok":true,"principal":"bob@R","expires":"2026-11-31T11:06:40Z"}"#.utf8))
+        }
+        #expect(badTime?.reason.contains("\"expires\"") == true)
         let failed = String(decoding: ServerMessage.result(.failed(.badCredentials, "Authentication failed")).encodedLine, as: UTF8.self)
         #expect(failed == #"{"type":"result","ok":false,"error":"bad-credentials","message":"Authentication failed"}"# + "\n")
         guard case .result(let decoded) = try ServerMessage.decode(Array(failed.utf8.dropLast())) else { Issue.record("not result"); return }

@@ -116,10 +116,11 @@ struct AnswerMappingTests {
 
     @Test("expiry warnings name the password first, in whole days, or within a day")
     func expiry() {
-        let now = Date(timeIntervalSince1970: 1_000_000)
-        #expect(AnswerMapping.expiryMessage(password: now + 3 * 86400 + 60, account: now + 86400, now: now) == "Password expires in 3 days")
-        #expect(AnswerMapping.expiryMessage(password: nil, account: now + 86400 + 1, now: now) == "Account expires in 1 day")
-        #expect(AnswerMapping.expiryMessage(password: now + 3600, account: nil, now: now) == "Password expires within a day")
+        let now = KerberosTime(secondsSince1970: 1_000_000)
+        #expect(AnswerMapping.expiryMessage(password: now + .seconds(3 * 86400 + 60), account: now + .seconds(86400), now: now) == "Password expires in 3 days")
+        #expect(AnswerMapping.expiryMessage(password: nil, account: now + .seconds(86400 + 1), now: now) == "Account expires in 1 day")
+        #expect(AnswerMapping.expiryMessage(password: now + .seconds(3600), account: nil, now: now) == "Password expires within a day")
+        #expect(AnswerMapping.expiryMessage(password: now - .seconds(3600), account: nil, now: now) == "Password expires within a day")
         #expect(AnswerMapping.expiryMessage(password: nil, account: nil, now: now) == nil)
     }
 

@@ -15,7 +15,7 @@ struct ConversationListenerTests {
             #expect(result.ok)
             #expect(result.verified)
             #expect(result.principal == "\(fixture.realm["USER"])@\(fixture.realm.realm)")
-            #expect(result.expires.map { $0 > Date() } == true)
+            #expect(result.expires.map { $0 > .now } == true)
         }
     }
 

@@ -265,7 +265,7 @@ struct SocketModeTests {
 
 @Suite("The result cache (issue #11, item 10)", .onTestThreads)
 struct ResultCacheUnitTests {
-    let success = LoginResult.success(principal: "alice@EXAMPLE.ORG", verified: true, expires: Date(timeIntervalSinceNow: 3_600))
+    let success = LoginResult.success(principal: "alice@EXAMPLE.ORG", verified: true, expires: .now + .seconds(3_600))
 
     @Test("a success with a new password replaces the principal's entry: the old password is no longer answered")
     func newPasswordDropsOld() {

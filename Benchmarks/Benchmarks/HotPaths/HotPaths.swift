@@ -140,7 +140,7 @@ let benchmarks: @Sendable () -> Void = {
 
     let password = Secret("alice-Passw0rd")
     let wrongPassword = Secret("alice-Passw0rd!")
-    let success = LoginResult.success(principal: "alice@EXAMPLE.ORG", verified: true, expires: Date(timeIntervalSinceNow: 36_000))
+    let success = LoginResult.success(principal: "alice@EXAMPLE.ORG", verified: true, expires: .now + .seconds(36_000))
     let cache = ResultCache(ttl: .seconds(3_600))
     // A cache holding 10,000 other principals, as a busy daemon's would.
     for index in 0..<10_000 {
