@@ -108,22 +108,25 @@ protocol LoginBackend {
     func answer(_ conversation: LoginConversation, _ answers: LoginAnswers, round: Int) -> LoginStep
 }
 
-/// Calls krb5 in this process, on the calling thread, with one context for the whole conversation.
+/// Calls krb5 in this process, on the calling thread, with one context for the whole conversation. With `finishing`,
+/// a login that ends calls it instead of returning (``InProcessLogin/step(_:finishing:)``).
 final class InProcessBackend: LoginBackend {
     private let login: InProcessLogin
+    private let finishing: ((LoginResult, [String]) -> Never)?
 
-    init(configuration: LoginConfiguration) {
+    init(configuration: LoginConfiguration, finishing: ((LoginResult, [String]) -> Never)? = nil) {
         login = InProcessLogin(configuration: configuration)
+        self.finishing = finishing
     }
 
     func start(_ conversation: LoginConversation) -> LoginStep {
-        login.step(conversation)
+        login.step(conversation, finishing: finishing)
     }
 
     func answer(_ conversation: LoginConversation, _ answers: LoginAnswers, round: Int) -> LoginStep {
         do { try conversation.answer(answers, round: round) } catch {
             return .finished(.failed(.invalidRequest, "\(error)", principal: conversation.principal), info: [])
         }
-        return login.step(conversation)
+        return login.step(conversation, finishing: finishing)
     }
 }

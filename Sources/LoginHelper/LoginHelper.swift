@@ -101,8 +101,13 @@ public struct LoginHelper {
 
     /// Runs one login reading `input`, writing protocol output to `output` and one diagnostic line to `errors`.
     ///
+    /// With `exiting`, a login made in this process ends the process through it once the login is over (its output
+    /// written), from inside the login's event loop, which so is never shut down (``InProcessLogin/step(_:finishing:)``);
+    /// otherwise, and for every other ending, the status is returned.
+    ///
     /// > Warning: Blocks on the network and on input; call from a plain thread (the executable's main thread).
-    public func run(input: FileDescriptor, output: FileDescriptor, errors: FileDescriptor, environment: [String: String]) -> ExitStatus {
+    public func run(input: FileDescriptor, output: FileDescriptor, errors: FileDescriptor, environment: [String: String],
+                    exiting: ((ExitStatus) -> Never)? = nil) -> ExitStatus {
         let reader = InputReader(input)
         let diagnostics = LineWriter(descriptor: errors)
         if options.mode == .pamExec {
@@ -120,18 +125,26 @@ public struct LoginHelper {
                 return .denied
             }
         }
-        let status: ExitStatus
-        let result: LoginResult
-        let asker: any AnswerSource
         switch prepare(reader: reader, output: output, environment: environment, diagnostics: diagnostics) {
         case .failure(let status, let reason):
             diagnostics.line("krb5-login: \(reason)")
             return status
-        case .success(let conversation, let source):
-            asker = source
-            result = converse(conversation, asker: asker, diagnostics: diagnostics)
-            status = ExitStatus(result)
+        case .success(let conversation, let asker):
+            let conclude = { (result: LoginResult) in self.conclude(result, asker: asker, diagnostics: diagnostics, environment: environment) }
+            let finishing = exiting.map { exit in
+                { (result: LoginResult, info: [String]) -> Never in
+                    info.forEach(asker.inform)
+                    exit(conclude(result))
+                }
+            }
+            return conclude(converse(conversation, asker: asker, diagnostics: diagnostics, finishing: finishing))
         }
+    }
+
+    /// What follows a login that ended: the checks of a successful one (verified, authorized, its cache handed over),
+    /// the answer source's last word and the diagnostic line; returns the exit status.
+    private func conclude(_ result: LoginResult, asker: any AnswerSource, diagnostics: LineWriter, environment: [String: String]) -> ExitStatus {
+        let status = ExitStatus(result)
         guard result.ok else {
             asker.finish(result)
             diagnostics.line("krb5-login: \(result.failure!.rawValue): \(result.message ?? "login failed")")
@@ -254,10 +267,12 @@ public struct LoginHelper {
     }
 
     /// Steps the conversation until it ends, asking `asker` for each round's answers.
-    private func converse(_ conversation: LoginConversation, asker: any AnswerSource, diagnostics: LineWriter) -> LoginResult {
+    private func converse(_ conversation: LoginConversation, asker: any AnswerSource, diagnostics: LineWriter,
+                          finishing: ((LoginResult, [String]) -> Never)?) -> LoginResult {
         let backend: any LoginBackend
         do {
-            backend = try options.daemonSocket.map { try DaemonBackend(socketPath: $0, allowedUIDs: options.daemonUIDs.union([0, geteuid()])) } ?? InProcessBackend(configuration: options.configuration)
+            backend = try options.daemonSocket.map { try DaemonBackend(socketPath: $0, allowedUIDs: options.daemonUIDs.union([0, geteuid()])) }
+                ?? InProcessBackend(configuration: options.configuration, finishing: finishing)
         } catch {
             return .failed(.internal, "\(error)", principal: conversation.principal)
         }

@@ -1,5 +1,5 @@
 import Kerberos
-import LoginProtocol
+public import LoginProtocol
 
 /// One login made in this process on the calling thread, for programs that make one login and exit (such as
 /// `krb5-login`): each step runs the exchange once with the answers so far, on a krb5 context made at the first step
@@ -19,13 +19,18 @@ public final class InProcessLogin {
     /// Runs the exchange once with every answer `conversation` has so far, bounded by the login timeout. An
     /// unreadable krb5 configuration ends the login with an `internal` failure.
     ///
+    /// With `finishing`, a login whose exchange ends (rather than asking questions) calls it with its result and
+    /// messages instead of returning, on this thread, and `finishing` ends the process (`_exit`); a program that exits
+    /// after its login so skips the shutdown of the login's event loop, which NIO hands to libdispatch threads. A
+    /// login refused before any exchange (an unusable name or configuration) returns as usual.
+    ///
     /// > Warning: Blocks the calling thread until answered; never call from Swift's cooperative pool.
     @available(*, noasync, message: "blocks the calling thread until answered")
-    public func step(_ conversation: LoginConversation) -> LoginStep {
+    public func step(_ conversation: LoginConversation, finishing: ((LoginResult, _ info: [String]) -> Never)? = nil) -> LoginStep {
         do {
             let context = try self.context ?? Context(configuration.krb5)
             self.context = context
-            return LoginService.stepBlocking(conversation, configuration: configuration, context: context)
+            return LoginService.stepBlocking(conversation, configuration: configuration, context: context, finishing: finishing)
         } catch {
             return .finished(.failed(.internal, "unusable krb5 configuration: \(error)", principal: conversation.principal), info: [])
         }

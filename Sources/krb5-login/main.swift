@@ -29,7 +29,8 @@ do {
         for name in LoginHelper.environmentVariables {
             if let value = getenv(name) { environment[name] = String(cString: value) }
         }
-        let status = LoginHelper(options: options).run(input: .standardInput, output: .standardOutput, errors: .standardError, environment: environment)
+        let status = LoginHelper(options: options).run(input: .standardInput, output: .standardOutput, errors: .standardError, environment: environment,
+                                                       exiting: { exitWithoutCleanUp($0.rawValue) })
         exitWithoutCleanUp(status.rawValue)
     }
 } catch {

@@ -67,43 +67,6 @@ struct SSHDTests {
         var error: String?
     }
 
-    func freePort() throws -> String {
-        try TestRealm.run(["/usr/bin/python3", "-c", "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])"])
-            .output.trimmingCharacters(in: .whitespacesAndNewlines)
-    }
-
-    /// Starts sshd as `sshd-test` on a loopback port, as a daemon (Foundation's Process, which tracks its
-    /// children, blocks in wait4 on a long-lived one); returns the port and the daemon's pid.
-    func startSSHD(in directory: String) throws -> (port: String, pid: pid_t) {
-        try FileManager.default.createDirectory(atPath: "/run/sshd", withIntermediateDirectories: true)
-        chmod("/run/sshd", 0o755)
-        let hostKey = directory + "/host_ed25519"
-        #expect(try TestRealm.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", hostKey]).status == 0)
-        let port = try freePort()
-        let config = """
-            Port \(port)
-            ListenAddress 127.0.0.1
-            HostKey \(hostKey)
-            PidFile \(directory)/sshd.pid
-            UsePAM yes
-            PasswordAuthentication yes
-            KbdInteractiveAuthentication yes
-            PubkeyAuthentication no
-            AuthorizedKeysFile none
-            PermitRootLogin no
-            MaxAuthTries 3
-            LogLevel VERBOSE
-            """
-        try config.write(toFile: directory + "/sshd_config", atomically: true, encoding: .utf8)
-        let program = directory + "/sshd-test"
-        try? FileManager.default.removeItem(atPath: program)
-        #expect(symlink("/usr/sbin/sshd", program) == 0)
-        let started = try TestRealm.run([program, "-f", directory + "/sshd_config", "-E", directory + "/sshd.log"])
-        guard started.status == 0 else { throw TestRealmError("sshd did not start: \(started.output)") }
-        guard let pid = TestRealm.waitForSSHD(pidFile: directory + "/sshd.pid", port: port) else { throw TestRealmError("sshd did not come up: \(started.output)") }
-        return (port, pid)
-    }
-
     func attempt(port: String, method: String, password: String) throws -> Attempt {
         let result = try TestRealm.run(["/usr/bin/python3", "-c", Self.client, "127.0.0.1", port, account, method], input: password + "\n")
         let line = result.output.split(separator: "\n").last.map(String.init) ?? ""
@@ -129,7 +92,7 @@ struct SSHDTests {
         try preparePrincipals()
         let directory = realm.directory + "/sshd-\(getpid())"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let (port, sshd) = try startSSHD(in: directory)
+        let (port, sshd) = try TestRealm.startSSHD(in: directory, service: "sshd-test", passwordAuthentication: true)
         defer {
             kill(sshd, SIGTERM)
             unlink("/etc/pam.d/sshd-test")

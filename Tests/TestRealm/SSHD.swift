@@ -19,3 +19,56 @@ extension TestRealm {
         return nil
     }
 }
+
+extension TestRealm {
+    /// A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0, then released).
+    public static func freeTCPPort() throws -> Int {
+        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(descriptor) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, length) == 0 && getsockname(descriptor, $0, &length) == 0 }
+        }
+        guard bound else { throw TestRealmError("no free port: \(String(cString: strerror(errno)))") }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    /// Starts sshd on a free loopback port with a host key and configuration of its own in `directory`, under the name
+    /// `service` (a symlink to /usr/sbin/sshd there: sshd takes its program's name as its PAM service), keyboard-
+    /// interactive on, public keys off, and password authentication as `passwordAuthentication` says. `launcher`
+    /// goes before the program (valgrind), with `environment`. sshd daemonizes (the test's process runner, which
+    /// waits for its children, would block on a long-lived one); returns the port and the daemon's pid.
+    public static func startSSHD(in directory: String, service: String, passwordAuthentication: Bool,
+                                 launcher: [String] = [], environment: [String: String] = [:]) throws -> (port: String, pid: pid_t) {
+        try FileManager.default.createDirectory(atPath: "/run/sshd", withIntermediateDirectories: true)
+        chmod("/run/sshd", 0o755)
+        let hostKey = directory + "/host_ed25519"
+        let keygen = try run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", hostKey])
+        guard keygen.status == 0 else { throw TestRealmError("ssh-keygen: \(keygen.output)") }
+        let port = String(try freeTCPPort())
+        try """
+            Port \(port)
+            ListenAddress 127.0.0.1
+            HostKey \(hostKey)
+            PidFile \(directory)/sshd.pid
+            UsePAM yes
+            PasswordAuthentication \(passwordAuthentication ? "yes" : "no")
+            KbdInteractiveAuthentication yes
+            PubkeyAuthentication no
+            AuthorizedKeysFile none
+            PermitRootLogin no
+            MaxAuthTries 3
+            LogLevel VERBOSE
+            """.write(toFile: directory + "/sshd_config", atomically: true, encoding: .utf8)
+        let program = directory + "/" + service
+        try? FileManager.default.removeItem(atPath: program)
+        guard symlink("/usr/sbin/sshd", program) == 0 else { throw TestRealmError("symlink \(program): \(String(cString: strerror(errno)))") }
+        let started = try run(launcher + [program, "-f", directory + "/sshd_config", "-E", directory + "/sshd.log"], environment: environment)
+        guard started.status == 0 else { throw TestRealmError("sshd did not start: \(started.output)") }
+        guard let pid = waitForSSHD(pidFile: directory + "/sshd.pid", port: port) else { throw TestRealmError("sshd did not come up: \(started.output)") }
+        return (port, pid)
+    }
+}

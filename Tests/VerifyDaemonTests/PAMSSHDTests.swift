@@ -85,46 +85,6 @@ struct PAMSSHDTests {
         guard made.status == 0 || getpwnam(name) != nil else { throw TestRealmError("useradd \(name): \(made.output)") }
     }
 
-    func freePort() throws -> String {
-        try TestRealm.run(["/usr/bin/python3", "-c", "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])"])
-            .output.trimmingCharacters(in: .whitespacesAndNewlines)
-    }
-
-    /// Starts sshd as `service` (its PAM service name) under memcheck, logging into `memcheckLogs`.
-    func startSSHD(in directory: String, service: String, memcheckLogs: String) throws -> (port: String, pid: pid_t) {
-        try FileManager.default.createDirectory(atPath: "/run/sshd", withIntermediateDirectories: true)
-        chmod("/run/sshd", 0o755)
-        let hostKey = directory + "/host_ed25519"
-        _ = try TestRealm.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", hostKey])
-        let port = try freePort()
-        try """
-            Port \(port)
-            ListenAddress 127.0.0.1
-            HostKey \(hostKey)
-            PidFile \(directory)/sshd.pid
-            UsePAM yes
-            PasswordAuthentication no
-            KbdInteractiveAuthentication yes
-            PubkeyAuthentication no
-            AuthorizedKeysFile none
-            PermitRootLogin no
-            MaxAuthTries 3
-            LogLevel VERBOSE
-            """.write(toFile: directory + "/sshd_config", atomically: true, encoding: .utf8)
-        let program = directory + "/" + service
-        try? FileManager.default.removeItem(atPath: program)
-        #expect(symlink("/usr/sbin/sshd", program) == 0)
-        // In /tmp, sticky and writable by all: the session's processes, forked after sshd takes the user's
-        // identity, open their logs there too (valgrind exits 1 when it cannot).
-        try FileManager.default.createDirectory(atPath: memcheckLogs, withIntermediateDirectories: true)
-        chmod(memcheckLogs, 0o1777)
-        let started = try TestRealm.run(Self.memcheck(logDirectory: memcheckLogs) + [program, "-f", directory + "/sshd_config", "-E", directory + "/sshd.log"],
-                                        environment: ["LD_PRELOAD": try PAMModule.sshdSandboxOffPath()])
-        guard started.status == 0 else { throw TestRealmError("sshd did not start: \(started.output)") }
-        guard let pid = TestRealm.waitForSSHD(pidFile: directory + "/sshd.pid", port: port) else { throw TestRealmError("sshd did not come up: \(started.output)") }
-        return (port, pid)
-    }
-
     /// valgrind's memcheck for sshd: its forks, and the re-executed sshd of each connection with its own forks
     /// (the monitor, which loads the PAM stack; the PAM process; the preauth child, sandbox off), each logging to
     /// `vg.PID` in `logDirectory`; definite leaks count as errors, sshd's own ones suppressed
@@ -212,7 +172,13 @@ struct PAMSSHDTests {
         let service = Self.service + "-" + instance
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let memcheckLogs = "/tmp/pam-sshd-memcheck-" + instance
-        let (port, sshd) = try startSSHD(in: directory, service: service, memcheckLogs: memcheckLogs)
+        // In /tmp, sticky and writable by all: the session's processes, forked after sshd takes the user's identity,
+        // open their memcheck logs there too (valgrind exits 1 when it cannot).
+        try FileManager.default.createDirectory(atPath: memcheckLogs, withIntermediateDirectories: true)
+        chmod(memcheckLogs, 0o1777)
+        let (port, sshd) = try TestRealm.startSSHD(in: directory, service: service, passwordAuthentication: false,
+                                                   launcher: Self.memcheck(logDirectory: memcheckLogs),
+                                                   environment: ["LD_PRELOAD": try PAMModule.sshdSandboxOffPath()])
         defer {
             kill(sshd, SIGTERM)
             unlink("/etc/pam.d/\(service)")

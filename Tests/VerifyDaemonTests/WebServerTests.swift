@@ -27,7 +27,7 @@ final class WebServer {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent(TestRealm.uniqueName("web-\(kind)")).path
         try FileManager.default.createDirectory(atPath: directory + "/www", withIntermediateDirectories: true)
         try Self.page.write(toFile: directory + "/www/index.html", atomically: true, encoding: .utf8)
-        port = try Self.freePort()
+        port = try TestRealm.freeTCPPort()
         let configuration = directory + (kind == .nginx ? "/nginx.conf" : "/Caddyfile")
         switch kind {
         case .nginx:
@@ -117,21 +117,6 @@ final class WebServer {
             }
         }
         """
-    }
-
-    /// A loopback port free a moment ago.
-    static func freePort() throws -> Int {
-        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(descriptor) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, length) == 0 && getsockname(descriptor, $0, &length) == 0 }
-        }
-        guard bound else { throw TestRealmError("no free port: \(String(cString: strerror(errno)))") }
-        return Int(UInt16(bigEndian: address.sin_port))
     }
 
     /// Polls the port until the server accepts, for at most a minute (a loaded CI machine starts Caddy slowly).
