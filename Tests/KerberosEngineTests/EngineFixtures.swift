@@ -102,7 +102,7 @@ final class EngineRealm: @unchecked Sendable {
     /// `udp` false for a TCP-only KDC; `extraDefaults` lines go under `[kdcdefaults]`; `radiusServer` replaces the
     /// OTP token type's RADIUS server (waited on 15 s). Returns its port; its log is `extraLog(port)`.
     func startExtraKDC(udp: Bool, extraDefaults: [String] = [], radiusServer: String? = nil) throws -> Int {
-        let port = try freePort()
+        let port = try TestRealm.freePort()
         let profile = try String(contentsOfFile: realm["KDC_PROFILE"], encoding: .utf8)
         var lines: [String] = []
         for line in profile.split(separator: "\n", omittingEmptySubsequences: false) {
@@ -149,27 +149,6 @@ final class EngineRealm: @unchecked Sendable {
     func extraLog(_ port: Int) -> String { realm.directory + "/extra-\(port).log" }
 }
 
-/// A free port on 127.0.0.1 for both TCP and UDP at the time of asking.
-func freePort() throws -> Int {
-    for _ in 0..<50 {
-        let tcp = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(tcp) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = 0
-        let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(tcp, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        guard bound == 0 else { continue }
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(tcp, $0, &length) } }
-        let udp = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
-        defer { close(udp) }
-        let udpBound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(udp, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        if udpBound == 0 { return Int(UInt16(bigEndian: address.sin_port)) }
-    }
-    throw TestRealmError("no free port")
-}
-
 func canConnect(port: Int) -> Bool {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     defer { close(fd) }
@@ -178,40 +157,6 @@ func canConnect(port: Int) -> Bool {
     address.sin_addr.s_addr = inet_addr("127.0.0.1")
     address.sin_port = UInt16(port).bigEndian
     return withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } } == 0
-}
-
-/// A KDC that never answers: accepts TCP connections and holds them, reads datagrams and drops them.
-final class BlackHoleKDC: @unchecked Sendable {
-    let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-    let port: Int
-    private var channels: [any Channel] = []
-    private let datagrams = Locked(0)
-
-    /// How many datagrams it has swallowed.
-    var datagramsReceived: Int { datagrams.withLock { $0 } }
-
-    init() throws {
-        let port = try freePort()
-        self.port = port
-        let tcp = try ServerBootstrap(group: group)
-            .serverChannelOption(.backlog, value: 4096)
-            .childChannelInitializer { channel in channel.eventLoop.makeSucceededVoidFuture() }
-            .bind(host: "127.0.0.1", port: port).wait()
-        let datagrams = self.datagrams
-        let udp = try DatagramBootstrap(group: group)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(DatagramReader { _, _ in datagrams.withLock { $0 += 1 } }) }
-            }
-            .bind(host: "127.0.0.1", port: port).wait()
-        channels = [tcp, udp]
-    }
-
-    var address: String { "127.0.0.1:\(port)" }
-
-    func stop() {
-        for channel in channels { try? channel.close().wait() }
-        try? group.syncShutdownGracefully()
-    }
 }
 
 /// A UDP proxy that forwards each datagram to a real KDC (or RADIUS server) and delays its reply by `delay`.
@@ -231,7 +176,7 @@ final class SlowKDCProxy: @unchecked Sendable {
     var sourcePorts: [Int] { sources.withLock { $0 } }
 
     init(upstreamPort: Int, delay: TimeAmount) throws {
-        port = try freePort()
+        port = try TestRealm.freePort()
         let upstream = try SocketAddress(ipAddress: "127.0.0.1", port: upstreamPort)
         let (forwarded, replied, sources) = (forwarded, replied, sources)
         channel = try DatagramBootstrap(group: group)

@@ -190,7 +190,7 @@ struct EngineTests {
 
     @Test("a refused KDC (nothing listening) is passed over at once: with a hedge delay as long as the login timeout, the replica still answers")
     func refused() async throws {
-        let closed = try freePort()
+        let closed = try TestRealm.freePort()
         // Were the refusal waited out like silence, the hedge delay would outlast the login.
         let client = try client(try engine.config(kdcs: ["127.0.0.1:\(closed)", replica]), hedge: TestRealm.loginTimeout)
         let result = await login(client)

@@ -153,7 +153,7 @@ final class SRVResponder: @unchecked Sendable {
     private var channels: [any Channel] = []
 
     init(records: [String: [Target]], ttl: UInt32 = 60, truncateUDP: Bool = false) throws {
-        port = try freePort()
+        port = try TestRealm.freePort()
         let asked = self.asked
         channels.append(try DatagramBootstrap(group: group)
             .channelInitializer { channel in

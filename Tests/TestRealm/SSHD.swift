@@ -21,21 +21,6 @@ extension TestRealm {
 }
 
 extension TestRealm {
-    /// A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0, then released).
-    public static func freeTCPPort() throws -> Int {
-        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(descriptor) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, length) == 0 && getsockname(descriptor, $0, &length) == 0 }
-        }
-        guard bound else { throw TestRealmError("no free port: \(String(cString: strerror(errno)))") }
-        return Int(UInt16(bigEndian: address.sin_port))
-    }
-
     /// Starts sshd on a free loopback port with a host key and configuration of its own in `directory`, under the name
     /// `service` (a symlink to /usr/sbin/sshd there: sshd takes its program's name as its PAM service), keyboard-
     /// interactive on, public keys off, and password authentication as `passwordAuthentication` says. `launcher`
@@ -48,7 +33,7 @@ extension TestRealm {
         let hostKey = directory + "/host_ed25519"
         let keygen = try run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", hostKey])
         guard keygen.status == 0 else { throw TestRealmError("ssh-keygen: \(keygen.output)") }
-        let port = String(try freeTCPPort())
+        let port = String(try freePort())
         try """
             Port \(port)
             ListenAddress 127.0.0.1

@@ -38,7 +38,7 @@ final class ExampleApp {
 
     init(realm: TestRealm) throws {
         let binary = try Self.binary()
-        port = try TestRealm.freeTCPPort()
+        port = try TestRealm.freePort()
         logFile = FileManager.default.temporaryDirectory.appendingPathComponent(TestRealm.uniqueName("web-login") + ".log").path
         process = try ChildProcess([binary, "--port", "\(port)", "--krb5-config", realm.configFile, "--keytab", realm["HOST_KEYTAB"],
                                     "--server-principal", realm["LOCALHOST_PRINCIPAL"]], output: .file(logFile))

@@ -85,6 +85,7 @@ struct SecurityReviewTests {
     func realmAllowList() async throws {
         // A realm whose KDC is a UDP socket and a TCP listener of this test: any contact shows.
         let hung = try BlackHoleKDC()
+        defer { hung.stop() }
         let extra = FileManager.default.temporaryDirectory.appendingPathComponent("hung-\(UUID().uuidString).conf").path
         try "[realms]\n HUNG.TEST = {\n  kdc = 127.0.0.1:\(hung.port)\n }\n".write(toFile: extra, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(atPath: extra) }
@@ -205,44 +206,5 @@ struct SecurityReviewTests {
                 #expect(try fixture.sasl(other, "wrong") == .no("authentication failed"), "armor \(armor)")
             }
         }
-    }
-}
-
-/// A KDC that never answers: a UDP socket that keeps what it receives and a TCP listener that accepts.
-final class BlackHoleKDC: @unchecked Sendable {
-    let port: UInt16
-    private let udp: Int32
-    private let tcp: Int32
-
-    init() throws {
-        let tcp = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        let udp = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let size = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(tcp, $0, size) } }
-        guard bound == 0, listen(tcp, 16) == 0 else { throw TestRealmError("black hole: bind failed") }
-        var length = size
-        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(tcp, $0, &length) } }
-        let udpBound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(udp, $0, size) } }
-        guard udpBound == 0 else { throw TestRealmError("black hole: UDP bind failed") }
-        self.tcp = tcp
-        self.udp = udp
-        self.port = UInt16(bigEndian: address.sin_port)
-    }
-
-    deinit {
-        close(udp)
-        close(tcp)
-    }
-
-    /// Datagrams waiting plus connections waiting to be accepted: anything a client sent.
-    var contacts: Int {
-        var waiting: Int32 = 0
-        _ = ioctl(udp, UInt(FIONREAD), &waiting)
-        var poller = pollfd(fd: tcp, events: Int16(POLLIN), revents: 0)
-        let pending = poll(&poller, 1, 0)
-        return Int(waiting) + Int(max(pending, 0))
     }
 }

@@ -27,7 +27,7 @@ final class WebServer {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent(TestRealm.uniqueName("web-\(kind)")).path
         try FileManager.default.createDirectory(atPath: directory + "/www", withIntermediateDirectories: true)
         try Self.page.write(toFile: directory + "/www/index.html", atomically: true, encoding: .utf8)
-        port = try TestRealm.freeTCPPort()
+        port = try TestRealm.freePort()
         let configuration = directory + (kind == .nginx ? "/nginx.conf" : "/Caddyfile")
         switch kind {
         case .nginx:
