@@ -32,50 +32,6 @@ struct SSHDTests {
             """),
     ]
 
-    static let client = """
-        import json, socket, sys, paramiko
-        host, port, user, method = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-        password = sys.stdin.readline().rstrip("\\n")
-        result = {"auth": False, "session": False}
-        sock = socket.create_connection((host, port), timeout=30)
-        t = paramiko.Transport(sock)
-        try:
-            t.start_client(timeout=30)
-            if method == "password":
-                t.auth_password(user, password, fallback=False)
-            else:
-                t.auth_interactive(user, lambda title, instructions, prompts: [password for _ in prompts])
-            result["auth"] = t.is_authenticated()
-        except Exception as e:
-            result["error"] = repr(e)
-        if result["auth"]:
-            # sshd calls pam_setcred and opens the PAM session only now: a stack whose setcred fails drops the connection here.
-            try:
-                chan = t.open_session(timeout=30)
-                chan.exec_command("true")
-                status = chan.recv_exit_status()
-                result["session"] = status != -1
-            except Exception as e:
-                result["session_error"] = repr(e)
-        t.close()
-        print(json.dumps(result))
-        """
-
-    struct Attempt: Decodable {
-        var auth: Bool
-        var session: Bool
-        var error: String?
-    }
-
-    func attempt(port: String, method: String, password: String) throws -> Attempt {
-        let result = try TestRealm.run(["/usr/bin/python3", "-c", Self.client, "127.0.0.1", port, account, method], input: password + "\n")
-        let line = result.output.split(separator: "\n").last.map(String.init) ?? ""
-        guard let attempt = try? JSONDecoder().decode(Attempt.self, from: Data(line.utf8)) else {
-            throw TestRealmError("paramiko client: \(result.output)")
-        }
-        return attempt
-    }
-
     /// Gives the local account a principal of its own name, on the real KDC with `password` and on the rogue
     /// KDC with the attacker's password.
     func preparePrincipals() throws {
@@ -105,8 +61,8 @@ struct SSHDTests {
                 let command = ([binary, "--pam-exec"] + realm.helperFlags(krb5Config: config)).joined(separator: " ")
                 try (stack.text.replacingOccurrences(of: "KRB5LOGIN", with: command) + "\n")
                     .write(toFile: "/etc/pam.d/sshd-test", atomically: true, encoding: .utf8)
-                for method in ["password", "keyboard-interactive"] {
-                    let result = try attempt(port: port, method: method, password: secret)
+                for method in [TestRealm.SSHMethod.password, .keyboardInteractive] {
+                    let result = try realm.sshLogin(port: port, user: account, method: method, password: secret)
                     #expect(result.auth == accepted, "\(stack.name), \(kdc), \(method): \(result) \(log())")
                     #expect(result.session == accepted, "\(stack.name), \(kdc), \(method): session \(result) \(log())")
                 }
@@ -117,7 +73,7 @@ struct SSHDTests {
         let command = ([binary, "--pam-exec"] + realm.helperFlags()).joined(separator: " ")
         try "auth required pam_exec.so expose_authtok quiet \(command)\naccount required pam_permit.so\nsession required pam_permit.so\n"
             .write(toFile: "/etc/pam.d/sshd-test", atomically: true, encoding: .utf8)
-        let dropped = try attempt(port: port, method: "keyboard-interactive", password: password)
+        let dropped = try realm.sshLogin(port: port, user: account, password: password)
         #expect(!dropped.session, "\(dropped)")
         #expect(log().contains("pam_setcred(): Permission denied"))
     }

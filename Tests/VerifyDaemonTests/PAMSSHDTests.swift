@@ -20,64 +20,6 @@ struct PAMSSHDTests {
     /// its own (`sshd-krb5verify-PID-N`), so that runs in other checkouts on the machine keep their stacks.
     static let service = "sshd-krb5verify"
 
-    static let client = """
-        import base64, hashlib, hmac, json, socket, struct, sys, time, paramiko
-        spec = json.loads(sys.stdin.read())
-        result = {"auth": False, "prompts": [], "output": ""}
-        def totp(secret):
-            # RFC 6238, made when the prompt appears, with at least 10 s of its step left.
-            if 30 - time.time() % 30 < 10:
-                time.sleep(30 - time.time() % 30 + 0.2)
-            digest = hmac.new(base64.b32decode(secret), struct.pack(">Q", int(time.time()) // 30), hashlib.sha1).digest()
-            offset = digest[-1] & 0x0F
-            return "%06d" % ((struct.unpack(">I", digest[offset:offset + 4])[0] & 0x7FFFFFFF) % 1000000)
-        def handler(title, instructions, prompts):
-            answers = []
-            for text, echo in prompts:
-                result["prompts"].append(text)
-                value = next((value for key, value in spec["answers"].items() if key in text), "")
-                answers.append(totp(spec["totp_secret"]) if value == "TOTP" else value)
-            return answers
-        sock = socket.create_connection(("127.0.0.1", int(spec["port"])), timeout=60)
-        t = paramiko.Transport(sock)
-        # sshd runs under valgrind: paramiko's own 15 s banner and 30 s authentication waits are too short.
-        t.banner_timeout = t.auth_timeout = 60
-        try:
-            t.start_client(timeout=60)
-            t.auth_interactive(spec["user"], handler)
-            result["auth"] = t.is_authenticated()
-        except Exception as e:
-            result["error"] = repr(e)
-        if result["auth"]:
-            try:
-                chan = t.open_session(timeout=60)
-                chan.exec_command(spec["command"])
-                data = b""
-                while True:
-                    chunk = chan.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
-                result["status"] = chan.recv_exit_status()
-                result["output"] = data.decode()
-                result["errors"] = chan.recv_stderr(65536).decode(errors="replace") if chan.recv_stderr_ready() else ""
-            except Exception as e:
-                result["session_error"] = repr(e)
-        t.close()
-        print(json.dumps(result))
-        """
-
-    struct Attempt: Decodable {
-        var auth: Bool
-        var prompts: [String]
-        var output: String
-        var status: Int?
-        var error: String?
-        var session_error: String?
-        /// What the session wrote to standard error (sshd's own complaints before the command ran).
-        var errors: String?
-    }
-
     static func ensureAccount(_ name: String) throws {
         if getpwnam(name) != nil { return }
         let made = try TestRealm.run(["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/bin/sh", name])
@@ -126,17 +68,6 @@ struct PAMSSHDTests {
         }
     }
 
-    /// One login by keyboard-interactive: each prompt is answered with the value of the first key it contains (the
-    /// value `TOTP`: the realm's current one-time code), then `command` runs in the session.
-    func attempt(port: String, user: String, answers: [String: String], command: String = "true") throws -> Attempt {
-        struct Spec: Encodable { var port: String; var user: String; var answers: [String: String]; var command: String; var totp_secret: String }
-        let input = try JSONEncoder().encode(Spec(port: port, user: user, answers: answers, command: command, totp_secret: try TestRealm.shared()["OTP_SECRET"]))
-        let result = try TestRealm.run(["/usr/bin/python3", "-c", Self.client], inputBytes: Array(input))
-        guard let line = result.output.split(separator: "\n").last, let attempt = try? JSONDecoder().decode(Attempt.self, from: Data(line.utf8)) else {
-            throw TestRealmError("paramiko client: \(result.output)")
-        }
-        return attempt
-    }
 
     func stack(socket: String, configFile: String) -> String {
         let module = (try? PAMModule.productionPath()) ?? "pam_krb5verify.so"
@@ -198,23 +129,23 @@ struct PAMSSHDTests {
     func passwordAndOTP() async throws {
         try await withSSHD { port, fixture, log in
             // "TOTP": the client computes the code when the prompt appears.
-            let bob = try attempt(port: port, user: Self.otpAccount, answers: ["Password": Self.password, "One-time password": "TOTP"])
+            let bob = try fixture.realm.sshLogin(port: port, user: Self.otpAccount, answers: ["Password": Self.password, "One-time password": "TOTP"])
             #expect(bob.auth, "\(bob) \(log())")
             #expect(bob.prompts == ["Password: ", "One-time password: "], "\(bob)")
             #expect(bob.status == 0, "\(bob) \(log())")
-            let wrong = try attempt(port: port, user: Self.otpAccount, answers: ["Password": Self.password, "One-time password": "000000"])
+            let wrong = try fixture.realm.sshLogin(port: port, user: Self.otpAccount, answers: ["Password": Self.password, "One-time password": "000000"])
             #expect(!wrong.auth, "\(wrong)")
         }
     }
 
     @Test("alice types her password at sshd's prompt and logs in; a wrong password is refused")
     func password() async throws {
-        try await withSSHD { port, _, log in
-            let alice = try attempt(port: port, user: Self.passwordAccount, answers: ["Password": Self.password])
+        try await withSSHD { port, fixture, log in
+            let alice = try fixture.realm.sshLogin(port: port, user: Self.passwordAccount, answers: ["Password": Self.password])
             #expect(alice.auth, "\(alice) \(log())")
             #expect(alice.prompts == ["Password: "], "\(alice)")
             #expect(alice.status == 0, "\(alice) \(log())")
-            let wrong = try attempt(port: port, user: Self.passwordAccount, answers: ["Password": "Wrong-Passw0rd"])
+            let wrong = try fixture.realm.sshLogin(port: port, user: Self.passwordAccount, answers: ["Password": "Wrong-Passw0rd"])
             #expect(!wrong.auth, "\(wrong)")
         }
     }
@@ -225,7 +156,7 @@ struct PAMSSHDTests {
             let realm = fixture.realm
             let uid = getpwnam(Self.passwordAccount).pointee.pw_uid
             let command = "echo \"CC=$KRB5CCNAME\"; stat -c 'owner=%u mode=%a' \"${KRB5CCNAME#FILE:}\"; KRB5_CONFIG=/dev/null klist"
-            let session = try attempt(port: port, user: Self.passwordAccount, answers: ["Password": Self.password], command: command)
+            let session = try fixture.realm.sshLogin(port: port, user: Self.passwordAccount, answers: ["Password": Self.password], command: command)
             #expect(session.auth, "\(session) \(log())")
             #expect(session.output.contains("CC=FILE:/tmp/krb5cc_\(uid)_"), "\(session) \(log())")
             #expect(session.output.contains("owner=\(uid) mode=600"), "\(session)")
@@ -254,7 +185,7 @@ struct PAMSSHDTests {
             configuration.login.armor = .none
         }) { port, fixture, log in
             let label = fixture.realm["TOKEN_LABEL"]
-            let login = try attempt(port: port, user: carol, answers: ["PIN for \(label)": fixture.realm["TOKEN_PIN"]])
+            let login = try fixture.realm.sshLogin(port: port, user: carol, answers: ["PIN for \(label)": fixture.realm["TOKEN_PIN"]])
             #expect(login.auth, "\(login) \(log()) \(fixture.logs.text.suffix(2000))")
             #expect(login.prompts == ["PIN for \(label): "], "\(login)")
             #expect(login.status == 0, "\(login) \(log())")
@@ -267,7 +198,7 @@ struct PAMSSHDTests {
             // The rogue KDC's database has alice with the attacker's password (docs/test-kdc.md); a local alice logs in.
             let alice = fixture.realm["USER"]
             try Self.ensureAccount(alice)
-            let rogue = try attempt(port: port, user: alice, answers: ["Password": fixture.realm["ROGUE_PASSWORD"]])
+            let rogue = try fixture.realm.sshLogin(port: port, user: alice, answers: ["Password": fixture.realm["ROGUE_PASSWORD"]])
             #expect(!rogue.auth, "\(rogue)")
             #expect(rogue.prompts == ["Password: "], "\(rogue)")
             #expect(fixture.logs.text.contains("verification-failed"), "\(fixture.logs.text.suffix(2000))")
