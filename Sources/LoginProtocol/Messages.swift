@@ -214,7 +214,6 @@ public enum ServerMessage: Sendable {
             throw ProtocolError("unknown message type \"\(other.prefix(40))\"")
         }
     }
-
 }
 
 extension LoginQuestion {

@@ -66,7 +66,7 @@ enum AnswerMapping {
     static func expiryMessage(password: KerberosTime?, account: KerberosTime?, now: KerberosTime = .now) -> String? {
         guard let time = password ?? account else { return nil }
         let what = password != nil ? "Password" : "Account"
-        let (days, _) = (time - now).components.seconds.quotientAndRemainder(dividingBy: 86400)
+        let days = (time - now).components.seconds / 86400
         let when = days >= 1 ? "in \(days) day\(days == 1 ? "" : "s")" : "within a day"
         return "\(what) expires \(when)"
     }
